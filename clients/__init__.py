@@ -1,0 +1,1 @@
+"""Thin clients of eportd (see issues 4-7)."""

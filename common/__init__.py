@@ -1,0 +1,1 @@
+"""Shared E-port card profile: APDUs, TLV, PIV constants, SM2/SM3 and the E-port data object."""

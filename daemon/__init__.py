@@ -1,0 +1,1 @@
+"""eportd, the local card daemon (see issue 3)."""

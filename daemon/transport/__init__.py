@@ -1,0 +1,1 @@
+"""Transports: the only place pyscard is imported (pcsc.py)."""

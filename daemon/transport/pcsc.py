@@ -1,0 +1,155 @@
+"""PC/SC transport over pcsc-lite, through pyscard's low-level `scard` module.
+
+This module is the only one in the project that imports pyscard. pcsc-lite return codes become
+`PcscError` with the code's name, mapped to the project's error taxonomy the way Web eID maps
+them (NO_SERVICE / SERVICE_STOPPED: the service is not running; REMOVED_CARD: card removed;
+SHARING_VIOLATION: another program holds the card).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from smartcard import scard
+
+logger = logging.getLogger(__name__)
+TRAFFIC = 5  # below DEBUG: APDU traces only when asked for
+
+
+class PcscError(Exception):
+    """A PC/SC call failed; `code` is the pcsc-lite return code and `reason` our name for it."""
+
+    def __init__(self, operation: str, code: int) -> None:
+        self.code = code & 0xFFFFFFFF
+        self.reason = _REASONS.get(self.code, "CARD_ERROR")
+        super().__init__(f"{operation}: {scard.SCardGetErrorMessage(code)} "
+                         f"(0x{self.code:08X}, {self.reason})")
+
+
+_REASONS = {
+    scard.SCARD_E_NO_SERVICE & 0xFFFFFFFF: "SERVICE_NOT_RUNNING",
+    scard.SCARD_E_SERVICE_STOPPED & 0xFFFFFFFF: "SERVICE_NOT_RUNNING",
+    scard.SCARD_E_NO_READERS_AVAILABLE & 0xFFFFFFFF: "NO_READER",
+    scard.SCARD_E_UNKNOWN_READER & 0xFFFFFFFF: "NO_READER",
+    scard.SCARD_E_READER_UNAVAILABLE & 0xFFFFFFFF: "NO_READER",
+    scard.SCARD_E_NO_SMARTCARD & 0xFFFFFFFF: "NO_CARD",
+    scard.SCARD_W_REMOVED_CARD & 0xFFFFFFFF: "CARD_REMOVED",
+    scard.SCARD_W_RESET_CARD & 0xFFFFFFFF: "CARD_RESET",
+    scard.SCARD_W_UNRESPONSIVE_CARD & 0xFFFFFFFF: "CARD_TIMEOUT",
+    scard.SCARD_W_UNPOWERED_CARD & 0xFFFFFFFF: "CARD_REMOVED",
+    scard.SCARD_E_TIMEOUT & 0xFFFFFFFF: "CARD_TIMEOUT",
+    scard.SCARD_E_SHARING_VIOLATION & 0xFFFFFFFF: "SHARING_VIOLATION",
+    scard.SCARD_E_NOT_TRANSACTED & 0xFFFFFFFF: "CARD_ERROR",
+    scard.SCARD_W_UNSUPPORTED_CARD & 0xFFFFFFFF: "UNSUPPORTED_CARD",
+    scard.SCARD_E_PROTO_MISMATCH & 0xFFFFFFFF: "UNSUPPORTED_CARD",
+}
+
+
+def _check(operation: str, result: int) -> None:
+    if result != scard.SCARD_S_SUCCESS:
+        raise PcscError(operation, result)
+
+
+class PcscContext:
+    """One SCardEstablishContext; close it when done."""
+
+    def __init__(self) -> None:
+        result, self.handle = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        _check("SCardEstablishContext", result)
+
+    def list_readers(self) -> list[str]:
+        result, names = scard.SCardListReaders(self.handle, [])
+        if result in (scard.SCARD_E_NO_READERS_AVAILABLE, scard.SCARD_E_READER_UNAVAILABLE):
+            return []
+        _check("SCardListReaders", result)
+        return list(names)
+
+    def card_present(self, reader: str) -> bool:
+        result, states = scard.SCardGetStatusChange(
+            self.handle, 0, [(reader, scard.SCARD_STATE_UNAWARE)]
+        )
+        _check("SCardGetStatusChange", result)
+        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+
+    def wait_for_presence(self, reader: str, present: bool, timeout: float) -> float:
+        """Block in SCardGetStatusChange until the card is (or is not) in `reader`.
+
+        Returns the seconds waited; raises PcscError(SCARD_E_TIMEOUT) after `timeout`.
+        """
+        started = time.monotonic()
+        result, states = scard.SCardGetStatusChange(
+            self.handle, 0, [(reader, scard.SCARD_STATE_UNAWARE)]
+        )
+        _check("SCardGetStatusChange", result)
+        state = states[0][1]
+        while bool(state & scard.SCARD_STATE_PRESENT) != present:
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0:
+                raise PcscError("waiting for the card", scard.SCARD_E_TIMEOUT)
+            result, states = scard.SCardGetStatusChange(
+                self.handle, int(remaining * 1000), [(reader, state & ~scard.SCARD_STATE_CHANGED)]
+            )
+            _check("SCardGetStatusChange", result)
+            state = states[0][1]
+        return time.monotonic() - started
+
+    def connect(self, reader: str, *, exclusive: bool = False) -> PcscConnection:
+        share = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
+        result, card, protocol = scard.SCardConnect(
+            self.handle, reader, share, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
+        )
+        _check(f"SCardConnect({reader})", result)
+        return PcscConnection(reader, card, protocol)
+
+    def close(self) -> None:
+        scard.SCardReleaseContext(self.handle)
+
+    def __enter__(self) -> PcscContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class PcscConnection:
+    reader: str
+    _card: int
+    _protocol: int
+
+    @property
+    def atr(self) -> bytes:
+        result, _reader, _state, _protocol, atr = scard.SCardStatus(self._card)
+        _check("SCardStatus", result)
+        return bytes(atr)
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        # VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER carry secrets: trace the
+        # header only.
+        if logger.isEnabledFor(TRAFFIC):
+            shown = apdu[:5].hex() + " <redacted>" if apdu[1:2] in (b"\x20", b"\x24", b"\x2c") \
+                else apdu.hex()
+            logger.log(TRAFFIC, "SEND %s", shown)
+        result, response = scard.SCardTransmit(self._card, self._protocol, list(apdu))
+        _check("SCardTransmit", result)
+        if len(response) < 2:
+            raise PcscError("SCardTransmit: reply without a status word", scard.SCARD_F_COMM_ERROR)
+        data = bytes(response[:-2])
+        sw = (response[-2] << 8) | response[-1]
+        if logger.isEnabledFor(TRAFFIC):
+            logger.log(TRAFFIC, "RECV %s %04X", data.hex(), sw)
+        return data, sw
+
+    def reconnect(self, *, reset: bool) -> None:
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        result, self._protocol = scard.SCardReconnect(
+            self._card, scard.SCARD_SHARE_SHARED,
+            scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1, disposition)
+        _check("SCardReconnect", result)
+
+    def close(self, *, reset: bool = False) -> None:
+        scard.SCardDisconnect(
+            self._card, scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        )

@@ -1,0 +1,1 @@
+"""A virtual E-port card (PIV card edge with the E-port profile) for the vpcd driver of pcscd."""

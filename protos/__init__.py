@@ -1,0 +1,1 @@
+"""The gRPC contract, package eport.v1 (see issue 3)."""
