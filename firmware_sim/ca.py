@@ -55,6 +55,8 @@ def _ca_name(common_name: str) -> x509.Name:
 
 @dataclass(frozen=True)
 class TestCA:
+    __test__ = False  # a certificate authority, not a pytest test class
+
     directory: Path
     rsa_key: rsa.RSAPrivateKey
     rsa_certificate: x509.Certificate

@@ -140,13 +140,13 @@ class CardOS:
             return self._get_response(command)
         self._pending_response = b""
 
-        command = self._assemble_chain(command)
-        if command is None:
+        assembled = self._assemble_chain(command)
+        if assembled is None:
             return b"", SW.OK  # more chained data expected
-        handler = self._handlers.get(command.ins)
+        handler = self._handlers.get(assembled.ins)
         if handler is None:
             return b"", SW.INS_NOT_SUPPORTED
-        return self._limit_to_le(handler(command), command)
+        return self._limit_to_le(handler(assembled), assembled)
 
     def _assemble_chain(self, command: CommandApdu) -> CommandApdu | None:
         chain = self._chain

@@ -30,17 +30,13 @@ _CA_OPTION = click.option(
 )
 
 
-class _Moment(click.ParamType):
-    name = "moment"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None
-                ) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_moment(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+def _moment(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_moment(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group()
@@ -100,10 +96,11 @@ def ca_show(ca_dir: Path | None) -> None:
               help="Test PIN (simulated cards only).")
 @click.option("--puk", default=DEFAULT_PUK, show_default=True,
               help="Test PUK (stands for the card centre's unlock code).")
-@click.option("--not-before", type=_Moment(), default="now", show_default=True,
+@click.option("--not-before", callback=_moment, default="now", show_default=True,
               help="Validity start: now, -400d, +10d or a date.")
 @click.option("--days", type=int, default=None, help="Validity length in days (default 730).")
-@click.option("--not-after", type=_Moment(), default=None, help="Validity end (instead of --days).")
+@click.option("--not-after", callback=_moment, default=None,
+              help="Validity end (instead of --days).")
 @click.option("--pin-tries", type=int, default=3, show_default=True)
 @click.option("--puk-tries", type=int, default=3, show_default=True)
 @click.option("--pin-tries-left", type=int, default=None,

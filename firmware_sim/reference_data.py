@@ -85,7 +85,9 @@ class ReferenceData:
         if raw.get("kdf") != "pbkdf2-hmac-sha256":
             raise ValueError("unknown PIN key-derivation function")
         iterations, tries, max_tries = raw["iterations"], raw["tries_left"], raw["max_tries"]
-        if not all(isinstance(v, int) for v in (iterations, tries, max_tries)):
+        if not (
+            isinstance(iterations, int) and isinstance(tries, int) and isinstance(max_tries, int)
+        ):
             raise ValueError("counters must be integers")
         if not (1 <= max_tries <= 15 and 0 <= tries <= max_tries and iterations >= 1):
             raise ValueError("counters out of range")

@@ -7,6 +7,6 @@ PY=.venv/bin/python
 echo "== ruff"
 $PY -m ruff check .
 echo "== mypy"
-$PY -m mypy common firmware_sim daemon protos clients
+$PY -m mypy -p eport
 echo "== pytest"
 $PY -m pytest "$@"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -61,7 +62,7 @@ def test_select_accepts_the_truncated_aid_and_refuses_others(make_card: CardFact
     assert send(card, "00A40400 05 A000000308")[1] == SW.OK
     assert send(card, "00A40400 07 A0000001510000")[1] == SW.FILE_NOT_FOUND  # GlobalPlatform
     assert send(card, "00A40000 02 3F00")[1] == SW.FILE_NOT_FOUND
-    assert send(card, "00A40400 00")[1] == SW.WRONG_LENGTH  # Lc=0 is not an APDU
+    assert send(card, "00A40400 00")[1] == SW.FILE_NOT_FOUND  # no AID at all (case 2, Le=256)
 
 
 def test_ikey_has_its_own_atr_and_label(test_ca: TestCA, make_card: CardFactory) -> None:
@@ -94,7 +95,7 @@ def test_certificate_extension_holds_the_same_profile(make_card: CardFactory) ->
     )
     value = ext.value
     assert isinstance(value, x509.UnrecognizedExtension)
-    text = value.value[2:].decode("utf-8")  # UTF8String header is 2 bytes for this length
+    text = core.UTF8String.load(value.value).native
     assert EportProfile.from_json_dict(json.loads(text)) == card.image.profile
 
 
@@ -281,7 +282,7 @@ def test_sign_refuses_wrong_algorithm_key_or_input(make_card: CardFactory) -> No
     piv = session(card)
     piv.verify_pin(PIN)
     body = tlv(0x7C, tlv(0x82, b"") + tlv(0x81, bytes(32))).hex()
-    assert send(card, f"00870711 {len(body) // 2:02X} {body} 00")[1] == SW.INCORRECT_P1P2
+    assert send(card, f"0087079C {len(body) // 2:02X} {body} 00")[1] == SW.INCORRECT_P1P2
     assert send(card, f"0087119A {len(body) // 2:02X} {body} 00")[1] == SW.REFERENCE_NOT_FOUND
     short = tlv(0x7C, tlv(0x82, b"") + tlv(0x81, bytes(20))).hex()
     assert send(card, f"0087119C {len(short) // 2:02X} {short} 00")[1] == SW.INCORRECT_DATA
@@ -322,7 +323,7 @@ def test_oversized_chain_is_refused(make_card: CardFactory) -> None:
         ("00A404", SW.WRONG_LENGTH),  # shorter than a header
         ("00CB3FFF 05 5C035F", SW.WRONG_LENGTH),  # Lc larger than the data
         ("00CB3FFF 02 5C035FC10200", SW.WRONG_LENGTH),  # Lc smaller than the data
-        ("00CB3FFF 000000", SW.WRONG_LENGTH),  # extended Lc of zero
+        ("00CB3FFF 00000001", SW.WRONG_LENGTH),  # extended Lc of zero
         ("80CB3FFF 05 5C035FC102", SW.CLA_NOT_SUPPORTED),
         ("0C200080", SW.CLA_NOT_SUPPORTED),  # secure messaging
         ("00FD0000", SW.INS_NOT_SUPPORTED),  # YubiKey GET VERSION: not a YubiKey
