@@ -84,18 +84,27 @@ def test_pkcs11_p256_signature_verifies_with_openssl(sim_card, tmp_path: Path) -
     assert "Verified OK" in out
 
 
-def test_pkcs15_tool_shows_the_tries_left(sim_card) -> None:
-    card = sim_card("rsa2048")
-    with PcscContext() as context:
-        connection = context.connect(card.reader)
-        piv = PivSession(connection)
-        piv.select()
-        with pytest.raises(Exception, match="VERIFY PIN"):
-            piv.verify_pin(b"11111111")
-        connection.close()
-    out = run("pkcs15-tool", "--list-pins")
-    tries = re.findall(r"Tries left\s*:\s*(\d+)", out)
-    assert "2" in tries, out
+def test_opensc_sees_the_pins_and_the_tries_left(sim_card) -> None:
+    """pkcs15-tool lists the PIN and the PUK. OpenSC 0.23's pkcs15-tool never asks a PIV card
+    for its counter (it sends no status VERIFY), so the tries left are read through OpenSC's
+    PKCS#11 token flags, which do ask the card, and through yubico-piv-tool."""
+    sim_card("rsa2048")
+    pins = run("pkcs15-tool", "--list-pins")
+    assert "PIN [PIN]" in pins and "PIV PUK" in pins
+    assert re.search(r"Reference\s*:\s*128", pins) and re.search(r"Reference\s*:\s*129", pins)
+    flags, tries = [], []
+    for _ in range(3):
+        wrong = subprocess.run(
+            ["pkcs11-tool", "--module", OPENSC_MODULE, "--login", "--pin", "11111111",
+             "--list-objects"], capture_output=True, timeout=60)
+        assert wrong.returncode != 0  # the wrong PIN is refused
+        flags.append(pkcs11("--list-token-slots"))
+        status = run("yubico-piv-tool", "-r", "Virtual", "-a", "status")
+        tries.append(int(re.findall(r"PIN tries left:\s*(\d+)", status)[0]))
+    assert tries == [2, 1, 0]
+    assert "final user PIN try" not in flags[0] and "locked" not in flags[0]
+    assert "final user PIN try" in flags[1]
+    assert "user PIN locked" in flags[2]
 
 
 def test_yubico_piv_tool_reads_the_card(sim_card) -> None:

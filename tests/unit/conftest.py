@@ -5,20 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.card_os import CardOS, load_card
 from eport.firmware_sim.image import CardImage
-from tests.support.cards import provision_test_card, write_card
-
-
-@pytest.fixture(scope="session")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return init_ca(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="session")
-def card_images(test_ca: TestCA) -> dict[str, CardImage]:
-    return {alg: provision_test_card(test_ca, alg) for alg in ("rsa2048", "rsa1024", "p256", "sm2")}
+from tests.support.cards import write_card
 
 
 @pytest.fixture

@@ -1,0 +1,3 @@
+from eport.firmware_sim.cli import main
+
+main()

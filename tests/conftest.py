@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from eport.firmware_sim.ca import TestCA, init_ca
+from eport.firmware_sim.image import CardImage
+from tests.support.cards import provision_test_card, write_card
+from tests.support.pcsc_stack import Pcscd, SimCard, SimCards, start_pcscd_if_needed
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return init_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def card_images(test_ca: TestCA) -> dict[str, CardImage]:
+    """One provisioned card per algorithm; tests copy them (key generation is slow)."""
+    return {alg: provision_test_card(test_ca, alg) for alg in ("rsa2048", "rsa1024", "p256", "sm2")}
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[Pcscd]:
+    handle = start_pcscd_if_needed()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def sim_cards(pcscd: Pcscd) -> Iterator[SimCards]:
+    cards = SimCards()
+    yield cards
+    cards.close()
+
+
+@pytest.fixture
+def sim_card(
+    sim_cards: SimCards, card_images: dict[str, CardImage], tmp_path: Path
+) -> Callable[..., SimCard]:
+    """Insert a simulated card (by algorithm, or a given image) into a vpcd slot."""
+
+    def insert(algorithm: str = "rsa2048", *, slot: int = 0, image: CardImage | None = None
+               ) -> SimCard:
+        path = write_card(image or card_images[algorithm], tmp_path, f"slot{slot}.json")
+        return sim_cards.insert(path, slot)
+
+    return insert
