@@ -83,12 +83,15 @@ def _send(control_path: Path | None, request: dict[str, Any]) -> dict[str, Any]:
 
 
 @click.group("ctl")
-def ctl_group() -> None:
+@_CONTROL_OPTION
+@click.pass_context
+def ctl_group(ctx: click.Context, control_path: Path | None) -> None:
     """Control a running simulator: remove and insert cards, inject faults."""
+    ctx.obj = control_path
 
 
 @ctl_group.command("status")
-@_CONTROL_OPTION
+@click.pass_obj
 @click.option("--json", "as_json", is_flag=True)
 def ctl_status(control_path: Path | None, as_json: bool) -> None:
     """Show each slot: card, inserted, connected, faults, APDU count."""
@@ -111,7 +114,7 @@ def ctl_status(control_path: Path | None, as_json: bool) -> None:
 
 
 @ctl_group.command("remove")
-@_CONTROL_OPTION
+@click.pass_obj
 @click.option("--slot", type=int, default=0, show_default=True)
 def ctl_remove(control_path: Path | None, slot: int) -> None:
     """Take the card out of the reader."""
@@ -119,7 +122,7 @@ def ctl_remove(control_path: Path | None, slot: int) -> None:
 
 
 @ctl_group.command("insert")
-@_CONTROL_OPTION
+@click.pass_obj
 @click.option("--slot", type=int, default=0, show_default=True)
 @click.argument("card", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def ctl_insert(control_path: Path | None, slot: int, card: Path | None) -> None:
@@ -131,7 +134,7 @@ def ctl_insert(control_path: Path | None, slot: int, card: Path | None) -> None:
 
 
 @ctl_group.command("delay")
-@_CONTROL_OPTION
+@click.pass_obj
 @click.option("--slot", type=int, default=0, show_default=True)
 @click.option("--ms", type=float, required=True, help="Delay before each answer; 0 turns it off.")
 def ctl_delay(control_path: Path | None, slot: int, ms: float) -> None:
@@ -140,7 +143,7 @@ def ctl_delay(control_path: Path | None, slot: int, ms: float) -> None:
 
 
 @ctl_group.command("mute")
-@_CONTROL_OPTION
+@click.pass_obj
 @click.option("--slot", type=int, default=0, show_default=True)
 @click.option("--on/--off", default=True, show_default=True)
 def ctl_mute(control_path: Path | None, slot: int, on: bool) -> None:
@@ -149,7 +152,7 @@ def ctl_mute(control_path: Path | None, slot: int, on: bool) -> None:
 
 
 @ctl_group.command("pull")
-@_CONTROL_OPTION
+@click.pass_obj
 @click.option("--slot", type=int, default=0, show_default=True)
 @click.option("--after-execute", is_flag=True,
               help="Let the card execute the APDU before it is pulled (state may change).")

@@ -6,6 +6,7 @@ stack cannot be had, pcsc tests skip, except with CI=true, where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -140,10 +141,8 @@ class SimCards:
     def close(self) -> None:
         self._runner.stop()
         for card in self._cards:
-            try:
+            with contextlib.suppress(PcscError):
                 wait_for_presence(card.reader, False, timeout=3)
-            except PcscError:
-                pass
 
 
 def start_sim_process(image_path: Path, slot: int, control: Path) -> subprocess.Popen[bytes]:
