@@ -44,14 +44,21 @@ def port_for_slot(slot: int, base_port: int = VPCD_BASE_PORT) -> int:
     return base_port + slot
 
 
+class LatencyTuning:
+    """On by default; the benchmark turns it off once to show what it buys."""
+
+    enabled = True
+
+
 def tune_socket(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if LatencyTuning.enabled:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _quickack(sock: socket.socket) -> None:
     # Linux clears QUICKACK after a while; set it before each receive (DESIGN.md §4).
     quickack = getattr(socket, "TCP_QUICKACK", None)
-    if quickack is not None:
+    if quickack is not None and LatencyTuning.enabled:
         sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
 

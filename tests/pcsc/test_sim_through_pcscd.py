@@ -285,7 +285,7 @@ def test_kill_9_during_verify_through_pcscd(pcscd: Pcscd, card_images: dict[str,
         context, connection, piv = _session(reader)
         answered: list[int] = []
 
-        def verify(piv: PivSession = piv) -> None:
+        def verify(piv: PivSession = piv, answered: list[int] = answered) -> None:
             try:
                 piv.verify_pin(b"11111111")
             except InvalidPinError as exc:
