@@ -82,7 +82,8 @@ class SlotRunner:
             self._stopping = True
             self._lock.notify_all()
         self._close_socket()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5)
         with self._lock:
             if self._card is not None:
                 self._card.close()

@@ -5,43 +5,68 @@ TCP; the driver listens on 35963 + slot and the card connects. Every message bot
 00 power off, 01 power on, 02 reset (no reply), 04 get ATR (reply: the ATR). Longer messages
 are C-APDUs, answered with the R-APDU. Closing the socket is card removal.
 
+Things the driver does that shape this module (vsmartcard's vpcd, as packaged in Debian 12):
+- pcscd asks "is the card present?" every 400 ms by sending GET ATR, and only accepts our
+  connection during such a poll, so insertion and removal are seen 0-400 ms late;
+- it waits for an R-APDU without a timeout, so a card that never answers blocks that reader
+  (presence polls included) until the connection closes;
+- it treats an empty reply as an error and drops the card, so we never send one.
+
 Latency: with default socket options a round trip costs ~50 ms (delayed ACK against small
 writes); TCP_NODELAY once and TCP_QUICKACK before every receive bring it under a millisecond.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
-from typing import Protocol
+import threading
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+logger = logging.getLogger(__name__)
 
 VPCD_BASE_PORT = 35963
 CONTROL_POWER_OFF = 0x00
 CONTROL_POWER_ON = 0x01
 CONTROL_RESET = 0x02
 CONTROL_GET_ATR = 0x04
+MAX_FRAME = 0xFFFF  # the length prefix is two bytes
+# Sent instead of an answer that cannot be framed (empty, or over 65535 bytes): "no precise
+# diagnosis" keeps the reader usable, where dropping the connection would look like removal.
+SW_NO_PRECISE_DIAGNOSIS = b"\x6f\x00"
 
 
 class VirtualCard(Protocol):
+    """What a simulated card offers the link; `execute` never raises for bad input."""
+
     @property
     def atr(self) -> bytes: ...
 
     def power_on(self) -> None: ...
 
-    def power_off(self) -> None: ...
+    def power_off(self) -> None: ...  # clears volatile state (PIN verified etc.)
 
     def reset(self) -> None: ...
 
     def execute(self, apdu: bytes) -> bytes: ...
 
+
+@runtime_checkable
+class ClosableCard(Protocol):
+    """A card that holds a resource (the real one locks its image file) to release."""
+
     def close(self) -> None: ...
+
+
+# Decides the answer to one C-APDU: the R-APDU to send, or None to drop the connection without
+# answering (a card pulled out mid-command). The runner puts its fault injection here.
+ApduHandler = Callable[[VirtualCard, bytes], bytes | None]
 
 
 class VpcdProtocolError(Exception):
     """The peer sent something that is not a vpcd frame."""
-
-
-def port_for_slot(slot: int, base_port: int = VPCD_BASE_PORT) -> int:
-    return base_port + slot
 
 
 class LatencyTuning:
@@ -50,13 +75,20 @@ class LatencyTuning:
     enabled = True
 
 
+def port_for_slot(slot: int, base_port: int = VPCD_BASE_PORT) -> int:
+    return base_port + slot
+
+
 def tune_socket(sock: socket.socket) -> None:
+    # Our replies are small writes answering small reads: Nagle would hold each reply until
+    # the peer's delayed ACK (~40 ms) arrives.
     if LatencyTuning.enabled:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _quickack(sock: socket.socket) -> None:
-    # Linux clears QUICKACK after a while; set it before each receive (DESIGN.md §4).
+    # Linux drops out of quick-ACK mode on its own after a few segments, so one setsockopt at
+    # connect time is not enough: re-arm it before every receive.
     quickack = getattr(socket, "TCP_QUICKACK", None)
     if quickack is not None and LatencyTuning.enabled:
         sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
@@ -67,34 +99,37 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     buffer = bytearray(size)
     view = memoryview(buffer)
     received = 0
-    while received < size:
+    while received < size:  # TCP may deliver a frame in any number of pieces
         _quickack(sock)
         count = sock.recv_into(view[received:])
         if count == 0:
             if received == 0:
                 return None
-            raise VpcdProtocolError("connection closed in the middle of a frame")
+            raise VpcdProtocolError(
+                f"connection closed in the middle of a frame ({received} of {size} bytes)")
         received += count
     return bytes(buffer)
 
 
 def read_frame(sock: socket.socket) -> bytes | None:
-    """One message from vpcd, or None when the connection is closed."""
+    """One message from vpcd, or None when the connection is closed between messages."""
     header = _recv_exact(sock, 2)
     if header is None:
         return None
     length = int.from_bytes(header, "big")
     if length == 0:
-        raise VpcdProtocolError("empty frame")
+        raise VpcdProtocolError("empty frame (length 0)")
     body = _recv_exact(sock, length)
     if body is None:
-        raise VpcdProtocolError("connection closed after a frame header")
+        raise VpcdProtocolError(f"connection closed after a frame header announcing {length} "
+                                "bytes")
     return body
 
 
 def write_frame(sock: socket.socket, payload: bytes) -> None:
-    if not 0 < len(payload) <= 0xFFFF:
-        raise VpcdProtocolError(f"cannot frame {len(payload)} bytes")
+    if not 0 < len(payload) <= MAX_FRAME:
+        raise VpcdProtocolError(f"cannot frame {len(payload)} bytes (1 to {MAX_FRAME})")
+    # One sendall of header and body: two writes would be two segments (TCP_NODELAY).
     sock.sendall(len(payload).to_bytes(2, "big") + payload)
 
 
@@ -111,3 +146,93 @@ def answer_control(card: VirtualCard, code: int) -> bytes | None:
     else:
         raise VpcdProtocolError(f"unknown control byte {code:02X}")
     return None
+
+
+def execute_apdu(card: VirtualCard, apdu: bytes) -> bytes:
+    """The card's answer, always one that can be framed."""
+    try:
+        response = card.execute(apdu)
+    except Exception:
+        # The card contract says execute never raises; if a bug makes it, the host should get
+        # an error status rather than see the card vanish (and the slot thread must survive).
+        logger.exception("the card raised on APDU %s; answering 6F00", apdu[:5].hex())
+        return SW_NO_PRECISE_DIAGNOSIS
+    if not 2 <= len(response) <= MAX_FRAME:
+        logger.error("the card answered %d bytes, which vpcd cannot carry; answering 6F00",
+                     len(response))
+        return SW_NO_PRECISE_DIAGNOSIS
+    return response
+
+
+class VpcdLink:
+    """One connection to pcscd's vpcd driver, serving one card until the peer closes it.
+
+    `serve` runs in one thread; `shutdown` may be called from any other thread to end it
+    (that is how a card is removed).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.settimeout(None)  # vpcd may stay silent for as long as no program uses the card
+        tune_socket(sock)
+        self._sock = sock
+        self._closed = threading.Event()
+
+    @classmethod
+    def connect(cls, host: str = "127.0.0.1", port: int = VPCD_BASE_PORT, *,
+                timeout: float = 2.0) -> VpcdLink:
+        """Connect to the driver; raises OSError when nothing listens (pcscd not running)."""
+        return cls(socket.create_connection((host, port), timeout=timeout))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def serve(self, card: VirtualCard, handle_apdu: ApduHandler = execute_apdu) -> None:
+        """Answer vpcd until it closes the connection, `handle_apdu` returns None or
+        `shutdown` is called. Raises VpcdProtocolError on a malformed frame and OSError on a
+        broken connection; the caller decides whether to reconnect."""
+        while True:
+            try:
+                frame = read_frame(self._sock)
+            except OSError:
+                if self.closed:
+                    return  # our own shutdown interrupted the receive
+                raise
+            if frame is None or self.closed:
+                return
+            if len(frame) == 1:
+                self._control(card, frame[0])
+                continue
+            response = handle_apdu(card, frame)
+            if response is None or self.closed:
+                return
+            self.send(response)
+
+    def _control(self, card: VirtualCard, code: int) -> None:
+        try:
+            reply = answer_control(card, code)
+        except VpcdProtocolError:
+            # No reply: a reply vpcd does not expect would be taken as the next answer.
+            logger.warning("vpcd sent unknown control byte %02X; ignored", code)
+            return
+        if reply is not None:
+            self.send(reply)
+
+    def send(self, payload: bytes) -> None:
+        write_frame(self._sock, payload)
+
+    def shutdown(self) -> None:
+        """End the connection now (card removal); wakes a `serve` blocked in a receive."""
+        self._closed.set()
+        with contextlib.suppress(OSError):  # the peer may have closed it already
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.shutdown()
+        self._sock.close()
+
+    def __enter__(self) -> VpcdLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
