@@ -44,7 +44,7 @@ class ProfileError(ValueError):
 
 
 _CUSTOMS_CODE = re.compile(r"^[0-9A-Z]{10}$")
-_CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100-2015: no I, O, S, V, Z
+CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100-2015: no I, O, S, V, Z
 _CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 _CARD_ID = re.compile(r"^[0-9A-Za-z]{1,16}$")
 _CERT_NUMBER = re.compile(r"^[0-9a-f]{8,32}$")
@@ -53,12 +53,12 @@ _CERT_NUMBER = re.compile(r"^[0-9a-f]{8,32}$")
 def credit_code_check_char(first17: str) -> str:
     """The 18th character of a unified social credit code (GB 32100-2015)."""
     pairs = zip(first17, _CREDIT_WEIGHTS, strict=True)
-    total = sum(_CREDIT_ALPHABET.index(c) * weight for c, weight in pairs)
-    return _CREDIT_ALPHABET[(31 - total % 31) % 31]
+    total = sum(CREDIT_ALPHABET.index(c) * weight for c, weight in pairs)
+    return CREDIT_ALPHABET[(31 - total % 31) % 31]
 
 
 def is_valid_credit_code(code: str) -> bool:
-    if len(code) != 18 or any(c not in _CREDIT_ALPHABET for c in code):
+    if len(code) != 18 or any(c not in CREDIT_ALPHABET for c in code):
         return False
     return credit_code_check_char(code[:17]) == code[17]
 

@@ -23,7 +23,7 @@ _CONTROL_OPTION = click.option(
 @click.command("run")
 @click.argument("cards", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--slot", type=int, default=0, show_default=True,
+@click.option("--slot", type=click.IntRange(min=0), default=0, show_default=True,
               help="vpcd slot of the first card; further cards take the next slots.")
 @click.option("--port", type=int, default=None,
               help=f"vpcd port of the first slot (default {VPCD_BASE_PORT} + slot).")
@@ -43,15 +43,15 @@ def run_command(cards: tuple[Path, ...], slot: int, port: int | None, host: str,
     try:
         for offset, card in enumerate(cards):
             runner.add_slot(slot + offset, card)
-    except CardImageError as exc:
-        runner.stop()
+    except (CardImageError, OSError, ValueError) as exc:  # what card factories raise
+        runner.stop()  # releases the cards already loaded
         raise click.ClickException(str(exc)) from None
     path = control_path or default_control_path()
     try:
         control = ControlServer(runner, path)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         runner.stop()
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"control socket {path}: {exc}") from None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

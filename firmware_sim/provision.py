@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from eport.common import sm2
 from eport.common.piv import ALGORITHM_BY_NAME, pad_pin
 from eport.common.profile import (
+    CREDIT_ALPHABET,
     CardForm,
     CardKind,
     EportProfile,
@@ -30,7 +31,6 @@ from eport.firmware_sim.reference_data import (
 
 DEFAULT_PIN = "88888888"
 DEFAULT_PUK = "12345678"
-_CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 
 
 class ProvisionError(ValueError):
@@ -63,7 +63,7 @@ def random_digits(count: int) -> str:
 
 def random_credit_code() -> str:
     # 9 = registered by the market regulator, 1 = enterprise, then a 6-digit region code.
-    first17 = "91110000" + "".join(secrets.choice(_CREDIT_ALPHABET) for _ in range(9))
+    first17 = "91110000" + "".join(secrets.choice(CREDIT_ALPHABET) for _ in range(9))
     return first17 + credit_code_check_char(first17)
 
 

@@ -176,6 +176,7 @@ class VpcdLink:
         tune_socket(sock)
         self._sock = sock
         self._closed = threading.Event()
+        self.frames_received = 0
 
     @classmethod
     def connect(cls, host: str = "127.0.0.1", port: int = VPCD_BASE_PORT, *,
@@ -200,6 +201,7 @@ class VpcdLink:
                 raise
             if frame is None or self.closed:
                 return
+            self.frames_received += 1
             if len(frame) == 1:
                 self._control(card, frame[0])
                 continue

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
 from eport.firmware_sim.ca import TestCA, init_ca
-from eport.firmware_sim.image import CardImage
+from eport.firmware_sim.image import CardImage, load_card
+from eport.firmware_sim.runner import CardFactory
 from tests.support.cards import provision_test_card, write_card
-from tests.support.pcsc_stack import Pcscd, SimCard, SimCards, start_pcscd_if_needed
+from tests.support.pcsc_stack import Pcscd, SimCard, SimCards, SimSlots, start_pcscd_if_needed
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,22 @@ def sim_card(
         return sim_cards.insert(path, slot)
 
     return insert
+
+
+@pytest.fixture
+def sim_slots(pcscd: Pcscd) -> Iterator[Callable[..., SimSlots]]:
+    """Start cards in vpcd slots, each seen present by pcscd before this returns:
+    `sim_slots([(0, image_path)], factory=FakeCardFactory())` (default: the real card)."""
+    started: list[SimSlots] = []
+
+    def start(cards: Iterable[tuple[int, Path]], factory: CardFactory = load_card
+              ) -> SimSlots:
+        slots = SimSlots(factory)
+        started.append(slots)
+        for slot, image_path in cards:
+            slots.add(slot, image_path)
+        return slots
+
+    yield start
+    for slots in started:
+        slots.close()

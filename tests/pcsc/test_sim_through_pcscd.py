@@ -3,25 +3,33 @@ PIN lockout surviving restarts and kill -9 (issue 2, acceptance)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from smartcard.Exceptions import CardConnectionException
+from smartcard.System import readers
 
 from eport.daemon.card.errors import InvalidPinError, ReferenceBlockedError
 from eport.daemon.card.piv_session import PivSession
 from eport.daemon.transport.pcsc import PcscConnection, PcscContext, PcscError
+from eport.firmware_sim.control import ControlServer, control_request
 from eport.firmware_sim.image import CardImage, read_image
 from tests.support.cards import write_card
+from tests.support.fake_card import FAKE_ATR, FakeCardFactory, write_fake_image
 from tests.support.pcsc_stack import (
     Pcscd,
     SimCard,
+    SimSlots,
     reader_for_slot,
     start_sim_process,
     wait_for_presence,
@@ -306,3 +314,134 @@ def test_kill_9_during_verify_through_pcscd(pcscd: Pcscd, card_images: dict[str,
         assert after in (before, before - 1)
         if answered:
             assert answered[0] == after
+
+
+# -- the fake card (tests/support/fake_card.py) through pcscd, as pyscard sees it ------------
+
+ECHO = bytes.fromhex("00EE000003010203")
+GET_DATA = bytes.fromhex("00CA000000")
+
+
+@pytest.fixture
+def fake_slots(sim_slots: Callable[..., SimSlots], tmp_path: Path
+               ) -> tuple[SimSlots, FakeCardFactory]:
+    factory = FakeCardFactory()
+    return sim_slots([(0, write_fake_image(tmp_path, "alpha"))], factory=factory), factory
+
+
+def pyscard_connection(reader_name: str) -> Any:
+    reader = next(r for r in readers() if str(r) == reader_name)
+    connection = reader.createConnection()
+    connection.connect()
+    return connection
+
+
+def test_pyscard_lists_the_reader_and_the_fake_card_answers(
+        fake_slots: tuple[SimSlots, FakeCardFactory]) -> None:
+    slots, _factory = fake_slots
+    assert slots.reader(0) in [str(r) for r in readers()]
+    connection = pyscard_connection(slots.reader(0))
+    try:
+        assert bytes(connection.getATR()) == FAKE_ATR
+        data, sw1, sw2 = connection.transmit(list(ECHO))
+        assert (bytes(data), sw1, sw2) == (b"\x01\x02\x03", 0x90, 0x00)
+        data, sw1, sw2 = connection.transmit(list(GET_DATA))
+        assert (bytes(data), sw1, sw2) == (b"alpha\x00", 0x90, 0x00)
+    finally:
+        connection.disconnect()
+
+
+def test_removal_and_insertion_through_the_control_socket_within_a_second(
+        fake_slots: tuple[SimSlots, FakeCardFactory], tmp_path: Path) -> None:
+    slots, _factory = fake_slots
+    reader, path = slots.reader(0), tmp_path / "control.sock"
+    seen: dict[str, list[float]] = {"removal": [], "insertion": []}
+    with ControlServer(slots.runner, path), PcscContext() as context:
+        context.card_present(reader)
+        for _ in range(5):
+            for kind, request, present in (
+                    ("removal", {"command": "remove", "slot": 0}, False),
+                    ("insertion", {"command": "insert", "slot": 0}, True)):
+                started = time.monotonic()
+                assert control_request(path, request) == {"ok": True}
+                context.wait_for_presence(reader, present=present, timeout=3)
+                seen[kind].append(time.monotonic() - started)
+        assert control_request(path, {"command": "remove", "slot": 0})["ok"]
+        context.wait_for_presence(reader, present=False, timeout=3)
+        other = write_fake_image(tmp_path, "beta")
+        assert control_request(path, {"command": "insert", "slot": 0, "image": str(other)})["ok"]
+        context.wait_for_presence(reader, present=True, timeout=3)
+    for kind, latencies in seen.items():
+        print(f"{kind} seen by pcscd after (ms): "
+              + ", ".join(f"{x * 1000:.0f}" for x in latencies))
+    assert max(seen["removal"] + seen["insertion"]) < 1.0
+    connection = pyscard_connection(reader)
+    try:
+        assert bytes(connection.transmit(list(GET_DATA))[0]) == b"beta\x00"  # the other card
+    finally:
+        connection.disconnect()
+
+
+def test_slow_fake_card_is_slow_through_pcscd(fake_slots: tuple[SimSlots, FakeCardFactory]
+                                               ) -> None:
+    slots, _factory = fake_slots
+    connection = pyscard_connection(slots.reader(0))
+    try:
+        slots.slot(0).set_delay(200)
+        started = time.monotonic()
+        assert connection.transmit(list(ECHO))[1:] == (0x90, 0x00)
+        assert time.monotonic() - started >= 0.2
+        slots.slot(0).set_delay(0)
+        started = time.monotonic()
+        assert connection.transmit(list(ECHO))[1:] == (0x90, 0x00)
+        assert time.monotonic() - started < 0.1
+    finally:
+        connection.disconnect()
+
+
+@pytest.mark.parametrize("after_execute", [False, True])
+def test_fake_card_pulled_during_an_apdu_fails_the_transmit(
+        fake_slots: tuple[SimSlots, FakeCardFactory], after_execute: bool) -> None:
+    slots, factory = fake_slots
+    card = factory.latest("alpha")
+    connection = pyscard_connection(slots.reader(0))
+    try:
+        executed = card.executed
+        slots.slot(0).pull_during_next_apdu(after_execute=after_execute)
+        with pytest.raises(CardConnectionException):
+            connection.transmit(list(ECHO))
+        assert card.executed == executed + (1 if after_execute else 0)
+    finally:
+        with contextlib.suppress(CardConnectionException):
+            connection.disconnect()
+    wait_for_presence(slots.reader(0), False, timeout=3)
+    assert not slots.slot(0).status().inserted  # stays out until inserted again
+    slots.insert(0)
+    connection = pyscard_connection(slots.reader(0))
+    try:
+        assert connection.transmit(list(ECHO))[1:] == (0x90, 0x00)
+    finally:
+        connection.disconnect()
+
+
+def test_apdu_round_trip_through_pcscd_is_sub_millisecond(
+        fake_slots: tuple[SimSlots, FakeCardFactory]) -> None:
+    slots, _factory = fake_slots
+    with PcscContext() as context:
+        connection = context.connect(slots.reader(0))
+        try:
+            for _ in range(50):
+                connection.send_and_receive(ECHO)
+            samples = []
+            for _ in range(2000):
+                started = time.perf_counter()
+                connection.send_and_receive(ECHO)
+                samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            connection.close()
+    samples.sort()
+    median, p99 = statistics.median(samples), samples[int(len(samples) * 0.99)]
+    print(f"APDU round trip through pcscd (fake card, n=2000): median {median:.3f} ms, "
+          f"p99 {p99:.3f} ms")
+    # Without TCP_NODELAY/TCP_QUICKACK this is ~50 ms; the margin keeps slow CI machines green.
+    assert median < 5.0

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from eport.daemon.transport.pcsc import PcscContext, PcscError
+from eport.firmware_sim.demo import vpcd_reader_name
 from eport.firmware_sim.image import CardImage, load_card
-from eport.firmware_sim.runner import SimulatorRunner, SlotRunner
+from eport.firmware_sim.runner import CardFactory, SimulatorRunner, SlotRunner
 
 VPCD_READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
 
 
-def reader_for_slot(slot: int) -> str:
-    return f"Virtual PCD 00 {slot:02d}"
+reader_for_slot = vpcd_reader_name
 
 
 def stack_unavailable(reason: str) -> None:
@@ -159,3 +159,50 @@ def start_sim_process(image_path: Path, slot: int, control: Path) -> subprocess.
         _, err = process.communicate()
         raise RuntimeError(f"eport-sim run did not insert the card: {err.decode()}") from None
     return process
+
+
+class SimSlots:
+    """Cards from any factory (the fake card, or the real one) in vpcd slots of one in-process
+    SimulatorRunner; insertion and removal return once pcscd has seen them."""
+
+    def __init__(self, factory: CardFactory) -> None:
+        self.runner = SimulatorRunner(factory)
+        self.runner.start()  # slots added later start at once
+
+    def add(self, slot: int, image_path: Path, *, timeout: float = 5.0) -> SlotRunner:
+        runner = self.runner.add_slot(slot, image_path)
+        wait_for_presence(reader_for_slot(slot), True, timeout)
+        return runner
+
+    def slot(self, slot: int) -> SlotRunner:
+        """The slot's runner, for faults: set_delay, set_mute, pull_during_next_apdu."""
+        return self.runner.slot(slot)
+
+    def reader(self, slot: int) -> str:
+        return reader_for_slot(slot)
+
+    def remove(self, slot: int, *, timeout: float = 5.0) -> float:
+        """Take the card out; returns the seconds until pcscd reported it gone."""
+        with PcscContext() as context:
+            context.card_present(self.reader(slot))  # settle the context before timing
+            started = time.monotonic()
+            self.slot(slot).remove()
+            context.wait_for_presence(self.reader(slot), present=False, timeout=timeout)
+            return time.monotonic() - started
+
+    def insert(self, slot: int, image_path: Path | None = None, *, timeout: float = 5.0
+               ) -> float:
+        """Put the card (or another image) back; returns the seconds until pcscd saw it."""
+        with PcscContext() as context:
+            context.card_present(self.reader(slot))
+            started = time.monotonic()
+            self.slot(slot).insert(image_path)
+            context.wait_for_presence(self.reader(slot), present=True, timeout=timeout)
+            return time.monotonic() - started
+
+    def close(self) -> None:
+        slots = list(self.runner.slots)
+        self.runner.stop()
+        for slot in slots:  # leave the readers empty for the next test
+            with contextlib.suppress(PcscError):
+                wait_for_presence(reader_for_slot(slot), False, timeout=3)

@@ -54,7 +54,8 @@ def test_any_bytes_get_a_status_word(card_images: dict[str, CardImage], raw: byt
 )
 def test_command_apdu_round_trips(cla: int, ins: int, p1: int, p2: int, data: bytes,
                                   le: int | None, extended: bool) -> None:
-    extended = extended or len(data) > 255
+    # a case-1 APDU (no data, no Le) has no extended form
+    extended = (extended and (bool(data) or le is not None)) or len(data) > 255
     command = CommandApdu(cla, ins, p1, p2, data, le, extended)
     assert CommandApdu.parse(command.to_bytes()) == command
 
