@@ -35,8 +35,8 @@ from tests.support.fake_card import FAKE_ATR, FakeCard, FakeCardFactory, write_f
 SELECT = bytes.fromhex("00A4040005A000000308")
 
 
-class FakeVpcd:
-    """The driver's side of the protocol: listens, accepts the card, speaks first."""
+class Driver:
+    """The driver's side of vpcd: listens on one port, accepts the card, speaks first."""
 
     def __init__(self, port: int = 0) -> None:
         self.server = socket.socket()
@@ -44,40 +44,66 @@ class FakeVpcd:
         self.server.bind(("127.0.0.1", port))
         self.server.listen(1)
         self.server.settimeout(5)
-        self.port = self.server.getsockname()[1]
+        self.port: int = self.server.getsockname()[1]
         self.conn: socket.socket | None = None
 
-    def accept(self) -> None:
+    def accept(self) -> socket.socket:
         self.conn, _ = self.server.accept()
         self.conn.settimeout(5)
+        return self.conn
+
+    def send_raw(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.sendall(data)
 
     def send(self, payload: bytes, *, split: bool = False) -> None:
-        assert self.conn is not None
         frame = len(payload).to_bytes(2, "big") + payload
         if split:  # one byte at a time: the card must reassemble
-            for b in frame:
-                self.conn.sendall(bytes([b]))
+            for byte in frame:
+                self.send_raw(bytes([byte]))
         else:
-            self.conn.sendall(frame)
+            self.send_raw(frame)
 
     def receive(self) -> bytes:
-        assert self.conn is not None
         header = self._exact(2)
         return self._exact(int.from_bytes(header, "big"))
 
-    def _exact(self, n: int) -> bytes:
+    def transmit(self, payload: bytes, *, split: bool = False) -> bytes:
+        self.send(payload, split=split)
+        return self.receive()
+
+    def closed_by_card(self, timeout: float = 2.0) -> bool:
+        """True when the card side closed the connection (removal) without sending more."""
+        assert self.conn is not None
+        self.conn.settimeout(timeout)
+        try:
+            return self.conn.recv(1) == b""
+        except TimeoutError:
+            return False
+        finally:
+            self.conn.settimeout(5)
+
+    def silent_for(self, seconds: float) -> bool:
+        """True when nothing arrives and the connection stays open for `seconds`."""
+        assert self.conn is not None
+        self.conn.settimeout(seconds)
+        try:
+            self.conn.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            return True
+        finally:
+            self.conn.settimeout(5)
+        return False
+
+    def _exact(self, size: int) -> bytes:
         assert self.conn is not None
         data = b""
-        while len(data) < n:
-            chunk = self.conn.recv(n - len(data))
+        while len(data) < size:
+            chunk = self.conn.recv(size - len(data))
             if not chunk:
-                raise ConnectionError("card closed the connection")
+                raise ConnectionError("the card closed the connection")
             data += chunk
         return data
-
-    def transmit(self, apdu: bytes, **kw: bool) -> bytes:
-        self.send(apdu, **kw)
-        return self.receive()
 
     def close(self) -> None:
         if self.conn is not None:
@@ -86,14 +112,14 @@ class FakeVpcd:
 
 
 @pytest.fixture
-def vpcd() -> Iterator[FakeVpcd]:
-    fake = FakeVpcd()
+def vpcd() -> Iterator[Driver]:
+    fake = Driver()
     yield fake
     fake.close()
 
 
 @pytest.fixture
-def slot(vpcd: FakeVpcd, card_images: dict[str, CardImage], tmp_path: Path
+def slot(vpcd: Driver, card_images: dict[str, CardImage], tmp_path: Path
          ) -> Iterator[SlotRunner]:
     runner = SlotRunner(0, write_card(card_images["p256"], tmp_path), load_card, port=vpcd.port)
     runner.start()
@@ -102,7 +128,7 @@ def slot(vpcd: FakeVpcd, card_images: dict[str, CardImage], tmp_path: Path
     runner.stop()
 
 
-def test_control_bytes_atr_and_apdus(vpcd: FakeVpcd, slot: SlotRunner,
+def test_control_bytes_atr_and_apdus(vpcd: Driver, slot: SlotRunner,
                                      card_images: dict[str, CardImage]) -> None:
     vpcd.send(b"\x01")  # power on: no reply
     vpcd.send(b"\x04")
@@ -112,7 +138,7 @@ def test_control_bytes_atr_and_apdus(vpcd: FakeVpcd, slot: SlotRunner,
     assert slot.status().apdus == 2
 
 
-def test_power_off_clears_the_verified_pin(vpcd: FakeVpcd, slot: SlotRunner) -> None:
+def test_power_off_clears_the_verified_pin(vpcd: Driver, slot: SlotRunner) -> None:
     assert vpcd.transmit(bytes.fromhex("002000800838383838383838 38".replace(" ", "")))[-2:] == (
         b"\x90\x00")
     assert vpcd.transmit(bytes.fromhex("00200080")) == b"\x90\x00"
@@ -121,7 +147,7 @@ def test_power_off_clears_the_verified_pin(vpcd: FakeVpcd, slot: SlotRunner) -> 
     assert vpcd.transmit(bytes.fromhex("00200080")) == b"\x63\xc3"
 
 
-def test_removal_closes_and_insertion_reconnects(vpcd: FakeVpcd, slot: SlotRunner) -> None:
+def test_removal_closes_and_insertion_reconnects(vpcd: Driver, slot: SlotRunner) -> None:
     slot.remove()
     assert vpcd.conn is not None
     assert vpcd.conn.recv(1) == b""  # removal is a closed connection
@@ -138,7 +164,7 @@ def test_removal_closes_and_insertion_reconnects(vpcd: FakeVpcd, slot: SlotRunne
 def test_reconnects_when_the_driver_goes_away_and_comes_back(
     card_images: dict[str, CardImage], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake = FakeVpcd()
+    fake = Driver()
     port = fake.port
     runner = SlotRunner(0, write_card(card_images["p256"], tmp_path), load_card, port=port)
     runner.start()
@@ -148,7 +174,7 @@ def test_reconnects_when_the_driver_goes_away_and_comes_back(
         import time
 
         time.sleep(0.6)  # several reconnection attempts fail meanwhile
-        fake = FakeVpcd(port)  # pcscd is back
+        fake = Driver(port)  # pcscd is back
         fake.accept()
         assert fake.transmit(SELECT)[-2:] == b"\x90\x00"
         unreachable = [r for r in caplog.records if "not reachable" in r.getMessage()]
@@ -158,7 +184,7 @@ def test_reconnects_when_the_driver_goes_away_and_comes_back(
         fake.close()
 
 
-def test_pull_before_execute_leaves_the_card_untouched(vpcd: FakeVpcd, slot: SlotRunner,
+def test_pull_before_execute_leaves_the_card_untouched(vpcd: Driver, slot: SlotRunner,
                                                       tmp_path: Path) -> None:
     slot.pull_during_next_apdu(after_execute=False)
     vpcd.send(bytes.fromhex("00200080083131313131313131"))  # a wrong PIN
@@ -169,7 +195,7 @@ def test_pull_before_execute_leaves_the_card_untouched(vpcd: FakeVpcd, slot: Slo
     assert read_image(Path(slot.status().image)).pin.tries_left == 3
 
 
-def test_pull_after_execute_lets_the_card_act_but_not_answer(vpcd: FakeVpcd,
+def test_pull_after_execute_lets_the_card_act_but_not_answer(vpcd: Driver,
                                                               slot: SlotRunner) -> None:
     slot.pull_during_next_apdu(after_execute=True)
     vpcd.send(bytes.fromhex("00200080083131313131313131"))
@@ -233,77 +259,6 @@ def test_control_socket_is_private_and_answers_garbage(card_images: dict[str, Ca
 
 
 # -- the link and the runner with the fake card (tests/support/fake_card.py) ----------------
-
-
-class Driver:
-    """A minimal vpcd driver side for the fake-card tests: one listening port."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.server = socket.socket()
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", port))
-        self.server.listen(1)
-        self.server.settimeout(5)
-        self.port: int = self.server.getsockname()[1]
-        self.conn: socket.socket | None = None
-
-    def accept(self) -> socket.socket:
-        self.conn, _ = self.server.accept()
-        self.conn.settimeout(5)
-        return self.conn
-
-    def send_raw(self, data: bytes) -> None:
-        assert self.conn is not None
-        self.conn.sendall(data)
-
-    def send(self, payload: bytes) -> None:
-        self.send_raw(len(payload).to_bytes(2, "big") + payload)
-
-    def receive(self) -> bytes:
-        header = self._exact(2)
-        return self._exact(int.from_bytes(header, "big"))
-
-    def transmit(self, payload: bytes) -> bytes:
-        self.send(payload)
-        return self.receive()
-
-    def closed_by_card(self, timeout: float = 2.0) -> bool:
-        """True when the card side closed the connection (removal) without sending more."""
-        assert self.conn is not None
-        self.conn.settimeout(timeout)
-        try:
-            return self.conn.recv(1) == b""
-        except TimeoutError:
-            return False
-        finally:
-            self.conn.settimeout(5)
-
-    def silent_for(self, seconds: float) -> bool:
-        """True when nothing arrives and the connection stays open for `seconds`."""
-        assert self.conn is not None
-        self.conn.settimeout(seconds)
-        try:
-            self.conn.recv(1, socket.MSG_PEEK)
-        except TimeoutError:
-            return True
-        finally:
-            self.conn.settimeout(5)
-        return False
-
-    def _exact(self, size: int) -> bytes:
-        assert self.conn is not None
-        data = b""
-        while len(data) < size:
-            chunk = self.conn.recv(size - len(data))
-            if not chunk:
-                raise ConnectionError("the card closed the connection")
-            data += chunk
-        return data
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.server.close()
 
 
 @pytest.fixture
