@@ -9,7 +9,6 @@ from eport.common.piv import (
     TAG_CHUID_GUID,
     TAG_DATA,
     TAG_ERROR_DETECTION,
-    Algorithm,
     DataObject,
 )
 from eport.common.tlv import tlv
@@ -22,7 +21,7 @@ _NON_FEDERAL_FASCN = bytes.fromhex("D4E739DA739CED39CE739D836858210842108421C842
 
 def select_reply(image: CardImage) -> bytes:
     """The application property template (tag 61) that SELECT returns."""
-    algorithms = b"".join(tlv(0x80, bytes([a])) for a in _advertised_algorithms(image))
+    algorithms = tlv(0x80, bytes([image.algorithm]))  # the one key this card holds
     return tlv(
         0x61,
         tlv(0x4F, PIV_AID[5:])  # the PIX: AID without the RID
@@ -30,10 +29,6 @@ def select_reply(image: CardImage) -> bytes:
         + tlv(0x50, image.profile.form.label.encode("ascii"))
         + tlv(0xAC, algorithms + tlv(0x06, b"\x00")),
     )
-
-
-def _advertised_algorithms(image: CardImage) -> list[int]:
-    return [int(image.algorithm)]
 
 
 def discovery_object() -> bytes:
@@ -77,6 +72,3 @@ def build_objects(image: CardImage) -> dict[int, bytes]:
         DataObject.EPORT_PROFILE: eport_profile_object(image),
     }
 
-
-def is_supported_algorithm(image: CardImage, algorithm: int) -> bool:
-    return algorithm == image.algorithm and algorithm in set(Algorithm)

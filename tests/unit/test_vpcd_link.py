@@ -112,51 +112,51 @@ class Driver:
 
 
 @pytest.fixture
-def vpcd() -> Iterator[Driver]:
-    fake = Driver()
-    yield fake
-    fake.close()
+def driver() -> Iterator[Driver]:
+    side = Driver()
+    yield side
+    side.close()
 
 
 @pytest.fixture
-def slot(vpcd: Driver, card_images: dict[str, CardImage], tmp_path: Path
+def slot(driver: Driver, card_images: dict[str, CardImage], tmp_path: Path
          ) -> Iterator[SlotRunner]:
-    runner = SlotRunner(0, write_card(card_images["p256"], tmp_path), load_card, port=vpcd.port)
+    runner = SlotRunner(0, write_card(card_images["p256"], tmp_path), load_card, port=driver.port)
     runner.start()
-    vpcd.accept()
+    driver.accept()
     yield runner
     runner.stop()
 
 
-def test_control_bytes_atr_and_apdus(vpcd: Driver, slot: SlotRunner,
+def test_control_bytes_atr_and_apdus(driver: Driver, slot: SlotRunner,
                                      card_images: dict[str, CardImage]) -> None:
-    vpcd.send(b"\x01")  # power on: no reply
-    vpcd.send(b"\x04")
-    assert vpcd.receive() == bytes.fromhex("3b88014550 4f52542d4943f2".replace(" ", ""))
-    assert vpcd.transmit(SELECT)[-2:] == b"\x90\x00"
-    assert vpcd.transmit(SELECT, split=True)[-2:] == b"\x90\x00"
+    driver.send(b"\x01")  # power on: no reply
+    driver.send(b"\x04")
+    assert driver.receive() == bytes.fromhex("3b88014550 4f52542d4943f2".replace(" ", ""))
+    assert driver.transmit(SELECT)[-2:] == b"\x90\x00"
+    assert driver.transmit(SELECT, split=True)[-2:] == b"\x90\x00"
     assert slot.status().apdus == 2
 
 
-def test_power_off_clears_the_verified_pin(vpcd: Driver, slot: SlotRunner) -> None:
-    assert vpcd.transmit(bytes.fromhex("002000800838383838383838 38".replace(" ", "")))[-2:] == (
+def test_power_off_clears_the_verified_pin(driver: Driver, slot: SlotRunner) -> None:
+    assert driver.transmit(bytes.fromhex("002000800838383838383838 38".replace(" ", "")))[-2:] == (
         b"\x90\x00")
-    assert vpcd.transmit(bytes.fromhex("00200080")) == b"\x90\x00"
-    vpcd.send(b"\x00")
-    vpcd.send(b"\x01")
-    assert vpcd.transmit(bytes.fromhex("00200080")) == b"\x63\xc3"
+    assert driver.transmit(bytes.fromhex("00200080")) == b"\x90\x00"
+    driver.send(b"\x00")
+    driver.send(b"\x01")
+    assert driver.transmit(bytes.fromhex("00200080")) == b"\x63\xc3"
 
 
-def test_removal_closes_and_insertion_reconnects(vpcd: Driver, slot: SlotRunner) -> None:
+def test_removal_closes_and_insertion_reconnects(driver: Driver, slot: SlotRunner) -> None:
     slot.remove()
-    assert vpcd.conn is not None
-    assert vpcd.conn.recv(1) == b""  # removal is a closed connection
+    assert driver.conn is not None
+    assert driver.conn.recv(1) == b""  # removal is a closed connection
     assert not slot.status().inserted
     with pytest.raises(ValueError, match="no card"):
         slot.pull_during_next_apdu()
     slot.insert()
-    vpcd.accept()
-    assert vpcd.transmit(SELECT)[-2:] == b"\x90\x00"
+    driver.accept()
+    assert driver.transmit(SELECT)[-2:] == b"\x90\x00"
     with pytest.raises(ValueError, match="already holds a card"):
         slot.insert()
 
@@ -184,23 +184,23 @@ def test_reconnects_when_the_driver_goes_away_and_comes_back(
         fake.close()
 
 
-def test_pull_before_execute_leaves_the_card_untouched(vpcd: Driver, slot: SlotRunner,
+def test_pull_before_execute_leaves_the_card_untouched(driver: Driver, slot: SlotRunner,
                                                       tmp_path: Path) -> None:
     slot.pull_during_next_apdu(after_execute=False)
-    vpcd.send(bytes.fromhex("00200080083131313131313131"))  # a wrong PIN
-    assert vpcd.conn is not None
-    assert vpcd.conn.recv(2) == b""
+    driver.send(bytes.fromhex("00200080083131313131313131"))  # a wrong PIN
+    assert driver.conn is not None
+    assert driver.conn.recv(2) == b""
     from eport.firmware_sim.image import read_image
 
     assert read_image(Path(slot.status().image)).pin.tries_left == 3
 
 
-def test_pull_after_execute_lets_the_card_act_but_not_answer(vpcd: Driver,
+def test_pull_after_execute_lets_the_card_act_but_not_answer(driver: Driver,
                                                               slot: SlotRunner) -> None:
     slot.pull_during_next_apdu(after_execute=True)
-    vpcd.send(bytes.fromhex("00200080083131313131313131"))
-    assert vpcd.conn is not None
-    assert vpcd.conn.recv(2) == b""
+    driver.send(bytes.fromhex("00200080083131313131313131"))
+    assert driver.conn is not None
+    assert driver.conn.recv(2) == b""
     from eport.firmware_sim.image import read_image
 
     assert read_image(Path(slot.status().image)).pin.tries_left == 2
@@ -259,13 +259,6 @@ def test_control_socket_is_private_and_answers_garbage(card_images: dict[str, Ca
 
 
 # -- the link and the runner with the fake card (tests/support/fake_card.py) ----------------
-
-
-@pytest.fixture
-def driver() -> Iterator[Driver]:
-    side = Driver()
-    yield side
-    side.close()
 
 
 @pytest.fixture
