@@ -44,7 +44,36 @@ _REASONS = {
     scard.SCARD_E_NOT_TRANSACTED & 0xFFFFFFFF: "CARD_ERROR",
     scard.SCARD_W_UNSUPPORTED_CARD & 0xFFFFFFFF: "UNSUPPORTED_CARD",
     scard.SCARD_E_PROTO_MISMATCH & 0xFFFFFFFF: "UNSUPPORTED_CARD",
+    scard.SCARD_E_CANCELLED & 0xFFFFFFFF: "CANCELLED",
+    scard.SCARD_E_INVALID_HANDLE & 0xFFFFFFFF: "CARD_REMOVED",
+    scard.SCARD_E_NO_READERS_AVAILABLE & 0xFFFFFFFF: "NO_READER",
+    scard.SCARD_F_COMM_ERROR & 0xFFFFFFFF: "CARD_ERROR",
 }
+
+
+# Reader-state bits and names the reader monitor needs (values of pcsc-lite's winscard.h).
+PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
+STATE_UNAWARE = scard.SCARD_STATE_UNAWARE
+STATE_CHANGED = scard.SCARD_STATE_CHANGED
+STATE_UNKNOWN = scard.SCARD_STATE_UNKNOWN
+STATE_PRESENT = scard.SCARD_STATE_PRESENT
+STATE_EXCLUSIVE = scard.SCARD_STATE_EXCLUSIVE
+STATE_MUTE = scard.SCARD_STATE_MUTE
+INFINITE = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class ReaderStatus:
+    """One reader's answer from SCardGetStatusChange; `event_state` keeps pcsc-lite's card
+    event counter in its upper 16 bits, so a quick remove-and-insert is still seen."""
+
+    name: str
+    event_state: int
+    atr: bytes
+
+
+def card_removed_error(operation: str) -> PcscError:
+    return PcscError(operation, scard.SCARD_W_REMOVED_CARD)
 
 
 def _check(operation: str, result: int) -> None:
@@ -95,6 +124,20 @@ class PcscContext:
             state = states[0][1]
         return time.monotonic() - started
 
+    def get_status_change(
+        self, readers: list[tuple[str, int]], timeout_ms: int = INFINITE
+    ) -> list[ReaderStatus]:
+        """Block until a reader's state differs from the one given (or the timeout, or
+        cancel()); the GIL is released meanwhile. Raises PcscError (TIMEOUT, CANCELLED,
+        SERVICE_NOT_RUNNING ...)."""
+        result, states = scard.SCardGetStatusChange(self.handle, timeout_ms, readers)
+        _check("SCardGetStatusChange", result)
+        return [ReaderStatus(name, state, bytes(atr)) for name, state, atr in states]
+
+    def cancel(self) -> None:
+        """Wake a get_status_change() blocked in another thread (thread-safe in pcsc-lite)."""
+        scard.SCardCancel(self.handle)
+
     def connect(self, reader: str, *, exclusive: bool = False) -> PcscConnection:
         share = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
         result, card, protocol = scard.SCardConnect(
@@ -141,6 +184,14 @@ class PcscConnection:
         if logger.isEnabledFor(TRAFFIC):
             logger.log(TRAFFIC, "RECV %s %04X", data.hex(), sw)
         return data, sw
+
+    def begin_transaction(self) -> None:
+        """Keep other PC/SC programs off the card until end_transaction(): one daemon job's
+        APDUs (VERIFY then GENERAL AUTHENTICATE, say) are never interleaved with theirs."""
+        _check("SCardBeginTransaction", scard.SCardBeginTransaction(self._card))
+
+    def end_transaction(self) -> None:
+        scard.SCardEndTransaction(self._card, scard.SCARD_LEAVE_CARD)
 
     def reconnect(self, *, reset: bool) -> None:
         disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD

@@ -1,0 +1,28 @@
+"""The daemon's settings: one frozen dataclass built by main() from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_IDLE_TIMEOUT_S = 15 * 60
+DEFAULT_EXPIRY_WARNING_DAYS = 30
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    socket_path: Path
+    # "user": $XDG_RUNTIME_DIR/eportd, directory 0700, socket 0600, only our uid may call.
+    # "system": /run/eportd, group `eport`, socket 0660, root and members of the group may call.
+    mode: str = "user"
+    socket_group: str | None = None
+    trust_anchors: tuple[Path, ...] = ()
+    session_idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    expiry_warning_days: int = DEFAULT_EXPIRY_WARNING_DAYS
+    allow_unattended: bool = False
+    apdu_trace: bool = False
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Extra readers to ignore (by exact name), e.g. a laptop's built-in reader.
+    ignored_readers: tuple[str, ...] = field(default_factory=tuple)
+    systemd_activation: bool = True  # take the listening socket from LISTEN_FDS when present

@@ -1,0 +1,234 @@
+"""`eportd`, the card daemon: flags and environment to settings, then serve until SIGTERM.
+
+Exit codes: 0 after a clean shutdown, 2 for a configuration problem (bad flag, unsafe or busy
+socket), 1 when the daemon fails for another reason (the log says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import grpc
+
+from eport.daemon.config import (
+    DEFAULT_EXPIRY_WARNING_DAYS,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DaemonSettings,
+)
+from eport.daemon.server.bootstrap import run_server, sd_notify
+from eport.daemon.server.logging_setup import LOG_FORMATS, LOG_LEVELS, configure_logging
+from eport.daemon.server.socket_path import (
+    SYSTEM_GROUP,
+    SYSTEM_MODE,
+    USER_MODE,
+    ServerConfigError,
+    resolve_socket_path,
+)
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+class CardServiceApp(Protocol):
+    """What eport.daemon.service.app.build_service(settings) returns."""
+
+    def register(self, server: grpc.Server) -> None: ...
+    def start(self) -> None: ...
+    def shutdown(self, timeout: float) -> None: ...
+    def attach_health(self, health_servicer: Any) -> None: ...
+
+
+AppFactory = Callable[[DaemonSettings], CardServiceApp]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("eport-middleware")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
+def _days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eportd",
+        description="E-port card daemon: serves the card over gRPC on a Unix socket.")
+    parser.add_argument("--socket", metavar="PATH",
+                        help="socket path (default: $EPORTD_SOCKET, else "
+                             "$XDG_RUNTIME_DIR/eportd/eportd.sock, or /run/eportd/eportd.sock "
+                             "with --system)")
+    parser.add_argument("--system", action="store_true",
+                        help=f"run as the system service: root and group '{SYSTEM_GROUP}' "
+                             "may call, socket mode 0660")
+    parser.add_argument("--trust-anchor", metavar="PATH", action="append", default=[],
+                        help="a CA certificate (PEM or DER) or a directory of them; repeatable")
+    parser.add_argument("--idle-timeout", metavar="SECONDS", type=_positive_seconds,
+                        default=DEFAULT_IDLE_TIMEOUT_S,
+                        help="a PIN session ends after this long without use (default: "
+                             "%(default)s)")
+    parser.add_argument("--expiry-warning-days", metavar="DAYS", type=_days,
+                        default=DEFAULT_EXPIRY_WARNING_DAYS,
+                        help="warn this many days before a certificate expires (default: "
+                             "%(default)s)")
+    parser.add_argument("--allow-unattended", action="store_true",
+                        help="allow signing without a person present (CI, batch jobs)")
+    parser.add_argument("--apdu-trace", action="store_true",
+                        help="log every APDU (TRAFFIC level) of the PC/SC transport")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="json")
+    parser.add_argument("--ignore-reader", metavar="NAME", action="append", default=[],
+                        help="ignore the reader with this exact name; repeatable")
+    parser.add_argument("--no-systemd-activation", action="store_true",
+                        help="bind the socket even when systemd passed one (LISTEN_FDS)")
+    parser.add_argument("--version", action="version", version=f"eportd {_version()}")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
+    trust_anchors = tuple(Path(p).absolute() for p in args.trust_anchor)
+    for anchor in trust_anchors:
+        if not anchor.exists():
+            raise ServerConfigError(
+                f"信任锚不存在: {anchor}。解决办法: 给出 CA 证书文件 (PEM/DER) 或证书目录的路径。",
+                f"Trust anchor not found: {anchor}. Remedy: give the path of a CA certificate "
+                "(PEM/DER) or of a directory of them.")
+    return DaemonSettings(
+        socket_path=resolve_socket_path(args.socket, system=args.system),
+        mode=SYSTEM_MODE if args.system else USER_MODE,
+        socket_group=SYSTEM_GROUP if args.system else None,
+        trust_anchors=trust_anchors,
+        session_idle_timeout_s=args.idle_timeout,
+        expiry_warning_days=args.expiry_warning_days,
+        allow_unattended=args.allow_unattended,
+        apdu_trace=args.apdu_trace,
+        log_level=args.log_level,
+        log_json=args.log_format == "json",
+        ignored_readers=tuple(args.ignore_reader),
+        systemd_activation=not args.no_systemd_activation,
+    )
+
+
+def _load_build_service() -> AppFactory:
+    # Imported by name so this module stays importable (and type-checks) without the card
+    # service, e.g. for the bootstrap's own tests.
+    module = importlib.import_module("eport.daemon.service.app")
+    factory: AppFactory = module.build_service
+    return factory
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
+    """SIGTERM and SIGINT set `stop`; the previous handlers come back afterwards."""
+    received: list[str] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, handler)
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _serve(settings: DaemonSettings, app_factory: AppFactory) -> None:
+    stop = threading.Event()
+    with _stop_on_signals(stop) as received:
+        app = app_factory(settings)
+        started = False
+
+        def register(server: grpc.Server) -> None:
+            # Start the card service only once the socket is ours (a second eportd must not
+            # touch the readers) and before the first call can arrive.
+            nonlocal started
+            app.register(server)
+            started = True
+            app.start()
+
+        try:
+            with run_server(settings, register) as running:
+                app.attach_health(running.health)
+                logger.info("eportd ready on %s (pid %d)", running.socket_path, os.getpid(),
+                            extra={"path": str(running.socket_path), "pid": os.getpid(),
+                                   "mode": settings.mode,
+                                   "systemd_activated": running.systemd_activated})
+                sd_notify("READY=1")
+                stop.wait()
+                logger.info("eportd stopping (%s)", ", ".join(received) or "requested")
+                sd_notify("STOPPING=1")
+                # In-flight calls (a signature under way) get the grace period to finish.
+                running.stop(grace=SHUTDOWN_GRACE_S)
+        finally:
+            if started:
+                app.shutdown(SHUTDOWN_GRACE_S)
+
+
+def _print_config_error(error: ServerConfigError) -> None:
+    # For the person who started eportd: plain text, not a JSON log line.
+    print(f"eportd: {error.message_zh}\neportd: {error.message_en}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None, *, app_factory: AppFactory | None = None) -> int:
+    """Run eportd; returns the exit code. `app_factory` replaces build_service (tests)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    try:
+        settings = settings_from_args(args)
+    except ServerConfigError as exc:
+        _print_config_error(exc)
+        return exc.exit_code
+    configure_logging(settings.log_level, json_format=settings.log_json,
+                      apdu_trace=settings.apdu_trace)
+    try:
+        _serve(settings, app_factory or _load_build_service())
+    except ServerConfigError as exc:
+        _print_config_error(exc)
+        return exc.exit_code
+    except ModuleNotFoundError as exc:
+        logger.critical("the card service is missing (%s); reinstall eport-middleware", exc)
+        return 1
+    except Exception:
+        logger.critical("eportd failed", exc_info=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

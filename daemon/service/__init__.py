@@ -1,0 +1,1 @@
+"""The card service of eportd: state, operations and the gRPC servicer."""

@@ -1,0 +1,116 @@
+"""What the daemon knows of each reader and its card, and how a card is read once per insertion."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from eport.common.apdu import SW
+from eport.common.profile import CardForm, EportProfile, ProfileError
+from eport.daemon.card.errors import CardError
+from eport.daemon.service.card_worker import CardAccess, CardWorker
+from eport.daemon.service.certificates import CardCertificate, KeyKind, load_certificate
+from eport.daemon.service.errors import EportError, Reason
+from eport.daemon.service.signing import ALGORITHMS_FOR_KEY, SignAlgorithm
+
+# The simulator's and real E-port ATR historical bytes name the form (firmware_sim/atr.py).
+_IKEY_ATR_MARK = b"EPORT-KEY"
+
+
+@dataclass(frozen=True)
+class CardSnapshot:
+    """A card as read at one insertion; cached, so repeated reads do not touch the card."""
+
+    reader: str
+    insertion: int
+    atr: bytes
+    card_id: str
+    certificate: CardCertificate
+    profile: EportProfile | None  # None on a PIV card without the E-port object
+
+    @property
+    def is_eport(self) -> bool:
+        return self.profile is not None
+
+    @property
+    def key_kind(self) -> KeyKind:
+        return self.certificate.key_kind
+
+    @property
+    def sign_algorithms(self) -> tuple[SignAlgorithm, ...]:
+        return ALGORITHMS_FOR_KEY[self.key_kind]
+
+    @property
+    def certificate_number(self) -> str:
+        if self.profile is not None and self.profile.cert_number:
+            return self.profile.cert_number
+        return self.certificate.serial_hex
+
+    @property
+    def form(self) -> CardForm | None:
+        if self.profile is not None:
+            return self.profile.form
+        return CardForm.IKEY if _IKEY_ATR_MARK in self.atr else None
+
+
+@dataclass
+class Session:
+    insertion: int
+    card_id: str
+    opened_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_used: float = field(default_factory=time.monotonic)
+
+    def idle_seconds(self) -> float:
+        return time.monotonic() - self.last_used
+
+
+@dataclass
+class ReaderSlot:
+    name: str
+    worker: CardWorker
+    present: bool = False
+    atr: bytes = b""
+    exclusive_elsewhere: bool = False
+    insertion: int = -1  # the daemon's insertion number; -1 without a card
+    card: CardSnapshot | None = None
+    card_error: EportError | None = None
+    session: Session | None = None
+    # Why the last session of this insertion ended ("idle" makes SESSION_EXPIRED).
+    session_end_reason: str = ""
+
+    @property
+    def looks_like_ic_card(self) -> bool:
+        if self.card is not None:
+            return self.card.form is not CardForm.IKEY
+        return _IKEY_ATR_MARK not in self.atr
+
+
+def read_card(access: CardAccess) -> CardSnapshot:
+    """Certificate, E-port profile and card id, in one job on the card."""
+    piv = access.piv
+    try:
+        certificate = load_certificate(piv.read_certificate())
+    except CardError as exc:
+        raise EportError(Reason.UNSUPPORTED_CARD, "no signing certificate on the card",
+                         status_word=exc.sw, reader=access.reader) from None
+    except EportError as exc:
+        raise exc.located(access.reader) from None
+    profile: EportProfile | None
+    try:
+        profile = piv.read_profile()
+    except CardError as exc:
+        if exc.sw != SW.FILE_NOT_FOUND:
+            raise
+        profile = None  # a plain PIV card: still usable for signing
+    except ProfileError:
+        raise EportError(Reason.UNSUPPORTED_CARD, "the E-port data object is malformed",
+                         reader=access.reader) from None
+    try:
+        card_id = piv.read_card_id()
+    except (CardError, KeyError):
+        card_id = ""
+    if not card_id:
+        card_id = profile.card_id if profile is not None else certificate.serial_hex
+    return CardSnapshot(access.reader, access.insertion, access.atr, card_id, certificate,
+                        profile)

@@ -1,0 +1,1 @@
+"""eport.v1: the generated messages and stubs of eportd.proto (scripts/gen_protos.sh)."""

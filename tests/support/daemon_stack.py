@@ -1,0 +1,133 @@
+"""The real eportd for the pcsc tier: its own process, a real Unix socket, a real gRPC channel."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from eport.protos.v1 import eportd_pb2 as pb
+from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
+
+
+@dataclass
+class Daemon:
+    process: subprocess.Popen[bytes]
+    socket: Path
+    log_path: Path
+    started_in: float
+    _channels: list[grpc.Channel] = field(default_factory=list)
+
+    def channel(self) -> grpc.Channel:
+        channel = grpc.insecure_channel(f"unix:{self.socket}")
+        self._channels.append(channel)
+        return channel
+
+    def stub(self) -> pb_grpc.CardServiceStub:
+        return pb_grpc.CardServiceStub(self.channel())
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        for channel in self._channels:
+            channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_until_serving(socket: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if socket.exists():
+            with grpc.insecure_channel(f"unix:{socket}") as channel:
+                try:
+                    answer = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return True
+                except grpc.RpcError:
+                    pass
+        time.sleep(0.02)
+    return False
+
+
+def start_daemon(directory: Path, *args: str, env: dict[str, str] | None = None,
+                 timeout: float = 20.0) -> Daemon:
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    socket = directory / "eportd.sock"
+    log_path = directory / "eportd.log"
+    environment = {**os.environ, **(env or {})}
+    environment.pop("EPORTD_SOCKET", None)
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "eport.daemon.main", "--socket", str(socket),
+             "--no-systemd-activation", *args],
+            stdout=log, stderr=subprocess.STDOUT, env=environment)
+    if not wait_until_serving(socket, timeout):
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"eportd did not become ready:\n{log_path.read_text()}")
+    daemon = Daemon(process, socket, log_path, time.monotonic() - started)
+    # The monitor's first view of pcscd is taken at start; wait until readers are known.
+    stub = daemon.stub()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if stub.ListReaders(pb.ListReadersRequest()).pcsc_state == pb.SERVICE_RUNNING:
+            break
+        time.sleep(0.02)
+    return daemon
+
+
+@contextlib.contextmanager
+def running_daemon(directory: Path, *args: str, env: dict[str, str] | None = None
+                   ) -> Iterator[Daemon]:
+    daemon = start_daemon(directory, *args, env=env)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def error_detail(error: grpc.RpcError) -> pb.ErrorDetail:
+    """The eport.v1.ErrorDetail of a failed call (it must have one)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status in {error}"
+    detail = pb.ErrorDetail()
+    assert status.details[0].Unpack(detail)
+    return detail
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    return pb.ErrorReason.Name(error_detail(error).reason)
+
+
+def wait_for_card(stub: pb_grpc.CardServiceStub, reader: str, present: bool = True,
+                  timeout: float = 5.0) -> pb.Reader:
+    deadline = time.monotonic() + timeout
+    while True:
+        for entry in stub.ListReaders(pb.ListReadersRequest()).readers:
+            if entry.name == reader and entry.card_present == present and (
+                    not present or entry.card_id or entry.error):
+                return entry
+        if time.monotonic() > deadline:
+            raise AssertionError(f"reader {reader!r} never showed card_present={present}")
+        time.sleep(0.02)
