@@ -147,6 +147,8 @@ class CardServiceApp:
             self._scanned.set()
             for name in list(self._slots):
                 self._reader_gone(name)
+            for worker in self._workers.values():
+                worker.drop_context()
             self.events.publish(Event(EventKind.SERVICE_DOWN))
         self._update_health()
 

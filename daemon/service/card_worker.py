@@ -98,6 +98,8 @@ class CardWorker:
         self._atr = b""
         self._thread = threading.Thread(target=self._loop, name=f"card:{reader}", daemon=True)
         self._stopping = False
+        # Set by the service when pcscd went away: every handle of the old pcscd is dead.
+        self._context_stale = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
@@ -110,6 +112,10 @@ class CardWorker:
             return future
         self._queue.put(_Job(run, future, caller_active))
         return future
+
+    def drop_context(self) -> None:
+        """pcscd stopped: the worker opens a new context before its next command."""
+        self._context_stale.set()
 
     def wake(self) -> None:
         """Re-evaluate the idle timer (a session opened or closed)."""
@@ -208,17 +214,23 @@ class CardWorker:
     def _after_failure(self, exc: PcscError) -> None:
         if exc.reason in ("CARD_REMOVED", "NO_CARD", "CARD_TIMEOUT", "CARD_ERROR"):
             self._disconnect()
-        elif exc.reason in ("SERVICE_NOT_RUNNING", "NO_READER"):
-            self._disconnect()
-            if self._context is not None:
-                with contextlib.suppress(PcscError):
-                    self._context.close()
-                self._context = None
+        elif exc.reason in ("SERVICE_NOT_RUNNING", "NO_READER", "INVALID_HANDLE"):
+            self._forget_context()
+
+    def _forget_context(self) -> None:
+        self._disconnect()
+        if self._context is not None:
+            with contextlib.suppress(PcscError):
+                self._context.close()
+            self._context = None
 
     def _connect(self) -> CardAccess:
         insertion = self._owner.current_insertion(self.reader)
         if insertion < 0:
             raise EportError(Reason.NO_CARD, reader=self.reader)
+        if self._context_stale.is_set():
+            self._context_stale.clear()
+            self._forget_context()
         if self._connection is not None and self._connected_insertion == insertion:
             assert self._piv is not None
             return CardAccess(self._piv, self.reader, insertion, self._atr)

@@ -53,7 +53,7 @@ _CATALOG: dict[Reason, Message] = {
         "The PIN has the wrong format (E-port PINs are 8 digits); no try was spent",
         "请检查输入的口令位数后重试", "check the PIN's length and digits and try again"),
     Reason.PIN_INCORRECT: Message(
-        "口令不正确,还可以重试{tries}次", "Wrong PIN; {tries} tries left",
+        "口令不正确,还可以重试{tries}次", "Wrong PIN; tries left: {tries}",
         "请核对口令; 连续输错3次卡片将被锁定",
         "check the PIN carefully: three wrong PINs in a row lock the card"),
     Reason.PIN_LAST_ATTEMPT_GUARD: Message(
@@ -66,7 +66,7 @@ _CATALOG: dict[Reason, Message] = {
         "口令已锁定", "The PIN is blocked",
         f"{_CARD_CENTRE_ZH}, 或使用PUK解锁", f"{_CARD_CENTRE_EN}, or unblock it with the PUK"),
     Reason.PUK_INCORRECT: Message(
-        "解锁码(PUK)不正确,还可以重试{tries}次", "Wrong PUK; {tries} tries left",
+        "解锁码(PUK)不正确,还可以重试{tries}次", "Wrong PUK; tries left: {tries}",
         "请核对解锁码; 解锁码锁定后只能由制卡中心处理",
         "check the PUK: once it is blocked only the card centre can help"),
     Reason.PUK_BLOCKED: Message(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -435,7 +436,9 @@ def test_hotplug_events_in_order(daemon: Daemon, sim_slots: Callable[..., SimSlo
     assert snapshot[0].kind == pb.SERVICE_UP
     assert {e.reader for e in snapshot if e.kind == pb.READER_ADDED} >= {READER0, READER1}
     slots = sim_slots([(0, card_file(card_images, "p256", tmp_path, "a.json"))])
+    wait_for_card(stub, READER0)
     slots.add(1, card_file(card_images, "sm2", tmp_path, "b.json"))
+    wait_for_card(stub, READER1)
     latency = slots.remove(0)
     slots.remove(1)
     deadline = time.monotonic() + 5
@@ -671,3 +674,38 @@ def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path, test_ca: TestCA,
     assert daemon.process.wait(10) == 0
     assert not daemon.socket.exists()
     _ = CardKind
+
+
+def test_unattended_signing_with_the_keyring(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd,
+                                             sim_slots: Callable[..., SimSlots],
+                                             card_images: dict[str, CardImage]) -> None:
+    path = card_file(card_images, "sm2", tmp_path)
+    sim_slots([(0, path)])
+    env = {"PYTHON_KEYRING_BACKEND": "tests.support.memory_keyring.MemoryKeyring"}
+    with running_daemon(tmp_path / "run", "--trust-anchor", str(test_ca.trust_bundle),
+                        "--allow-unattended", env=env) as daemon:
+        stub = daemon.stub()
+        wait_for_card(stub, READER0)
+        expect_error(lambda: stub.EnableUnattended(pb.EnableUnattendedRequest(pin="11111111")),
+                     "PIN_INCORRECT")  # a wrong PIN is never stored
+        assert not stub.GetPinStatus(pb.CardSelector()).unattended_enabled
+        enabled = stub.EnableUnattended(pb.EnableUnattendedRequest(pin=PIN))
+        assert enabled.enabled and enabled.card_id == card_images["sm2"].profile.card_id
+        stub.Logout(pb.CardSelector())
+        # No session, no PIN in the request: the daemon verifies with the stored PIN.
+        assert stub.Sign(pb.SignRequest(data=b"unattended")).signature
+        assert stub.GetPinStatus(pb.CardSelector()).unattended_enabled
+        stub.DisableUnattended(pb.CardSelector())
+        stub.Logout(pb.CardSelector())
+        expect_error(lambda: stub.Sign(pb.SignRequest(data=b"x")), "NOT_AUTHENTICATED")
+        assert read_image(path).pin.tries_left == 3
+    assert PIN not in daemon.log()
+
+
+def test_the_readme_demo_runs(pcscd: Pcscd, tmp_path: Path) -> None:
+    """`eport-demo`, the README's main command, end to end: OpenSSL verifies its signature."""
+    result = subprocess.run([str(Path(sys.executable).with_name("eport-demo")), "--workdir",
+                             str(tmp_path / "demo")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Verified OK" in result.stdout and "PIN_LAST_ATTEMPT_GUARD" in result.stdout

@@ -1,0 +1,196 @@
+"""`eport-demo`: the whole stack on a simulated card, as a user would run it.
+
+It provisions a TEST card with `eport-sim`, inserts it into pcscd's vpcd reader with
+`eport-sim run`, starts `eportd` on a private socket and then, as a thin client that only calls
+the daemon, shows what eportd does: events, card data, the PIN guard, signing, and an
+independent check of the signature with OpenSSL. Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from eport.protos.v1 import eportd_pb2 as pb
+from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
+
+DEMO_PIN = "88888888"
+SM2_DISTID = "distid:1234567812345678"
+
+
+def _bin(name: str) -> str:
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else name
+
+
+def _step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _reason(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None or not status.details:
+        return str(error)
+    detail = pb.ErrorDetail()
+    status.details[0].Unpack(detail)
+    return (f"{pb.ErrorReason.Name(detail.reason)}: {detail.message_zh} / {detail.message_en}"
+            f" — {detail.remedy_en}")
+
+
+@contextlib.contextmanager
+def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as sink:
+        process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_serving(socket: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if socket.exists():
+            with grpc.insecure_channel(f"unix:{socket}") as channel, \
+                    contextlib.suppress(grpc.RpcError):
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        time.sleep(0.05)
+    raise SystemExit("eportd did not start; see its log above")
+
+
+def _ensure_pcscd(stub: pb_grpc.CardServiceStub) -> None:
+    """Start pcscd when eportd says it is not running, then wait for eportd to see it."""
+    if stub.GetDaemonInfo(pb.GetDaemonInfoRequest()).pcsc_state == pb.SERVICE_RUNNING:
+        return
+    pcscd = shutil.which("pcscd") or "/usr/sbin/pcscd"
+    if not Path(pcscd).exists():
+        raise SystemExit("pcscd 未安装 / pcscd is not installed. Remedy: scripts/setup.sh")
+    print("eportd reports pcscd not running (SERVICE_NOT_RUNNING): starting pcscd ...")
+    subprocess.run([pcscd], check=False)  # it daemonizes itself
+    deadline = time.monotonic() + 15
+    while stub.GetDaemonInfo(pb.GetDaemonInfoRequest()).pcsc_state != pb.SERVICE_RUNNING:
+        if time.monotonic() > deadline:
+            raise SystemExit("pcscd did not start. Remedy: run as root, or "
+                             "`sudo systemctl start pcscd.socket`")
+        time.sleep(0.05)
+    print("  eportd reconnected to pcscd by itself")
+
+
+def run_demo(workdir: Path) -> int:
+    ca, card = workdir / "ca", workdir / "declarant.card"
+    runtime = workdir / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    socket = runtime / "eportd.sock"
+    _step("a TEST CA and an SM2 declarant IC card (eport-sim)")
+    sim = _bin("eport-sim")
+    subprocess.run([sim, "ca", "init", "--ca", str(ca), "--force"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([sim, "provision", str(card), "--ca", str(ca), "--kind", "declarant",
+                    "--force"], check=True, stdout=subprocess.DEVNULL)
+    eportd = [_bin("eportd"), "--socket", str(socket), "--trust-anchor",
+              str(ca / "trust-anchors.pem"), "--log-format", "text", "--no-systemd-activation"]
+    with _process(eportd, workdir / "eportd.log") as daemon:
+        _wait_serving(socket)
+        stub = pb_grpc.CardServiceStub(grpc.insecure_channel(f"unix:{socket}"))
+        info = stub.GetDaemonInfo(pb.GetDaemonInfoRequest())
+        print(f"eportd {info.version} (pid {daemon.pid}) on {socket}")
+        _ensure_pcscd(stub)
+        events = stub.WatchEvents(pb.WatchEventsRequest())
+        seen: list[str] = []
+
+        def follow() -> None:
+            with contextlib.suppress(grpc.RpcError):
+                for event in events:
+                    line = f"  event {event.sequence}: {pb.EventKind.Name(event.kind)} " \
+                           f"{event.reader}"
+                    seen.append(line)
+                    print(line, flush=True)
+
+        threading.Thread(target=follow, daemon=True).start()
+        _step("the card goes into the reader (eport-sim run)")
+        with _process([sim, "run", str(card), "--control", str(runtime / "sim.sock")],
+                      workdir / "sim.log"):
+            deadline = time.monotonic() + 15
+            while not any("CARD_READY" in line for line in seen):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the card never appeared; is vsmartcard-vpcd installed?")
+                time.sleep(0.05)
+            return _card_steps(stub, workdir, events)
+
+
+def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any) -> int:
+    _step("card information (read once per insertion, then cached)")
+    card = stub.GetCardInfo(pb.CardSelector())
+    print(f"  card {card.card_id} {pb.CardKind.Name(card.kind)} {pb.CardForm.Name(card.form)}"
+          f" {pb.KeyAlgorithm.Name(card.key_algorithm)}\n  holder {card.holder_name}, "
+          f"{card.enterprise_name}, customs code {card.customs_code}, credit code "
+          f"{card.credit_code}\n  certificate number {card.certificate_number}")
+    certificate = stub.GetCertificate(pb.CardSelector())
+    print(f"  certificate {pb.CertificateState.Name(certificate.check.state)}, "
+          f"{certificate.check.days_left} days left, chain "
+          f"{pb.ChainState.Name(certificate.check.chain)}")
+    _step("the PIN guard: a typo costs nothing, two wrong PINs, then the guard holds")
+    for pin in ("1234", "11111111", "22222222", DEMO_PIN):
+        try:
+            stub.VerifyPin(pb.VerifyPinRequest(pin=pin))
+            print("  PIN accepted")
+        except grpc.RpcError as error:
+            print(f"  refused: {_reason(error)}")
+    print(f"  tries left: {stub.GetPinStatus(pb.CardSelector()).pin_tries_left}")
+    _step("the right PIN, allowing the last attempt explicitly")
+    status = stub.VerifyPin(pb.VerifyPinRequest(pin=DEMO_PIN, allow_last_attempt=True)).status
+    print(f"  session open until {status.session_expires_at.ToDatetime():%H:%M:%S} UTC")
+    _step("sign a declaration (SM2 with SM3) and check it with OpenSSL")
+    declaration = "报关单 demo: 进口 1 项 / declaration demo".encode()
+    answer = stub.Sign(pb.SignRequest(data=declaration))
+    print(f"  signature {answer.signature_base64[:32]}... certificate {answer.certificate_number}")
+    (workdir / "data.bin").write_bytes(declaration)
+    (workdir / "sig.der").write_bytes(answer.signature)
+    (workdir / "card.pem").write_text(certificate.pem)
+    pubkey = subprocess.run(["openssl", "x509", "-in", str(workdir / "card.pem"), "-pubkey",
+                             "-noout"], capture_output=True, text=True, check=True).stdout
+    (workdir / "pub.pem").write_text(pubkey)
+    check = subprocess.run(["openssl", "dgst", "-sm3", "-verify", str(workdir / "pub.pem"),
+                            "-sigopt", SM2_DISTID, "-signature", str(workdir / "sig.der"),
+                            str(workdir / "data.bin")], capture_output=True, text=True)
+    print(f"  openssl: {check.stdout.strip() or check.stderr.strip()}")
+    stub.Logout(pb.CardSelector())
+    events.cancel()
+    return 0 if check.returncode == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eport-demo", description=__doc__)
+    parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        return run_demo(args.workdir.resolve())
+    with tempfile.TemporaryDirectory(prefix="eport-demo-") as directory:
+        os.chmod(directory, 0o700)
+        return run_demo(Path(directory))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
