@@ -42,7 +42,7 @@ def _step(text: str) -> None:
 
 
 def _reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     if status is None or not status.details:
         return str(error)
     detail = pb.ErrorDetail()
