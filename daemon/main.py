@@ -37,7 +37,8 @@ from eport.daemon.server.socket_path import (
     resolve_socket_path,
 )
 
-logger = logging.getLogger(__name__)
+# Not __name__: under `python -m` that is "__main__".
+logger = logging.getLogger("eport.daemon.main")
 
 SHUTDOWN_GRACE_S = 5.0
 

@@ -32,8 +32,9 @@ def _status_name(context: grpc.ServicerContext, error: BaseException | None,
     code = code_of() if callable(code_of) else None
     if isinstance(code, grpc.StatusCode):
         return code.name
-    if isinstance(error, GeneratorExit) or (error is None and not completed):
-        return grpc.StatusCode.CANCELLED.name  # grpc dropped the stream: the client went away
+    if (isinstance(error, GeneratorExit) or (error is None and not completed)
+            or not context.is_active()):
+        return grpc.StatusCode.CANCELLED.name  # the client went away (or the deadline passed)
     if error is not None:
         return grpc.StatusCode.UNKNOWN.name  # grpc turns an unexpected exception into UNKNOWN
     return grpc.StatusCode.OK.name

@@ -156,10 +156,19 @@ def check_socket_directory(directory: Path, mode: str) -> None:
                           "remove it so that eportd creates it again, or pass a directory "
                           "of your own with --socket.")
         if info.st_mode & 0o022:
-            raise _unsafe(directory, f"可被组或其他用户写入 (权限 {info.st_mode & 0o7777:04o})",
-                          "is writable by group or others "
-                          f"(mode {info.st_mode & 0o7777:04o})",
-                          f"chmod 700 {directory}", f"chmod 700 {directory}")
+            shown = f"{info.st_mode & 0o7777:04o}"
+            if info.st_mode & (0o002 | stat.S_ISVTX):
+                # A shared directory such as /tmp: chmod would break everyone else.
+                remedy_zh = ("用 --socket 指定您自己的目录中的路径，例如 "
+                             "$XDG_RUNTIME_DIR/eportd/eportd.sock，不要修改共享目录的权限。")
+                remedy_en = ("pass a path in a directory of your own with --socket, e.g. "
+                             "$XDG_RUNTIME_DIR/eportd/eportd.sock; do not chmod a shared "
+                             "directory.")
+            else:
+                remedy_zh = remedy_en = f"chmod 700 {directory}"
+            raise _unsafe(directory, f"可被组或其他用户写入 (权限 {shown})",
+                          f"is writable by group or others (mode {shown})",
+                          remedy_zh, remedy_en)
     else:
         if info.st_uid != 0:
             raise _unsafe(directory, f"属于 uid {info.st_uid}，系统模式要求属主为 root",

@@ -28,6 +28,7 @@ from eport.daemon.service.certificates import (
     CardCertificate,
     CertCheck,
     ChainState,
+    chain_of,
     check_certificate,
     load_trust_anchors,
     refuse_unusable,
@@ -95,6 +96,7 @@ class CardServiceApp:
         self._shutting_down = False
         self._health: Any = None
         self._scanned = threading.Event()
+        self._chains: dict[bytes, tuple[ChainState, str]] = {}
         self._monitor = ReaderMonitor(self, lambda name: name in settings.ignored_readers)
 
     # ---- lifecycle (used by eport.daemon.main) ----
@@ -389,7 +391,17 @@ class CardServiceApp:
         return slot, self._run(slot, job, caller_active)
 
     def check(self, certificate: CardCertificate) -> CertCheck:
-        return check_certificate(certificate, self.anchors,
+        # The chain of a certificate never changes while the daemon runs; the clock does, so
+        # the validity window is checked at every call.
+        with self._lock:
+            chain = self._chains.get(certificate.der)
+        if chain is None:
+            chain = chain_of(certificate, self.anchors)
+            with self._lock:
+                if len(self._chains) > 256:
+                    self._chains.clear()
+                self._chains[certificate.der] = chain
+        return check_certificate(certificate, self.anchors, chain=chain,
                                  warning_days=self.settings.expiry_warning_days)
 
     # ---- PIN ----

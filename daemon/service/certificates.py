@@ -152,8 +152,22 @@ def _issued_by(certificate: CardCertificate, anchor: CardCertificate) -> bool:
     return True
 
 
+def chain_of(certificate: CardCertificate, anchors: list[CardCertificate]
+             ) -> tuple[ChainState, str]:
+    """Which anchor issued the certificate; the caller may cache this per certificate (an
+    SM2 check is a pure-Python verification of a few milliseconds)."""
+    if not anchors:
+        return ChainState.NO_ANCHORS, "no trust anchors configured"
+    issuer = next((a for a in anchors if _issued_by(certificate, a)), None)
+    if issuer is not None:
+        return ChainState.TRUSTED, issuer.subject
+    return ChainState.UNTRUSTED, (f"issuer {certificate.issuer!r} is not a configured trust "
+                                  "anchor, or its signature does not match")
+
+
 def check_certificate(certificate: CardCertificate, anchors: list[CardCertificate], *,
-                      now: datetime | None = None, warning_days: int = 30) -> CertCheck:
+                      now: datetime | None = None, warning_days: int = 30,
+                      chain: tuple[ChainState, str] | None = None) -> CertCheck:
     moment = now or datetime.now(UTC)
     # Whole days left, counting a started day as left: 29.5 days shows as 30, as the E-port
     # client does, and 0 means "expires today".
@@ -172,17 +186,8 @@ def check_certificate(certificate: CardCertificate, anchors: list[CardCertificat
     else:
         state = CertState.VALID
         zh, en = "证书有效", "The certificate is valid"
-    if not anchors:
-        chain, detail = ChainState.NO_ANCHORS, "no trust anchors configured"
-    else:
-        issuer = next((a for a in anchors if _issued_by(certificate, a)), None)
-        if issuer is not None:
-            chain, detail = ChainState.TRUSTED, issuer.subject
-        else:
-            chain = ChainState.UNTRUSTED
-            detail = f"issuer {certificate.issuer!r} is not a configured trust anchor, or its " \
-                     "signature does not match"
-    return CertCheck(state, days_left, chain, detail, zh, en)
+    chain_state, detail = chain if chain is not None else chain_of(certificate, anchors)
+    return CertCheck(state, days_left, chain_state, detail, zh, en)
 
 
 def refuse_unusable(check: CertCheck) -> None:
