@@ -407,6 +407,12 @@ class CardServiceApp:
     # ---- PIN ----
 
     @staticmethod
+    def _statuses(access: CardAccess) -> tuple[ReferenceStatus, ReferenceStatus]:
+        """The PIN's and the PUK's tries left, read without spending one."""
+        return (access.piv.reference_status(KeyRef.PIN),
+                access.piv.reference_status(KeyRef.PUK))
+
+    @staticmethod
     def _same_insertion(snapshot: CardSnapshot, access: CardAccess) -> None:
         if access.insertion != snapshot.insertion:
             # The card was swapped between the request and its turn: never send a PIN meant
@@ -438,8 +444,7 @@ class CardServiceApp:
 
         def job(access: CardAccess) -> tuple[ReferenceStatus, ReferenceStatus]:
             self._same_insertion(snapshot, access)
-            return (access.piv.reference_status(KeyRef.PIN),
-                    access.piv.reference_status(KeyRef.PUK))
+            return self._statuses(access)
 
         pin, puk = self._run(slot, job, caller_active)
         return self._pin_state(slot, snapshot, pin, puk)
@@ -460,8 +465,7 @@ class CardServiceApp:
             self._same_insertion(snapshot, access)
             self._verify_on_card(slot, snapshot, access, secret,
                                  allow_last_attempt=allow_last_attempt)
-            return (access.piv.reference_status(KeyRef.PIN),
-                    access.piv.reference_status(KeyRef.PUK))
+            return self._statuses(access)
 
         try:
             pin_status, puk_status = self._run(slot, job, caller_active)
@@ -490,8 +494,7 @@ class CardServiceApp:
             except ReferenceBlockedError:
                 raise EportError(Reason.PIN_BLOCKED, tries_left=0, reader=slot.name,
                                  card_id=snapshot.card_id) from None
-            return (access.piv.reference_status(KeyRef.PIN),
-                    access.piv.reference_status(KeyRef.PUK))
+            return self._statuses(access)
 
         try:
             pin_status, puk_status = self._run(slot, job, caller_active)
@@ -523,8 +526,7 @@ class CardServiceApp:
                                  card_id=snapshot.card_id) from None
             with self._lock:
                 self._close_session(slot, "PIN reset")
-            return (access.piv.reference_status(KeyRef.PIN),
-                    access.piv.reference_status(KeyRef.PUK))
+            return self._statuses(access)
 
         try:
             pin_status, puk_status = self._run(slot, job, caller_active)
