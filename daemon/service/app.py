@@ -7,10 +7,11 @@ while the state lock is held so that a subscriber's snapshot and the changes aft
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -51,6 +52,7 @@ from eport.daemon.service.signing import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+_FIRST_SCAN_TIMEOUT_S = 5.0
 CallerActive = Callable[[], bool]
 
 
@@ -111,11 +113,12 @@ class CardServiceApp:
         self._update_health()
 
     def start(self) -> None:
+        """Start the reader monitor and return once it has taken its first view of pcscd
+        (readers and cards, or the service down), so that the first call after start-up is
+        answered from real state, not a premature SERVICE_NOT_RUNNING."""
         self._monitor.start()
-
-    def wait_until_scanned(self, timeout: float = 5.0) -> bool:
-        """For `eportd` start-up: the monitor has taken its first view of pcscd."""
-        return self._scanned.wait(timeout)
+        if not self._scanned.wait(_FIRST_SCAN_TIMEOUT_S):
+            logger.warning("no first view of pcscd after %.0f s", _FIRST_SCAN_TIMEOUT_S)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         self._shutting_down = True
@@ -419,59 +422,75 @@ class CardServiceApp:
             # for one card to another.
             raise EportError(Reason.CARD_REMOVED, "the card was replaced", reader=access.reader)
 
+    @contextlib.contextmanager
+    def _card_refusal(self, slot: ReaderSlot, snapshot: CardSnapshot, *, puk: bool = False
+                      ) -> Iterator[None]:
+        """A PIN or PUK the card refused, as our error. A refused PIN also ends the session:
+        the card has dropped its verified state."""
+        try:
+            yield
+        except InvalidPinError as exc:
+            if not puk:
+                with self._lock:
+                    self._close_session(slot, "wrong PIN")
+            raise EportError(Reason.PUK_INCORRECT if puk else Reason.PIN_INCORRECT,
+                             tries_left=exc.tries_left, reader=slot.name,
+                             card_id=snapshot.card_id) from None
+        except ReferenceBlockedError:
+            if not puk:
+                with self._lock:
+                    self._close_session(slot, "PIN blocked")
+            raise EportError(Reason.PUK_BLOCKED if puk else Reason.PIN_BLOCKED, tries_left=0,
+                             reader=slot.name, card_id=snapshot.card_id) from None
+
     def _verify_on_card(self, slot: ReaderSlot, snapshot: CardSnapshot, access: CardAccess,
                         pin: bytearray, *, allow_last_attempt: bool) -> Session:
-        status = access.piv.reference_status(KeyRef.PIN)
-        pin_policy.guard(status, allow_last_attempt=allow_last_attempt)
-        try:
+        pin_policy.guard(access.piv.reference_status(KeyRef.PIN),
+                         allow_last_attempt=allow_last_attempt)
+        with self._card_refusal(slot, snapshot):
             access.piv.verify_pin(pin)
-        except InvalidPinError as exc:
-            with self._lock:
-                self._close_session(slot, "wrong PIN")
-            raise EportError(Reason.PIN_INCORRECT, tries_left=exc.tries_left,
-                             reader=slot.name, card_id=snapshot.card_id) from None
-        except ReferenceBlockedError:
-            with self._lock:
-                self._close_session(slot, "PIN blocked")
-            raise EportError(Reason.PIN_BLOCKED, tries_left=0, reader=slot.name,
-                             card_id=snapshot.card_id) from None
         with self._lock:
             return self._open_session(slot, snapshot.card_id)
 
-    def pin_status(self, selector: CardSelector, caller_active: CallerActive = lambda: True
-                   ) -> PinState:
-        slot, snapshot = self.card(selector, caller_active)
+    def _pin_job(self, slot: ReaderSlot, snapshot: CardSnapshot,
+                 on_card: Callable[[CardAccess], None], secrets: tuple[bytearray, ...],
+                 caller_active: CallerActive, *, forget_stored_pin: bool = False) -> PinState:
+        """Run `on_card` on this insertion, wipe the secrets whatever happens, and answer with
+        the PIN and PUK state read afterwards. `forget_stored_pin`: the PIN was changed, so
+        a PIN kept for unattended signing is now wrong (deleted off the card's thread)."""
 
         def job(access: CardAccess) -> tuple[ReferenceStatus, ReferenceStatus]:
             self._same_insertion(snapshot, access)
+            on_card(access)
             return self._statuses(access)
 
-        pin, puk = self._run(slot, job, caller_active)
-        return self._pin_state(slot, snapshot, pin, puk)
-
-    def _pin_state(self, slot: ReaderSlot, snapshot: CardSnapshot, pin: ReferenceStatus,
-                   puk: ReferenceStatus) -> PinState:
+        try:
+            pin, puk = self._run(slot, job, caller_active)
+        finally:
+            for secret in secrets:
+                pin_policy.wipe(secret)
+        if forget_stored_pin and self.unattended.allowed:
+            self.unattended.delete(snapshot.card_id)
         with self._lock:
             session = self._session_for(slot.name, snapshot.insertion)
         return PinState(snapshot.card_id, pin, puk, session, self.session_expiry(session),
                         self.unattended.enabled(snapshot.card_id))
+
+    def pin_status(self, selector: CardSelector, caller_active: CallerActive = lambda: True
+                   ) -> PinState:
+        slot, snapshot = self.card(selector, caller_active)
+        return self._pin_job(slot, snapshot, lambda _access: None, (), caller_active)
 
     def verify_pin(self, selector: CardSelector, pin: str, *, allow_last_attempt: bool,
                    caller_active: CallerActive = lambda: True) -> PinState:
         slot, snapshot = self.card(selector, caller_active)
         secret = pin_policy.secret_bytes(pin, what="PIN", eport_card=snapshot.is_eport)
 
-        def job(access: CardAccess) -> tuple[ReferenceStatus, ReferenceStatus]:
-            self._same_insertion(snapshot, access)
+        def on_card(access: CardAccess) -> None:
             self._verify_on_card(slot, snapshot, access, secret,
                                  allow_last_attempt=allow_last_attempt)
-            return self._statuses(access)
 
-        try:
-            pin_status, puk_status = self._run(slot, job, caller_active)
-        finally:
-            pin_policy.wipe(secret)
-        return self._pin_state(slot, snapshot, pin_status, puk_status)
+        return self._pin_job(slot, snapshot, on_card, (secret,), caller_active)
 
     def change_pin(self, selector: CardSelector, old_pin: str, new_pin: str, *,
                    allow_last_attempt: bool, caller_active: CallerActive = lambda: True
@@ -480,30 +499,14 @@ class CardServiceApp:
         old = pin_policy.secret_bytes(old_pin, what="current PIN", eport_card=snapshot.is_eport)
         new = pin_policy.secret_bytes(new_pin, what="new PIN", eport_card=snapshot.is_eport)
 
-        def job(access: CardAccess) -> tuple[ReferenceStatus, ReferenceStatus]:
-            self._same_insertion(snapshot, access)
+        def on_card(access: CardAccess) -> None:
             pin_policy.guard(access.piv.reference_status(KeyRef.PIN),
                              allow_last_attempt=allow_last_attempt)
-            try:
+            with self._card_refusal(slot, snapshot):
                 access.piv.change_reference(KeyRef.PIN, old, new)
-            except InvalidPinError as exc:
-                with self._lock:
-                    self._close_session(slot, "wrong PIN")
-                raise EportError(Reason.PIN_INCORRECT, tries_left=exc.tries_left,
-                                 reader=slot.name, card_id=snapshot.card_id) from None
-            except ReferenceBlockedError:
-                raise EportError(Reason.PIN_BLOCKED, tries_left=0, reader=slot.name,
-                                 card_id=snapshot.card_id) from None
-            return self._statuses(access)
 
-        try:
-            pin_status, puk_status = self._run(slot, job, caller_active)
-        finally:
-            pin_policy.wipe(old)
-            pin_policy.wipe(new)
-        if self.unattended.enabled(snapshot.card_id):
-            self.unattended.delete(snapshot.card_id)  # the stored PIN is now wrong
-        return self._pin_state(slot, snapshot, pin_status, puk_status)
+        return self._pin_job(slot, snapshot, on_card, (old, new), caller_active,
+                             forget_stored_pin=True)
 
     def unblock_pin(self, selector: CardSelector, puk: str, new_pin: str, *,
                     allow_last_attempt: bool, caller_active: CallerActive = lambda: True
@@ -512,28 +515,16 @@ class CardServiceApp:
         puk_secret = pin_policy.secret_bytes(puk, what="PUK", eport_card=snapshot.is_eport)
         new = pin_policy.secret_bytes(new_pin, what="new PIN", eport_card=snapshot.is_eport)
 
-        def job(access: CardAccess) -> tuple[ReferenceStatus, ReferenceStatus]:
-            self._same_insertion(snapshot, access)
+        def on_card(access: CardAccess) -> None:
             pin_policy.guard(access.piv.reference_status(KeyRef.PUK),
                              allow_last_attempt=allow_last_attempt, puk=True)
-            try:
+            with self._card_refusal(slot, snapshot, puk=True):
                 access.piv.unblock_pin(puk_secret, new)
-            except InvalidPinError as exc:
-                raise EportError(Reason.PUK_INCORRECT, tries_left=exc.tries_left,
-                                 reader=slot.name, card_id=snapshot.card_id) from None
-            except ReferenceBlockedError:
-                raise EportError(Reason.PUK_BLOCKED, tries_left=0, reader=slot.name,
-                                 card_id=snapshot.card_id) from None
             with self._lock:
                 self._close_session(slot, "PIN reset")
-            return self._statuses(access)
 
-        try:
-            pin_status, puk_status = self._run(slot, job, caller_active)
-        finally:
-            pin_policy.wipe(puk_secret)
-            pin_policy.wipe(new)
-        return self._pin_state(slot, snapshot, pin_status, puk_status)
+        return self._pin_job(slot, snapshot, on_card, (puk_secret, new), caller_active,
+                             forget_stored_pin=True)
 
     def logout(self, selector: CardSelector, caller_active: CallerActive = lambda: True
                ) -> bool:

@@ -21,7 +21,6 @@ from grpc_status import rpc_status
 from eport import __version__
 from eport.common.profile import CardForm, CardKind
 from eport.daemon.card.errors import CardError
-from eport.daemon.card.piv_session import ReferenceStatus
 from eport.daemon.service.app import CardSelector, CardServiceApp, PinState
 from eport.daemon.service.card_state import CardSnapshot
 from eport.daemon.service.card_worker import CallerGone, card_error
@@ -145,14 +144,10 @@ def card_info(card: CardSnapshot) -> pb.CardInfo:
     return info
 
 
-def _tries(status: ReferenceStatus) -> int:
-    return status.tries_left
-
-
 def pin_status(state: PinState) -> pb.PinStatus:
     return pb.PinStatus(
-        pin_tries_left=_tries(state.pin), pin_blocked=state.pin.blocked,
-        puk_tries_left=_tries(state.puk), puk_blocked=state.puk.blocked,
+        pin_tries_left=state.pin.tries_left, pin_blocked=state.pin.blocked,
+        puk_tries_left=state.puk.tries_left, puk_blocked=state.puk.blocked,
         session_active=state.session is not None,
         session_expires_at=_timestamp(state.session_expires_at),
         card_id=state.card_id, unattended_enabled=state.unattended)

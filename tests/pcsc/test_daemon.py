@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from eport.common import sm2
-from eport.common.profile import CardKind
+from eport.common.profile import CardForm
 from eport.common.sm2_cert import certificate_public_point
 from eport.daemon.card.piv_session import PivSession
 from eport.daemon.transport.pcsc import PcscContext
@@ -42,7 +42,7 @@ from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
 from eport.protos.v1 import eportd_pb2 as pb  # isort: skip
 
 pytestmark = pytest.mark.pcsc
-PIN, PUK = "88888888", "12345678"
+PIN, PUK, OTHER_PIN = "88888888", "12345678", "24682468"
 READER0, READER1 = reader_for_slot(0), reader_for_slot(1)
 
 
@@ -66,7 +66,7 @@ def expect_error(call: Callable[[], object], reason: str) -> pb.ErrorDetail:
     return detail
 
 
-def verify_with_openssl_style(cert_der: bytes, algorithm: int, data: bytes, signature: bytes
+def verifies_independently(cert_der: bytes, algorithm: int, data: bytes, signature: bytes
                               ) -> bool:
     """Independent check with `cryptography` (RSA, P-256) or our SM2 code."""
     certificate = x509.load_der_x509_certificate(cert_der)
@@ -118,7 +118,7 @@ def test_card_info_pin_sign_and_verify(daemon: Daemon, sim_slots: Callable[..., 
     data = f"报关单 {algorithm}".encode()
     answer = stub.Sign(pb.SignRequest(data=data))
     assert answer.algorithm == expected and answer.certificate_number == profile.cert_number
-    assert verify_with_openssl_style(image.certificate, expected, data, answer.signature)
+    assert verifies_independently(image.certificate, expected, data, answer.signature)
     if algorithm in ("p256", "sm2"):
         assert len(answer.signature_raw_rs) == 64
     assert stub.Verify(pb.VerifyRequest(card=pb.CardSelector(), data=data,
@@ -129,7 +129,7 @@ def test_card_info_pin_sign_and_verify(daemon: Daemon, sim_slots: Callable[..., 
     if algorithm in ("rsa2048", "p256"):
         digest = hashlib.sha256(data).digest()
         by_digest = stub.Sign(pb.SignRequest(digest=digest))
-        assert verify_with_openssl_style(image.certificate, expected, data, by_digest.signature)
+        assert verifies_independently(image.certificate, expected, data, by_digest.signature)
     certificate = stub.GetCertificate(pb.CardSelector())
     assert certificate.der == image.certificate and "BEGIN CERTIFICATE" in certificate.pem
     assert certificate.check.state == pb.VALID and certificate.check.chain == pb.TRUSTED
@@ -268,7 +268,7 @@ def test_reader_and_card_selection_errors(daemon: Daemon, sim_slots: Callable[..
     stub = daemon.stub()
     expect_error(lambda: stub.GetCardInfo(pb.CardSelector()), "NO_CARD")
     expect_error(lambda: stub.GetCardInfo(pb.CardSelector(reader="No Such Reader")), "NO_READER")
-    ikey = provision_test_card(test_ca, "p256", form=pb_form_ikey())
+    ikey = provision_test_card(test_ca, "p256", form=CardForm.IKEY)
     sim_slots([(0, write_card(ikey, tmp_path, "ikey.json")),
                (1, card_file(card_images, "sm2", tmp_path, "ic.json"))])
     wait_for_card(stub, READER0)
@@ -280,12 +280,6 @@ def test_reader_and_card_selection_errors(daemon: Daemon, sim_slots: Callable[..
                  "NO_CARD")
     expect_error(lambda: stub.GetCardInfo(pb.CardSelector(
         reader=READER0, card_id=card_images["sm2"].profile.card_id)), "NO_CARD")
-
-
-def pb_form_ikey() -> object:
-    from eport.common.profile import CardForm
-
-    return CardForm.IKEY
 
 
 def test_two_ic_cards_are_ambiguous(daemon: Daemon, sim_slots: Callable[..., SimSlots],
@@ -507,7 +501,7 @@ def test_card_pulled_during_a_signature(daemon: Daemon, sim_slots: Callable[...,
     slots.insert(0)
     wait_for_card(stub, READER0)
     answer = stub.Sign(pb.SignRequest(data=b"again", pin=PIN))
-    assert verify_with_openssl_style(card_images["rsa2048"].certificate, pb.SHA256_WITH_RSA,
+    assert verifies_independently(card_images["rsa2048"].certificate, pb.SHA256_WITH_RSA,
                                      b"again", answer.signature)
 
 
@@ -579,7 +573,7 @@ def test_32_clients_sign_100_messages_each(daemon: Daemon, sim_slots: Callable[.
     assert failures == []
     assert len(results) == 3200
     for message, signature in results.items():
-        assert verify_with_openssl_style(image.certificate, pb.ECDSA_P256_SHA256, message,
+        assert verifies_independently(image.certificate, pb.ECDSA_P256_SHA256, message,
                                          signature), message
     # One GENERAL AUTHENTICATE per signature and nothing else: no retries, no re-verification.
     assert slots.slot(0).status().apdus - before == 3200
@@ -673,7 +667,6 @@ def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path, test_ca: TestCA,
     assert call.result().signature
     assert daemon.process.wait(10) == 0
     assert not daemon.socket.exists()
-    _ = CardKind
 
 
 def test_unattended_signing_with_the_keyring(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd,
@@ -695,11 +688,16 @@ def test_unattended_signing_with_the_keyring(tmp_path: Path, test_ca: TestCA, pc
         # No session, no PIN in the request: the daemon verifies with the stored PIN.
         assert stub.Sign(pb.SignRequest(data=b"unattended")).signature
         assert stub.GetPinStatus(pb.CardSelector()).unattended_enabled
+        # A changed PIN makes the stored one wrong: the daemon forgets it.
+        assert not stub.ChangePin(pb.ChangePinRequest(old_pin=PIN, new_pin=OTHER_PIN)
+                                  ).unattended_enabled
+        stub.ChangePin(pb.ChangePinRequest(old_pin=OTHER_PIN, new_pin=PIN))
+        stub.EnableUnattended(pb.EnableUnattendedRequest(pin=PIN))
         stub.DisableUnattended(pb.CardSelector())
         stub.Logout(pb.CardSelector())
         expect_error(lambda: stub.Sign(pb.SignRequest(data=b"x")), "NOT_AUTHENTICATED")
         assert read_image(path).pin.tries_left == 3
-    assert PIN not in daemon.log()
+    assert PIN not in daemon.log() and OTHER_PIN not in daemon.log()
 
 
 def test_the_readme_demo_runs(pcscd: Pcscd, tmp_path: Path) -> None:

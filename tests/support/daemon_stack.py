@@ -86,15 +86,8 @@ def start_daemon(directory: Path, *args: str, env: dict[str, str] | None = None,
         process.kill()
         process.wait()
         raise RuntimeError(f"eportd did not become ready:\n{log_path.read_text()}")
-    daemon = Daemon(process, socket, log_path, time.monotonic() - started)
-    # The monitor's first view of pcscd is taken at start; wait until readers are known.
-    stub = daemon.stub()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if stub.ListReaders(pb.ListReadersRequest()).pcsc_state == pb.SERVICE_RUNNING:
-            break
-        time.sleep(0.02)
-    return daemon
+    # eportd answers only once its reader monitor has seen pcscd: no waiting for state here.
+    return Daemon(process, socket, log_path, time.monotonic() - started)
 
 
 @contextlib.contextmanager
