@@ -168,6 +168,23 @@ class Series:
     latencies_ms: list[float] = field(default_factory=list)
     samples: list[Signed] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sign_once(self, sign: Callable[[bytes], bytes], message: bytes, *, keep: bool) -> None:
+        """One timed signature (any thread); a failure is recorded and the series goes on."""
+        began = time.perf_counter()
+        try:
+            signature = sign(message)
+        except (grpc.RpcError, PyKCS11.PyKCS11Error) as exc:
+            with self.lock:
+                self.errors.append(describe_rpc_error(exc) if isinstance(exc, grpc.RpcError)
+                                   else str(exc))
+            return
+        elapsed = (time.perf_counter() - began) * 1000
+        with self.lock:
+            self.latencies_ms.append(elapsed)
+            if keep:
+                self.samples.append(Signed(message, signature))
 
 
 def message_for(algorithm: str, path: str, client: int, index: int) -> bytes:
@@ -473,12 +490,8 @@ def _opensc_series(library: Any, slot: int, session: Any, algorithm: str,
     single = Series()
     started = time.perf_counter()
     for index in range(rounds):
-        message = message_for(algorithm, "opensc", 0, index)
-        began = time.perf_counter()
-        signature = sign_on_main(message)
-        single.latencies_ms.append((time.perf_counter() - began) * 1000)
-        if index % verify_every == 0:
-            single.samples.append(Signed(message, signature))
+        single.sign_once(sign_on_main, message_for(algorithm, "opensc", 0, index),
+                         keep=index % verify_every == 0)
     figures = Figures(algorithm, "opensc", 1, note=note)
     figures.record(single.latencies_ms, time.perf_counter() - started)
     verifier.check(figures, single.samples)
@@ -495,19 +508,8 @@ def _opensc_series(library: Any, slot: int, session: Any, algorithm: str,
         sign = signer(own)
 
         def action(index: int) -> None:
-            message = message_for(algorithm, "opensc", client + 1, index)
-            began = time.perf_counter()
-            try:
-                signature = sign(message)
-            except PyKCS11.PyKCS11Error as exc:
-                with lock:
-                    many.errors.append(str(exc))
-                return
-            elapsed = (time.perf_counter() - began) * 1000
-            with lock:
-                many.latencies_ms.append(elapsed)
-                if index % verify_every == 0:
-                    many.samples.append(Signed(message, signature))
+            many.sign_once(sign, message_for(algorithm, "opensc", client + 1, index),
+                           keep=index % verify_every == 0)
 
         return action
 
@@ -708,21 +710,23 @@ def bench_daemon(algorithm: str, workdir: Path, trust_bundle: Path, certificate_
     return run, results
 
 
+def daemon_signer(stub: pb_grpc.CardServiceStub, *, timeout: float
+                  ) -> Callable[[bytes], bytes]:
+    def sign(message: bytes) -> bytes:
+        answer: bytes = stub.Sign(pb.SignRequest(data=message), timeout=timeout).signature
+        return answer
+
+    return sign
+
+
 def _daemon_single(stub: pb_grpc.CardServiceStub, algorithm: str, rounds: int,
                    verify_every: int, verifier: Verifier, run: DaemonRun) -> Figures:
     series = Series()
     started = time.perf_counter()
     for index in range(rounds):
-        message = message_for(algorithm, "eportd", 0, index)
-        began = time.perf_counter()
-        try:
-            answer = stub.Sign(pb.SignRequest(data=message), timeout=30)
-        except grpc.RpcError as exc:
-            series.errors.append(describe_rpc_error(exc))
-            continue
-        series.latencies_ms.append((time.perf_counter() - began) * 1000)
-        if index % verify_every == 0:
-            series.samples.append(Signed(message, answer.signature))
+        series.sign_once(daemon_signer(stub, timeout=30),
+                         message_for(algorithm, "eportd", 0, index),
+                         keep=index % verify_every == 0)
     figures = Figures(algorithm, "eportd", 1)
     figures.record(series.latencies_ms, time.perf_counter() - started)
     figures.errors, figures.first_errors = len(series.errors), series.errors[:3]
@@ -747,22 +751,11 @@ def _daemon_many(target: str, algorithm: str, rounds: int, clients: int, verify_
         with lock:
             channels.append(channel)
         grpc.channel_ready_future(channel).result(timeout=10)
-        stub = pb_grpc.CardServiceStub(channel)
+        sign = daemon_signer(pb_grpc.CardServiceStub(channel), timeout=60)
 
         def action(index: int) -> None:
-            message = message_for(algorithm, "eportd", client + 1, index)
-            began = time.perf_counter()
-            try:
-                answer = stub.Sign(pb.SignRequest(data=message), timeout=60)
-            except grpc.RpcError as exc:
-                with lock:
-                    series.errors.append(describe_rpc_error(exc))
-                return
-            elapsed = (time.perf_counter() - began) * 1000
-            with lock:
-                series.latencies_ms.append(elapsed)
-                if index % verify_every == 0:
-                    series.samples.append(Signed(message, answer.signature))
+            series.sign_once(sign, message_for(algorithm, "eportd", client + 1, index),
+                             keep=index % verify_every == 0)
 
         return action
 
