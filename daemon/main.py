@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from eport.common.socket_location import SYSTEM_GROUP
 from eport.daemon.config import (
     DEFAULT_EXPIRY_WARNING_DAYS,
     DEFAULT_IDLE_TIMEOUT_S,
@@ -30,7 +31,6 @@ from eport.daemon.config import (
 from eport.daemon.server.bootstrap import run_server, sd_notify
 from eport.daemon.server.logging_setup import LOG_FORMATS, LOG_LEVELS, configure_logging
 from eport.daemon.server.socket_path import (
-    SYSTEM_GROUP,
     SYSTEM_MODE,
     USER_MODE,
     ServerConfigError,

@@ -25,12 +25,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from eport.common.socket_location import SYSTEM_GROUP, SYSTEM_SOCKET_MODE, USER_SOCKET_MODE
 from eport.daemon.config import DaemonSettings
 from eport.daemon.server.interceptor import CallLogInterceptor
 from eport.daemon.server.peer_proxy import PeerPolicy, PeerProxy, PeerRegistry
 from eport.daemon.server.socket_path import (
     MAX_SOCKET_PATH_BYTES,
-    SYSTEM_GROUP,
     SYSTEM_MODE,
     ServerConfigError,
     claim_socket_path,
@@ -129,9 +129,9 @@ def _listen(path: Path, group_gid: int | None) -> socket.socket:
         try:
             if group_gid is not None:
                 os.chown(path, -1, group_gid, follow_symlinks=False)
-                os.chmod(path, 0o660)
+                os.chmod(path, SYSTEM_SOCKET_MODE)
             else:
-                os.chmod(path, 0o600)
+                os.chmod(path, USER_SOCKET_MODE)
         except PermissionError:
             path.unlink()
             raise ServerConfigError(

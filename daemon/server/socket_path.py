@@ -19,14 +19,16 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
+from eport.common.socket_location import (
+    RUN_USER_ROOT,
+    SOCKET_ENV,
+    SOCKET_NAME,
+    SYSTEM_SOCKET_PATH,
+    USER_DIRECTORY_NAME,
+)
+
 logger = logging.getLogger(__name__)
 
-SOCKET_ENV = "EPORTD_SOCKET"
-SOCKET_NAME = "eportd.sock"
-USER_DIRECTORY_NAME = "eportd"
-SYSTEM_SOCKET_PATH = Path("/run/eportd") / SOCKET_NAME
-SYSTEM_GROUP = "eport"
-RUN_USER_ROOT = Path("/run/user")
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 USER_MODE = "user"

@@ -1,0 +1,133 @@
+"""`eport cert show | check | export`."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import click
+
+from eport.clients.cli.commands_readers import _show_validity
+from eport.clients.cli.context import card_options, command_name, json_option, state
+from eport.clients.cli.daemon_client import selector
+from eport.clients.cli.errors import CliError
+from eport.clients.cli.exit_codes import ExitCode
+from eport.clients.cli.files import read_input, write_output
+from eport.clients.cli.language import Bilingual
+from eport.clients.cli.output import Output
+from eport.clients.cli.views import certificate_view, check_view
+from eport.protos.v1 import eportd_pb2 as pb
+
+CHAIN_NAMES = {
+    pb.TRUSTED: Bilingual("可信", "trusted"),
+    pb.UNTRUSTED: Bilingual("不可信", "NOT trusted"),
+    pb.NO_ANCHORS: Bilingual("未配置根证书, 未检查", "not checked: no trust anchors configured"),
+}
+
+
+def show_check(out: Output, check: pb.CertificateCheck) -> None:
+    out.field(Bilingual("主题", "Subject"), check.subject)
+    out.field(Bilingual("颁发者", "Issuer"), check.issuer)
+    out.field(Bilingual("序列号", "Serial"), check.serial_hex)
+    _show_validity(out, check)
+    chain = CHAIN_NAMES.get(check.chain, Bilingual("?", "?"))
+    style = "bold red" if check.chain == pb.UNTRUSTED else None
+    detail = f" ({check.chain_detail})" if check.chain_detail else ""
+    out.field(Bilingual("证书链", "Chain"), f"{out.text(chain)}{detail}", style=style)
+
+
+def problem_of(check: pb.CertificateCheck) -> CliError | None:
+    """A certificate a signature cannot rely on, as the error `cert check` exits with."""
+    if check.state == pb.EXPIRED:
+        return CliError("CERT_EXPIRED", Bilingual(check.message_zh or "证书已过期",
+                                                  check.message_en or "The certificate expired"),
+                        Bilingual("请到电子口岸制卡中心办理证书更新",
+                                  "renew the certificate at the E-port card centre"),
+                        ExitCode.CERTIFICATE)
+    if check.state == pb.NOT_YET_VALID:
+        return CliError("CERT_NOT_YET_VALID",
+                        Bilingual("证书尚未生效", "The certificate is not valid yet"),
+                        Bilingual("请检查本机日期和时间是否正确",
+                                  "check this computer's date and time"), ExitCode.CERTIFICATE)
+    if check.chain == pb.UNTRUSTED:
+        return CliError("CERT_UNTRUSTED",
+                        Bilingual(f"证书链不可信: {check.chain_detail}",
+                                  f"The certificate chain is not trusted: {check.chain_detail}"),
+                        Bilingual("请确认卡片来自电子口岸制卡中心, 并检查 eportd 的 "
+                                  "--trust-anchor 配置",
+                                  "make sure the card comes from the E-port card centre and "
+                                  "check eportd's --trust-anchor setting"),
+                        ExitCode.CERTIFICATE)
+    return None
+
+
+@click.group("cert")
+def cert_group() -> None:
+    """The card's certificate: show, check, export."""
+
+
+@cert_group.command("show")
+@card_options
+@json_option
+def show_command(reader: str | None, card_id: str | None) -> None:
+    """The signing certificate: subject, issuer, validity and chain."""
+    cli = state()
+    certificate = cli.client.certificate(selector(reader, card_id))
+
+    def human(out: Output) -> None:
+        out.field(Bilingual("证书号", "Certificate"), certificate.certificate_number)
+        show_check(out, certificate.check)
+
+    cli.output.result(command_name(), certificate_view(certificate), human)
+
+
+@cert_group.command("check")
+@click.argument("certificate_file", required=False, metavar="[FILE]")
+@card_options
+@json_option
+def check_command(certificate_file: str | None, reader: str | None, card_id: str | None
+                  ) -> None:
+    """Check the card's certificate, or a certificate file (PEM or DER); exits 10 when it is
+    expired, not yet valid or untrusted."""
+    cli = state()
+    if certificate_file is not None:
+        check = cli.client.call(cli.client.stub.CheckCertificate, pb.CheckCertificateRequest(
+            certificate=read_input(certificate_file)))
+        data: dict[str, Any] = {"card_id": None, "certificate_number": None,
+                                "check": check_view(check)}
+    else:
+        certificate = cli.client.certificate(selector(reader, card_id))
+        check = certificate.check
+        data = certificate_view(certificate)
+    cli.output.result(command_name(), data, lambda out: show_check(out, check))
+    problem = problem_of(check)
+    if problem is not None:
+        # The report is out already; the exit code tells scripts it failed.
+        click.get_current_context().exit(int(problem.exit_code))
+
+
+@cert_group.command("export")
+@click.option("-o", "--output", "output_path", default="-", metavar="FILE",
+              help="Write here (default: standard output).")
+@click.option("--format", "encoding", type=click.Choice(["pem", "der"]), default="pem",
+              show_default=True)
+@card_options
+@json_option
+def export_command(output_path: str, encoding: str, reader: str | None, card_id: str | None
+                   ) -> None:
+    """Export the card's certificate (public data only), e.g. for `openssl` checks."""
+    cli = state()
+    certificate = cli.client.certificate(selector(reader, card_id))
+    payload = certificate.pem.encode() if encoding == "pem" else certificate.der
+    if not cli.output.json_mode or output_path != "-":
+        write_output(output_path, payload)
+    data = {"card_id": certificate.card_id, "certificate_number": certificate.certificate_number,
+            "format": encoding, "output": None if output_path == "-" else output_path,
+            "pem": certificate.pem, "der_base64": base64.b64encode(certificate.der).decode()}
+
+    def human(out: Output) -> None:
+        if output_path != "-":
+            out.note(Bilingual(f"证书已写入 {output_path}",
+                               f"Certificate written to {output_path}"))
+
+    cli.output.result(command_name(), data, human)

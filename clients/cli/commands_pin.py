@@ -1,0 +1,176 @@
+"""`eport pin status | verify | change | unblock | logout`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+from eport.clients.cli.context import (
+    CliState,
+    card_options,
+    command_name,
+    json_option,
+    secret_options,
+    state,
+)
+from eport.clients.cli.daemon_client import selector
+from eport.clients.cli.errors import CliError
+from eport.clients.cli.exit_codes import ExitCode
+from eport.clients.cli.language import Bilingual
+from eport.clients.cli.output import Output
+from eport.clients.cli.pin_entry import PIN, PUK, SecretReader
+from eport.clients.cli.views import pin_view, timestamp
+from eport.protos.v1 import eportd_pb2 as pb
+
+Reply = TypeVar("Reply")
+CARD_CENTRE = Bilingual("请携带卡片到电子口岸制卡中心办理解锁",
+                        "take the card to the E-port card centre (制卡中心) to have it unblocked")
+
+
+def blocked(what: Bilingual, puk: bool) -> CliError:
+    remedy = CARD_CENTRE if puk else Bilingual(
+        "如有解锁码(PUK), 可用 eport pin unblock 解锁; 否则" + CARD_CENTRE.zh,
+        "with the PUK, unblock it with `eport pin unblock`; otherwise " + CARD_CENTRE.en)
+    return CliError("PUK_BLOCKED" if puk else "PIN_BLOCKED",
+                    Bilingual(f"{what.zh}已锁定", f"The {what.en} is blocked"), remedy,
+                    ExitCode.BLOCKED, {"tries_left": 0})
+
+
+def with_guard(secrets: SecretReader, tries_left: int, what: Bilingual,
+               send: Callable[[bool], Reply]) -> Reply:
+    """Send once; on the last try only after an explicit confirmation. If the daemon's guard
+    fires anyway (a try was spent elsewhere meanwhile), ask and send again."""
+    allow = False
+    if tries_left == 1:
+        secrets.confirm_last_try(what)
+        allow = True
+    try:
+        return send(allow)
+    except CliError as error:
+        if error.code != "PIN_LAST_ATTEMPT_GUARD" or allow:
+            raise
+        secrets.confirm_last_try(what)
+        return send(True)
+
+
+def _status_for(cli: CliState, reader: str | None, card_id: str | None
+                ) -> tuple[pb.CardSelector, pb.PinStatus]:
+    status = cli.client.pin_status(selector(reader, card_id))
+    # From here on, this card and no other: a card swapped in meanwhile must not get the PIN.
+    return pb.CardSelector(card_id=status.card_id), status
+
+
+def show_pin_status(out: Output, status: pb.PinStatus) -> None:
+    if status.pin_blocked:
+        out.line(Bilingual("口令: 已锁定", "PIN: blocked"), style="bold red")
+    else:
+        out.field(Bilingual("口令剩余次数", "PIN tries left"),
+                  status.pin_tries_left if status.pin_tries_left >= 0 else
+                  out.text(Bilingual("已验证", "verified")))
+    if status.puk_blocked:
+        out.line(Bilingual("解锁码: 已锁定", "PUK: blocked"), style="bold red")
+    else:
+        out.field(Bilingual("解锁码剩余次数", "PUK tries left"),
+                  status.puk_tries_left if status.puk_tries_left >= 0 else "-")
+    if status.session_active:
+        out.field(Bilingual("已登录, 会话至", "Logged in until"),
+                  timestamp(status.session_expires_at))
+    else:
+        out.line(Bilingual("未登录", "Not logged in"))
+
+
+@click.group("pin")
+def pin_group() -> None:
+    """PIN tries, login, PIN change and unblock."""
+
+
+@pin_group.command("status")
+@card_options
+@json_option
+def status_command(reader: str | None, card_id: str | None) -> None:
+    """PIN and PUK tries left (reading them spends no try)."""
+    cli = state()
+    status = cli.client.pin_status(selector(reader, card_id))
+    cli.output.result(command_name(), pin_view(status), lambda out: show_pin_status(out, status))
+
+
+@pin_group.command("verify")
+@card_options
+@secret_options
+@json_option
+def verify_command(reader: str | None, card_id: str | None, pin_stdin: bool,
+                   allow_last_attempt: bool) -> None:
+    """Log in: check the PIN on the card and open a session for signing."""
+    cli = state()
+    card, status = _status_for(cli, reader, card_id)
+    if status.pin_blocked:
+        raise blocked(PIN, puk=False)
+    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
+    pin = secrets.read(PIN)
+    answer = with_guard(secrets, status.pin_tries_left, PIN, lambda allow: cli.client.call(
+        cli.client.stub.VerifyPin,
+        pb.VerifyPinRequest(card=card, pin=pin, allow_last_attempt=allow)))
+
+    def human(out: Output) -> None:
+        out.line(Bilingual("口令正确, 已登录", "PIN accepted: logged in"), style="green")
+        show_pin_status(out, answer.status)
+
+    cli.output.result(command_name(), pin_view(answer.status), human)
+
+
+@pin_group.command("change")
+@card_options
+@secret_options
+@json_option
+def change_command(reader: str | None, card_id: str | None, pin_stdin: bool,
+                   allow_last_attempt: bool) -> None:
+    """Change the PIN (stdin: the current PIN, then the new one)."""
+    cli = state()
+    card, status = _status_for(cli, reader, card_id)
+    if status.pin_blocked:
+        raise blocked(PIN, puk=False)
+    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
+    old = secrets.read(PIN)
+    new = secrets.read(PIN, new=True)
+    answer = with_guard(secrets, status.pin_tries_left, PIN, lambda allow: cli.client.call(
+        cli.client.stub.ChangePin,
+        pb.ChangePinRequest(card=card, old_pin=old, new_pin=new, allow_last_attempt=allow)))
+    cli.output.result(command_name(), pin_view(answer), lambda out: out.line(
+        Bilingual("口令已修改", "PIN changed"), style="green"))
+
+
+@pin_group.command("unblock")
+@card_options
+@secret_options
+@json_option
+def unblock_command(reader: str | None, card_id: str | None, pin_stdin: bool,
+                    allow_last_attempt: bool) -> None:
+    """Unblock the PIN with the PUK and set a new PIN (stdin: the PUK, then the new PIN)."""
+    cli = state()
+    card, status = _status_for(cli, reader, card_id)
+    if status.puk_blocked:
+        raise blocked(PUK, puk=True)
+    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
+    puk = secrets.read(PUK)
+    new = secrets.read(PIN, new=True)
+    answer = with_guard(secrets, status.puk_tries_left, PUK, lambda allow: cli.client.call(
+        cli.client.stub.UnblockPin,
+        pb.UnblockPinRequest(card=card, puk=puk, new_pin=new, allow_last_attempt=allow)))
+    cli.output.result(command_name(), pin_view(answer), lambda out: out.line(
+        Bilingual("口令已解锁并设置为新口令", "PIN unblocked and set to the new PIN"),
+        style="green"))
+
+
+@pin_group.command("logout")
+@card_options
+@json_option
+def logout_command(reader: str | None, card_id: str | None) -> None:
+    """End the login session on the card."""
+    cli = state()
+    answer = cli.client.call(cli.client.stub.Logout, selector(reader, card_id))
+    cli.output.result(command_name(), {"session_was_active": answer.session_was_active},
+                      lambda out: out.line(Bilingual("已退出登录", "Logged out") if
+                                           answer.session_was_active else
+                                           Bilingual("本来就未登录", "Was not logged in")))

@@ -1,0 +1,182 @@
+"""`eport sign FILE` and `eport verify FILE`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import click
+
+from eport.clients.cli.commands_pin import blocked, with_guard
+from eport.clients.cli.context import (
+    card_options,
+    command_name,
+    json_option,
+    secret_options,
+    state,
+)
+from eport.clients.cli.daemon_client import selector
+from eport.clients.cli.errors import CliError, usage_error
+from eport.clients.cli.exit_codes import ExitCode
+from eport.clients.cli.files import maybe_base64, read_input, write_output
+from eport.clients.cli.language import Bilingual
+from eport.clients.cli.output import Output
+from eport.clients.cli.pin_entry import PIN, SecretReader
+from eport.common import sm2
+from eport.common.sm2_cert import certificate_public_point
+from eport.protos.v1 import eportd_pb2 as pb
+
+ALGORITHMS: dict[str, pb.SignAlgorithm.ValueType] = {
+    "card": pb.SIGN_ALGORITHM_UNSPECIFIED,
+    "sha1-rsa": pb.SHA1_WITH_RSA,
+    "sha256-rsa": pb.SHA256_WITH_RSA,
+    "ecdsa-p256": pb.ECDSA_P256_SHA256,
+    "sm2-sm3": pb.SM2_WITH_SM3,
+}
+# gRPC refuses messages over 4 MiB: larger files are hashed here and only the digest is sent,
+# which is what the daemon would sign anyway.
+LOCAL_DIGEST_ABOVE = 3 * 1024 * 1024
+CARD_ALGORITHMS: dict[int, pb.SignAlgorithm.ValueType] = {
+    pb.RSA_1024: pb.SHA256_WITH_RSA, pb.RSA_2048: pb.SHA256_WITH_RSA,
+    pb.EC_P256: pb.ECDSA_P256_SHA256, pb.SM2: pb.SM2_WITH_SM3}
+ALGORITHM_HELP = "card: the card's own (SHA256withRSA, ECDSA-SHA256 or SM2-SM3)."
+
+
+def _algorithm_of(name: str, card: pb.CardInfo) -> pb.SignAlgorithm.ValueType:
+    chosen = ALGORITHMS[name]
+    if chosen != pb.SIGN_ALGORITHM_UNSPECIFIED:
+        return chosen
+    return CARD_ALGORITHMS.get(card.key_algorithm, pb.SIGN_ALGORITHM_UNSPECIFIED)
+
+
+def _local_digest(algorithm: int, data: bytes, certificate_der: bytes) -> bytes:
+    if algorithm == pb.SHA1_WITH_RSA:
+        return hashlib.sha1(data).digest()
+    if algorithm == pb.SM2_WITH_SM3:
+        return sm2.message_digest(certificate_public_point(certificate_der), data)
+    return hashlib.sha256(data).digest()
+
+
+def _input_request(data: bytes, is_digest: bool, algorithm: int, cli_card: pb.CardSelector
+                   ) -> tuple[bytes | None, bytes | None]:
+    """(data, digest) for the request: a big file becomes its digest."""
+    if is_digest:
+        return None, data
+    if len(data) > LOCAL_DIGEST_ABOVE:
+        certificate = state().client.certificate(cli_card)
+        return None, _local_digest(algorithm, data, certificate.der)
+    return data, None
+
+
+@click.command("sign")
+@click.argument("input_file", metavar="FILE")
+@click.option("--digest", "is_digest", is_flag=True,
+              help="FILE holds a digest (binary), not the data to be hashed.")
+@click.option("--algorithm", type=click.Choice(list(ALGORITHMS)), default="card",
+              show_default=True, help=ALGORITHM_HELP)
+@click.option("--format", "encoding", type=click.Choice(["raw", "base64"]), default="base64",
+              show_default=True, help="raw: DER (EC, SM2) or PKCS#1 bytes (RSA).")
+@click.option("-o", "--output", "output_path", default="-", metavar="FILE",
+              help="Write the signature here (default: standard output).")
+@card_options
+@secret_options
+@json_option
+def sign_command(input_file: str, is_digest: bool, algorithm: str, encoding: str,
+                 output_path: str, reader: str | None, card_id: str | None, pin_stdin: bool,
+                 allow_last_attempt: bool) -> None:
+    """Sign FILE ('-' for stdin) on the card. Asks for the PIN unless already logged in."""
+    cli = state()
+    if pin_stdin and input_file == "-":
+        raise usage_error(Bilingual("--pin-stdin 与从标准输入读取数据不能同时使用",
+                                    "--pin-stdin and FILE '-' both need standard input"),
+                          Bilingual("请把数据写入文件", "put the data in a file"))
+    data = read_input(input_file)
+    card = cli.client.card_info(selector(reader, card_id))
+    chosen = pb.CardSelector(card_id=card.card_id)
+    status = cli.client.pin_status(chosen)
+    sign_algorithm = _algorithm_of(algorithm, card)
+    payload, digest = _input_request(data, is_digest, sign_algorithm, chosen)
+    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
+    pin = ""
+    needs_pin = pin_stdin or not (status.session_active or status.unattended_enabled)
+    if needs_pin:
+        if status.pin_blocked:
+            raise blocked(PIN, puk=False)
+        pin = secrets.read(PIN)
+
+    def send(allow: bool) -> pb.SignResponse:
+        request = pb.SignRequest(card=chosen, algorithm=sign_algorithm, pin=pin,
+                                 allow_last_attempt=allow)
+        if digest is not None:
+            request.digest = digest
+        else:
+            request.data = payload or b""
+        return cli.client.call(cli.client.stub.Sign, request)
+
+    answer = with_guard(secrets, status.pin_tries_left if needs_pin else -1, PIN, send)
+    written = answer.signature if encoding == "raw" else (answer.signature_base64 + "\n").encode()
+    if not cli.output.json_mode or output_path != "-":
+        write_output(output_path, written)
+    data_out = {
+        "card_id": answer.card_id, "certificate_number": answer.certificate_number,
+        "algorithm": pb.SignAlgorithm.Name(answer.algorithm),
+        "signature_base64": answer.signature_base64,
+        "signature_rs_base64": (base64.b64encode(answer.signature_raw_rs).decode()
+                                if answer.signature_raw_rs else None),
+        "format": encoding, "output": None if output_path == "-" else output_path,
+    }
+
+    def human(out: Output) -> None:
+        if output_path != "-":
+            out.note(Bilingual(f"签名已写入 {output_path} (证书号 {answer.certificate_number})",
+                               f"Signature written to {output_path} (certificate "
+                               f"{answer.certificate_number})"))
+
+    cli.output.result(command_name(), data_out, human)
+
+
+def signature_invalid() -> CliError:
+    return CliError("SIGNATURE_INVALID",
+                    Bilingual("签名验证失败: 数据、签名与证书不匹配",
+                              "The signature does not verify: data, signature and certificate "
+                              "do not match"),
+                    Bilingual("请确认使用的是签名时的原始文件、签名文件和对应证书",
+                              "make sure these are the signed file, its signature and the "
+                              "signer's certificate"), ExitCode.SIGNATURE_INVALID,
+                    {"valid": False})
+
+
+@click.command("verify")
+@click.argument("input_file", metavar="FILE")
+@click.option("-s", "--signature", "signature_file", required=True, metavar="SIG",
+              help="The signature (binary or base64).")
+@click.option("--cert", "certificate_file", metavar="CERT",
+              help="The signer's certificate (PEM or DER); default: the card's.")
+@click.option("--digest", "is_digest", is_flag=True, help="FILE holds a digest.")
+@click.option("--algorithm", type=click.Choice(list(ALGORITHMS)), default="card",
+              show_default=True, help="card: the algorithm of the certificate's key.")
+@card_options
+@json_option
+def verify_command(input_file: str, signature_file: str, certificate_file: str | None,
+                   is_digest: bool, algorithm: str, reader: str | None, card_id: str | None
+                   ) -> None:
+    """Check a signature of FILE with a certificate (no PIN; the card is not used)."""
+    cli = state()
+    data = read_input(input_file)
+    signature = maybe_base64(read_input(signature_file))
+    request = pb.VerifyRequest(signature=signature, algorithm=ALGORITHMS[algorithm])
+    if certificate_file is not None:
+        request.certificate = read_input(certificate_file)
+    else:
+        request.card.CopyFrom(selector(reader, card_id))
+    if is_digest:
+        request.digest = data
+    else:
+        request.data = data
+    answer = cli.client.call(cli.client.stub.Verify, request)
+    result = {"valid": answer.valid, "certificate_number": answer.certificate_number or None}
+    if not answer.valid:
+        raise signature_invalid()
+    cli.output.result(command_name(), result, lambda out: out.line(Bilingual(
+        f"签名有效 (证书号 {answer.certificate_number})",
+        f"Signature valid (certificate {answer.certificate_number})"), style="green"))

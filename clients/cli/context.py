@@ -1,0 +1,72 @@
+"""What every `eport` command gets: the output, the daemon client, and shared options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from eport.clients.cli.daemon_client import DaemonClient
+from eport.clients.cli.output import Output
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliState:
+    output: Output
+    client: DaemonClient
+    debug: bool = False
+    command: str = "eport"  # the command being run, as JSON output names it
+
+
+def state() -> CliState:
+    obj = click.get_current_context().find_root().obj
+    assert isinstance(obj, CliState)
+    return obj
+
+
+def command_name() -> str:
+    """`card info` for `eport card info`: the name JSON output carries."""
+    path = click.get_current_context().command_path
+    return path.split(" ", 1)[1] if " " in path else path
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    root = ctx.find_root().obj
+    if isinstance(root, CliState):
+        # Every command has this option, so this is where the command's name becomes known
+        # (errors raised later are reported under it).
+        path = ctx.command_path
+        root.command = path.split(" ", 1)[1] if " " in path else path
+        if value:
+            root.output.json_mode = True
+    return value
+
+
+def json_option(function: F) -> F:
+    """`--json` on every command (also accepted before the command: `eport --json ...`)."""
+    return click.option("--json", "json_flag", is_flag=True, expose_value=False,
+                        callback=_set_json, is_eager=True,
+                        help="Print one JSON document (schema in docs/cli.md).")(function)
+
+
+def card_options(function: F) -> F:
+    """Which card: by reader name or card id; by default the only card (or the IC card when
+    an IC card and an IKEY are both present, as the E-port client does)."""
+    function = click.option("--card", "card_id", metavar="CARD_ID",
+                            help="The card with this card id.")(function)
+    return click.option("--reader", metavar="NAME",
+                        help="The card in this reader (see `eport readers`).")(function)
+
+
+def secret_options(function: F) -> F:
+    function = click.option(
+        "--allow-last-attempt", is_flag=True,
+        help="Send the PIN/PUK even when only one try is left (scripts; a person is asked).",
+    )(function)
+    return click.option(
+        "--pin-stdin", is_flag=True,
+        help="Read the PIN (and PUK/new PIN) from standard input, one per line.")(function)

@@ -1,0 +1,132 @@
+"""Everything that can go wrong in `eport`, as one exception type the funnel in main() prints.
+
+A daemon error keeps the daemon's own reason, texts and tries left (ErrorDetail); errors the
+CLI finds itself (no daemon, unreadable file, declined last try) get texts of their own here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from eport.clients.cli.exit_codes import ExitCode, exit_code_for_reason
+from eport.clients.cli.language import Bilingual
+from eport.protos.v1 import eportd_pb2 as pb
+
+
+@dataclass
+class CliError(Exception):
+    code: str                 # the daemon's reason name, or one of the CLI's own codes below
+    message: Bilingual
+    remedy: Bilingual
+    exit_code: ExitCode
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message.en}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"code": self.code, "exit_code": int(self.exit_code),
+                "message": self.message.as_json(), "remedy": self.remedy.as_json(),
+                **self.extra}
+
+
+def from_error_detail(detail: pb.ErrorDetail) -> CliError:
+    reason = pb.ErrorReason.Name(detail.reason)
+    extra: dict[str, Any] = {
+        "tries_left": detail.tries_left if detail.HasField("tries_left") else None,
+        "status_word": (f"{detail.status_word:04X}" if detail.HasField("status_word")
+                        else None),
+        "reader": detail.reader or None,
+        "card_id": detail.card_id or None,
+    }
+    return CliError(reason, Bilingual(detail.message_zh, detail.message_en),
+                    Bilingual(detail.remedy_zh, detail.remedy_en),
+                    exit_code_for_reason(reason), extra)
+
+
+def error_detail_of(error: grpc.RpcError) -> pb.ErrorDetail | None:
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # a malformed trailer: treat as no detail
+        return None
+    if status is None:
+        return None
+    for packed in status.details:
+        detail = pb.ErrorDetail()
+        if packed.Unpack(detail):
+            return detail
+    return None
+
+
+def daemon_not_running(socket: Path) -> CliError:
+    return CliError(
+        "DAEMON_UNAVAILABLE",
+        Bilingual(f"无法连接 eportd (套接字 {socket} 不存在或无人应答)",
+                  f"Cannot reach eportd (no daemon answers on {socket})"),
+        Bilingual("请启动 eportd: systemctl --user start eportd.socket (或系统服务: sudo "
+                  "systemctl start eportd.socket); 如果 eportd 使用其他套接字, 用 --socket 或 "
+                  "EPORTD_SOCKET 指定; 运行 eport doctor 查看详情",
+                  "start eportd (systemctl --user start eportd.socket, or the system service: "
+                  "sudo systemctl start eportd.socket); if it serves another socket, pass it "
+                  "with --socket or EPORTD_SOCKET; `eport doctor` tells more"),
+        ExitCode.DAEMON_UNAVAILABLE, {"socket": str(socket)})
+
+
+def daemon_permission_denied(socket: Path) -> CliError:
+    return CliError(
+        "DAEMON_PERMISSION_DENIED",
+        Bilingual(f"无权使用 eportd 的套接字 {socket}",
+                  f"No permission to use eportd's socket {socket}"),
+        Bilingual("系统服务只允许 root 和 eport 组成员使用: sudo usermod -aG eport $USER, "
+                  "然后重新登录; 或运行您自己的 eportd (systemctl --user start eportd.socket)",
+                  "the system daemon serves root and members of the group eport: sudo usermod "
+                  "-aG eport $USER, then log in again; or run your own eportd (systemctl "
+                  "--user start eportd.socket)"),
+        ExitCode.DAEMON_UNAVAILABLE, {"socket": str(socket)})
+
+
+def from_rpc_error(error: grpc.RpcError, socket: Path) -> CliError:
+    detail = error_detail_of(error)
+    if detail is not None:
+        return from_error_detail(detail)
+    code = error.code() if isinstance(error, grpc.Call) else None
+    text = error.details() if isinstance(error, grpc.Call) else str(error)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if "ermission denied" in (text or ""):
+            return daemon_permission_denied(socket)
+        return daemon_not_running(socket)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliError(
+            "DAEMON_TIMEOUT",
+            Bilingual("eportd 未在规定时间内应答", "eportd did not answer in time"),
+            Bilingual("卡片操作可能仍在排队; 稍后重试, 或用 --timeout 加长等待时间",
+                      "the card may be busy with other requests; retry later, or allow more "
+                      "time with --timeout"),
+            ExitCode.DAEMON_UNAVAILABLE)
+    name = code.name if code is not None else "UNKNOWN"
+    return CliError(
+        "DAEMON_ERROR",
+        Bilingual(f"eportd 返回了意外的错误 ({name}): {text}",
+                  f"eportd returned an unexpected error ({name}): {text}"),
+        Bilingual("请用 --debug 重试并将输出报告给维护者",
+                  "retry with --debug and report the output to the maintainers"),
+        ExitCode.UNEXPECTED)
+
+
+def file_error(path: str, problem: OSError, writing: bool = False) -> CliError:
+    reason = problem.strerror or type(problem).__name__
+    verb_zh, verb_en = ("写入", "write") if writing else ("读取", "read")
+    return CliError(
+        "FILE_ERROR",
+        Bilingual(f"无法{verb_zh}文件 {path}: {reason}", f"Cannot {verb_en} {path}: {reason}"),
+        Bilingual("请检查路径和权限", "check the path and its permissions"),
+        ExitCode.INPUT_ERROR, {"path": path})
+
+
+def usage_error(message: Bilingual, remedy: Bilingual) -> CliError:
+    return CliError("USAGE", message, remedy, ExitCode.USAGE)

@@ -1,0 +1,59 @@
+"""The exit codes of `eport`: stable, documented in docs/cli.md, one per kind of outcome.
+
+Scripts branch on these; the exact reason is in the JSON output's error.code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNEXPECTED = 1          # a bug: please report it with the output of --debug
+    USAGE = 2               # bad options or arguments (click's own code)
+    DAEMON_UNAVAILABLE = 3  # eportd is not running, not reachable, or shutting down
+    PCSC_UNAVAILABLE = 4    # pcscd is not running or refuses eportd
+    NO_CARD = 5             # no reader, no card, card removed, several cards and none chosen
+    CARD_PROBLEM = 6        # not an E-port card, held by another program, timeout, card error
+    PIN_REFUSED = 7         # wrong PIN/PUK or format, not logged in, session expired
+    BLOCKED = 8             # PIN or PUK blocked: the card centre must unblock it
+    LAST_TRY_DECLINED = 9   # one try left and it was not confirmed: nothing was sent
+    CERTIFICATE = 10        # expired, not yet valid or untrusted certificate
+    SIGNATURE_INVALID = 11  # `eport verify`: the signature does not match
+    REQUEST_REFUSED = 12    # the daemon refused the request (bad input, feature disabled)
+    INPUT_ERROR = 13        # a file could not be read or written
+    DOCTOR_WARNINGS = 20    # `eport doctor`: warnings, no failures
+    DOCTOR_FAILURES = 21    # `eport doctor`: at least one failure
+    INTERRUPTED = 130       # Ctrl-C
+
+
+REASON_EXIT_CODES: dict[str, ExitCode] = {
+    "SERVICE_NOT_RUNNING": ExitCode.PCSC_UNAVAILABLE,
+    "NO_READER": ExitCode.NO_CARD,
+    "NO_CARD": ExitCode.NO_CARD,
+    "CARD_REMOVED": ExitCode.NO_CARD,
+    "AMBIGUOUS_CARD": ExitCode.NO_CARD,
+    "UNSUPPORTED_CARD": ExitCode.CARD_PROBLEM,
+    "SHARING_VIOLATION": ExitCode.CARD_PROBLEM,
+    "CARD_TIMEOUT": ExitCode.CARD_PROBLEM,
+    "CARD_ERROR": ExitCode.CARD_PROBLEM,
+    "PIN_FORMAT": ExitCode.PIN_REFUSED,
+    "PIN_INCORRECT": ExitCode.PIN_REFUSED,
+    "PUK_INCORRECT": ExitCode.PIN_REFUSED,
+    "NOT_AUTHENTICATED": ExitCode.PIN_REFUSED,
+    "SESSION_EXPIRED": ExitCode.PIN_REFUSED,
+    "PIN_BLOCKED": ExitCode.BLOCKED,
+    "PUK_BLOCKED": ExitCode.BLOCKED,
+    "PIN_LAST_ATTEMPT_GUARD": ExitCode.LAST_TRY_DECLINED,
+    "CERT_EXPIRED": ExitCode.CERTIFICATE,
+    "CERT_NOT_YET_VALID": ExitCode.CERTIFICATE,
+    "CERT_UNTRUSTED": ExitCode.CERTIFICATE,
+    "INVALID_ARGUMENT": ExitCode.REQUEST_REFUSED,
+    "UNATTENDED_DISABLED": ExitCode.REQUEST_REFUSED,
+    "DAEMON_SHUTTING_DOWN": ExitCode.DAEMON_UNAVAILABLE,
+}
+
+
+def exit_code_for_reason(reason: str) -> ExitCode:
+    return REASON_EXIT_CODES.get(reason, ExitCode.UNEXPECTED)
