@@ -115,7 +115,7 @@ install_file() {
   else
     if [ -e "$target" ]; then status=updated; else status=installed; fi
     install -D -m 0644 -- "$source" "$target.$$.tmp"
-    mv -f -- "$target.$$.tmp" "$target"
+    mv -f -T -- "$target.$$.tmp" "$target"
   fi
   report "$status" "$target"
 }

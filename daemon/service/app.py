@@ -95,6 +95,9 @@ class CardServiceApp:
         self._workers: dict[str, CardWorker] = {}
         self._next_insertion = 1
         self.service_running = False
+        # What the last failed attempt to reach pcscd said (for `eport doctor`).
+        self.service_error = ""
+        self.service_error_code = 0
         self._shutting_down = False
         self._health: Any = None
         self._scanned = threading.Event()
@@ -142,13 +145,15 @@ class CardServiceApp:
     def service_up(self) -> None:
         with self._lock:
             self.service_running = True
+            self.service_error, self.service_error_code = "", 0
             self.events.publish(Event(EventKind.SERVICE_UP))
         self._update_health()
         logger.info("pcscd is running")
 
-    def service_down(self) -> None:
+    def service_down(self, cause: str = "", code: int = 0) -> None:
         with self._lock:
             self.service_running = False
+            self.service_error, self.service_error_code = cause, code
             self._scanned.set()
             for name in list(self._slots):
                 self._reader_gone(name)

@@ -43,7 +43,7 @@ class ReaderPresence:
 
 class MonitorListener(Protocol):
     def service_up(self) -> None: ...
-    def service_down(self) -> None: ...
+    def service_down(self, cause: str = "", code: int = 0) -> None: ...
     def reader_added(self, presence: ReaderPresence) -> None: ...
     def reader_removed(self, name: str) -> None: ...
     def presence_changed(self, presence: ReaderPresence, *, reinserted: bool) -> None: ...
@@ -85,7 +85,7 @@ class ReaderMonitor:
             except PcscError as exc:
                 if service_known_up is not False:
                     logger.warning("pcscd unavailable: %s", exc)
-                    self._listener.service_down()
+                    self._listener.service_down(str(exc), exc.code)
                     service_known_up = False
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
@@ -100,7 +100,7 @@ class ReaderMonitor:
                 if exc.reason == "CANCELLED" and self._stop.is_set():
                     break
                 logger.warning("pcscd went away: %s", exc)
-                self._listener.service_down()
+                self._listener.service_down(str(exc), exc.code)
                 service_known_up = False
             finally:
                 with self._lock:

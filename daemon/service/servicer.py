@@ -210,7 +210,8 @@ class CardServicer(pb_grpc.CardServiceServicer):
             trust_anchor_subjects=[a.subject for a in self.app.anchors],
             unattended_allowed=settings.allow_unattended,
             session_idle_timeout_seconds=int(settings.session_idle_timeout_s),
-            expiry_warning_days=settings.expiry_warning_days, pid=os.getpid())
+            expiry_warning_days=settings.expiry_warning_days, pid=os.getpid(),
+            pcsc_error=self.app.service_error, pcsc_error_code=self.app.service_error_code)
 
     def ListReaders(self, request: pb.ListReadersRequest, context: grpc.ServicerContext
                     ) -> pb.ListReadersResponse:

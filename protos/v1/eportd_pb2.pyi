@@ -382,6 +382,8 @@ class DaemonInfo(google.protobuf.message.Message):
     SESSION_IDLE_TIMEOUT_SECONDS_FIELD_NUMBER: builtins.int
     EXPIRY_WARNING_DAYS_FIELD_NUMBER: builtins.int
     PID_FIELD_NUMBER: builtins.int
+    PCSC_ERROR_FIELD_NUMBER: builtins.int
+    PCSC_ERROR_CODE_FIELD_NUMBER: builtins.int
     version: builtins.str
     socket_path: builtins.str
     pcsc_state: global___ServiceState.ValueType
@@ -389,6 +391,11 @@ class DaemonInfo(google.protobuf.message.Message):
     session_idle_timeout_seconds: builtins.int
     expiry_warning_days: builtins.int
     pid: builtins.int
+    pcsc_error: builtins.str
+    """Why pcscd is not usable, when it is not: the failed PC/SC call and pcsc-lite's code, e.g.
+    "SCardEstablishContext: Access denied. (0x80100027)" when polkit refuses eportd.
+    """
+    pcsc_error_code: builtins.int
     @property
     def started_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     @property
@@ -405,9 +412,11 @@ class DaemonInfo(google.protobuf.message.Message):
         session_idle_timeout_seconds: builtins.int = ...,
         expiry_warning_days: builtins.int = ...,
         pid: builtins.int = ...,
+        pcsc_error: builtins.str = ...,
+        pcsc_error_code: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["started_at", b"started_at"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["expiry_warning_days", b"expiry_warning_days", "pcsc_state", b"pcsc_state", "pid", b"pid", "session_idle_timeout_seconds", b"session_idle_timeout_seconds", "socket_path", b"socket_path", "started_at", b"started_at", "trust_anchor_subjects", b"trust_anchor_subjects", "unattended_allowed", b"unattended_allowed", "version", b"version"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["expiry_warning_days", b"expiry_warning_days", "pcsc_error", b"pcsc_error", "pcsc_error_code", b"pcsc_error_code", "pcsc_state", b"pcsc_state", "pid", b"pid", "session_idle_timeout_seconds", b"session_idle_timeout_seconds", "socket_path", b"socket_path", "started_at", b"started_at", "trust_anchor_subjects", b"trust_anchor_subjects", "unattended_allowed", b"unattended_allowed", "version", b"version"]) -> None: ...
 
 global___DaemonInfo = DaemonInfo
 
