@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grp
 import pwd
+from datetime import UTC
 
 from eport.clients.cli.language import Bilingual as B
 from eport.clients.cli.views import card_kind_name
@@ -193,13 +194,16 @@ def readers(facts: Facts) -> list[Finding]:
 def _reader(reader: pb.Reader) -> list[Finding]:
     name = reader.name
     if not reader.card_present:
-        if reader.insertion > 0:
+        if reader.HasField("card_removed_at"):
+            moment = reader.card_removed_at.ToDatetime(tzinfo=UTC).astimezone()
+            card = reader.removed_card_id or "?"
             return [problem("EP-R03", Status.WARN, B("卡片已被拔出", "The card was removed"),
-                            B(f"读卡器 {name} 中原有卡片, 现已拔出", f"reader {name} had a card "
-                              "and it was pulled out"),
+                            B(f"卡片 {card} 于 {moment:%H:%M:%S} 从读卡器 {name} 中拔出",
+                              f"card {card} was pulled out of {name} at {moment:%H:%M:%S}"),
                             B("重新插入卡片 (芯片朝上); 拔卡时进行中的签名需要重做",
                               "insert the card again (chip up); a signature in progress when "
-                              "it was pulled must be redone"), subject=name)]
+                              "it was pulled must be redone"), subject=name,
+                            removed_card_id=reader.removed_card_id or None)]
         return [problem("EP-R02", Status.WARN, B("读卡器中没有卡片", "No card in the reader"),
                         B(f"读卡器 {name} 是空的", f"reader {name} is empty"),
                         B("请将IC卡插入读卡器 (芯片朝上) 或插入IKEY",

@@ -81,6 +81,8 @@ class ReaderView:
     insertion: int
     card: CardSnapshot | None
     error: str
+    removed_at: datetime | None = None
+    removed_card_id: str = ""
 
 
 class CardServiceApp:
@@ -209,6 +211,7 @@ class CardServiceApp:
         slot.insertion = self._next_insertion
         self._next_insertion += 1
         slot.card, slot.card_error, slot.session, slot.session_end_reason = None, None, None, ""
+        slot.removed_at, slot.removed_card_id = None, ""
         self.events.publish(Event(EventKind.CARD_INSERTED, slot.name, atr=atr))
         logger.info("card inserted", extra={"reader": slot.name, "atr": atr.hex()})
         insertion = slot.insertion
@@ -216,6 +219,8 @@ class CardServiceApp:
 
     def _card_removed(self, slot: ReaderSlot) -> None:
         self._close_session(slot, "removed")
+        slot.removed_at = datetime.now(UTC)
+        slot.removed_card_id = slot.card.card_id if slot.card is not None else ""
         slot.present, slot.atr, slot.insertion, slot.card, slot.card_error = \
             False, b"", -1, None, None
         self.events.publish(Event(EventKind.CARD_REMOVED, slot.name))
@@ -310,7 +315,8 @@ class CardServiceApp:
     def readers(self) -> list[ReaderView]:
         with self._lock:
             return [ReaderView(s.name, s.present, s.atr, s.exclusive_elsewhere, s.insertion,
-                               s.card, s.card_error.reason.value if s.card_error else "")
+                               s.card, s.card_error.reason.value if s.card_error else "",
+                               s.removed_at, s.removed_card_id)
                     for s in self._slots.values()]
 
     def subscribe(self) -> Subscription:

@@ -78,6 +78,9 @@ class ReaderSlot:
     session: Session | None = None
     # Why the last session of this insertion ended ("idle" makes SESSION_EXPIRED).
     session_end_reason: str = ""
+    # The last card pulled out of this reader while it stayed empty (for `eport doctor`).
+    removed_at: datetime | None = None
+    removed_card_id: str = ""
 
     @property
     def looks_like_ic_card(self) -> bool:

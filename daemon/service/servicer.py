@@ -222,7 +222,9 @@ class CardServicer(pb_grpc.CardServiceServicer):
             reader = response.readers.add(
                 name=view.name, card_present=view.present, atr=view.atr,
                 exclusive_elsewhere=view.exclusive_elsewhere,
-                insertion=max(view.insertion, 0), error=view.error)
+                insertion=max(view.insertion, 0), error=view.error,
+                card_removed_at=_timestamp(view.removed_at),
+                removed_card_id=view.removed_card_id)
             if view.card is not None:
                 reader.card_id = view.card.card_id
                 if view.card.form is not None:

@@ -442,6 +442,8 @@ class Reader(google.protobuf.message.Message):
     EXCLUSIVE_ELSEWHERE_FIELD_NUMBER: builtins.int
     INSERTION_FIELD_NUMBER: builtins.int
     ERROR_FIELD_NUMBER: builtins.int
+    CARD_REMOVED_AT_FIELD_NUMBER: builtins.int
+    REMOVED_CARD_ID_FIELD_NUMBER: builtins.int
     name: builtins.str
     card_present: builtins.bool
     atr: builtins.bytes
@@ -454,6 +456,11 @@ class Reader(google.protobuf.message.Message):
     """grows at every insertion in this reader"""
     error: builtins.str
     """why the card could not be read (reason name), if so"""
+    removed_card_id: builtins.str
+    @property
+    def card_removed_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """Set while the reader is empty after a card was pulled out of it (since eportd started)."""
+
     def __init__(
         self,
         *,
@@ -465,8 +472,11 @@ class Reader(google.protobuf.message.Message):
         exclusive_elsewhere: builtins.bool = ...,
         insertion: builtins.int = ...,
         error: builtins.str = ...,
+        card_removed_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        removed_card_id: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["atr", b"atr", "card_id", b"card_id", "card_present", b"card_present", "error", b"error", "exclusive_elsewhere", b"exclusive_elsewhere", "form", b"form", "insertion", b"insertion", "name", b"name"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["card_removed_at", b"card_removed_at"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["atr", b"atr", "card_id", b"card_id", "card_present", b"card_present", "card_removed_at", b"card_removed_at", "error", b"error", "exclusive_elsewhere", b"exclusive_elsewhere", "form", b"form", "insertion", b"insertion", "name", b"name", "removed_card_id", b"removed_card_id"]) -> None: ...
 
 global___Reader = Reader
 
