@@ -3,7 +3,8 @@
 It provisions a TEST card with `eport-sim`, inserts it into pcscd's vpcd reader with
 `eport-sim run`, starts `eportd` on a private socket and then, as a thin client that only calls
 the daemon, shows what eportd does: events, card data, the PIN guard, signing, and an
-independent check of the signature with OpenSSL. Everything it starts, it stops.
+independent check of the signature with OpenSSL, and finally `eport card info` and
+`eport doctor` on the same card. Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -136,7 +137,18 @@ def run_demo(workdir: Path) -> int:
                 if time.monotonic() > deadline:
                     raise SystemExit("the card never appeared; is vsmartcard-vpcd installed?")
                 time.sleep(0.05)
-            return _card_steps(stub, workdir, events)
+            result = _card_steps(stub, workdir, events)
+            _cli_steps(socket)
+            return result
+
+
+def _cli_steps(socket: Path) -> None:
+    """The same card through the `eport` command line, as a user or support desk sees it."""
+    environment = {**os.environ, "EPORTD_SOCKET": str(socket)}
+    for words in (["card", "info"], ["doctor"]):
+        _step(f"eport {' '.join(words)}")
+        # doctor exits 20 for warnings (e.g. udev rules not installed): still a good run.
+        subprocess.run([_bin("eport"), *words], env=environment, check=False)
 
 
 def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any) -> int:

@@ -177,7 +177,14 @@ def readers(facts: Facts) -> list[Finding]:
                           "plug in the reader or IKEY; see the driver and USB findings above"))]
     findings = [ok("EP-R01", B(f"找到 {len(listed)} 个读卡器", f"{len(listed)} reader(s) found"),
                    readers=[r.name for r in listed])]
+    any_card = any(r.card_present for r in listed)
     for reader in listed:
+        if not reader.card_present and any_card and not reader.HasField("card_removed_at"):
+            # A spare empty reader beside the one in use is normal, not a warning.
+            findings.append(ok("EP-R02", B("读卡器中没有卡片 (其他读卡器中有卡)",
+                                           "No card in this reader (another one has a card)"),
+                               subject=reader.name))
+            continue
         findings.extend(_reader(reader))
     forms = {r.form for r in listed if r.card_id}
     if {pb.IC_CARD, pb.IKEY} <= forms:
