@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from eport.clients.cli.commands_readers import _show_validity
+from eport.clients.cli.commands_readers import show_validity
 from eport.clients.cli.context import card_options, command_name, json_option, state
 from eport.clients.cli.daemon_client import selector
 from eport.clients.cli.errors import CliError
@@ -29,7 +29,7 @@ def show_check(out: Output, check: pb.CertificateCheck) -> None:
     out.field(Bilingual("主题", "Subject"), check.subject)
     out.field(Bilingual("颁发者", "Issuer"), check.issuer)
     out.field(Bilingual("序列号", "Serial"), check.serial_hex)
-    _show_validity(out, check)
+    show_validity(out, check)
     chain = CHAIN_NAMES.get(check.chain, Bilingual("?", "?"))
     style = "bold red" if check.chain == pb.UNTRUSTED else None
     detail = f" ({check.chain_detail})" if check.chain_detail else ""

@@ -120,6 +120,27 @@ def verify_command(reader: str | None, card_id: str | None, pin_stdin: bool,
     cli.output.result(command_name(), pin_view(answer.status), human)
 
 
+def _set_new_pin(proof: Bilingual, reader: str | None, card_id: str | None, pin_stdin: bool,
+                 allow_last_attempt: bool, done: Bilingual,
+                 send: Callable[[CliState, pb.CardSelector, str, str, bool], pb.PinStatus]
+                 ) -> None:
+    """Change and unblock alike: the proof (current PIN or PUK) under the last-try guard of
+    its own counter, then the new PIN (asked twice on a terminal)."""
+    cli = state()
+    card, status = _status_for(cli, reader, card_id)
+    is_puk = proof is PUK
+    if status.puk_blocked if is_puk else status.pin_blocked:
+        raise blocked(proof, puk=is_puk)
+    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
+    secret = secrets.read(proof)
+    new = secrets.read(PIN, new=True)
+    tries = status.puk_tries_left if is_puk else status.pin_tries_left
+    answer = with_guard(secrets, tries, proof,
+                        lambda allow: send(cli, card, secret, new, allow))
+    cli.output.result(command_name(), pin_view(answer),
+                      lambda out: out.line(done, style="green"))
+
+
 @pin_group.command("change")
 @card_options
 @secret_options
@@ -127,18 +148,11 @@ def verify_command(reader: str | None, card_id: str | None, pin_stdin: bool,
 def change_command(reader: str | None, card_id: str | None, pin_stdin: bool,
                    allow_last_attempt: bool) -> None:
     """Change the PIN (stdin: the current PIN, then the new one)."""
-    cli = state()
-    card, status = _status_for(cli, reader, card_id)
-    if status.pin_blocked:
-        raise blocked(PIN, puk=False)
-    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
-    old = secrets.read(PIN)
-    new = secrets.read(PIN, new=True)
-    answer = with_guard(secrets, status.pin_tries_left, PIN, lambda allow: cli.client.call(
-        cli.client.stub.ChangePin,
-        pb.ChangePinRequest(card=card, old_pin=old, new_pin=new, allow_last_attempt=allow)))
-    cli.output.result(command_name(), pin_view(answer), lambda out: out.line(
-        Bilingual("口令已修改", "PIN changed"), style="green"))
+    _set_new_pin(PIN, reader, card_id, pin_stdin, allow_last_attempt,
+                 Bilingual("口令已修改", "PIN changed"),
+                 lambda cli, card, old, new, allow: cli.client.call(
+                     cli.client.stub.ChangePin, pb.ChangePinRequest(
+                         card=card, old_pin=old, new_pin=new, allow_last_attempt=allow)))
 
 
 @pin_group.command("unblock")
@@ -148,19 +162,11 @@ def change_command(reader: str | None, card_id: str | None, pin_stdin: bool,
 def unblock_command(reader: str | None, card_id: str | None, pin_stdin: bool,
                     allow_last_attempt: bool) -> None:
     """Unblock the PIN with the PUK and set a new PIN (stdin: the PUK, then the new PIN)."""
-    cli = state()
-    card, status = _status_for(cli, reader, card_id)
-    if status.puk_blocked:
-        raise blocked(PUK, puk=True)
-    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
-    puk = secrets.read(PUK)
-    new = secrets.read(PIN, new=True)
-    answer = with_guard(secrets, status.puk_tries_left, PUK, lambda allow: cli.client.call(
-        cli.client.stub.UnblockPin,
-        pb.UnblockPinRequest(card=card, puk=puk, new_pin=new, allow_last_attempt=allow)))
-    cli.output.result(command_name(), pin_view(answer), lambda out: out.line(
-        Bilingual("口令已解锁并设置为新口令", "PIN unblocked and set to the new PIN"),
-        style="green"))
+    _set_new_pin(PUK, reader, card_id, pin_stdin, allow_last_attempt,
+                 Bilingual("口令已解锁并设置为新口令", "PIN unblocked and set to the new PIN"),
+                 lambda cli, card, puk, new, allow: cli.client.call(
+                     cli.client.stub.UnblockPin, pb.UnblockPinRequest(
+                         card=card, puk=puk, new_pin=new, allow_last_attempt=allow)))
 
 
 @pin_group.command("logout")

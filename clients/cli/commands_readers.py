@@ -144,7 +144,7 @@ def card_info_command(reader: str | None, card_id: str | None) -> None:
                   f"{card.customs_code} / {card.credit_code}")
         out.field(Bilingual("证书号", "Certificate"), f"{card.certificate_number} "
                   f"({pb.KeyAlgorithm.Name(card.key_algorithm)})")
-        _show_validity(out, certificate.check)
+        show_validity(out, certificate.check)
         out.field(Bilingual("口令剩余次数", "PIN tries left"), _tries(pins))
 
     cli.output.result(command_name(), data, human)
@@ -159,7 +159,7 @@ def _tries(pins: pb.PinStatus) -> str:
 EXPIRY_WARNING_DAYS = 30
 
 
-def _show_validity(out: Output, check: pb.CertificateCheck) -> None:
+def show_validity(out: Output, check: pb.CertificateCheck) -> None:
     """The validity line, in colour when the certificate needs attention: red once expired
     or not yet valid, yellow within 30 days of expiry (the renewal reminder QP lacked)."""
     until = when(check.not_after)
