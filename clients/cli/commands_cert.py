@@ -99,11 +99,16 @@ def check_command(certificate_file: str | None, reader: str | None, card_id: str
         certificate = cli.client.certificate(selector(reader, card_id))
         check = certificate.check
         data = certificate_view(certificate)
-    cli.output.result(command_name(), data, lambda out: show_check(out, check))
     problem = problem_of(check)
-    if problem is not None:
-        # The report is out already; the exit code tells scripts it failed.
-        click.get_current_context().exit(int(problem.exit_code))
+    if problem is None:
+        cli.output.result(command_name(), data, lambda out: show_check(out, check))
+        return
+    # A failed check is an error like any other (exit 10, the reason as error.code in JSON,
+    # message and remedy on stderr), after the report for people and with it for scripts.
+    if not cli.output.json_mode:
+        show_check(cli.output, check)
+    problem.extra.update(data)
+    raise problem
 
 
 @cert_group.command("export")

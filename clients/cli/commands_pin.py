@@ -8,6 +8,7 @@ from typing import TypeVar
 import click
 
 from eport.clients.cli.context import (
+    SECRET_COMMAND_SETTINGS,
     CliState,
     card_options,
     command_name,
@@ -96,7 +97,7 @@ def status_command(reader: str | None, card_id: str | None) -> None:
     cli.output.result(command_name(), pin_view(status), lambda out: show_pin_status(out, status))
 
 
-@pin_group.command("verify")
+@pin_group.command("verify", context_settings=SECRET_COMMAND_SETTINGS)
 @card_options
 @secret_options
 @json_option
@@ -141,7 +142,7 @@ def _set_new_pin(proof: Bilingual, reader: str | None, card_id: str | None, pin_
                       lambda out: out.line(done, style="green"))
 
 
-@pin_group.command("change")
+@pin_group.command("change", context_settings=SECRET_COMMAND_SETTINGS)
 @card_options
 @secret_options
 @json_option
@@ -155,7 +156,7 @@ def change_command(reader: str | None, card_id: str | None, pin_stdin: bool,
                          card=card, old_pin=old, new_pin=new, allow_last_attempt=allow)))
 
 
-@pin_group.command("unblock")
+@pin_group.command("unblock", context_settings=SECRET_COMMAND_SETTINGS)
 @card_options
 @secret_options
 @json_option

@@ -167,8 +167,8 @@ def show_validity(out: Output, check: pb.CertificateCheck) -> None:
     label = Bilingual("有效期至", "Valid until")
     if check.state == pb.EXPIRED:
         out.field(label, f"{date}  {out.text(Bilingual('已过期', 'EXPIRED'))}", style="bold red")
-        out.warn(Bilingual(f"{check.message_zh} 请尽快到制卡中心办理证书更新",
-                           f"{check.message_en} Renew it at the card centre."))
+        out.warn(Bilingual(f"{check.message_zh}, 请尽快到制卡中心办理证书更新",
+                           f"{check.message_en}: renew it at the card centre"))
     elif check.state == pb.NOT_YET_VALID:
         out.field(label, f"{date}  {out.text(Bilingual('尚未生效', 'NOT YET VALID'))}",
                   style="bold red")

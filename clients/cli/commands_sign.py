@@ -6,9 +6,11 @@ import base64
 import hashlib
 
 import click
+from asn1crypto import pem
 
 from eport.clients.cli.commands_pin import blocked, with_guard
 from eport.clients.cli.context import (
+    SECRET_COMMAND_SETTINGS,
     card_options,
     command_name,
     json_option,
@@ -36,10 +38,13 @@ ALGORITHMS: dict[str, pb.SignAlgorithm.ValueType] = {
 # gRPC refuses messages over 4 MiB: larger files are hashed here and only the digest is sent,
 # which is what the daemon would sign anyway.
 LOCAL_DIGEST_ABOVE = 3 * 1024 * 1024
+# What eportd signs with when asked for no particular algorithm: old RSA-1024 E-port cards
+# sign SHA1withRSA, as the E-port client does on them.
 CARD_ALGORITHMS: dict[int, pb.SignAlgorithm.ValueType] = {
-    pb.RSA_1024: pb.SHA256_WITH_RSA, pb.RSA_2048: pb.SHA256_WITH_RSA,
+    pb.RSA_1024: pb.SHA1_WITH_RSA, pb.RSA_2048: pb.SHA256_WITH_RSA,
     pb.EC_P256: pb.ECDSA_P256_SHA256, pb.SM2: pb.SM2_WITH_SM3}
-ALGORITHM_HELP = "card: the card's own (SHA256withRSA, ECDSA-SHA256 or SM2-SM3)."
+ALGORITHM_HELP = ("card: the card's own (SHA1withRSA on RSA-1024 cards, SHA256withRSA, "
+                  "ECDSA-SHA256 or SM2-SM3).")
 
 
 def _algorithm_of(name: str, card: pb.CardInfo) -> pb.SignAlgorithm.ValueType:
@@ -68,7 +73,7 @@ def _input_request(data: bytes, is_digest: bool, algorithm: int, cli_card: pb.Ca
     return data, None
 
 
-@click.command("sign")
+@click.command("sign", context_settings=SECRET_COMMAND_SETTINGS)
 @click.argument("input_file", metavar="FILE")
 @click.option("--digest", "is_digest", is_flag=True,
               help="FILE holds a digest (binary), not the data to be hashed.")
@@ -135,6 +140,30 @@ def sign_command(input_file: str, is_digest: bool, algorithm: str, encoding: str
     cli.output.result(command_name(), data_out, human)
 
 
+def _verify_digest(request: pb.VerifyRequest, data: bytes
+                   ) -> tuple[pb.SignAlgorithm.ValueType, bytes]:
+    """A file too big for one message, as `sign` sends it: the algorithm (the certificate's
+    own unless one was asked for) and the digest computed here."""
+    client = state().client
+    if request.certificate:
+        check = client.call(client.stub.CheckCertificate,
+                            pb.CheckCertificateRequest(certificate=request.certificate))
+        key_algorithm, der = check.key_algorithm, _der(request.certificate)
+    else:
+        certificate = client.certificate(request.card)
+        key_algorithm, der = certificate.check.key_algorithm, certificate.der
+    algorithm = request.algorithm or CARD_ALGORITHMS.get(key_algorithm,
+                                                         pb.SIGN_ALGORITHM_UNSPECIFIED)
+    return algorithm, _local_digest(algorithm, data, der)
+
+
+def _der(certificate: bytes) -> bytes:
+    if pem.detect(certificate):
+        _type, _headers, der = pem.unarmor(certificate)
+        return bytes(der)
+    return certificate
+
+
 def signature_invalid() -> CliError:
     return CliError("SIGNATURE_INVALID",
                     Bilingual("签名验证失败: 数据、签名与证书不匹配",
@@ -171,6 +200,8 @@ def verify_command(input_file: str, signature_file: str, certificate_file: str |
         request.card.CopyFrom(selector(reader, card_id))
     if is_digest:
         request.digest = data
+    elif len(data) > LOCAL_DIGEST_ABOVE:
+        request.algorithm, request.digest = _verify_digest(request, data)
     else:
         request.data = data
     answer = cli.client.call(cli.client.stub.Verify, request)

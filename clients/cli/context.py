@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from eport.clients.cli.daemon_client import DaemonClient
+from eport.clients.cli.errors import usage_error
+from eport.clients.cli.language import Bilingual
 from eport.clients.cli.output import Output
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,7 +65,30 @@ def card_options(function: F) -> F:
                         help="The card in this reader (see `eport readers`).")(function)
 
 
+# The commands that take a PIN accept extra arguments only to refuse them themselves (see
+# secret_options): click's own error would repeat them, and there they are most likely the PIN.
+SECRET_COMMAND_SETTINGS: dict[str, Any] = {"allow_extra_args": True}
+
+
+def _refuse_extra_arguments(function: F) -> F:
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if click.get_current_context().args:
+            raise usage_error(
+                Bilingual("命令行上有多余的参数 (不予显示, 以免泄露口令)",
+                          "Unexpected extra arguments (not shown: one may be a PIN)"),
+                Bilingual("口令不能写在命令行上: 请在提示时输入, 或用 --pin-stdin 从标准输入提供",
+                          "a PIN is never given on the command line: type it when asked, or "
+                          "give it on standard input with --pin-stdin"))
+        return function(*args, **kwargs)
+
+    return cast(F, checked)
+
+
 def secret_options(function: F) -> F:
+    """--pin-stdin and --allow-last-attempt; extra arguments are refused without being echoed
+    (the command needs context_settings=SECRET_COMMAND_SETTINGS)."""
+    function = _refuse_extra_arguments(function)
     function = click.option(
         "--allow-last-attempt", is_flag=True,
         help="Send the PIN/PUK even when only one try is left (scripts; a person is asked).",
