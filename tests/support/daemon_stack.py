@@ -102,7 +102,7 @@ def running_daemon(directory: Path, *args: str, env: dict[str, str] | None = Non
 
 def error_detail(error: grpc.RpcError) -> pb.ErrorDetail:
     """The eport.v1.ErrorDetail of a failed call (it must have one)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no rich status in {error}"
     detail = pb.ErrorDetail()
     assert status.details[0].Unpack(detail)
