@@ -24,8 +24,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
+from eport.clients.cli.errors import error_detail_of
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
 
@@ -43,11 +43,9 @@ def _step(text: str) -> None:
 
 
 def _reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    if status is None or not status.details:
+    detail = error_detail_of(error)
+    if detail is None:
         return str(error)
-    detail = pb.ErrorDetail()
-    status.details[0].Unpack(detail)
     return (f"{pb.ErrorReason.Name(detail.reason)}: {detail.message_zh} / {detail.message_en}"
             f" — {detail.remedy_en}")
 

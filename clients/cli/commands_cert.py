@@ -26,14 +26,14 @@ CHAIN_NAMES = {
 
 
 def show_check(out: Output, check: pb.CertificateCheck) -> None:
-    out.field(Bilingual("主题", "Subject"), check.subject)
-    out.field(Bilingual("颁发者", "Issuer"), check.issuer)
-    out.field(Bilingual("序列号", "Serial"), check.serial_hex)
+    out.labelled(Bilingual("主题", "Subject"), check.subject)
+    out.labelled(Bilingual("颁发者", "Issuer"), check.issuer)
+    out.labelled(Bilingual("序列号", "Serial"), check.serial_hex)
     show_validity(out, check)
     chain = CHAIN_NAMES.get(check.chain, Bilingual("?", "?"))
     style = "bold red" if check.chain == pb.UNTRUSTED else None
     detail = f" ({check.chain_detail})" if check.chain_detail else ""
-    out.field(Bilingual("证书链", "Chain"), f"{out.text(chain)}{detail}", style=style)
+    out.labelled(Bilingual("证书链", "Chain"), f"{out.text(chain)}{detail}", style=style)
 
 
 def problem_of(check: pb.CertificateCheck) -> CliError | None:
@@ -75,7 +75,7 @@ def show_command(reader: str | None, card_id: str | None) -> None:
     certificate = cli.client.certificate(selector(reader, card_id))
 
     def human(out: Output) -> None:
-        out.field(Bilingual("证书号", "Certificate"), certificate.certificate_number)
+        out.labelled(Bilingual("证书号", "Certificate"), certificate.certificate_number)
         show_check(out, certificate.check)
 
     cli.output.result(command_name(), certificate_view(certificate), human)

@@ -67,16 +67,16 @@ def show_pin_status(out: Output, status: pb.PinStatus) -> None:
     if status.pin_blocked:
         out.line(Bilingual("口令: 已锁定", "PIN: blocked"), style="bold red")
     else:
-        out.field(Bilingual("口令剩余次数", "PIN tries left"),
+        out.labelled(Bilingual("口令剩余次数", "PIN tries left"),
                   status.pin_tries_left if status.pin_tries_left >= 0 else
                   out.text(Bilingual("已验证", "verified")))
     if status.puk_blocked:
         out.line(Bilingual("解锁码: 已锁定", "PUK: blocked"), style="bold red")
     else:
-        out.field(Bilingual("解锁码剩余次数", "PUK tries left"),
+        out.labelled(Bilingual("解锁码剩余次数", "PUK tries left"),
                   status.puk_tries_left if status.puk_tries_left >= 0 else "-")
     if status.session_active:
-        out.field(Bilingual("已登录, 会话至", "Logged in until"),
+        out.labelled(Bilingual("已登录, 会话至", "Logged in until"),
                   timestamp(status.session_expires_at))
     else:
         out.line(Bilingual("未登录", "Not logged in"))

@@ -136,16 +136,16 @@ def card_info_command(reader: str | None, card_id: str | None) -> None:
 
     def human(out: Output) -> None:
         kind, form = card_kind_name(card.kind), card_form_name(card.form)
-        out.field(Bilingual("卡号", "Card"), f"{card.card_id} ({out.text(kind)}, "
+        out.labelled(Bilingual("卡号", "Card"), f"{card.card_id} ({out.text(kind)}, "
                   f"{out.text(form)}, {card.reader})")
-        out.field(Bilingual("持卡人", "Holder"), card.holder_name)
-        out.field(Bilingual("企业", "Enterprise"), card.enterprise_name)
-        out.field(Bilingual("海关编码 / 统一社会信用代码", "Customs code / credit code"),
+        out.labelled(Bilingual("持卡人", "Holder"), card.holder_name)
+        out.labelled(Bilingual("企业", "Enterprise"), card.enterprise_name)
+        out.labelled(Bilingual("海关编码 / 统一社会信用代码", "Customs code / credit code"),
                   f"{card.customs_code} / {card.credit_code}")
-        out.field(Bilingual("证书号", "Certificate"), f"{card.certificate_number} "
+        out.labelled(Bilingual("证书号", "Certificate"), f"{card.certificate_number} "
                   f"({pb.KeyAlgorithm.Name(card.key_algorithm)})")
         show_validity(out, certificate.check)
-        out.field(Bilingual("口令剩余次数", "PIN tries left"), _tries(pins))
+        out.labelled(Bilingual("口令剩余次数", "PIN tries left"), _tries(pins))
 
     cli.output.result(command_name(), data, human)
 
@@ -166,19 +166,19 @@ def show_validity(out: Output, check: pb.CertificateCheck) -> None:
     date = until.date().isoformat() if until else "?"
     label = Bilingual("有效期至", "Valid until")
     if check.state == pb.EXPIRED:
-        out.field(label, f"{date}  {out.text(Bilingual('已过期', 'EXPIRED'))}", style="bold red")
+        out.labelled(label, f"{date}  {out.text(Bilingual('已过期', 'EXPIRED'))}", style="bold red")
         out.warn(Bilingual(f"{check.message_zh}, 请尽快到制卡中心办理证书更新",
                            f"{check.message_en}: renew it at the card centre"))
     elif check.state == pb.NOT_YET_VALID:
-        out.field(label, f"{date}  {out.text(Bilingual('尚未生效', 'NOT YET VALID'))}",
+        out.labelled(label, f"{date}  {out.text(Bilingual('尚未生效', 'NOT YET VALID'))}",
                   style="bold red")
         out.warn(Bilingual("证书尚未生效: 请检查本机时钟是否正确",
                            "The certificate is not valid yet: check this computer's clock"))
     elif check.state == pb.EXPIRING or 0 <= check.days_left <= EXPIRY_WARNING_DAYS:
-        out.field(label, f"{date}  ({check.days_left} {out.text(Bilingual('天', 'days'))})",
+        out.labelled(label, f"{date}  ({check.days_left} {out.text(Bilingual('天', 'days'))})",
                   style="bold yellow")
         out.warn(Bilingual(f"您的IC卡还有{check.days_left}天到期, 请及时到制卡中心办理证书更新",
                            f"Your card's certificate expires in {check.days_left} days: renew "
                            "it at the card centre in time"))
     else:
-        out.field(label, f"{date}  ({check.days_left} {out.text(Bilingual('天', 'days'))})")
+        out.labelled(label, f"{date}  ({check.days_left} {out.text(Bilingual('天', 'days'))})")

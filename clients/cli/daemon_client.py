@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -10,7 +9,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from eport.clients.cli.errors import CliError, daemon_not_running, from_rpc_error
+from eport.clients.cli.errors import daemon_not_running, from_rpc_error
 from eport.common.socket_location import SYSTEM_SOCKET_PATH, client_socket_candidates
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
@@ -96,11 +95,3 @@ class DaemonClient:
 
 def selector(reader: str | None, card_id: str | None) -> pb.CardSelector:
     return pb.CardSelector(reader=reader or "", card_id=card_id or "")
-
-
-def socket_is_usable(path: Path) -> bool:
-    """Whether this user could connect (the mode bits; root passes anyway)."""
-    return os.access(path, os.R_OK | os.W_OK)
-
-
-__all__ = ["CliError", "DaemonClient", "choose_socket", "selector", "socket_is_usable"]

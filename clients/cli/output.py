@@ -49,7 +49,7 @@ class Output:
         text = message if isinstance(message, str) else self.text(message)
         self.out.print(escape(text), style=style)
 
-    def field(self, label: Bilingual, value: object, style: str | None = None) -> None:
+    def labelled(self, label: Bilingual, value: object, style: str | None = None) -> None:
         self.out.print(f"{escape(self.text(label))}: {escape(str(value))}", style=style)
 
     def warn(self, message: Bilingual) -> None:

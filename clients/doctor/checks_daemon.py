@@ -273,8 +273,9 @@ def _card(card: CardFacts) -> list[Finding]:
                                 error_code=error.code))
     if card.info is not None:
         info = card.info
-        findings.append(ok("EP-C01", B(f"{_kind(info).zh}, {info.enterprise_name}",
-                                       f"{_kind(info).en}, {info.enterprise_name}"),
+        kind = card_kind_name(info.kind)
+        findings.append(ok("EP-C01", B(f"{kind.zh}, {info.enterprise_name}",
+                                       f"{kind.en}, {info.enterprise_name}"),
                            subject=subject, kind=pb.CardKind.Name(info.kind),
                            form=pb.CardForm.Name(info.form),
                            enterprise=info.enterprise_name, customs_code=info.customs_code))
@@ -283,10 +284,6 @@ def _card(card: CardFacts) -> list[Finding]:
     if card.certificate is not None:
         findings.extend(_certificate(card.certificate.check, subject))
     return findings
-
-
-def _kind(info: pb.CardInfo) -> B:
-    return card_kind_name(info.kind)
 
 
 def _pins(pins: pb.PinStatus, subject: str) -> list[Finding]:

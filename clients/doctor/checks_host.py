@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from eport.clients.cli.language import Bilingual as B
-from eport.clients.doctor.facts import Facts
+from eport.clients.doctor.facts import PCSCD_SOCKET, Facts
 from eport.clients.doctor.findings import Finding, Status, ok, problem
 from eport.protos.v1 import eportd_pb2 as pb
 
@@ -32,8 +32,8 @@ def pcscd_running(facts: Facts) -> Finding:
     if facts.pcscd_socket_unit == "active":
         return ok("EP-P02", B("pcscd 由 pcscd.socket 按需启动",
                               "pcscd starts on demand (pcscd.socket is active)"))
-    cause = (B(f"pcscd 已停止, 但其套接字 {'/run/pcscd/pcscd.comm'} 还在 (进程异常退出)",
-               "pcscd is stopped but its socket /run/pcscd/pcscd.comm is left over "
+    cause = (B(f"pcscd 已停止, 但其套接字 {PCSCD_SOCKET} 还在 (进程异常退出)",
+               f"pcscd is stopped but its socket {PCSCD_SOCKET} is left over "
                "(it died)") if facts.pcscd_socket_exists else
              B("没有 pcscd 进程, pcscd.socket 也未启用",
                "there is no pcscd process and pcscd.socket is not active"))

@@ -51,7 +51,6 @@ class CardFacts:
 @dataclass
 class Facts:
     now: datetime
-    uid: int
     # pcscd on this host
     pcscd_path: str | None = None
     pcscd_version: str | None = None
@@ -140,7 +139,7 @@ def gather_card(client: DaemonClient, reader: pb.Reader) -> CardFacts:
 
 
 def gather(host: Host, client: DaemonClient) -> Facts:
-    facts = Facts(now=host.now(), uid=os.getuid())
+    facts = Facts(now=host.now())
     gather_host(host, facts)
     gather_daemon(client, facts)
     return facts

@@ -79,7 +79,7 @@ def test_a_healthy_card_reports_no_failure(daemon: Daemon, sim_slots: Callable[.
     insert(sim_slots, daemon, card_images["sm2"], tmp_path)
     code, result = doctor(daemon.socket)
     assert result["summary"]["fail"] == 0, result
-    assert code in (0, 20)
+    assert code == (20 if result["summary"]["warn"] else 0)
     for ok_code in ("EP-P01", "EP-P02", "EP-P03", "EP-E01", "EP-E02", "EP-R01", "EP-R04",
                     "EP-R05", "EP-C01", "EP-K01", "EP-K02", "EP-C02", "EP-C06", "EP-T01"):
         the_finding(result, ok_code, "OK")
@@ -287,9 +287,9 @@ def test_support_bundle_holds_no_secret(tmp_path: Path, test_ca: TestCA, pcscd: 
         subprocess.run([*EPORT, "--socket", str(daemon.socket), "sign", str(data), "--pin-stdin",
                         "-o", str(tmp_path / "sig")], input=f"{pin}\n", text=True, check=True,
                        capture_output=True, timeout=60)
-        code, result = doctor(daemon.socket, "--bundle", str(bundle), "--daemon-log",
+        _, result = doctor(daemon.socket, "--bundle", str(bundle), "--daemon-log",
                               str(daemon.log_path))
-    assert code in (0, 20, 21) and result["bundle"]["path"] == str(bundle)
+    assert result["bundle"]["path"] == str(bundle)
     assert "SEND" in daemon.log()  # the APDU trace was on: the log is worth searching
     assert bundle.stat().st_mode & 0o077 == 0
     with tarfile.open(bundle) as tar:

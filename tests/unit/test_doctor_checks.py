@@ -42,7 +42,7 @@ class FakeHost:
 
 
 def healthy_facts() -> Facts:
-    facts = Facts(now=NOW, uid=1000, pcscd_path="/usr/sbin/pcscd", pcscd_pids=[42],
+    facts = Facts(now=NOW, pcscd_path="/usr/sbin/pcscd", pcscd_pids=[42],
                   ccid_driver="/usr/lib/pcsc/drivers/ifd-ccid.bundle")
     facts.info = pb.DaemonInfo(version="0.1.0", pid=7, pcsc_state=pb.SERVICE_RUNNING)
     facts.readers = pb.ListReadersResponse(pcsc_state=pb.SERVICE_RUNNING)
