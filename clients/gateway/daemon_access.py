@@ -1,0 +1,147 @@
+"""The gateway's one way to eportd: asynchronous gRPC over its Unix socket.
+
+Every failure becomes a GatewayError, so the methods only describe what they ask for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeAlias, TypeVar, cast
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from eport.clients.gateway.errors import (
+    BAD_ARGUMENTS,
+    GatewayError,
+    daemon_unreachable,
+    from_daemon_error,
+)
+from eport.protos.v1 import eportd_pb2 as pb
+from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
+
+Reply = TypeVar("Reply", bound=Message)
+KeyKind: TypeAlias = pb.KeyAlgorithm.ValueType
+
+# A signature may wait behind other clients' card work in eportd's queue.
+CALL_TIMEOUT_SECONDS = 60.0
+# The E-port client signs SHA1withRSA on every RSA card and SM2/SM3 on SM2 cards; our
+# simulator's P-256 cards sign ECDSA-SHA256.
+_E_PORT_CLIENT_ALGORITHM: dict[KeyKind, pb.SignAlgorithm.ValueType] = {
+    pb.RSA_1024: pb.SHA1_WITH_RSA, pb.RSA_2048: pb.SHA1_WITH_RSA,
+    pb.SM2: pb.SM2_WITH_SM3, pb.EC_P256: pb.ECDSA_P256_SHA256}
+
+
+class DaemonAccess:
+    def __init__(self, socket: Path, reader: str | None = None) -> None:
+        self.socket = socket
+        self.selector = pb.CardSelector(reader=reader or "")
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.CardServiceAsyncStub | None = None
+        # The key algorithm of the card last seen, so a signature needs one call, not two.
+        # A swapped card is noticed by eportd refusing the algorithm (before any PIN is sent).
+        self._last_key: tuple[str, KeyKind] | None = None
+
+    @property
+    def stub(self) -> pb_grpc.CardServiceAsyncStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(f"unix:{self.socket}")
+            # The generated class serves both channel kinds; the .pyi types the aio one apart.
+            self._stub = cast("pb_grpc.CardServiceAsyncStub",
+                              pb_grpc.CardServiceStub(self._channel))
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stub = None
+
+    async def call(self, method: Callable[..., Awaitable[Reply]], request: Message) -> Reply:
+        if not self.socket.exists():
+            raise daemon_unreachable()
+        try:
+            return await method(request, timeout=CALL_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as error:
+            raise from_daemon_error(error) from None
+
+    async def card_info(self) -> pb.CardInfo:
+        info = await self.call(self.stub.GetCardInfo, self.selector)
+        self._last_key = (info.card_id, info.key_algorithm)
+        return info
+
+    async def pin_status(self) -> pb.PinStatus:
+        return await self.call(self.stub.GetPinStatus, self.selector)
+
+    async def verify_pin(self, pin: str) -> None:
+        await self.call(self.stub.VerifyPin, pb.VerifyPinRequest(card=self.selector, pin=pin))
+
+    async def change_pin(self, old_pin: str, new_pin: str) -> None:
+        await self.call(self.stub.ChangePin, pb.ChangePinRequest(
+            card=self.selector, old_pin=old_pin, new_pin=new_pin))
+
+    async def logout(self) -> None:
+        await self.call(self.stub.Logout, self.selector)
+
+    async def certificate(self) -> pb.Certificate:
+        return await self.call(self.stub.GetCertificate, self.selector)
+
+    async def check_certificate(self, der: bytes) -> pb.CertificateCheck:
+        return await self.call(self.stub.CheckCertificate,
+                               pb.CheckCertificateRequest(certificate=der))
+
+    async def key_algorithm(self) -> KeyKind:
+        if self._last_key is None:
+            await self.card_info()
+        assert self._last_key is not None
+        return self._last_key[1]
+
+    async def sign(self, *, data: bytes | None = None, digest: bytes | None = None,
+                   pin: str = "") -> pb.SignResponse:
+        """Sign as the E-port client does on this card (see _E_PORT_CLIENT_ALGORITHM)."""
+        key = await self.key_algorithm()
+        try:
+            answer = await self._sign_once(key, data, digest, pin)
+        except GatewayError as error:
+            # eportd refuses an algorithm the key cannot do as a bad argument, before any PIN
+            # reaches the card; other errors are the answer.
+            if error.code != BAD_ARGUMENTS or self._last_key is None:
+                raise
+            remembered = self._last_key
+            fresh = await self.card_info()
+            if (fresh.card_id, fresh.key_algorithm) == remembered:
+                raise
+            # Another card is in the reader now: sign as that card requires.
+            answer = await self._sign_once(fresh.key_algorithm, data, digest, pin)
+        if self._last_key is not None and answer.card_id != self._last_key[0]:
+            self._last_key = None  # a different card of the same kind signed: look again
+        return answer
+
+    async def _sign_once(self, key: KeyKind, data: bytes | None, digest: bytes | None,
+                         pin: str) -> pb.SignResponse:
+        request = pb.SignRequest(card=self.selector, pin=pin,
+                                 algorithm=_E_PORT_CLIENT_ALGORITHM.get(
+                                     key, pb.SIGN_ALGORITHM_UNSPECIFIED))
+        if digest is not None:
+            request.digest = digest
+        else:
+            request.data = data or b""
+        return await self.call(self.stub.Sign, request)
+
+    async def verify(self, *, signature: bytes, data: bytes | None = None,
+                     digest: bytes | None = None, certificate: bytes | None = None,
+                     key: KeyKind) -> pb.VerifyResponse:
+        request = pb.VerifyRequest(signature=signature,
+                                   algorithm=_E_PORT_CLIENT_ALGORITHM.get(
+                                       key, pb.SIGN_ALGORITHM_UNSPECIFIED))
+        if certificate is not None:
+            request.certificate = certificate
+        else:
+            request.card.CopyFrom(self.selector)
+        if digest is not None:
+            request.digest = digest
+        else:
+            request.data = data or b""
+        return await self.call(self.stub.Verify, request)

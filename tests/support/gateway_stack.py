@@ -1,0 +1,96 @@
+"""The real eport-gateway for the pcsc tier: the installed console script in its own process,
+on a real TCP port, in front of a real eportd. It only starts and stops the process; tests talk
+to it with their own protocol code."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GATEWAY = str(Path(sys.executable).with_name("eport-gateway"))
+_LISTENING = re.compile(r"eport-gateway listening on (ws://\S+)")
+
+
+@dataclass
+class Gateway:
+    process: subprocess.Popen[str]
+    url: str
+    _log: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        return "".join(self._log)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return self.process.returncode
+
+
+def start_gateway(eportd_socket: Path, *args: str, timeout: float = 20.0,
+                  env: dict[str, str] | None = None) -> Gateway:
+    """`eport-gateway serve --port 0 --socket S ARGS`; returns once it says it is listening."""
+    environment = {**os.environ, **(env or {})}
+    environment.pop("EPORTD_SOCKET", None)
+    process = subprocess.Popen(
+        [GATEWAY, "serve", "--port", "0", "--socket", str(eportd_socket), *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        env=environment)
+    log: list[str] = []
+    ready = threading.Event()
+    found: list[str] = []
+
+    def pump() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            log.append(line)
+            match = _LISTENING.search(line)
+            if match and not found:
+                found.append(match.group(1))
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline:
+            break
+    if not found:
+        process.kill()
+        process.wait()
+        raise RuntimeError("eport-gateway did not start listening:\n" + "".join(log))
+    return Gateway(process, found[0], log, reader)
+
+
+@contextlib.contextmanager
+def running_gateway(eportd_socket: Path, *args: str, env: dict[str, str] | None = None
+                    ) -> Iterator[Gateway]:
+    gateway = start_gateway(eportd_socket, *args, env=env)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
