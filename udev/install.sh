@@ -81,7 +81,7 @@ case "$venv/" in
          "warning: $venv is under /home, /root or /run/user, where the system eportd.service (ProtectHome=yes) cannot run it; for the system service put the project under /opt or similar (the per-user units are not affected)" ;;
 esac
 commands=(eportd)
-for name in eport eport-sim; do  # linked when the venv has them
+for name in eport eport-sim eport-gateway; do  # linked when the venv has them
   if [ -x "$venv/bin/$name" ]; then commands+=("$name"); fi
 done
 for name in "${commands[@]}"; do

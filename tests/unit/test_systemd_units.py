@@ -160,3 +160,16 @@ def test_systemd_analyze_verify_accepts_the_units(kind: str, tmp_path: Path) -> 
     # lines about other units of this machine are not ours to judge.
     ours = [line for line in (result.stdout + result.stderr).splitlines() if "eportd" in line]
     assert result.returncode == 0 and not ours, result.stdout + result.stderr
+
+
+def test_user_gateway_serves_loopback_after_eportd() -> None:
+    """The per-user eport-gateway: the installed console script with its safe defaults (no
+    --listen, so loopback only; no --allow-origin, so the Single Window only), ordered after
+    the user's eportd socket, started at login once enabled."""
+    unit = parse_unit(USER / "eport-gateway.service")
+    command = value(unit, "Service", "ExecStart").split()
+    assert command == ["/usr/local/bin/eport-gateway", "serve"]
+    assert "eportd.socket" in words(unit, "Unit", "After")
+    assert value(unit, "Service", "Restart") == "on-failure"
+    assert value(unit, "Install", "WantedBy") == "default.target"
+    assert not (SYSTEM / "eport-gateway.service").exists()  # never one for all users
