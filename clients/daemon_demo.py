@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from eport.clients.cli.errors import error_detail_of
 from eport.protos.v1 import eportd_pb2 as pb
@@ -137,6 +142,7 @@ def run_demo(workdir: Path) -> int:
                 time.sleep(0.05)
             result = _card_steps(stub, workdir, events)
             _cli_steps(socket)
+            _gateway_steps(socket, workdir)
             return result
 
 
@@ -147,6 +153,41 @@ def _cli_steps(socket: Path) -> None:
         _step(f"eport {' '.join(words)}")
         # doctor exits 20 for warnings (e.g. udev rules not installed): still a good run.
         subprocess.run([_bin("eport"), *words], env=environment, check=False)
+
+
+def _gateway_steps(socket: Path, workdir: Path) -> None:
+    """The E-port client's websocket API, as Single Window pages and ERP programs call it."""
+    _step("eport-gateway: the E-port client's websocket API (ws://127.0.0.1:61232) on Linux")
+    gateway = [_bin("eport-gateway"), "serve", "--port", "0", "--socket", str(socket)]
+    log = workdir / "gateway.log"
+    with _process(gateway, log):
+        deadline = time.monotonic() + 15
+        while "listening on" not in log.read_text(encoding="utf-8", errors="replace"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"eport-gateway did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        url = re.search(r"listening on (ws://\S+)", log.read_text(encoding="utf-8"))
+        assert url is not None
+        with connect(url.group(1), origin=Origin("https://www.singlewindow.cn")) as page:
+            print(f"  greeting {page.recv(decode=True)!s}")
+            for number, (method, args) in enumerate([
+                    ("cus-sec_SpcGetCardID", {}), ("cus-sec_SpcGetCertNo", {}),
+                    ("cus-sec_SpcSignDataAsPEM", {"inData": "<ceb:CEB311Message/>"}),
+                    ("cus-sec_SpcVerifyPIN", {"passwd": DEMO_PIN}),
+                    ("cus-sec_SpcSignDataAsPEM", {"inData": "<ceb:CEB311Message/>"}),
+                    ("cus-sec_SpcClearEnv", {})], 1):
+                page.send(json.dumps({"_method": method, "_id": number, "args": args}))
+                answer = json.loads(page.recv())
+                shown = [item[:40] + "..." if len(item) > 40 else item
+                         for item in answer["_args"]["Data"]]
+                print(f"  {method} -> Result {answer['_args']['Result']}, Data {shown}"
+                      + (f", Error {answer['_args']['Error']}" if answer["_args"]["Error"] else ""))
+        try:
+            with connect(url.group(1), origin=Origin("https://attacker.example")):
+                print("  UNEXPECTED: a foreign origin was let in")
+        except InvalidStatus as refused:
+            print(f"  a page from https://attacker.example is refused: HTTP "
+                  f"{refused.response.status_code}")
 
 
 def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any) -> int:
