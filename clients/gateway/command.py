@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import signal
@@ -13,6 +12,7 @@ import sys
 import click
 
 from eport.clients.cli.daemon_client import choose_socket
+from eport.clients.gateway.recipes.commands import RECIPE_COMMANDS
 from eport.clients.gateway.server import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -63,10 +63,6 @@ def main_group(context: click.Context) -> None:
     """Speak the E-port client's websocket API (ws://127.0.0.1:61232) on top of eportd.
 
     Without a command: serve with the defaults (`eport-gateway serve`)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # Every connection's open and close is noise next to the signing audit lines.
-    logging.getLogger("websockets").setLevel(logging.WARNING)
     if context.invoked_subcommand is None:
         context.invoke(serve_command)
 
@@ -97,6 +93,10 @@ def serve_command(host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                   max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                   max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
     """Serve the E-port client's websocket API."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Every connection's open and close is noise next to the signing audit lines.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     if not allow_non_loopback and not is_loopback(host):
         _fail(EXIT_USAGE,
               f"拒绝监听非本机地址 {host}: 其他计算机将能使用本机的卡签名。确需如此, 请加 "
@@ -118,15 +118,8 @@ def serve_command(host: str = "127.0.0.1", port: int = DEFAULT_PORT,
               "(for example by the official client); choose another with --port")
 
 
-def _add_recipes() -> None:
-    with contextlib.suppress(ImportError):
-        from eport.clients.gateway.recipes.commands import RECIPE_COMMANDS
-
-        for command in RECIPE_COMMANDS:
-            main_group.add_command(command)
-
-
-_add_recipes()
+for recipe_command in RECIPE_COMMANDS:
+    main_group.add_command(recipe_command)
 
 
 def main() -> None:

@@ -1,0 +1,304 @@
+"""Signing CEB XML messages (跨境电商 CEBxxxMessage) the way the E-port data centre expects.
+
+The signature is an enveloped XML-DSig signature, the last child of the root element:
+
+    <ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">
+      <ds:SignedInfo>
+        <ds:CanonicalizationMethod Algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315"/>
+        <ds:SignatureMethod Algorithm="http://www.w3.org/2000/09/xmldsig#rsa-sha1"/>  (or #sm2-sm3)
+        <ds:Reference URI="">
+          <ds:Transforms><ds:Transform Algorithm="...#enveloped-signature"/></ds:Transforms>
+          <ds:DigestMethod Algorithm="http://www.w3.org/2000/09/xmldsig#sha1"/>
+          <ds:DigestValue>base64 SHA-1 of the C14N of the document without the signature</>
+        </ds:Reference>
+      </ds:SignedInfo>
+      <ds:SignatureValue>the card's signature over the C14N of SignedInfo</ds:SignatureValue>
+      <ds:KeyInfo><ds:KeyName>certificate number</ds:KeyName>
+        <ds:X509Data><ds:X509Certificate>base64 DER</ds:X509Certificate></ds:X509Data>
+      </ds:KeyInfo>
+    </ds:Signature>
+
+(written without the whitespace shown here). Only SignedInfo's canonical form goes to the card,
+so the size of the message does not matter to the E-port client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from lxml import etree
+
+from eport.clients.gateway.recipes.certificates import (
+    CertificateKey,
+    KeyType,
+    certificate_key,
+    sm2_raw_signature,
+)
+from eport.clients.gateway.recipes.errors import CardProblem, RecipeError
+from eport.clients.gateway.recipes.signer import CardSigner
+from eport.clients.gateway.recipes.xmldoc import (
+    XmlDocument,
+    canonical_document,
+    canonical_subtree,
+    detach,
+    parse_document,
+)
+
+CEB_NS = "http://www.chinaport.gov.cn/ceb"
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+C14N_10 = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+ENVELOPED = f"{DS_NS}enveloped-signature"
+SHA1_DIGEST = f"{DS_NS}sha1"
+SIGNATURE_METHODS: dict[KeyType, str] = {"rsa": f"{DS_NS}rsa-sha1", "sm2": f"{DS_NS}sm2-sm3"}
+_KEY_TYPE_OF_METHOD = {method: key_type for key_type, method in SIGNATURE_METHODS.items()}
+
+
+def _ds(name: str) -> str:
+    return f"{{{DS_NS}}}{name}"
+
+
+# ---- signing ----
+
+def sign_ceb_xml(xml: bytes, signer: CardSigner, *, any_root: bool = False,
+                 resign: bool = False) -> bytes:
+    """The signed document (UTF-8). RecipeError for bad input, CardProblem when the card's key
+    is unusable or its signature does not verify; the signer's own errors pass through."""
+    document = check_ceb_input(xml, any_root=any_root, resign=resign)
+    for old in list(document.root.iter(_ds("Signature"))):
+        if old is document.root:
+            raise RecipeError("根元素本身是 ds:Signature", "the root element is a ds:Signature",
+                              "请提供 CEB 报文本身", "give the CEB message itself")
+        detach(old)
+
+    key = certificate_key(signer.certificate_der())
+    certificate_number = signer.certificate_number()
+    # The digest is taken before the signature is added, which is what the enveloped-signature
+    # transform reproduces when a verifier removes it again.
+    digest = base64.b64encode(hashlib.sha1(canonical_document(document.tree)).digest())
+    signature = _append_signature(document.root, key, certificate_number, digest.decode())
+    signed_info = signature[0]
+    to_sign = canonical_subtree(signed_info)
+    value = signer.sign(to_sign)
+    if key.key_type == "sm2":
+        value = sm2_raw_signature(value)
+    # Checked here so a wrong card, certificate or algorithm fails now and not at customs.
+    if not key.verify(to_sign, value):
+        raise CardProblem(
+            "卡片返回的签名无法用其证书验证", "the card's signature does not verify with its "
+            "certificate", "请确认插入的是本人的电子口岸卡, 然后重试",
+            "check that the right E-port card is inserted, then try again",
+        )
+    signature[1].text = base64.b64encode(value).decode()
+    return document.to_bytes()
+
+
+def check_ceb_input(xml: bytes, *, any_root: bool = False, resign: bool = False
+                    ) -> XmlDocument:
+    """Parse the message and check it can be signed (no card needed): RecipeError if not."""
+    document = parse_document(xml)
+    _check_root(document, any_root)
+    if not resign and next(document.root.iter(_ds("Signature")), None) is not None:
+        raise RecipeError(
+            "报文已含 ds:Signature 签名", "the message already has a ds:Signature",
+            "如需重新签名, 请加 --resign (将删除原有签名)",
+            "to sign it again, add --resign (the old signature is removed)",
+        )
+    return document
+
+
+def _append_signature(root: etree._Element, key: CertificateKey, certificate_number: str,
+                      digest: str) -> etree._Element:
+    signature = etree.SubElement(root, _ds("Signature"), nsmap={"ds": DS_NS})
+    signed_info = etree.SubElement(signature, _ds("SignedInfo"))
+    etree.SubElement(signed_info, _ds("CanonicalizationMethod"), Algorithm=C14N_10)
+    etree.SubElement(signed_info, _ds("SignatureMethod"),
+                     Algorithm=SIGNATURE_METHODS[key.key_type])
+    reference = etree.SubElement(signed_info, _ds("Reference"), URI="")
+    transforms = etree.SubElement(reference, _ds("Transforms"))
+    etree.SubElement(transforms, _ds("Transform"), Algorithm=ENVELOPED)
+    etree.SubElement(reference, _ds("DigestMethod"), Algorithm=SHA1_DIGEST)
+    etree.SubElement(reference, _ds("DigestValue")).text = digest
+    etree.SubElement(signature, _ds("SignatureValue"))
+    key_info = etree.SubElement(signature, _ds("KeyInfo"))
+    etree.SubElement(key_info, _ds("KeyName")).text = certificate_number
+    x509_data = etree.SubElement(key_info, _ds("X509Data"))
+    etree.SubElement(x509_data, _ds("X509Certificate")).text = base64.b64encode(
+        key.der).decode()
+    return signature
+
+
+def _check_root(document: XmlDocument, any_root: bool) -> None:
+    namespace = etree.QName(document.root).namespace
+    if namespace != CEB_NS and not any_root:
+        raise RecipeError(
+            f"根元素 {document.root.tag} 不在 CEB 命名空间 {CEB_NS} 中",
+            f"the root element {document.root.tag} is not in the CEB namespace {CEB_NS}",
+            "请确认这是 CEB 报文; 若确需处理其他 XML, 请加 --any-root",
+            "check that this is a CEB message; to sign other XML anyway, add --any-root",
+        )
+
+
+# ---- verification ----
+
+@dataclass(frozen=True)
+class VerificationResult:
+    valid: bool
+    reason_zh: str  # why not valid; empty when valid
+    reason_en: str
+    certificate_number: str | None  # the KeyName
+    certificate_serial: str | None  # of the certificate used, lowercase hex
+    key_type: KeyType | None
+    signature_method: str | None
+    digest_ok: bool
+    signature_ok: bool
+    certificate_der: bytes | None
+    certificate_source: Literal["given", "document"] | None
+    # False when a certificate was given and the document embeds a different one.
+    document_certificate_matches: bool | None
+
+
+class _Invalid(Exception):
+    def __init__(self, reason_zh: str, reason_en: str) -> None:
+        super().__init__(reason_en)
+        self.reason_zh = reason_zh
+        self.reason_en = reason_en
+
+
+@dataclass
+class _Parts:
+    signature: etree._Element
+    signed_info: etree._Element
+    method: str
+    digest: bytes
+    value: bytes
+    key_name: str | None
+    embedded_certificate: bytes | None
+
+
+def verify_ceb_xml(xml: bytes, certificate_der: bytes | None = None, *,
+                   any_root: bool = False) -> VerificationResult:
+    """Check the document's enveloped signature: the digest and the SignatureValue, with the
+    given certificate or else the one in X509Certificate. Only the signature is checked, not
+    whether the certificate is trusted or still valid.
+
+    RecipeError for input that is not a CEB XML document; a document whose signature is
+    missing, malformed or wrong gives a result with valid=False and the reason."""
+    document = parse_document(xml)
+    _check_root(document, any_root)
+    given_key = certificate_key(certificate_der) if certificate_der is not None else None
+    parts: _Parts | None = None
+    key: CertificateKey | None = given_key
+    digest_ok = signature_ok = False
+    try:
+        parts = _signature_parts(document)
+        if key is None:
+            if parts.embedded_certificate is None:
+                raise _Invalid("签名中没有 X509Certificate, 且未提供证书",
+                               "the signature has no X509Certificate and no certificate was given")
+            try:
+                key = certificate_key(parts.embedded_certificate)
+            except RecipeError as exc:
+                raise _Invalid(f"签名中的证书无法使用: {exc.message_zh}",
+                               f"the signature's certificate is unusable: {exc.message_en}"
+                               ) from None
+        if _KEY_TYPE_OF_METHOD[parts.method] != key.key_type:
+            raise _Invalid(f"签名算法 {parts.method} 与证书的 {key.key_type} 密钥不符",
+                           f"the signature method {parts.method} does not fit the certificate's "
+                           f"{key.key_type} key")
+        # SignedInfo is canonicalised with the signature in place (its context counts); the
+        # digest after the signature is taken out (the enveloped-signature transform).
+        signature_ok = key.verify(canonical_subtree(parts.signed_info), parts.value)
+        detach(parts.signature)
+        digest_ok = hashlib.sha1(canonical_document(document.tree)).digest() == parts.digest
+        if not digest_ok:
+            raise _Invalid("摘要不符: 报文在签名后被修改过",
+                           "digest mismatch: the message was changed after it was signed")
+        if not signature_ok:
+            raise _Invalid("签名值验证失败: 签名信息被修改, 或证书不是签名者的",
+                           "the SignatureValue does not verify: SignedInfo was changed, or the "
+                           "certificate is not the signer's")
+        reason_zh = reason_en = ""
+    except _Invalid as invalid:
+        reason_zh, reason_en = invalid.reason_zh, invalid.reason_en
+    matches = None
+    if given_key is not None and parts is not None and parts.embedded_certificate is not None:
+        matches = parts.embedded_certificate == given_key.der
+    return VerificationResult(
+        valid=digest_ok and signature_ok, reason_zh=reason_zh, reason_en=reason_en,
+        certificate_number=parts.key_name if parts else None,
+        certificate_serial=key.serial_hex if key else None,
+        key_type=key.key_type if key else None,
+        signature_method=parts.method if parts else None,
+        digest_ok=digest_ok, signature_ok=signature_ok,
+        certificate_der=key.der if key else None,
+        certificate_source=None if key is None else "given" if given_key else "document",
+        document_certificate_matches=matches)
+
+
+def _signature_parts(document: XmlDocument) -> _Parts:
+    signatures = list(document.root.iter(_ds("Signature")))
+    if not signatures:
+        raise _Invalid("报文没有 ds:Signature 签名", "the message has no ds:Signature")
+    if len(signatures) > 1:
+        raise _Invalid(f"报文有 {len(signatures)} 个 ds:Signature, 应只有一个",
+                       f"the message has {len(signatures)} ds:Signature elements, not one")
+    signature = signatures[0]
+    if signature.getparent() is not document.root:
+        raise _Invalid("ds:Signature 不是根元素的子元素",
+                       "the ds:Signature is not a child of the root element")
+    signed_info = _child(signature, "SignedInfo")
+    canonicalization = _algorithm(_child(signed_info, "CanonicalizationMethod"))
+    if canonicalization != C14N_10:
+        raise _unsupported("CanonicalizationMethod", canonicalization)
+    method = _algorithm(_child(signed_info, "SignatureMethod"))
+    if method not in _KEY_TYPE_OF_METHOD:
+        raise _unsupported("SignatureMethod", method)
+    references = signed_info.findall(_ds("Reference"))
+    if len(references) != 1 or references[0].get("URI") != "":
+        raise _Invalid("SignedInfo 应只有一个 URI=\"\" 的 Reference",
+                       "SignedInfo must have exactly one Reference, with URI=\"\"")
+    reference = references[0]
+    transforms = [_algorithm(t) for t in reference.iterfind(f"{_ds('Transforms')}/"
+                                                             f"{_ds('Transform')}")]
+    # A trailing C14N 1.0 transform changes nothing: it is what turns the node set into bytes.
+    if transforms not in ([ENVELOPED], [ENVELOPED, C14N_10]):
+        raise _unsupported("Transforms", " ".join(transforms) or "(none)")
+    digest_method = _algorithm(_child(reference, "DigestMethod"))
+    if digest_method != SHA1_DIGEST:
+        raise _unsupported("DigestMethod", digest_method)
+    key_name = signature.findtext(f"{_ds('KeyInfo')}/{_ds('KeyName')}")
+    certificate_text = signature.findtext(
+        f"{_ds('KeyInfo')}/{_ds('X509Data')}/{_ds('X509Certificate')}")
+    return _Parts(
+        signature=signature, signed_info=signed_info, method=method,
+        digest=_base64(_child(reference, "DigestValue").text, "DigestValue"),
+        value=_base64(_child(signature, "SignatureValue").text, "SignatureValue"),
+        key_name=key_name.strip() if key_name else None,
+        embedded_certificate=(_base64(certificate_text, "X509Certificate")
+                              if certificate_text and certificate_text.strip() else None))
+
+
+def _child(parent: etree._Element, name: str) -> etree._Element:
+    child = parent.find(_ds(name))
+    if child is None:
+        raise _Invalid(f"签名缺少 ds:{name}", f"the signature has no ds:{name}")
+    return child
+
+
+def _algorithm(element: etree._Element) -> str:
+    return element.get("Algorithm") or ""
+
+
+def _unsupported(what: str, algorithm: str) -> _Invalid:
+    return _Invalid(f"不支持的 {what}: {algorithm}", f"unsupported {what}: {algorithm}")
+
+
+def _base64(text: str | None, what: str) -> bytes:
+    try:
+        return base64.b64decode("".join((text or "").split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise _Invalid(f"ds:{what} 不是 base64", f"ds:{what} is not base64") from None
