@@ -106,14 +106,13 @@ class DaemonAccess:
             answer = await self._sign_once(key, data, digest, pin)
         except GatewayError as error:
             # eportd refuses an algorithm the key cannot do as a bad argument, before any PIN
-            # reaches the card; other errors are the answer.
-            if error.code != BAD_ARGUMENTS or self._last_key is None:
+            # reaches the card; other errors are the answer. Compare with the key this request
+            # used, not the cache: concurrent requests refresh the cache too.
+            if error.code != BAD_ARGUMENTS:
                 raise
-            remembered = self._last_key
             fresh = await self.card_info()
-            if (fresh.card_id, fresh.key_algorithm) == remembered:
+            if fresh.key_algorithm == key:
                 raise
-            # Another card is in the reader now: sign as that card requires.
             answer = await self._sign_once(fresh.key_algorithm, data, digest, pin)
         if self._last_key is not None and answer.card_id != self._last_key[0]:
             self._last_key = None  # a different card of the same kind signed: look again

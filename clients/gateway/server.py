@@ -120,7 +120,7 @@ class Gateway:
             await connection.send(error_reply(None, "", bad_arguments(
                 "只接受文本帧 (JSON)", "only text frames (JSON) are accepted")))
             return
-        if len(frame) > self.config.max_message_bytes:
+        if _utf8_length(frame) > self.config.max_message_bytes:
             await self._oversized(connection, frame)
             return
         if is_block(frame):
@@ -130,6 +130,10 @@ class Gateway:
             if answer.assembled is None:
                 return
             frame = answer.assembled
+            # Block headers count UTF-16 units; the limit is in UTF-8 bytes, like a frame's.
+            if _utf8_length(frame) > self.config.max_message_bytes:
+                await self._oversized(connection, frame)
+                return
         try:
             request = parse_request(frame)
         except BadRequest as bad:
@@ -152,11 +156,12 @@ class Gateway:
             request_id, method = request.request_id, request.method
         except BadRequest as unreadable:
             request_id, method = unreadable.request_id, unreadable.method
-        limit = self.config.max_message_bytes
+        limit, size = self.config.max_message_bytes, _utf8_length(frame)
         await connection.send(error_reply(request_id, method, bad_arguments(
-            f"报文长度 {len(frame)} 超过上限 {limit}; 大报文请分块发送或先计算摘要",
-            f"a frame of {len(frame)} characters is above the limit of {limit}; send it in "
-            "blocks or sign its digest")))
+            f"报文 {size} 字节, 超过上限 {limit} 字节; 请先计算摘要再签名 (NoHash 方法), 或用 "
+            "--max-message-bytes 提高上限",
+            f"the request is {size} bytes, above the limit of {limit}; sign its digest (the "
+            "NoHash methods) or raise --max-message-bytes")))
 
     async def _answer(self, connection: _Connection, request: Request) -> None:
         name = request.method.removeprefix(METHOD_PREFIX)
@@ -183,6 +188,10 @@ class Gateway:
                      request.request_id, connection.origin or "(none)", connection.peer,
                      outcome)
         await connection.send(text)
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _peer(connection: ServerConnection) -> str:
