@@ -5,6 +5,7 @@ Every failure becomes a GatewayError, so the methods only describe what they ask
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeAlias, TypeVar, cast
@@ -13,10 +14,10 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from eport.clients.cli.errors import error_detail_of
 from eport.clients.gateway.errors import (
     BAD_ARGUMENTS,
     GatewayError,
-    daemon_unreachable,
     from_daemon_error,
 )
 from eport.protos.v1 import eportd_pb2 as pb
@@ -43,6 +44,7 @@ class DaemonAccess:
         # The key algorithm of the card last seen, so a signature needs one call, not two.
         # A swapped card is noticed by eportd refusing the algorithm (before any PIN is sent).
         self._last_key: tuple[str, KeyKind] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def stub(self) -> pb_grpc.CardServiceAsyncStub:
@@ -60,12 +62,24 @@ class DaemonAccess:
             self._stub = None
 
     async def call(self, method: Callable[..., Awaitable[Reply]], request: Message) -> Reply:
-        if not self.socket.exists():
-            raise daemon_unreachable()
         try:
             return await method(request, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.UNAVAILABLE and error_detail_of(error) is None:
+                self._reconnect_next_time()
             raise from_daemon_error(error) from None
+
+    def _reconnect_next_time(self) -> None:
+        """eportd is gone (stopped, restarting): a channel that failed to connect waits out an
+        exponential backoff and would keep failing after eportd is back, so the next call gets
+        a fresh one. The old one closes once its other calls are done."""
+        if self._channel is not None:
+            old = self._channel
+            self._channel = None
+            self._stub = None
+            task = asyncio.get_running_loop().create_task(old.close(grace=CALL_TIMEOUT_SECONDS))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def card_info(self) -> pb.CardInfo:
         info = await self.call(self.stub.GetCardInfo, self.selector)

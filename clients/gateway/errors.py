@@ -72,10 +72,8 @@ def daemon_unreachable() -> GatewayError:
         "eportd.socket), then run `eport doctor`")
 
 
-def _with_remedy(head: str, detail: pb.ErrorDetail, lang: str) -> str:
-    remedy = detail.remedy_zh if lang == "zh" else detail.remedy_en
-    return f"{head}。{remedy}" if lang == "zh" and remedy else (
-        f"{head}. {remedy}" if remedy else head)
+def _with_remedy(head: str, remedy: str, separator: str) -> str:
+    return f"{head}{separator}{remedy}" if remedy else head
 
 
 def _pin_incorrect(detail: pb.ErrorDetail) -> GatewayError:
@@ -150,4 +148,5 @@ def from_daemon_error(error: grpc.RpcError) -> GatewayError:
     # eportd's own sentence says which card and why; the head is the official client's.
     zh = f"{head_zh}: {detail.message_zh}" if detail.message_zh not in ("", head_zh) else head_zh
     en = f"{head_en}: {detail.message_en}" if detail.message_en not in ("", head_en) else head_en
-    return GatewayError(code_, _with_remedy(zh, detail, "zh"), _with_remedy(en, detail, "en"))
+    return GatewayError(code_, _with_remedy(zh, detail.remedy_zh, "。"),
+                        _with_remedy(en, detail.remedy_en, ". "))

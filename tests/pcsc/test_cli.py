@@ -33,10 +33,12 @@ import pytest
 from eport.common.profile import CardKind
 from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.ca import TestCA, init_ca
-from eport.firmware_sim.image import CardImage, load_card, read_image
+from eport.firmware_sim.image import CardImage, read_image
+from tests.support.card_stack import CardStack as Stack
+from tests.support.card_stack import running_card_stack
 from tests.support.cards import provision_test_card, write_card
-from tests.support.daemon_stack import Daemon, start_daemon, wait_for_card
-from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
+from tests.support.daemon_stack import start_daemon, wait_for_card
+from tests.support.pcsc_stack import Pcscd, reader_for_slot
 
 pytestmark = pytest.mark.pcsc
 
@@ -134,54 +136,11 @@ def pin_lines(*secrets: str) -> str:
 
 # ---- the stack: pcscd, one eportd, two vpcd slots ----
 
-@dataclass
-class Stack:
-    directory: Path
-    trust_anchor: Path
-    slots: SimSlots
-    daemon: Daemon | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.directory / "run" / "eportd.sock"
-
-    def running(self) -> Daemon:
-        assert self.daemon is not None and self.daemon.process.poll() is None
-        return self.daemon
-
-    def start_daemon(self) -> None:
-        self.daemon = start_daemon(self.directory / "run", "--trust-anchor",
-                                   str(self.trust_anchor))
-
-    def stop_daemon(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-
-    def has_card(self, slot: int) -> bool:
-        return slot in self.slots.runner.slots and self.slots.slot(slot).status().inserted
-
-    def insert(self, slot: int, path: Path) -> None:
-        if slot in self.slots.runner.slots:
-            self.slots.insert(slot, path)
-        else:
-            self.slots.add(slot, path)
-
-    def remove(self, slot: int) -> None:
-        if self.has_card(slot):
-            self.slots.remove(slot)
-
-
 @pytest.fixture(scope="module")
 def stack(pcscd: Pcscd, test_ca: TestCA, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Stack]:
-    slots = SimSlots(load_card)
-    stack = Stack(tmp_path_factory.mktemp("cli-stack"), test_ca.trust_bundle, slots)
-    try:
-        stack.start_daemon()
+    with running_card_stack(tmp_path_factory.mktemp("cli-stack"), test_ca.trust_bundle) as stack:
         yield stack
-    finally:
-        stack.stop_daemon()
-        slots.close()
 
 
 _image_numbers = itertools.count()

@@ -36,12 +36,14 @@ from websockets.exceptions import InvalidStatus
 from eport.common.profile import CardKind
 from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.ca import TestCA, init_ca
-from eport.firmware_sim.image import CardImage, load_card
+from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import eportd_pb2 as pb
+from tests.support.card_stack import CardStack as Stack
+from tests.support.card_stack import running_card_stack
 from tests.support.cards import provision_test_card, write_card
-from tests.support.daemon_stack import Daemon, start_daemon, wait_for_card
+from tests.support.daemon_stack import wait_for_card
 from tests.support.gateway_stack import GATEWAY, Gateway, running_gateway, start_gateway
-from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
+from tests.support.pcsc_stack import Pcscd, reader_for_slot
 from tests.support.ws_protocol_client import (
     GatewayClient,
     Reply,
@@ -252,60 +254,12 @@ def rsa_verifies(public_key: rsa.RSAPublicKey, data: bytes, signature: bytes) ->
 
 # ---- the stack: pcscd, one eportd, two vpcd slots, gateways ----
 
-@dataclass
-class Stack:
-    directory: Path
-    trust_anchor: Path
-    slots: SimSlots
-    daemon: Daemon | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.directory / "run" / "eportd.sock"
-
-    def running(self) -> Daemon:
-        assert self.daemon is not None and self.daemon.process.poll() is None, \
-            "eportd is not running"
-        return self.daemon
-
-    def start_daemon(self) -> None:
-        self.daemon = start_daemon(self.directory / "run", "--trust-anchor",
-                                   str(self.trust_anchor))
-
-    def stop_daemon(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-
-    def has_card(self, slot: int) -> bool:
-        return slot in self.slots.runner.slots and self.slots.slot(slot).status().inserted
-
-    def insert(self, slot: int, path: Path | None = None) -> None:
-        if slot in self.slots.runner.slots:
-            self.slots.insert(slot, path)
-        else:
-            assert path is not None
-            self.slots.add(slot, path)
-
-    def remove(self, slot: int) -> None:
-        if self.has_card(slot):
-            self.slots.remove(slot)
-
-    def pin_tries_left(self, reader: str = READER0) -> int:
-        status = self.running().stub().GetPinStatus(pb.CardSelector(reader=reader))
-        return status.pin_tries_left
-
-
 @pytest.fixture(scope="module")
 def stack(pcscd: Pcscd, test_ca: TestCA, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Stack]:
-    slots = SimSlots(load_card)
-    stack = Stack(tmp_path_factory.mktemp("gateway-stack"), test_ca.trust_bundle, slots)
-    try:
-        stack.start_daemon()
+    directory = tmp_path_factory.mktemp("gateway-stack")
+    with running_card_stack(directory, test_ca.trust_bundle) as stack:
         yield stack
-    finally:
-        stack.stop_daemon()
-        slots.close()
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ from eport.clients.gateway.recipes.commands import (
     ceb_verify_command,
     pay179_sign_command,
 )
-from eport.clients.gateway.recipes.errors import CardProblem, GatewayError, RecipeError
+from eport.clients.gateway.recipes.errors import CardProblem, GatewayReplyError, RecipeError
 from eport.clients.gateway.recipes.payment179 import (
     parse_request,
     sign_payment179,
@@ -722,7 +722,7 @@ def test_gateway_signer_signs(fake_gateway: FakeGateway, rsa_signer: KeySigner) 
 
 def test_gateway_signer_without_pin_uses_the_session(fake_gateway: FakeGateway) -> None:
     with GatewaySigner(fake_gateway.url, timeout=5) as signer:
-        with pytest.raises(GatewayError) as caught:
+        with pytest.raises(GatewayReplyError) as caught:
             signer.sign(b"text")
         assert caught.value.code == "0A00002D"
         assert caught.value.message_zh == "尚未验证口令"
@@ -735,7 +735,7 @@ def test_gateway_signer_without_pin_uses_the_session(fake_gateway: FakeGateway) 
 def test_gateway_error_never_carries_the_pin(fake_gateway: FakeGateway) -> None:
     fake_gateway.echo_pin_in_error = True
     with GatewaySigner(fake_gateway.url, pin="13572468", timeout=5) as signer, \
-            pytest.raises(GatewayError) as caught:
+            pytest.raises(GatewayReplyError) as caught:
         signer.sign(b"text")
     error = caught.value
     assert error.code == "0A000024" and "wrong PIN" in error.message_en
@@ -745,14 +745,14 @@ def test_gateway_error_never_carries_the_pin(fake_gateway: FakeGateway) -> None:
 def test_gateway_card_swapped_between_calls(fake_gateway: FakeGateway) -> None:
     fake_gateway.reported_cert_no = "ffffffff"
     with GatewaySigner(fake_gateway.url, pin=PIN, timeout=5) as signer, \
-            pytest.raises(GatewayError) as caught:
+            pytest.raises(GatewayReplyError) as caught:
         sign_ceb_xml(CEB311.encode(), signer)
     assert caught.value.code == "card-changed"
 
 
 def test_gateway_unreachable_and_refused(fake_gateway: FakeGateway) -> None:
     with GatewaySigner("ws://127.0.0.1:9", timeout=5) as signer, \
-            pytest.raises(GatewayError) as caught:
+            pytest.raises(GatewayReplyError) as caught:
         signer.certificate_number()
     assert caught.value.code == "unreachable"
     assert "eport-gateway" in caught.value.message_en
@@ -762,7 +762,7 @@ def test_gateway_unreachable_and_refused(fake_gateway: FakeGateway) -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
         with GatewaySigner(url, origin="https://evil.example", timeout=5) as signer, \
-                pytest.raises(GatewayError) as caught:
+                pytest.raises(GatewayReplyError) as caught:
             signer.certificate_number()
         assert caught.value.code == "refused" and "403" in caught.value.message_en
         with GatewaySigner(url, origin="https://www.singlewindow.cn", timeout=5) as signer:

@@ -3,7 +3,7 @@ announcement-179 payment data on the card, and verifying signed CEB messages.
 See docs/recipes.md."""
 
 from eport.clients.gateway.recipes.ceb_xml import VerificationResult, sign_ceb_xml, verify_ceb_xml
-from eport.clients.gateway.recipes.errors import CardProblem, GatewayError, RecipeError
+from eport.clients.gateway.recipes.errors import CardProblem, GatewayReplyError, RecipeError
 from eport.clients.gateway.recipes.payment179 import (
     parse_request,
     sign_payment179,
@@ -14,7 +14,7 @@ from eport.clients.gateway.recipes.signer import CardSigner, GatewaySigner
 __all__ = [
     "CardProblem",
     "CardSigner",
-    "GatewayError",
+    "GatewayReplyError",
     "GatewaySigner",
     "RecipeError",
     "VerificationResult",

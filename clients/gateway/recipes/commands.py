@@ -21,7 +21,7 @@ import click
 
 from eport.clients.gateway.recipes.ceb_xml import check_ceb_input, sign_ceb_xml, verify_ceb_xml
 from eport.clients.gateway.recipes.certificates import read_certificate
-from eport.clients.gateway.recipes.errors import GatewayError, RecipeError
+from eport.clients.gateway.recipes.errors import GatewayReplyError, RecipeError
 from eport.clients.gateway.recipes.payment179 import parse_request, sign_payment179
 from eport.clients.gateway.recipes.signer import DEFAULT_URL, GatewaySigner
 
@@ -44,7 +44,7 @@ def _report_errors(command: Callable[P, R]) -> Callable[P, R]:
         except RecipeError as error:
             _say_error(error.message_zh, error.message_en, error.remedy_zh, error.remedy_en)
             click.get_current_context().exit(error.exit_code)
-        except GatewayError as error:
+        except GatewayReplyError as error:
             _say_error(f"[{error.code}] {error.message_zh}", f"[{error.code}] {error.message_en}",
                        "", "")
             click.get_current_context().exit(EXIT_GATEWAY)

@@ -29,7 +29,7 @@ class CardProblem(RecipeError):
     exit_code = 3
 
 
-class GatewayError(Exception):
+class GatewayReplyError(Exception):
     """The gateway refused, failed or could not be reached.
 
     `code` is the E-port code from the reply's `Err:Custom<code>` (for example "0A000024", wrong

@@ -22,9 +22,9 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from eport.clients.gateway.recipes.certificates import KeyType, certificate_key
-from eport.clients.gateway.recipes.errors import GatewayError, RecipeError
+from eport.clients.gateway.recipes.errors import GatewayReplyError, RecipeError
 
-__all__ = ["DEFAULT_URL", "CardSigner", "GatewayError", "GatewaySigner"]
+__all__ = ["DEFAULT_URL", "CardSigner", "GatewayReplyError", "GatewaySigner"]
 
 DEFAULT_URL = "ws://127.0.0.1:61232"
 # Replies are small (a certificate, a signature); requests carry what is signed, which the
@@ -90,7 +90,7 @@ class GatewaySigner:
             try:
                 certificate_key(der)
             except RecipeError as exc:
-                raise GatewayError("protocol", f"网关返回的证书无效: {exc.message_zh}",
+                raise GatewayReplyError("protocol", f"网关返回的证书无效: {exc.message_zh}",
                                    f"the gateway's certificate is unusable: {exc.message_en}"
                                    ) from None
             self._certificate = der
@@ -123,7 +123,7 @@ class GatewaySigner:
         if len(data_list) > 1 and isinstance(data_list[1], str) and data_list[1]:
             expected = self.certificate_number()
             if data_list[1] != expected:
-                raise GatewayError(
+                raise GatewayReplyError(
                     "card-changed",
                     f"签名所用证书 ({data_list[1]}) 不是先前读取的证书 ({expected}): "
                     "卡片可能已更换, 请重新执行",
@@ -135,7 +135,7 @@ class GatewaySigner:
     # ---- the protocol ----
 
     def call(self, method: str, args: dict[str, str] | None = None) -> list[Any]:
-        """Send one request and return its reply's Data; GatewayError for an error reply."""
+        """Send one request and return its reply's Data; GatewayReplyError for an error reply."""
         connection = self._connect()
         request_id = next(self._ids)
         request: dict[str, Any] = {"_method": method, "_id": request_id}
@@ -150,12 +150,12 @@ class GatewaySigner:
                     return self._data_of(reply)
         except TimeoutError:
             self.close()
-            raise GatewayError("timeout", f"网关 {self.timeout} 秒内未应答 ({method})",
+            raise GatewayReplyError("timeout", f"网关 {self.timeout} 秒内未应答 ({method})",
                                f"no answer from the gateway within {self.timeout} s ({method})"
                                ) from None
         except ConnectionClosed as exc:
             self._connection = None
-            raise GatewayError("closed", f"网关关闭了连接 ({exc})",
+            raise GatewayReplyError("closed", f"网关关闭了连接 ({exc})",
                                f"the gateway closed the connection ({exc})") from None
 
     def _connect(self) -> ClientConnection:
@@ -173,7 +173,7 @@ class GatewaySigner:
                 legacy=True)
         except InvalidStatus as exc:
             status = exc.response.status_code
-            raise GatewayError(
+            raise GatewayReplyError(
                 "refused",
                 f"网关拒绝连接 (HTTP {status})。若为 403, 来源 (Origin) 不在网关的允许列表中: "
                 "不加 --origin 连接, 或用 --allow-origin 启动网关",
@@ -182,7 +182,7 @@ class GatewaySigner:
                 "--allow-origin",
             ) from None
         except (OSError, InvalidHandshake, TimeoutError, ValueError) as exc:
-            raise GatewayError(
+            raise GatewayReplyError(
                 "unreachable",
                 f"无法连接电子口岸客户端控件 {self.url} ({exc}): 请启动 eport-gateway "
                 "(或官方客户端控件), 或用 --url 指定地址",
@@ -191,14 +191,14 @@ class GatewaySigner:
             ) from None
         try:
             greeting = self._receive(connection)
-        except (TimeoutError, ConnectionClosed, GatewayError):
+        except (TimeoutError, ConnectionClosed, GatewayReplyError):
             connection.close()
-            raise GatewayError("protocol", f"{self.url} 未发送问候消息",
+            raise GatewayReplyError("protocol", f"{self.url} 未发送问候消息",
                                f"{self.url} sent no greeting: is it an E-port client?"
                                ) from None
         if greeting.get("_method") != "open":
             connection.close()
-            raise GatewayError("protocol", f"{self.url} 的问候消息不符合协议",
+            raise GatewayReplyError("protocol", f"{self.url} 的问候消息不符合协议",
                                f"{self.url} greeted with something else than \"open\"")
         self._connection = connection
         return connection
@@ -210,23 +210,24 @@ class GatewaySigner:
         except ValueError:
             message = None
         if not isinstance(message, dict):
-            raise GatewayError("protocol", "网关的应答不是 JSON 对象",
+            raise GatewayReplyError("protocol", "网关的应答不是 JSON 对象",
                                "the gateway answered with something else than a JSON object")
         return message
 
     def _data_of(self, reply: dict[str, Any]) -> list[Any]:
         body = reply.get("_args")
         if not isinstance(body, dict) or not isinstance(body.get("Result"), bool):
-            raise GatewayError("protocol", "网关的应答缺少 _args.Result",
+            raise GatewayReplyError("protocol", "网关的应答缺少 _args.Result",
                                "the gateway's reply has no _args.Result")
         if body["Result"]:
             data = body.get("Data")
             if not isinstance(data, list):
-                raise GatewayError("protocol", "网关的应答缺少 Data", "the reply has no Data list")
+                raise GatewayReplyError("protocol", "网关的应答缺少 Data",
+                                        "the reply has no Data list")
             return data
         raise self._error_of(body.get("Error"))
 
-    def _error_of(self, error: object) -> GatewayError:
+    def _error_of(self, error: object) -> GatewayReplyError:
         parts = [str(part) for part in error] if isinstance(error, list) else []
         message_zh = parts[0] if parts else "网关返回错误但未说明原因"
         code = "unknown"
@@ -234,7 +235,7 @@ class GatewaySigner:
             code = parts[1].removeprefix("Err:Custom")
         # The official client sends two elements; our gateway adds the English third.
         message_en = parts[2] if len(parts) > 2 else "the E-port client reported an error"
-        return GatewayError(code, self._scrub(message_zh), self._scrub(message_en))
+        return GatewayReplyError(code, self._scrub(message_zh), self._scrub(message_en))
 
     def _scrub(self, text: str) -> str:
         # A server that echoes its arguments must not get the PIN into our error texts.
@@ -243,7 +244,7 @@ class GatewaySigner:
     @staticmethod
     def _first_text(data: list[Any]) -> str:
         if not data or not isinstance(data[0], str) or not data[0]:
-            raise GatewayError("protocol", "网关的应答 Data 为空", "the reply's Data is empty")
+            raise GatewayReplyError("protocol", "网关的应答 Data 为空", "the reply's Data is empty")
         return data[0]
 
 
@@ -256,5 +257,5 @@ def _decode_base64(text: str, method: str) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise GatewayError("protocol", f"{method} 的应答不是 base64",
+        raise GatewayReplyError("protocol", f"{method} 的应答不是 base64",
                            f"the {method} reply is not base64") from None
