@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the committed Python code of the gRPC contract (protos/v1/*.proto).
+# Regenerate the committed Python code of the gRPC contract (protos/v1/*.proto: eportd and the data centre).
 #
 # Why committed rather than generated at build: the package then installs with plain pip (no
 # protoc step in the build backend), readers and reviewers see the exact code that runs, and a
@@ -19,7 +19,8 @@ mkdir -p "$out/eport/protos/v1"
   --plugin=protoc-gen-mypy="$(dirname "$PY")/protoc-gen-mypy" --mypy_out="$out" \
   --plugin=protoc-gen-mypy_grpc="$(dirname "$PY")/protoc-gen-mypy_grpc" --mypy_grpc_out="$out" \
   eport/protos/v1/*.proto
-generated=(eportd_pb2.py eportd_pb2.pyi eportd_pb2_grpc.py eportd_pb2_grpc.pyi)
+generated=(eportd_pb2.py eportd_pb2.pyi eportd_pb2_grpc.py eportd_pb2_grpc.pyi
+           datacenter_pb2.py datacenter_pb2.pyi datacenter_pb2_grpc.py datacenter_pb2_grpc.pyi)
 if [ "${1:-}" = "--check" ]; then
   status=0
   for f in "${generated[@]}"; do
