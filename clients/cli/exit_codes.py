@@ -23,6 +23,11 @@ class ExitCode(IntEnum):
     SIGNATURE_INVALID = 11  # `eport verify`: the signature does not match
     REQUEST_REFUSED = 12    # the daemon refused the request (bad input, feature disabled)
     INPUT_ERROR = 13        # a file could not be read or written
+    DATACENTER_UNAVAILABLE = 14  # `eport customs`: the data centre is not reachable
+    VALIDATION_FAILED = 15  # `eport customs`: the document has bad or missing fields
+    WRONG_CARD = 16         # `eport customs`: this card kind may not do that (e.g. declare)
+    DOCUMENT_STATE = 17     # `eport customs`: no such document, or not in a state for that
+    DATACENTER_REFUSED = 18  # `eport customs`: signature, replay or clock refused by the centre
     DOCTOR_WARNINGS = 20    # `eport doctor`: warnings, no failures
     DOCTOR_FAILURES = 21    # `eport doctor`: at least one failure
     INTERRUPTED = 130       # Ctrl-C

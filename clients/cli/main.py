@@ -22,6 +22,7 @@ from eport.clients.cli.errors import CliError, from_rpc_error
 from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.language import Bilingual, detect_language
 from eport.clients.cli.output import Output
+from eport.clients.customs.commands import customs_group
 from eport.clients.doctor.command import doctor_command
 from eport.common.socket_location import SOCKET_ENV
 
@@ -60,6 +61,7 @@ cli.add_command(cert_group)
 cli.add_command(sign_command)
 cli.add_command(verify_command)
 cli.add_command(doctor_command)
+cli.add_command(customs_group)
 
 
 def main(argv: list[str] | None = None) -> int:
