@@ -1,0 +1,135 @@
+"""eport-datacenter: the reference E-port data centre (数据中心) endpoint.
+
+    eport-datacenter [serve] --trust-anchor CA.pem [--db PATH] [--listen ADDRESS] ...
+    eport-datacenter migrate [--db PATH]
+
+`serve` is the default command. SIGTERM and SIGINT stop it gracefully; once it serves it
+prints one line "eport-datacenter ready on ADDRESS" on stdout and reports SERVING through the
+gRPC health service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from eport.common.customs.endpoint import default_datacenter_address
+from eport.datacenter.review import PolicyError, ReviewPolicy
+from eport.datacenter.server import DataCenterSettings, ServerConfigError, run_server
+from eport.datacenter.storage import StorageError, Store
+from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW
+
+logger = logging.getLogger(__name__)
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def default_db_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "eport-datacenter" / "datacenter.sqlite3"
+
+
+class _ServeByDefault(click.Group):
+    """`eport-datacenter --trust-anchor X` means `eport-datacenter serve --trust-anchor X`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["serve", *args]
+        return super().parse_args(ctx, args)
+
+
+def _policy(_ctx: click.Context, _param: click.Parameter, value: str) -> ReviewPolicy:
+    try:
+        return ReviewPolicy.parse(value)
+    except PolicyError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+_db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+                          default=default_db_path, show_default="$XDG_DATA_HOME/eport-"
+                          "datacenter/datacenter.sqlite3",
+                          help="The SQLite database file (created when missing).")
+
+
+@click.group(cls=_ServeByDefault, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """The reference E-port data centre: accepts signed customs declarations."""
+
+
+@cli.command()
+@_db_option
+@click.option("--listen", default=default_datacenter_address, show_default="$EPORT_DATACENTER "
+              "or unix:$XDG_RUNTIME_DIR/eport-datacenter/datacenter.sock",
+              help="unix:/path, /path or host:port.")
+@click.option("--trust-anchor", "trust_anchors", multiple=True, required=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="PEM (or DER) certificates of the card CAs; repeatable; a directory works.")
+@click.option("--review", default="accept", callback=_policy, show_default=True,
+              help="accept | reject:CODE[:TEXT] | reject-first:CODE[:TEXT]")
+@click.option("--review-delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds between a declaration and its review receipt.")
+@click.option("--max-clock-skew", type=click.FloatRange(min=1), default=DEFAULT_MAX_CLOCK_SKEW,
+              show_default=True, help="Seconds a request's signed_at may differ from our clock.")
+@click.option("--allow-non-loopback", is_flag=True,
+              help="Allow a TCP address that is not loopback (the channel is not encrypted).")
+@click.option("--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+              default="INFO", show_default=True)
+def serve(db_path: Path, listen: str, trust_anchors: tuple[Path, ...], review: ReviewPolicy,
+          review_delay: float, max_clock_skew: float, allow_non_loopback: bool,
+          log_level: str) -> None:
+    """Serve the data centre until SIGTERM or SIGINT (the default command)."""
+    _configure_logging(log_level)
+    settings = DataCenterSettings(db_path=db_path, listen=listen, trust_anchors=trust_anchors,
+                                  review=review, review_delay=review_delay,
+                                  max_clock_skew=max_clock_skew,
+                                  allow_non_loopback=allow_non_loopback)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    try:
+        with run_server(settings) as running:
+            click.echo(f"eport-datacenter ready on {running.address}")
+            sys.stdout.flush()
+            while not stop.wait(3600):
+                pass
+            running.stop(grace=5.0)
+    except (ServerConfigError, StorageError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@cli.command()
+@_db_option
+def migrate(db_path: Path) -> None:
+    """Create the database or bring its schema up to date, then exit."""
+    try:
+        store = Store(db_path)
+    except StorageError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{db_path}: schema version {store.schema_version}")
+    store.close()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="eport-datacenter")
+
+
+if __name__ == "__main__":
+    main()

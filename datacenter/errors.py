@@ -1,0 +1,147 @@
+"""The data centre's one error type and its mapping to a gRPC status with a rich detail.
+
+Each reason has a default one-sentence message and remedy in Chinese and English; a raise site
+may replace them with a more precise sentence (which card is needed, which number is unknown).
+`detail` is English context for the log only and never holds payload contents.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+
+from eport.protos.v1 import datacenter_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+Reason: TypeAlias = pb.DataCenterReason.ValueType
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad or missing field (the shape of eport.common.customs.document.Problem)."""
+
+    path: str
+    code: str
+    message_zh: str
+    message_en: str
+    section: str = ""
+
+
+@dataclass(frozen=True)
+class _Text:
+    code: grpc.StatusCode
+    message_zh: str
+    message_en: str
+    remedy_zh: str
+    remedy_en: str
+
+
+_TEXTS: dict[Reason, _Text] = {
+    pb.BAD_REQUEST: _Text(
+        grpc.StatusCode.INVALID_ARGUMENT, "请求格式不正确", "The request is malformed",
+        "请升级客户端, 或检查请求内容是否为规范 JSON 信封",
+        "Upgrade the client, or check that the payload is a canonical JSON envelope"),
+    pb.SIGNATURE_INVALID: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "签名验证失败", "The signature does not verify",
+        "请重新签名后再发送; 签名必须用所附证书对应的卡片私钥对原始报文计算",
+        "Sign the request again with the card whose certificate is attached"),
+    pb.CERT_UNTRUSTED: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "证书不是受信任的电子口岸证书",
+        "The certificate is not issued by a trusted E-port CA",
+        "请使用电子口岸制卡中心签发的IC卡或IKEY",
+        "Use an IC card or IKEY issued by the E-port card centre"),
+    pb.CERT_EXPIRED: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "您的IC卡已过期", "The card's certificate has expired",
+        "请到制卡中心办理证书更新后再操作",
+        "Renew the certificate at the card centre, then try again"),
+    pb.CERT_NOT_YET_VALID: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "证书尚未生效", "The card's certificate is not yet valid",
+        "请检查本机时间是否正确, 或等到证书生效后再操作",
+        "Check the computer's clock, or wait until the certificate is valid"),
+    pb.NOT_EPORT_CARD: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "证书中没有电子口岸身份信息",
+        "The certificate carries no E-port identity",
+        "请插入电子口岸IC卡或IKEY后重新登录", "Insert an E-port IC card or IKEY and log in again"),
+    pb.REPLAY: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "该请求已经提交过 (重复的随机数)",
+        "This request was sent before (its nonce was used)",
+        "请重新签名生成新的请求; 若是重试, 请先查询单据状态",
+        "Sign a new request; when retrying, query the document's state first"),
+    pb.STALE_REQUEST: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "请求的签名时间与数据中心时间相差过大",
+        "The request's signing time is too far from the data centre's clock",
+        "请校正本机时间后重新签名发送", "Set the computer's clock right, then sign and send again"),
+    pb.WRONG_CARD_KIND: _Text(
+        grpc.StatusCode.PERMISSION_DENIED, "当前卡片无权进行此操作",
+        "This card may not do this",
+        "请退出, 插入有权限的卡片后重新登录",
+        "Log out, insert a card that may do it, and log in again"),
+    pb.VALIDATION_FAILED: _Text(
+        grpc.StatusCode.INVALID_ARGUMENT, "单据有字段不符合填制规范",
+        "Some fields of the document break the filling rules",
+        "请按问题列表修改各字段后重新提交", "Correct each listed field and send it again"),
+    pb.DOCUMENT_NOT_FOUND: _Text(
+        grpc.StatusCode.NOT_FOUND, "没有找到该编号的单据", "No document has this number",
+        "请检查编号; 只能查看本企业暂存的单据",
+        "Check the number; only your enterprise's documents can be seen"),
+    pb.WRONG_STATE: _Text(
+        grpc.StatusCode.FAILED_PRECONDITION, "单据当前状态不允许此操作",
+        "The document's state does not allow this",
+        "请先查询单据状态; 已申报或已审结的单据不能修改",
+        "Query the document's state first; declared or cleared documents cannot be changed"),
+}
+
+
+@dataclass
+class DataCenterError(Exception):
+    reason: Reason
+    detail: str = ""
+    message_zh: str = ""
+    message_en: str = ""
+    remedy_zh: str = ""
+    remedy_en: str = ""
+    problems: list[Problem] = field(default_factory=list)
+    required_card_kind: str = ""
+
+    def __post_init__(self) -> None:
+        text = _TEXTS[self.reason]
+        self.message_zh = self.message_zh or text.message_zh
+        self.message_en = self.message_en or text.message_en
+        self.remedy_zh = self.remedy_zh or text.remedy_zh
+        self.remedy_en = self.remedy_en or text.remedy_en
+        name = pb.DataCenterReason.Name(self.reason)
+        super().__init__(f"{name}: {self.detail or self.message_en}")
+
+    @property
+    def status_code(self) -> grpc.StatusCode:
+        return _TEXTS[self.reason].code
+
+    def to_detail(self) -> pb.DataCenterErrorDetail:
+        return pb.DataCenterErrorDetail(
+            reason=self.reason, message_zh=self.message_zh, message_en=self.message_en,
+            remedy_zh=self.remedy_zh, remedy_en=self.remedy_en,
+            required_card_kind=self.required_card_kind,
+            problems=[pb.FieldProblem(path=p.path, code=p.code, message_zh=p.message_zh,
+                                      message_en=p.message_en, section=p.section)
+                      for p in self.problems])
+
+    def to_status(self) -> status_pb2.Status:
+        packed = any_pb2.Any()
+        packed.Pack(self.to_detail())
+        return status_pb2.Status(
+            code=self.status_code.value[0],
+            message=f"{self.message_en}. {self.remedy_en} / {self.message_zh}: {self.remedy_zh}",
+            details=[packed])
+
+
+def bad_request(detail: str) -> DataCenterError:
+    """BAD_REQUEST naming what is wrong (the detail is about the envelope, never its values)."""
+    return DataCenterError(pb.BAD_REQUEST, detail,
+                           message_zh=f"请求格式不正确: {detail}",
+                           message_en=f"The request is malformed: {detail}")

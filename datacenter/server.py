@@ -1,0 +1,193 @@
+"""run_server(): the data centre's store, review worker, gRPC server and health, in one place.
+
+main() and the tests share it (as in grpc's Python examples). Listening: a Unix socket (its
+directory made 0700 when we create it, the socket itself 0600) or, for a networked test bed,
+TCP host:port, loopback only unless explicitly allowed: requests are signed, but the channel
+is not encrypted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from eport.common.customs.endpoint import unix_socket_path
+from eport.daemon.service.certificates import load_trust_anchors
+from eport.datacenter.documents import Ledger, Validator
+from eport.datacenter.receipts import ReceiptHub
+from eport.datacenter.review import ReviewPolicy, ReviewWorker
+from eport.datacenter.servicer import DataCenterServicer
+from eport.datacenter.storage import Store
+from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW, RequestVerifier
+from eport.protos.v1 import datacenter_pb2
+from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME: str = datacenter_pb2.DESCRIPTOR.services_by_name["DataCenter"].full_name
+_SOCKET_MODE = 0o600
+
+
+class ServerConfigError(Exception):
+    """The data centre cannot start as configured; the message has a remedy."""
+
+
+@dataclass(frozen=True)
+class DataCenterSettings:
+    db_path: Path
+    listen: str
+    trust_anchors: tuple[Path, ...]
+    review: ReviewPolicy = field(default_factory=ReviewPolicy)
+    review_delay: float = 0.0
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    allow_non_loopback: bool = False
+    max_workers: int = 32
+
+
+def _default_validator() -> Validator:
+    from eport.common.customs.document import validate
+
+    return validate
+
+
+def _claim_unix_path(path: Path) -> None:
+    """Make the parent directory (0700 when ours) and remove a stale socket of a dead server;
+    refuse to take over a live one or any other file."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ServerConfigError(f"{path} exists and is not a socket. Remedy: remove it or "
+                                "choose another --listen path.")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody listens: left by a killed server
+        return
+    finally:
+        probe.close()
+    raise ServerConfigError(f"another data centre is already serving {path}. Remedy: stop it, "
+                            "or choose another --listen path.")
+
+
+def _tcp_address(address: str, allow_non_loopback: bool) -> str:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ServerConfigError(f"--listen {address!r}: use unix:/path, /path or host:port")
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = ipaddress.ip_address(host).is_loopback
+    if not loopback and not allow_non_loopback:
+        raise ServerConfigError(f"--listen {address!r} is not a loopback address. Remedy: "
+                                "use 127.0.0.1, or pass --allow-non-loopback on a trusted "
+                                "network (the channel is not encrypted).")
+    return address
+
+
+class RunningDataCenter:
+    """What run_server() yields."""
+
+    def __init__(self, address: str, store: Store, server: grpc.Server, health_servicer: object,
+                 hub: ReceiptHub, worker: ReviewWorker) -> None:
+        self.address = address
+        self.store = store
+        self.server = server
+        self._health = health_servicer
+        self._hub = hub
+        self.worker = worker
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Stop serving (in-flight calls get `grace` seconds), then the worker and the store.
+        Calling it again does nothing."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+        self._hub.close()  # WatchReceipts streams end rather than hold the shutdown
+        self.server.stop(grace).wait()
+        self.worker.stop()
+        self.store.close()
+        logger.info("eport-datacenter stopped serving %s", self.address)
+
+
+@contextlib.contextmanager
+def run_server(settings: DataCenterSettings, *, validator: Validator | None = None
+               ) -> Iterator[RunningDataCenter]:
+    """Serve the data centre until the block exits. Raises ServerConfigError (bad address,
+    no trust anchors) or StorageError (unusable database) before serving."""
+    anchors = load_trust_anchors(settings.trust_anchors)
+    if not anchors:
+        raise ServerConfigError("no trust anchor certificates could be read from "
+                                f"{', '.join(map(str, settings.trust_anchors)) or '(none)'}. "
+                                "Remedy: pass --trust-anchor with the card CA's PEM file.")
+    socket_path = unix_socket_path(settings.listen)
+    target = (f"unix:{socket_path.absolute()}" if socket_path is not None
+              else _tcp_address(settings.listen, settings.allow_non_loopback))
+    with contextlib.ExitStack() as cleanup:
+        store = Store(settings.db_path)
+        cleanup.callback(store.close)
+        hub = ReceiptHub()
+        cleanup.callback(hub.close)
+        worker = ReviewWorker(store, settings.review, hub,
+                              max_clock_skew=settings.max_clock_skew)
+        cleanup.callback(worker.stop)
+        verifier = RequestVerifier(anchors, max_clock_skew=settings.max_clock_skew)
+        ledger = Ledger(store, validator or _default_validator(),
+                        review_delay=settings.review_delay)
+        executor = ThreadPoolExecutor(settings.max_workers,
+                                      thread_name_prefix="eport-datacenter-rpc")
+        cleanup.callback(executor.shutdown, wait=False, cancel_futures=True)
+        server = grpc.server(executor, options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_DataCenterServicer_to_server(
+            DataCenterServicer(store, verifier, ledger, hub, worker, settings.review), server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        if socket_path is not None:
+            _claim_unix_path(socket_path.absolute())
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError as error:
+            raise ServerConfigError(f"cannot listen on {settings.listen}: {error}") from None
+        if socket_path is None:
+            address = f"{target.rpartition(':')[0]}:{port}"
+        else:
+            address = f"unix:{socket_path.absolute()}"
+        server.start()
+        cleanup.callback(server.stop, None)
+        if socket_path is not None:
+            os.chmod(socket_path, _SOCKET_MODE)
+            cleanup.callback(_remove_socket, socket_path)
+        worker.start()  # resumes reviews left pending by a previous run
+        running = RunningDataCenter(address, store, server, health_servicer, hub, worker)
+        cleanup.callback(running.stop, None)
+        for service in ("", SERVICE_NAME):
+            health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        logger.info("eport-datacenter ready on %s (database %s, schema %d)", address,
+                    settings.db_path, store.schema_version)
+        yield running
+
+
+def _remove_socket(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()

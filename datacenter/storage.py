@@ -1,0 +1,164 @@
+"""The data centre's SQLite file: opening it durably, migrations, one write transaction at a time.
+
+Durability: WAL with synchronous=FULL, so a transaction is on disk when COMMIT returns, and
+the servicer answers only after COMMIT: a kill -9 after an answer loses nothing. Writes are
+serialised by a lock around one connection and BEGIN IMMEDIATE (which also keeps another
+process, e.g. `eport-datacenter migrate`, out while we write).
+
+Migrations are the numbered files in migrations/ (0001_initial.sql, ...); PRAGMA user_version
+holds the last one applied. Each runs in its own transaction with the version bump.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_BUSY_TIMEOUT_MS = 10_000
+
+
+class StorageError(Exception):
+    """The database cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    found: list[Migration] = []
+    for entry in resources.files("eport.datacenter").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise StorageError(f"migrations are not numbered 1..n: {[m.name for m in found]}")
+    return found
+
+
+def _statements(sql: str) -> Iterator[str]:
+    """The script's statements one by one (executescript would COMMIT our transaction)."""
+    pending = ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip() and not all(part.strip().startswith("--") or not part.strip()
+                                   for part in pending.splitlines()):
+        raise StorageError("a migration ends with an incomplete statement")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # isolation_level=None: we issue BEGIN / COMMIT ourselves.
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                     timeout=_BUSY_TIMEOUT_MS / 1000)
+    except (OSError, sqlite3.Error) as error:
+        raise StorageError(f"数据库无法打开 / cannot open the database {path}: {error}. "
+                           "Remedy: check the path and its permissions (--db).") from None
+    try:
+        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{path}: the WAL journal is not available ({mode}); use a "
+                               "local file system for --db")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise StorageError(f"{path} is not a data centre database: {error}. Remedy: point "
+                           "--db at the right file, or at a new one.") from None
+    return connection
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Apply the migrations the file lacks; the resulting schema version."""
+    known = migrations()
+    for migration in known:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(known):
+                raise StorageError(
+                    f"the database has schema version {version}, newer than this program "
+                    f"knows ({len(known)}). Remedy: run a newer eport-datacenter.")
+            if version >= migration.version:
+                connection.execute("ROLLBACK")
+                continue
+            for statement in _statements(migration.sql):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {migration.version}")
+            connection.execute("COMMIT")
+            logger.info("applied migration %s", migration.name)
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+class Store:
+    """The open database. `write()` is the only way to change it; `read()` sees committed
+    state. Both serialise on one connection: SQLite's own writes are serial anyway, and the
+    reads here are a few indexed rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._connection = _connect(self.path)
+        try:
+            self.schema_version = migrate(self._connection)
+        except (sqlite3.Error, StorageError) as error:
+            self._connection.close()
+            if isinstance(error, StorageError):
+                raise
+            raise StorageError(f"{path}: migration failed: {error}") from None
+        self._connection.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, committed (durably) when the block ends without an error and
+        rolled back when it raises: bad input never changes state."""
+        with self._lock:
+            self._check_open()
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._check_open()
+            yield self._connection
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the database is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._connection.close()

@@ -1,0 +1,280 @@
+"""The data centre's document flow through the real gRPC server: roles, numbers, receipts,
+fees, idempotency and validation (seed 003 四, 五(三), 十一)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from eport.common.customs import numbers
+from eport.common.customs.canonical import canonical_json
+from eport.common.profile import CardKind
+from eport.firmware_sim.ca import TestCA
+from eport.protos.v1 import datacenter_pb2 as pb
+from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
+from tests.support.customs_documents import valid_declaration
+from tests.support.datacenter_stack import (
+    ENTERPRISE_B,
+    SigningCard,
+    error_detail,
+    make_signing_card,
+    serving,
+)
+
+Stub = pb_grpc.DataCenterStub
+
+
+@pytest.fixture
+def datacenter(tmp_path: Path, test_ca: TestCA) -> Iterator[tuple[Any, Stub]]:
+    with serving(tmp_path, test_ca.trust_bundle) as served:
+        yield served
+
+
+@pytest.fixture
+def stub(datacenter: tuple[Any, Stub]) -> Stub:
+    return datacenter[1]
+
+
+@pytest.fixture(scope="module")
+def operator(test_ca: TestCA) -> SigningCard:
+    return make_signing_card(test_ca, CardKind.OPERATOR)
+
+
+@pytest.fixture(scope="module")
+def declarant(test_ca: TestCA) -> SigningCard:
+    return make_signing_card(test_ca, CardKind.DECLARANT, "sm2")
+
+
+@pytest.fixture(scope="module")
+def legal_person(test_ca: TestCA) -> SigningCard:
+    return make_signing_card(test_ca, CardKind.LEGAL_PERSON)
+
+
+@pytest.fixture(scope="module")
+def other_declarant(test_ca: TestCA) -> SigningCard:
+    return make_signing_card(test_ca, CardKind.DECLARANT, enterprise=ENTERPRISE_B)
+
+
+def save(stub: Stub, card: SigningCard, document: dict[str, Any] | None = None,
+         **extra: Any) -> pb.DocumentRecord:
+    body = {"document": document or valid_declaration(), **extra}
+    return stub.Save(card.request("Save", body))
+
+
+def call(stub: Stub, card: SigningCard, method: str, **body: Any) -> Any:
+    return getattr(stub, method)(card.request(method, body))
+
+
+def refused(stub: Stub, card: SigningCard, method: str, **body: Any
+            ) -> tuple[grpc.StatusCode, pb.DataCenterErrorDetail]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(stub, card, method, **body)
+    return caught.value.code(), error_detail(caught.value)
+
+
+def wait_status(stub: Stub, card: SigningCard, number: str, status: int,
+                timeout: float = 10.0) -> pb.DocumentRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = call(stub, card, "GetDocument", number=number)
+        if record.status == status or time.monotonic() > deadline:
+            assert record.status == status, record
+            return record
+        time.sleep(0.02)
+
+
+def test_operator_saves_and_uploads_declarant_declares_and_customs_clears(
+        stub: Stub, operator: SigningCard, declarant: SigningCard) -> None:
+    saved = save(stub, operator)
+    assert saved.status == pb.SAVED and numbers.is_temporary_number(saved.temporary_number)
+    assert saved.enterprise_code == operator.customs_code
+    assert saved.saved_by_card == operator.card_id and not saved.unified_number
+
+    uploaded = call(stub, operator, "Upload", number=saved.temporary_number)
+    assert uploaded.status == pb.STORED
+    assert numbers.is_unified_number(uploaded.unified_number)
+    assert uploaded.unified_number.startswith("I")  # import
+
+    declared = call(stub, declarant, "Declare", number=uploaded.unified_number)
+    assert declared.status == pb.DECLARED and declared.declaration_count == 1
+    assert declared.fee_charged and declared.declared_by_card == declarant.card_id
+
+    cleared = wait_status(stub, declarant, saved.temporary_number, pb.CLEARED)
+    entry = cleared.entry_number
+    assert numbers.is_entry_number(entry)
+    # seed 003 十三(九): 4-digit district + 4-digit year + "1" (import) + 9 digits
+    assert entry[:4] == "5301" and entry[8] == "1"
+    assert cleared.pre_entry_number == entry[-9:]
+    # Found by each of its numbers (seed 003 十一(五)).
+    for number in (saved.temporary_number, uploaded.unified_number, entry):
+        assert call(stub, operator, "GetDocument", number=number).entry_number == entry
+
+    receipts = call(stub, operator, "ListReceipts", after=0).receipts
+    assert [r.kind for r in receipts] == [pb.STORED_RECEIPT, pb.CLEARED_RECEIPT]
+    assert receipts[0].unified_number == uploaded.unified_number
+    assert receipts[1].entry_number == entry and receipts[1].pre_entry_number == entry[-9:]
+    assert receipts[0].sequence < receipts[1].sequence
+    assert "入库成功" in receipts[0].message_zh and "审结" in receipts[1].message_zh
+
+
+def test_the_declaring_agent_comes_from_the_certificate(
+        stub: Stub, operator: SigningCard) -> None:
+    document = valid_declaration()
+    document["header"]["declaring_agent"] = {"customs_code": "9999999999", "name": "冒名"}
+    saved = save(stub, operator, document)
+    import json
+    agent = json.loads(saved.document_json)["header"]["declaring_agent"]
+    profile = operator.image.profile
+    assert agent == {"credit_code": profile.credit_code, "customs_code": profile.customs_code,
+                     "name": profile.enterprise_name}
+    assert saved.document_json == canonical_json(json.loads(saved.document_json)).decode()
+
+
+def test_declare_from_saved_uploads_first(stub: Stub, operator: SigningCard,
+                                          declarant: SigningCard) -> None:
+    saved = save(stub, operator, valid_declaration("export"))
+    declared = call(stub, declarant, "Declare", number=saved.temporary_number)
+    assert declared.status == pb.DECLARED and declared.unified_number.startswith("E")
+    cleared = wait_status(stub, declarant, saved.temporary_number, pb.CLEARED)
+    assert cleared.entry_number[8] == "0"  # export
+    kinds = [r.kind for r in call(stub, operator, "ListReceipts", after=0,
+                                  number=saved.temporary_number).receipts]
+    assert kinds == [pb.STORED_RECEIPT, pb.CLEARED_RECEIPT]
+
+
+def test_operator_card_may_not_declare(stub: Stub, operator: SigningCard) -> None:
+    saved = save(stub, operator)
+    code, detail = refused(stub, operator, "Declare", number=saved.temporary_number)
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert detail.reason == pb.WRONG_CARD_KIND and detail.required_card_kind == "declarant"
+    assert "操作员卡不能申报" in detail.message_zh and "报关员IC卡" in detail.remedy_zh
+    assert "declarant" in detail.remedy_en
+    assert call(stub, operator, "GetDocument",
+                number=saved.temporary_number).status == pb.SAVED
+
+
+def test_legal_person_card_may_look_but_not_enter(
+        stub: Stub, operator: SigningCard, legal_person: SigningCard) -> None:
+    saved = save(stub, operator)
+    for method, body in (("Save", {"document": valid_declaration()}),
+                         ("Upload", {"number": saved.temporary_number}),
+                         ("Declare", {"number": saved.temporary_number})):
+        code, detail = refused(stub, legal_person, method, **body)
+        assert code is grpc.StatusCode.PERMISSION_DENIED and detail.reason == pb.WRONG_CARD_KIND
+        assert detail.message_zh.startswith("法人卡不能")
+    assert call(stub, legal_person, "GetDocument",
+                number=saved.temporary_number).temporary_number == saved.temporary_number
+    assert len(call(stub, legal_person, "Query").documents) == 1
+    assert call(stub, legal_person, "GetStatement", **{"from": "2020-01-01",
+                                                       "to": "2099-12-31"}).entries == 0
+
+
+def test_other_enterprises_do_not_find_the_document(
+        stub: Stub, operator: SigningCard, other_declarant: SigningCard) -> None:
+    saved = save(stub, operator)
+    for method in ("GetDocument", "Declare", "Upload"):
+        code, detail = refused(stub, other_declarant, method, number=saved.temporary_number)
+        assert code is grpc.StatusCode.NOT_FOUND and detail.reason == pb.DOCUMENT_NOT_FOUND
+    code, _ = refused(stub, other_declarant, "Save", document=valid_declaration(),
+                      temporary_number=saved.temporary_number)
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert not call(stub, other_declarant, "Query").documents
+    assert call(stub, operator, "GetDocument",
+                number=saved.temporary_number).status == pb.SAVED
+
+
+def test_validation_lists_every_problem_and_stores_nothing(
+        stub: Stub, operator: SigningCard) -> None:
+    document = valid_declaration()
+    document["header"]["transport_mode"] = "?"
+    document["items"][0]["hs_code"] = "12"
+    document["containers"][0]["size"] = "M"
+    code, detail = refused(stub, operator, "Save", document=document)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and detail.reason == pb.VALIDATION_FAILED
+    paths = {problem.path for problem in detail.problems}
+    assert {"header.transport_mode", "items[0].hs_code", "containers[0].size"} <= paths
+    assert all(p.message_zh and p.message_en and p.code for p in detail.problems)
+    assert not call(stub, operator, "Query").documents
+
+
+def test_declaring_requires_every_required_field(
+        stub: Stub, operator: SigningCard, declarant: SigningCard) -> None:
+    document = valid_declaration()
+    del document["header"]["trade_mode"]
+    saved = save(stub, operator, document)  # saving checks only what is filled in
+    code, detail = refused(stub, declarant, "Declare", number=saved.temporary_number)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "header.trade_mode" in {problem.path for problem in detail.problems}
+    record = call(stub, operator, "GetDocument", number=saved.temporary_number)
+    assert record.status == pb.SAVED and not record.unified_number and not record.fee_charged
+    assert not call(stub, operator, "ListReceipts", after=0).receipts
+
+
+def test_save_is_idempotent_on_client_reference(stub: Stub, operator: SigningCard,
+                                                declarant: SigningCard) -> None:
+    document = valid_declaration()
+    first = save(stub, operator, document)
+    again = save(stub, declarant, document)  # a retry after a crash, even with another card
+    assert again.already_saved and not first.already_saved
+    assert again.temporary_number == first.temporary_number
+    assert len(call(stub, operator, "Query").documents) == 1
+
+
+def test_modifying_a_saved_document_and_not_a_declared_one(
+        stub: Stub, operator: SigningCard, declarant: SigningCard) -> None:
+    document = valid_declaration()
+    saved = save(stub, operator, document)
+    document["header"]["remarks"] = "修改后"
+    modified = save(stub, operator, document, temporary_number=saved.temporary_number)
+    assert modified.temporary_number == saved.temporary_number
+    assert '"remarks":"修改后"' in modified.document_json
+    call(stub, declarant, "Declare", number=saved.temporary_number)
+    code, detail = refused(stub, operator, "Save", document=document,
+                           temporary_number=saved.temporary_number)
+    assert code is grpc.StatusCode.FAILED_PRECONDITION and detail.reason == pb.WRONG_STATE
+
+
+def test_declaring_twice_changes_nothing(stub: Stub, operator: SigningCard,
+                                         declarant: SigningCard) -> None:
+    saved = save(stub, operator)
+    first = call(stub, declarant, "Declare", number=saved.temporary_number)
+    second = call(stub, declarant, "Declare", number=saved.temporary_number)
+    assert second.already_declared and not first.already_declared
+    assert second.declaration_count == 1
+    cleared = wait_status(stub, declarant, saved.temporary_number, pb.CLEARED)
+    third = call(stub, declarant, "Declare", number=cleared.entry_number)
+    assert third.already_declared and third.entry_number == cleared.entry_number
+    statement = call(stub, declarant, "GetStatement", **{"from": "2020-01-01",
+                                                         "to": "2099-12-31"})
+    assert statement.entries == 1 and statement.total_fen == 1500
+
+
+def test_query_filters(stub: Stub, operator: SigningCard, declarant: SigningCard) -> None:
+    first = save(stub, operator)
+    save(stub, operator)
+    call(stub, declarant, "Declare", number=first.temporary_number)
+    all_documents = call(stub, operator, "Query").documents
+    assert len(all_documents) == 2 and not any(d.document_json for d in all_documents)
+    limited = call(stub, operator, "Query", limit=1)
+    assert len(limited.documents) == 1 and limited.truncated
+    by_number = call(stub, operator, "Query", temporary_number=first.temporary_number)
+    assert [d.temporary_number for d in by_number.documents] == [first.temporary_number]
+    saved_only = call(stub, operator, "Query", status="SAVED").documents
+    assert len(saved_only) == 1 and saved_only[0].temporary_number != first.temporary_number
+    assert not call(stub, operator, "Query", to="2000-01-01").documents
+    code, detail = refused(stub, operator, "Query", pre_entry_number="000000001")
+    assert detail.reason == pb.BAD_REQUEST  # seed 003 十一(五): not by pre-entry number
+
+
+def test_get_info_is_unsigned(stub: Stub) -> None:
+    info = stub.GetInfo(pb.GetInfoRequest())
+    assert info.audience == "eport-datacenter"
+    assert info.canonical_format == "eport-canonical-json/1"
+    assert info.fee_per_entry_fen == 1500 and info.max_clock_skew_seconds == 300
+    assert info.review_policy == "accept" and len(info.trust_anchor_subjects) == 2
+    assert abs(info.server_time.seconds - time.time()) < 5
