@@ -133,7 +133,7 @@ def validate(document: Mapping[str, Any], *, declaring: bool,
     document. A missing key counts as an unfilled one; an unknown key is a "format" problem."""
     out = Collector()
     if not isinstance(document, Mapping):
-        out.add("", "format", f"报关单应为 JSON 对象, 现为 {json_type(document)}",
+        out.add("", "format", f"报关单应为 JSON 对象, 现为 {json_type(document, zh=True)}",
                 f"a document must be a JSON object, not {json_type(document)}")
         return out.problems
     _unknown_keys(out, document, TOP_KEYS, Where(""), "报关单")
@@ -150,7 +150,8 @@ def validate(document: Mapping[str, Any], *, declaring: bool,
     raw_header = document.get("header", {})
     header: Mapping[str, Any] = raw_header if isinstance(raw_header, Mapping) else {}
     if not isinstance(raw_header, Mapping):
-        out.add("header", "format", f"表头(header) 应为对象, 现为 {json_type(raw_header)}",
+        out.add("header", "format",
+                f"表头(header) 应为对象, 现为 {json_type(raw_header, zh=True)}",
                 f"header: must be an object, not {json_type(raw_header)}")
     ctx = Context(document_type, direction, header)
     _walk(out, header, HEADER, Where("header"), ctx, declaring, "表头")
@@ -202,7 +203,8 @@ def _walk_group(out: Collector, group: Group, value: Any, where: Where, ctx: Con
         value = {}  # an empty group may be written as "" too
     if not isinstance(value, Mapping):
         out.add(where.child(group.key), "format",
-                f"{where.zh_prefix}{group.zh}({group.key}) 应为对象, 现为 {json_type(value)}",
+                f"{where.zh_prefix}{group.zh}({group.key}) 应为对象, "
+                f"现为 {json_type(value, zh=True)}",
                 f"{where.display(group.key)}: must be an object, not {json_type(value)}")
         return
     _walk(out, value, group.fields, inner, ctx, declaring=False, zh=group.zh)
@@ -216,7 +218,7 @@ def _walk_list(out: Collector, document: Mapping[str, Any], key: str, fields: Se
     raw = document.get(key, [])
     noun, counter = LIST_LABELS[key]
     if not isinstance(raw, list):
-        out.add(key, "format", f"{noun}({key}) 应为列表, 现为 {json_type(raw)}",
+        out.add(key, "format", f"{noun}({key}) 应为列表, 现为 {json_type(raw, zh=True)}",
                 f"{key}: must be a list, not {json_type(raw)}")
         return []
     entries: list[Mapping[str, Any]] = []
@@ -224,7 +226,8 @@ def _walk_list(out: Collector, document: Mapping[str, Any], key: str, fields: Se
     for index, entry in enumerate(raw):
         where = Where(f"{key}[{index}]", f"{noun}第{index + 1}{counter}: ")
         if not isinstance(entry, Mapping):
-            out.add(where.path, "format", f"{where.zh_prefix}应为对象, 现为 {json_type(entry)}",
+            out.add(where.path, "format",
+                    f"{where.zh_prefix}应为对象, 现为 {json_type(entry, zh=True)}",
                     f"{where.path}: must be an object, not {json_type(entry)}")
             continue
         _unknown_keys(out, entry, known, where, noun)

@@ -494,19 +494,23 @@ class Collector:
                  section or f.section)
 
 
-def json_type(value: Any) -> str:
+def json_type(value: Any, *, zh: bool = False) -> str:
     """The JSON name of a Python value's type, for messages a broker understands."""
     if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
+        name = ("null", "null")
+    elif isinstance(value, bool):
+        name = ("true/false", "true/false")
+    elif isinstance(value, int | float | Decimal):  # Decimal: a JSON float read exactly
+        name = ("a number", "数值")
+    elif isinstance(value, list | tuple):
+        name = ("a list", "列表")
+    elif isinstance(value, Mapping):
+        name = ("an object", "对象")
+    elif isinstance(value, str):
+        name = ("a string", "文本")
+    else:
+        name = (type(value).__name__, type(value).__name__)
+    return name[1] if zh else name[0]
 
 
 def check_value(out: Collector, where: Where, f: Field, value: Any) -> str:
@@ -517,10 +521,12 @@ def check_value(out: Collector, where: Where, f: Field, value: Any) -> str:
             if finding is not None:
                 out.finding(where, f, finding)
         return value
-    hint_zh = ", 数字请加引号写成文本如 \"12.50\"" if isinstance(value, int | float) else ""
-    hint_en = ' (write numbers as strings, e.g. "12.50")' if isinstance(value, int | float) else ""
+    number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    hint_zh = ", 数字请加引号写成文本如 \"12.50\"" if number else ""
+    hint_en = ' (write numbers as strings, e.g. "12.50")' if number else ""
     if value is None:
         hint_zh, hint_en = ", 空项请写 \"\"", ' (leave an empty field as "")'
-    out.finding(where, f, Finding("format", f"应为文本, 现为 {json_type(value)}{hint_zh}",
-                                  f"must be a string, not {json_type(value)}{hint_en}"))
+    out.finding(where, f, Finding(
+        "format", f"应为文本, 现为 {json_type(value, zh=True)}{hint_zh}",
+        f"must be a string, not {json_type(value)}{hint_en}"))
     return ""
