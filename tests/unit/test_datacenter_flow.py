@@ -267,7 +267,7 @@ def test_query_filters(stub: Stub, operator: SigningCard, declarant: SigningCard
     saved_only = call(stub, operator, "Query", status="SAVED").documents
     assert len(saved_only) == 1 and saved_only[0].temporary_number != first.temporary_number
     assert not call(stub, operator, "Query", to="2000-01-01").documents
-    code, detail = refused(stub, operator, "Query", pre_entry_number="000000001")
+    _, detail = refused(stub, operator, "Query", pre_entry_number="000000001")
     assert detail.reason == pb.BAD_REQUEST  # seed 003 十一(五): not by pre-entry number
 
 
