@@ -214,7 +214,7 @@ def draw_lines(canvas: Any, fitted: Fitted, font: str, x: float, top: float, wid
 # --- ruled boxes ----------------------------------------------------------------------------
 
 PAD = 1.8
-CAPTION_SIZE = 5.8
+CAPTION_SIZE = 6.2
 VALUE_SIZE = 7.5
 MIN_SIZE = 4.5
 
@@ -227,6 +227,9 @@ class Cell:
     value: str
     weight: float = 1.0  # share of the row's width
     align: str = "left"
+    # one line kept at the bottom whatever the value's length: a party's codes must not be
+    # the part of a long name that gets cut
+    footer: str = ""
 
 
 def draw_cell(canvas: Any, font: str, cell: Cell, x: float, top: float, width: float,
@@ -240,7 +243,13 @@ def draw_cell(canvas: Any, font: str, cell: Cell, x: float, top: float, width: f
         draw_lines(canvas, caption, font, x + PAD, cursor, inner)
         canvas.setFillGray(0)
         cursor -= lines_height(len(caption.lines), caption.size) + 0.6
-    room = cursor - (top - height) - PAD
+    bottom = top - height + PAD
+    if cell.footer:
+        footer = fit(cell.footer, font, inner, value_size * LEADING, value_size, MIN_SIZE)
+        footer_height = lines_height(1, footer.size)
+        draw_lines(canvas, footer, font, x + PAD, bottom + footer_height, inner, cell.align)
+        bottom += footer_height
+    room = cursor - bottom
     if cell.value and room > 0:
         value = fit(cell.value, font, inner, room, value_size, MIN_SIZE)
         draw_lines(canvas, value, font, x + PAD, cursor, inner, cell.align)

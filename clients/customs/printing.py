@@ -84,7 +84,9 @@ GRID_TOP = TOP - 74
 ITEM_HEADER_HEIGHT = 20.0
 ITEM_SIZE = 7.0
 ITEM_MIN_HEIGHT = 26.0
-ITEM_MAX_HEIGHT = 60.0
+ITEM_MAX_HEIGHT = 72.0
+# Party rows hold a 100-character name in three lines at the smallest size, above the codes.
+PARTY_ROW_HEIGHT = 38.0
 BOTTOM_BLOCK_HEIGHT = 44.0
 DATE_LINE_HEIGHT = 14.0
 CONTAINER_ROW_HEIGHT = 15.0
@@ -107,7 +109,7 @@ class Form:
     grid: tuple[GridRow, ...]
     item_captions: tuple[str, ...]
     items: tuple[tuple[str, ...], ...]
-    declarant: str
+    declarant: Cell
     declared_line: str
     printed_line: str
     containers: tuple[tuple[str, str, str], ...]  # the attachment page's rows; empty if none
@@ -136,14 +138,16 @@ def _coded(table: str, code: Any) -> str:
     return f"({text}){name}" if name else text
 
 
-def _party(party: Any) -> str:
+def _party(caption: str, party: Any, weight: float) -> Cell:
+    """A party's box: the name, and its codes on the last line (credit code, customs code,
+    AEO code), kept whole even when a 100-character name has to shrink."""
     if not isinstance(party, Mapping):
-        return _text(party)
-    codes = " ".join(code for code in (_text(party.get("credit_code")),
-                                       _text(party.get("customs_code"))) if code)
+        return Cell(caption, _text(party), weight)
+    codes = [_text(party.get("credit_code")), _text(party.get("customs_code"))]
     aeo = _text(party.get("aeo_code"))
-    lines = [_text(party.get("name")), codes, f"AEO: {aeo}" if aeo else ""]
-    return "\n".join(line for line in lines if line)
+    codes.append(f"AEO: {aeo}" if aeo else "")
+    return Cell(caption, _text(party.get("name")), weight,
+                footer=" ".join(code for code in codes if code))
 
 
 _FEE_MARKS = {"1": "率", "2": "单价", "3": "总价"}
@@ -263,25 +267,25 @@ def _build_form(document: Mapping[str, Any], record: PrintRecord,
 
     declared = _beijing(record.declared_at) if record.declared_at else None
     grid = (
-        GridRow(32, (
-            Cell(word("境内收货人", "境内发货人"), _party(header.get("domestic_party")), 0.32),
+        GridRow(PARTY_ROW_HEIGHT, (
+            _party(word("境内收货人", "境内发货人"), header.get("domestic_party"), 0.32),
             Cell(word("进境关别", "出境关别"), _coded("customs", header.get("ie_port")), 0.15),
             Cell(word("进口日期", "出口日期"), _text(header.get("ie_date")), 0.12),
             Cell("申报日期", declared.strftime("%Y%m%d") if declared else "", 0.12),
             Cell("备案号", _text(header.get("record_number")), 0.14),
             Cell("申报地海关", _coded("customs", header.get("declaration_customs")), 0.15))),
-        GridRow(32, (
-            Cell(word("境外发货人", "境外收货人"), _party(header.get("overseas_party")), 0.32),
+        GridRow(PARTY_ROW_HEIGHT, (
+            _party(word("境外发货人", "境外收货人"), header.get("overseas_party"), 0.32),
             Cell("运输方式", _coded("transport_mode", header.get("transport_mode")), 0.15),
             Cell("运输工具名称及航次号", transport_display(header), 0.24),
             Cell("提运单号", _text(header.get("bill_of_lading")), 0.15),
-            Cell("货物存放地点", _text(header.get("goods_place")), 0.14))),
-        GridRow(32, (
-            Cell(word("消费使用单位", "生产销售单位"), _party(header.get("owner")), 0.32),
+            Cell("合同协议号", _text(header.get("contract_number")), 0.14))),
+        GridRow(PARTY_ROW_HEIGHT, (
+            _party(word("消费使用单位", "生产销售单位"), header.get("owner"), 0.32),
             Cell("监管方式", _coded("trade_mode", header.get("trade_mode")), 0.15),
             Cell("征免性质", _coded("levy_kind", header.get("levy_kind")), 0.12),
             Cell("许可证号", _text(header.get("licence_number")), 0.14),
-            Cell("合同协议号", _text(header.get("contract_number")), 0.27))),
+            Cell("货物存放地点", _text(header.get("goods_place")), 0.27))),
         GridRow(26, (
             Cell("贸易国(地区)", _coded("country", header.get("trade_country")), 0.14),
             Cell(word("启运国(地区)", "运抵国(地区)"),
@@ -327,11 +331,12 @@ def _build_form(document: Mapping[str, Any], record: PrintRecord,
         barcode_value=pre_entry if printable else "",
         no_barcode_text="" if pre_entry else "未申报/尚无预录入编号 (条形码在申报后生成)",
         grid=grid,
+        # explicit breaks: the narrow columns would otherwise split "(地区)" or "目的地"
         item_captions=("项号", "商品编号", "商品名称及规格型号", "数量及单位", "单价/总价/币制",
-                       "原产国(地区)", "最终目的国(地区)",
-                       word("境内目的地", "境内货源地"), "征免"),
+                       "原产国\n(地区)", "最终目的国\n(地区)",
+                       word("境内\n目的地", "境内\n货源地"), "征免"),
         items=items,
-        declarant=_party(header.get("declaring_agent")),
+        declarant=_party("申报单位", header.get("declaring_agent"), 0.40),
         declared_line=("申报日期: " + declared.strftime("%Y年%m月%d日")) if declared else
         "申报日期: (未申报)",
         printed_line="打印时间: " + _beijing(printed_at).strftime("%Y-%m-%d %H:%M"),
@@ -488,7 +493,7 @@ def _first_page(form: Form, rows: list[tuple[tuple[str, ...], float]]
         _items_table(canvas, font, form, rows, y, items_bottom)
         block_top = items_bottom
         draw_row(canvas, font, (
-            Cell("申报单位", form.declarant, 0.40),
+            form.declarant,
             Cell("兹申明对以上内容承担如实申报、依法纳税之法律责任", "\n\n申报单位(签章)", 0.30,
                  "right"),
             Cell("海关批注及签章", "", 0.30)), LEFT, block_top, WIDTH, BOTTOM_BLOCK_HEIGHT)
