@@ -564,11 +564,11 @@ def render_declaration_pdf(document: Mapping[str, Any], record: PrintRecord, *,
     return sink.getvalue()
 
 
-def write_declaration_pdf(path: Path, document: Mapping[str, Any], record: PrintRecord,
-                          **options: Any) -> None:
+def write_declaration_pdf(path: Path, document: Mapping[str, Any], record: PrintRecord, *,
+                          printed_at: datetime | None = None) -> None:
     """Render, then write whole or not at all (a temp file beside it, then rename), mode 0644:
     a half-written PDF would print a truncated declaration without anyone noticing."""
-    data = render_declaration_pdf(document, record, **options)
+    data = render_declaration_pdf(document, record, printed_at=printed_at)
     target = Path(path)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                          suffix=".tmp")

@@ -298,6 +298,18 @@ def test_ten_containers_by_sea_add_the_attachment_page_with_every_container(
     assert "第2页/共2页" in squeezed(attachment)
 
 
+def test_many_containers_take_as_many_attachment_pages_as_needed(tmp_path: Path) -> None:
+    document = valid_declaration("export", containers=60)
+    pdf = render(tmp_path, document)
+    assert page_count(pdf) == 3
+    listed: list[str] = []
+    for page in (2, 3):
+        text = text_of(pdf, page)
+        assert "集装箱附加页" in text and "预录入编号: 530100017" in text
+        listed += re.findall(r"^\s*\d+\s+([A-Z]{4}\d{7})\b", text, re.MULTILINE)
+    assert listed == numbers(document)
+
+
 def test_fifty_items_continue_on_follow_up_pages_with_the_table_header(
         tmp_path: Path) -> None:
     document = valid_declaration("import", items=50, containers=0)
@@ -324,6 +336,18 @@ def test_the_barcode_decodes_to_the_pre_entry_number(tmp_path: Path) -> None:
     assert decoded, "no pixel row of the band decodes as Code 128"
     assert set(decoded) == {"530100017"}
     assert len(decoded) >= 20  # the whole bar height reads, not a lucky row
+
+
+@pytest.mark.parametrize("pre_entry", ["530120261000123456", "E5301X0017"])
+def test_longer_and_alphanumeric_pre_entry_numbers_decode_too(tmp_path: Path,
+                                                              pre_entry: str) -> None:
+    """The seed's pre-entry number has 9 digits; the data centre's may be the 18-digit form or
+    carry a letter, and the barcode must still read (code sets C and B)."""
+    record = PrintRecord(pre_entry_number=pre_entry, declared_at=DECLARED.declared_at)
+    pdf = render(tmp_path, valid_declaration(), record)
+    decoded = {text for text in map(decode_code128, barcode_rows(page_image(pdf, tmp_path)))
+               if text is not None}
+    assert decoded == {pre_entry}
 
 
 def test_an_undeclared_document_has_no_barcode_and_says_so(tmp_path: Path) -> None:
