@@ -309,7 +309,8 @@ class Ledger:
         body = request.body
         check_keys(body, set(), {"unified_number", "entry_number", "temporary_number",
                                  "status", "from", "to", "limit"})
-        clauses, values = ["enterprise_code = ?"], [request.identity.customs_code]
+        clauses: list[str] = ["enterprise_code = ?"]
+        values: list[str | int] = [request.identity.customs_code]
         for key, kind in (("unified_number", "unified"), ("entry_number", "entry"),
                           ("temporary_number", "temporary")):
             number = typed_number(body, key, kind)
@@ -321,7 +322,7 @@ class Ledger:
             if not isinstance(status, str) or status not in _STATUS_BY_NAME:
                 raise bad_request(f"status must be one of {', '.join(_STATUS_BY_NAME)}")
             clauses.append("status = ?")
-            values.append(str(_STATUS_BY_NAME[status]))
+            values.append(_STATUS_BY_NAME[status])
         for key, operator in (("from", ">="), ("to", "<=")):
             day = date_of(body, key)
             if day is not None:

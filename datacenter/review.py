@@ -15,6 +15,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 200
 _IDLE_WAKE_SECONDS = 60.0
+_PRUNE_EVERY_SECONDS = 60.0
 _REASON_CODE = re.compile(r"^[0-9A-Za-z_-]{1,16}$")
 DEFAULT_REJECT_TEXT = "海关审单退单"
 
@@ -84,6 +86,7 @@ class ReviewWorker:
         self._condition = threading.Condition()
         self._woken = False
         self._stopping = False
+        self._last_prune = 0.0
         self._thread = threading.Thread(target=self._run, name="eport-datacenter-review",
                                         daemon=True)
 
@@ -132,6 +135,10 @@ class ReviewWorker:
         return min(max(left, 0.0), _IDLE_WAKE_SECONDS)
 
     def _prune_nonces(self) -> None:
+        # Not on every wake: under load that would double the transactions (and fsyncs).
+        if time.monotonic() - self._last_prune < _PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = time.monotonic()
         cutoff = to_micros(self._clock() - self._nonce_window)
         with self._store.write() as connection:
             connection.execute("DELETE FROM nonces WHERE signed_at < ?", (cutoff,))
@@ -141,6 +148,11 @@ class ReviewWorker:
         total = 0
         while True:
             moment = self._clock()
+            with self._store.read() as connection:
+                due = connection.execute("SELECT 1 FROM reviews WHERE due_at <= ? LIMIT 1",
+                                         (to_micros(moment),)).fetchone()
+            if due is None:
+                return total  # woken by a Declare whose review is not due yet
             with self._store.write() as connection:
                 rows = connection.execute(
                     "SELECT reviews.document_id, reviews.declaration, documents.* FROM reviews "

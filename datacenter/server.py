@@ -53,7 +53,8 @@ class DataCenterSettings:
     review_delay: float = 0.0
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
     allow_non_loopback: bool = False
-    max_workers: int = 32
+    # WatchReceipts streams hold a worker thread each.
+    max_workers: int = 64
 
 
 def _default_validator() -> Validator:
@@ -164,15 +165,20 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if socket_path is not None:
             _claim_unix_path(socket_path.absolute())
+        # The socket is born 0600 (umask) rather than chmod-ed after a window of default mode.
+        previous_umask = os.umask(0o177) if socket_path is not None else None
         try:
             port = server.add_insecure_port(target)
+            server.start()
         except RuntimeError as error:
             raise ServerConfigError(f"cannot listen on {settings.listen}: {error}") from None
+        finally:
+            if previous_umask is not None:
+                os.umask(previous_umask)
         if socket_path is None:
             address = f"{target.rpartition(':')[0]}:{port}"
         else:
             address = f"unix:{socket_path.absolute()}"
-        server.start()
         cleanup.callback(server.stop, None)
         if socket_path is not None:
             os.chmod(socket_path, _SOCKET_MODE)

@@ -94,6 +94,7 @@ def _identity_of(certificate: CardCertificate) -> Identity:
         assert isinstance(raw, x509.UnrecognizedExtension)
         text = core.UTF8String.load(raw.value).native
         profile = EportProfile.from_json_dict(json.loads(text))
+        profile.validate()  # the customs code keys the enterprise's documents and fees
     except (AssertionError, ValueError, TypeError, ProfileError):
         raise DataCenterError(pb.NOT_EPORT_CARD, "malformed E-port extension") from None
     return Identity(profile.card_id, profile.customs_code, profile.credit_code,

@@ -74,12 +74,13 @@ class SigningCard:
         chosen = DEFAULT_ALGORITHM[self.image.profile.algorithm] if algorithm is None \
             else algorithm
         return pb.SignedRequest(payload=data, signature=self.sign(data, chosen),
-                                certificate=self.image.certificate, algorithm=chosen)
+                                certificate=self.image.certificate,
+                                algorithm=pb.SignatureAlgorithm.ValueType(chosen))
 
 
 def error_detail(error: grpc.RpcError) -> pb.DataCenterErrorDetail:
     """The DataCenterErrorDetail in a failed call's rich-status trailer."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no rich status in {error}"
     detail = pb.DataCenterErrorDetail()
     assert status.details and status.details[0].Unpack(detail)
@@ -124,17 +125,19 @@ class DataCenterProcess:
     def _wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         assert self.process is not None
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"eport-datacenter exited with {self.process.returncode}:"
-                                       f"\n{self.log()}")
-                with contextlib.suppress(grpc.RpcError):
-                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"eport-datacenter exited with {self.process.returncode}:"
+                                   f"\n{self.log()}")
+            # A channel made before the socket exists backs off for a second: wait for it.
+            if self.socket_path.exists():
+                with contextlib.suppress(grpc.RpcError), \
+                        grpc.insecure_channel(self.address) as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=""), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
-                time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError(f"eport-datacenter did not become ready:\n{self.log()}")
 
     def channel(self) -> grpc.Channel:

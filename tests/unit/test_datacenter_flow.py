@@ -63,7 +63,8 @@ def other_declarant(test_ca: TestCA) -> SigningCard:
 def save(stub: Stub, card: SigningCard, document: dict[str, Any] | None = None,
          **extra: Any) -> pb.DocumentRecord:
     body = {"document": document or valid_declaration(), **extra}
-    return stub.Save(card.request("Save", body))
+    record: pb.DocumentRecord = stub.Save(card.request("Save", body))
+    return record
 
 
 def call(stub: Stub, card: SigningCard, method: str, **body: Any) -> Any:
@@ -81,7 +82,7 @@ def wait_status(stub: Stub, card: SigningCard, number: str, status: int,
                 timeout: float = 10.0) -> pb.DocumentRecord:
     deadline = time.monotonic() + timeout
     while True:
-        record = call(stub, card, "GetDocument", number=number)
+        record: pb.DocumentRecord = call(stub, card, "GetDocument", number=number)
         if record.status == status or time.monotonic() > deadline:
             assert record.status == status, record
             return record

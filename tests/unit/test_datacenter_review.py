@@ -47,14 +47,16 @@ def call(stub: Stub, card: SigningCard, method: str, **body: Any) -> Any:
 
 def save(stub: Stub, card: SigningCard, document: dict[str, Any] | None = None,
          **extra: Any) -> pb.DocumentRecord:
-    return call(stub, card, "Save", document=document or valid_declaration(), **extra)
+    record: pb.DocumentRecord = call(stub, card, "Save",
+                                     document=document or valid_declaration(), **extra)
+    return record
 
 
 def wait_status(stub: Stub, card: SigningCard, number: str, status: int,
                 timeout: float = 10.0) -> pb.DocumentRecord:
     deadline = time.monotonic() + timeout
     while True:
-        record = call(stub, card, "GetDocument", number=number)
+        record: pb.DocumentRecord = call(stub, card, "GetDocument", number=number)
         if record.status == status or time.monotonic() > deadline:
             assert record.status == status, record
             return record

@@ -89,6 +89,7 @@ def test_number_formats() -> None:
     assert [numbers.number_kind(n) for n in ("Z202600000000000042", "I20260000000000007",
                                                entry, "12")] == ["temporary", "unified",
                                                                  "entry", None]
+    bad: Any
     for bad in (lambda: numbers.temporary_number(2026, 0),
                 lambda: numbers.entry_number("53", 2026, "import", 1),
                 lambda: numbers.unified_number("transit", 2026, 1),

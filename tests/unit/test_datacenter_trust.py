@@ -100,7 +100,7 @@ def test_a_signature_by_another_card_is_refused(stub: Stub, test_ca: TestCA,
     request = save_request(operator)
     request.signature = other.sign(request.payload)
     code, detail = refusal(stub.Save, request)
-    assert detail.reason == pb.SIGNATURE_INVALID
+    assert code is UNAUTHENTICATED and detail.reason == pb.SIGNATURE_INVALID
 
 
 def test_a_card_of_an_untrusted_ca_is_refused(stub: Stub, tmp_path: Path,
@@ -178,7 +178,7 @@ def test_the_method_must_be_the_rpc(stub: Stub, operator: SigningCard) -> None:
 
 
 def envelope(**fields: Any) -> dict[str, Any]:
-    raw = json.loads(build_payload("Save", {"document": valid_declaration()}))
+    raw: dict[str, Any] = json.loads(build_payload("Save", {"document": valid_declaration()}))
     raw.update(fields)
     return raw
 
@@ -216,7 +216,7 @@ def test_junk_requests_change_nothing(datacenter: tuple[Any, Stub],
     request.certificate = b"\x30\x03junk"
     assert refusal(stub.Save, request)[1].reason == pb.BAD_REQUEST
     with grpc.insecure_channel(running.address) as channel:
-        raw = channel.unary_unary("/eport.datacenter.v1.DataCenter/Save")
+        raw: Any = channel.unary_unary("/eport.datacenter.v1.DataCenter/Save")
         with pytest.raises(grpc.RpcError) as caught:
             raw(b"\xff\xff\xff\xff not a protobuf")
         assert caught.value.code() is not grpc.StatusCode.OK
