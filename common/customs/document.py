@@ -268,8 +268,8 @@ def copy_item(document: Mapping[str, Any], item_number: int) -> dict[str, Any]:
         raise DocumentError([Problem("items", "format", "商品(items) 应为列表",
                                      "items: must be a list")])
     found = [i for i, item in enumerate(items)
-             if isinstance(item, Mapping) and item.get("item_number") == item_number
-             and type(item.get("item_number")) is int]
+             if type(item_number) is int and isinstance(item, Mapping)
+             and type(item.get("item_number")) is int and item["item_number"] == item_number]
     if not found:
         raise DocumentError([Problem("items", "rule", f"没有第 {item_number} 项商品, 无法复制",
                                      f"items: there is no item {item_number} to copy")])

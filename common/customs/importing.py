@@ -313,7 +313,7 @@ def load_document_csv(data: bytes | str, *, today: date | None = None) -> dict[s
 def _read_rows(reader: _Reader, text: str) -> bool:
     """Feed the rows to `reader`; False when the file cannot be read as a whole (no format
     line, broken quoting, too many problems), so validating what was read makes no sense."""
-    rows = csv.reader(io.StringIO(text, newline=""))
+    rows = csv.reader(io.StringIO(text, newline=""), strict=True)
     seen_format = False
     start = 1
     while True:

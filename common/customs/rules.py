@@ -211,8 +211,7 @@ def _deep_processing(out: Collector, ctx: Context, declaring: bool) -> None:
 def _centralised(out: Collector, ctx: Context, declaring: bool) -> None:
     name = ctx.text("transport_name")
     name_field = _HEADER_FIELDS["transport_name"]
-    half = name.replace("（", "(").replace("）", ")")
-    if half == CENTRALISED and name != CENTRALISED:
+    if _half_width(name) == CENTRALISED and name != CENTRALISED:
         _rule(out, _HEADER_WHERE, name_field,
               f"括号应为半角: 请填 \"{CENTRALISED}\", 不是 \"{name}\"",
               f"the brackets must be half-width: write \"{CENTRALISED}\", not \"{name}\"", S10)
@@ -240,6 +239,10 @@ def _centralised(out: Collector, ctx: Context, declaring: bool) -> None:
               "the period starts after it ends", S10)
 
 
+def _half_width(text: str) -> str:
+    return text.replace("（", "(").replace("）", ")")
+
+
 def _yymmdd(text: str) -> date | None:
     return parse_date("20" + text)
 
@@ -251,8 +254,8 @@ def _road(out: Collector, ctx: Context, declaring: bool) -> None:
     if ctx.text("trade_mode") in DEEP_PROCESSING and ctx.direction == "import":
         return  # 十三(九): the transport name stays empty
     name = ctx.text("transport_name")
-    if name in (CENTRALISED, BATCH_EXIT):
-        return
+    if _half_width(name) in (CENTRALISED, BATCH_EXIT):
+        return  # 十三(十) names; wrong brackets are reported by _centralised
     f = _HEADER_FIELDS["transport_name"]
     if not name:
         if declaring:
