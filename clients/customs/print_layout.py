@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -108,6 +108,18 @@ def register_font(path: Path) -> str:
             f"{FONT_ENV} at a CJK font")
     pdfmetrics.registerFont(font)
     return name
+
+
+def missing_glyphs(font: str, texts: Iterable[str]) -> str:
+    """The characters of `texts` the face cannot draw (each once, in order): they would print
+    as empty boxes. Rare characters of company names (CJK extension B) are the usual case."""
+    cmap = pdfmetrics.getFont(font).face.charToGlyph
+    missing: dict[str, None] = {}
+    for text in texts:
+        for char in text:
+            if not char.isspace() and ord(char) not in cmap:
+                missing[char] = None
+    return "".join(missing)
 
 
 # --- text that fits -------------------------------------------------------------------------

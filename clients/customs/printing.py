@@ -14,9 +14,10 @@ The layout is computed before anything is drawn, so every page can say "ç¬¬ N é¡
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -37,6 +38,7 @@ from eport.clients.customs.print_layout import (
     draw_row,
     find_font_file,
     fit,
+    missing_glyphs,
     register_font,
     snap,
     wrap,
@@ -45,6 +47,8 @@ from eport.common.customs.document import container_layout, transport_display
 from eport.common.customs.tables import label
 
 __all__ = ["PrintError", "PrintRecord", "render_declaration_pdf", "write_declaration_pdf"]
+
+log = logging.getLogger(__name__)
 
 # Customs dates are Beijing dates; China has had no daylight saving time since 1991, so a
 # fixed offset is exact and needs no tz database.
@@ -538,6 +542,17 @@ def _container_page(form: Form, start: int, rows: Sequence[tuple[str, str, str]]
     return draw
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for entry in value.values():
+            yield from _strings(entry)
+    elif isinstance(value, Sequence):
+        for entry in value:
+            yield from _strings(entry)
+
+
 # --- entry points ---------------------------------------------------------------------------
 
 def render_declaration_pdf(document: Mapping[str, Any], record: PrintRecord, *,
@@ -546,6 +561,11 @@ def render_declaration_pdf(document: Mapping[str, Any], record: PrintRecord, *,
     printed (no CJK font, a document that is not an object)."""
     font = register_font(find_font_file())
     form = _build_form(document, record, printed_at or datetime.now(UTC))
+    missing = missing_glyphs(font, _strings(document))
+    if missing:
+        # still printed: the rest of the form is right, and the user can correct by hand
+        log.warning("the font has no glyph for %s; these characters print as empty boxes",
+                    missing)
     pages = _plan(form, font)
     sink = io.BytesIO()
     # invariant: no creation time or random id in the file, so the same document and record

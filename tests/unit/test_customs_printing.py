@@ -466,6 +466,18 @@ def test_eport_cjk_font_is_used_and_a_wrong_one_is_refused(
         print_layout.register_font(not_a_font)
 
 
+def test_characters_the_font_lacks_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    document = valid_declaration()
+    document["header"]["remarks"] = "\U00020000 ok"  # CJK extension B: not in Micro Hei
+    with caplog.at_level("WARNING", logger="eport.clients.customs.printing"):
+        render_declaration_pdf(document, DECLARED, printed_at=PRINTED_AT)
+    assert "\U00020000" in caplog.text and "empty boxes" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="eport.clients.customs.printing"):
+        render_declaration_pdf(valid_declaration(), DECLARED, printed_at=PRINTED_AT)
+    assert not caplog.records
+
+
 # --- text fitting ---------------------------------------------------------------------------
 
 FONT = print_layout.register_font(find_font_file({}))
