@@ -271,3 +271,15 @@ def test_load_document_file_errors(tmp_path: Path) -> None:
         load_document_file(bad)
     assert caught.value.problems[0].path == "header.transport_mode"
     assert "line 6" in str(caught.value)
+
+
+def test_the_documented_csv_example_loads() -> None:
+    """docs/customs-document.md's example (without its "…" line) is a valid file."""
+    doc = Path(__file__).parents[2] / "docs" / "customs-document.md"
+    text = doc.read_text(encoding="utf-8")
+    block = text.split("```\neport-customs-csv/1\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line != "…"]
+    document = load_document_csv("\n".join([CSV_FORMAT, *lines]))
+    assert document["header"]["transport_name"] == "粤Z1234港 /提前报关"
+    assert [i["item_number"] for i in document["items"]] == [1, 2]
+    assert document["attached_documents"] == [{"code": "A", "number": "442100126123456000"}]
