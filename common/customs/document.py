@@ -125,7 +125,8 @@ def normalise(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate(document: Mapping[str, Any], *, declaring: bool,
              today: date | None = None) -> list[Problem]:
-    """Every problem of `document`, in document order.
+    """Every problem of `document`: those of single values in document order, then those of
+    the rules between values.
 
     declaring=False (暂存, save) checks the structure and the format, length and code of every
     filled-in value, and the rules between values that are both filled in. declaring=True
