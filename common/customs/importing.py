@@ -33,6 +33,9 @@ MAX_FILE_BYTES = 1024 * 1024
 # wrong export (a whole ledger), refused at once instead of producing 10,000 errors.
 MAX_LINES = 2000
 MAX_PROBLEMS = 100
+# A document nests 3 levels (document, header, party); deeper JSON is junk that would only
+# exhaust the stack when copied.
+MAX_JSON_DEPTH = 8
 META_KEYS = ("document_type", "direction", "client_reference")
 TABLES: dict[str, tuple[str, ...]] = {
     "items": ITEM_KEYS,
@@ -118,6 +121,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value`, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        children = current.values() if isinstance(current, dict) else \
+            current if isinstance(current, list) else ()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children
+                     if isinstance(child, dict | list))
+    return deepest
+
+
 def load_document_json(data: bytes, *, today: date | None = None) -> dict[str, Any]:
     """One document object. Numbers are kept as they are (floats as Decimal) so that
     validation names them ("write numbers as strings") instead of the parser failing."""
@@ -140,6 +156,9 @@ def load_document_json(data: bytes, *, today: date | None = None) -> dict[str, A
     if not isinstance(raw, dict):
         raise _fail("", "JSON 文件应为一个报关单对象 {...} (一个文件一份)",
                     "a JSON file must hold one document object {...}")
+    if _depth(raw) > MAX_JSON_DEPTH:
+        raise _fail("", f"JSON 嵌套超过 {MAX_JSON_DEPTH} 层, 不是报关单",
+                    f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels; not a document")
     document = normalise(raw)
     if "client_reference" not in raw:
         document["client_reference"] = uuid.uuid4().hex

@@ -235,6 +235,8 @@ def test_json_document_loads_and_gets_missing_keys_and_reference() -> None:
     ('[{"format": "eport-customs/1"}]', "", "one document object"),
     ('{\n"format": "eport-customs/1",\n"header": {,}\n}', "line 3", "line 3: not valid JSON"),
     ('{"format": "eport-customs/1", "itemz": []}', "itemz", "unknown key"),
+    ('{"header": {"remarks": ' + "[" * 50 + "]" * 50 + "}}", "", "nested deeper than 8"),
+    ('{"header": ' + "[" * 100_000 + "]" * 100_000 + "}", "", "nested too deeply"),
 ])
 def test_json_errors(text: str, path: str, expected: str) -> None:
     with pytest.raises(DocumentFileError) as caught:
