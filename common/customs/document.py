@@ -30,6 +30,7 @@ from eport.common.customs.fields import (
     Where,
     check_value,
     json_type,
+    shown,
 )
 from eport.common.customs.rules import check as check_rules
 from eport.common.customs.rules import group_complete
@@ -178,10 +179,10 @@ def _unknown_keys(out: Collector, raw: Mapping[Any, Any], known: Sequence[str], 
                   zh: str) -> None:
     for key in raw:
         if key not in known:
-            shown = str(key)
-            out.add(where.child(shown), "format",
-                    f"{where.zh_prefix}{zh} 中没有 '{shown}' 这一项 (拼写错误?)",
-                    f"{where.display(shown)}: unknown key (a typo?)")
+            name = shown(str(key))
+            out.add(where.child(name), "format",
+                    f"{where.zh_prefix}{zh} 中没有 '{name}' 这一项 (拼写错误?)",
+                    f"{where.display(name)}: unknown key (a typo?)")
 
 
 def _walk(out: Collector, raw: Mapping[str, Any], fields: Sequence[Field | Group], where: Where,

@@ -9,11 +9,12 @@ the key, what is wrong, and what is expected.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from eport.common.customs.tables import has_code, table_info
 from eport.common.profile import CREDIT_ALPHABET, is_valid_credit_code
@@ -59,16 +60,23 @@ class Finding:
     en: str
 
 
-class Check:
-    """The format of one value; subclasses say what they expect (for "required" messages)."""
+class Check(ABC):
+    """The format of one value."""
 
+    @abstractmethod
     def expects(self) -> tuple[str, str]:
-        """What a value should look like (zh, en), for "required" messages; checks with fixed
-        wording keep it in their expect_zh/expect_en fields."""
-        return str(getattr(self, "expect_zh", "")), str(getattr(self, "expect_en", ""))
+        """What a value should look like (zh, en), for "required" messages."""
 
+    @abstractmethod
     def find(self, value: str) -> Finding | None:
-        raise NotImplementedError
+        """What is wrong with a filled-in value, None when nothing is."""
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A user's value as quoted in a message: unprintable characters replaced, long ones cut,
+    so that junk cannot flood or garble the message."""
+    clean = "".join(c if c.isprintable() else "\ufffd" for c in value[:limit + 1])
+    return clean if len(clean) <= limit else clean[:limit - 1] + "…"
 
 
 def _has_control(value: str) -> bool:
@@ -109,9 +117,9 @@ class Code(Check):
         if has_code(self.table, value):
             return None
         info = table_info(self.table)
-        zh = (f"代码 '{value}' 不在{info.title_zh}中, 请填写{info.title_zh}中的代码, "
+        zh = (f"代码 '{shown(value)}' 不在{info.title_zh}中, 请填写{info.title_zh}中的代码, "
               f"如 {info.example_zh}")
-        en = (f"'{value}' is not a code of the {self.table} table; use e.g. "
+        en = (f"'{shown(value)}' is not a code of the {self.table} table; use e.g. "
               f"{info.example_code} ({info.example_en})")
         width = len(info.example_code)
         if value.isdigit() and len(value) < width and has_code(self.table, value.zfill(width)):
@@ -127,15 +135,18 @@ class Choice(Check):
     """A small fixed list that is not a published table (e.g. the freight mark)."""
 
     choices: Mapping[str, str]
-    expect_zh: str = ""
-    expect_en: str = ""
+    expect_zh: str
+    expect_en: str
+
+    def expects(self) -> tuple[str, str]:
+        return self.expect_zh, self.expect_en
 
     def find(self, value: str) -> Finding | None:
         if value in self.choices:
             return None
         listed = ", ".join(f"{k} {v}" for k, v in self.choices.items())
-        return Finding("code", f"'{value}' 不是可选值; 可填 {listed}",
-                       f"'{value}' is not one of {', '.join(self.choices)}")
+        return Finding("code", f"'{shown(value)}' 不是可选值; 可填 {listed}",
+                       f"'{shown(value)}' is not one of {', '.join(self.choices)}")
 
 
 @dataclass(frozen=True)
@@ -148,8 +159,8 @@ class Digits(Check):
 
     def find(self, value: str) -> Finding | None:
         if not (value.isascii() and value.isdigit()):
-            return Finding("format", f"应为 {self.count} 位数字, 现为 '{value}'",
-                           f"must be {self.count} digits, not '{value}'")
+            return Finding("format", f"应为 {self.count} 位数字, 现为 '{shown(value)}'",
+                           f"must be {self.count} digits, not '{shown(value)}'")
         if len(value) != self.count:
             return Finding("length", f"应为 {self.count} 位数字, 现为 {len(value)} 位",
                            f"must be {self.count} digits, not {len(value)}")
@@ -161,13 +172,16 @@ class Count(Check):
     """A whole number written as a string ("12"), as 件数 and 备案序号 are."""
 
     max_digits: int
-    expect_zh: str = "不带小数的非负整数, 如 12"
-    expect_en: str = 'a whole number as a string, e.g. "12"'
+    expect_zh: ClassVar[str] = "不带小数的非负整数, 如 12"
+    expect_en: ClassVar[str] = 'a whole number as a string, e.g. "12"'
+
+    def expects(self) -> tuple[str, str]:
+        return self.expect_zh, self.expect_en
 
     def find(self, value: str) -> Finding | None:
         if not (value.isascii() and value.isdigit()):
-            return Finding("format", f"应为不带小数的非负整数, 如 12, 现为 '{value}'",
-                           f"must be a whole number such as \"12\", not '{value}'")
+            return Finding("format", f"应为不带小数的非负整数, 如 12, 现为 '{shown(value)}'",
+                           f"must be a whole number such as \"12\", not '{shown(value)}'")
         if len(value) > self.max_digits:
             return Finding("length", f"最多 {self.max_digits} 位数字",
                            f"at most {self.max_digits} digits")
@@ -191,8 +205,9 @@ class DecimalText(Check):
     def find(self, value: str) -> Finding | None:
         match = _DECIMAL.match(value) if value.isascii() else None
         if match is None:
-            return Finding("format", f"应为数字, 如 12.50, 现为 '{value}' (不要千位分隔符和单位)",
-                           f"must be a decimal number such as 12.50, not '{value}' "
+            return Finding("format",
+                           f"应为数字, 如 12.50, 现为 '{shown(value)}' (不要千位分隔符和单位)",
+                           f"must be a decimal number such as 12.50, not '{shown(value)}' "
                            "(no thousands separators or units)")
         whole, fraction = match.group(1), match.group(2) or ""
         if len(fraction) > self.places:
@@ -225,13 +240,18 @@ def parse_date(value: str) -> date | None:
 
 @dataclass(frozen=True)
 class DateText(Check):
-    expect_zh: str = "YYYYMMDD 格式的日期, 如 20261201"
-    expect_en: str = "a date as YYYYMMDD, e.g. 20261201"
+    expect_zh: ClassVar[str] = "YYYYMMDD 格式的日期, 如 20261201"
+    expect_en: ClassVar[str] = "a date as YYYYMMDD, e.g. 20261201"
+
+    def expects(self) -> tuple[str, str]:
+        return self.expect_zh, self.expect_en
 
     def find(self, value: str) -> Finding | None:
         if parse_date(value) is None:
-            return Finding("format", f"应为 YYYYMMDD 格式的真实日期, 如 20261201, 现为 '{value}'",
-                           f"must be a real date as YYYYMMDD, e.g. 20261201, not '{value}'")
+            return Finding("format",
+                           f"应为 YYYYMMDD 格式的真实日期, 如 20261201, 现为 '{shown(value)}'",
+                           f"must be a real date as YYYYMMDD, e.g. 20261201, "
+                           f"not '{shown(value)}'")
         return None
 
 
@@ -239,23 +259,29 @@ class DateText(Check):
 class Pattern(Check):
     regex: str
     max_len: int
-    expect_zh: str = ""
-    expect_en: str = ""
+    expect_zh: str
+    expect_en: str
+
+    def expects(self) -> tuple[str, str]:
+        return self.expect_zh, self.expect_en
 
     def find(self, value: str) -> Finding | None:
         if len(value) > self.max_len:
             return Finding("length", f"超长: {len(value)} 个字符, 最多 {self.max_len} 个",
                            f"too long: {len(value)} characters, at most {self.max_len}")
         if re.fullmatch(self.regex, value) is None:
-            return Finding("format", f"'{value}' 格式不对, 应为{self.expect_zh}",
-                           f"'{value}' is not {self.expect_en}")
+            return Finding("format", f"'{shown(value)}' 格式不对, 应为{self.expect_zh}",
+                           f"'{shown(value)}' is not {self.expect_en}")
         return None
 
 
 @dataclass(frozen=True)
 class CreditCode(Check):
-    expect_zh: str = "18 位统一社会信用代码"
-    expect_en: str = "an 18-character unified social credit code"
+    expect_zh: ClassVar[str] = "18 位统一社会信用代码"
+    expect_en: ClassVar[str] = "an 18-character unified social credit code"
+
+    def expects(self) -> tuple[str, str]:
+        return self.expect_zh, self.expect_en
 
     def find(self, value: str) -> Finding | None:
         if len(value) != 18:
@@ -290,13 +316,18 @@ def container_check_digit(first10: str) -> str:
 
 @dataclass(frozen=True)
 class ContainerNumber(Check):
-    expect_zh: str = "ISO 6346 集装箱号: 4 个大写字母 (第 4 个为 U/J/Z) + 7 位数字, 如 MSCU1234566"
-    expect_en: str = "an ISO 6346 number: 4 capital letters (4th U, J or Z) and 7 digits"
+    expect_zh: ClassVar[str] = ("ISO 6346 集装箱号: 4 个大写字母 (第 4 个为 U/J/Z) + 7 位数字, "
+                                "如 MSCU1234566")
+    expect_en: ClassVar[str] = ("an ISO 6346 number: 4 capital letters (4th U, J or Z) and 7 "
+                                "digits")
+
+    def expects(self) -> tuple[str, str]:
+        return self.expect_zh, self.expect_en
 
     def find(self, value: str) -> Finding | None:
         if re.fullmatch(r"[A-Z]{3}[UJZ][0-9]{7}", value) is None:
-            return Finding("format", f"'{value}' 不是集装箱号; 应为{self.expect_zh}",
-                           f"'{value}' is not {self.expect_en}")
+            return Finding("format", f"'{shown(value)}' 不是集装箱号; 应为{self.expect_zh}",
+                           f"'{shown(value)}' is not {self.expect_en}")
         expected = container_check_digit(value[:10])
         if value[10] != expected:
             return Finding("format", f"校验位不对: 应为 {expected}, 请核对箱号是否抄错",

@@ -25,7 +25,7 @@ from eport.common.customs.document import (
     normalise,
     validate,
 )
-from eport.common.customs.fields import ATTACHED, CONTAINER, HEADER, ITEM_KEYS, Group
+from eport.common.customs.fields import ATTACHED, CONTAINER, HEADER, ITEM_KEYS, Group, shown
 
 CSV_FORMAT = "eport-customs-csv/1"
 MAX_FILE_BYTES = 1024 * 1024
@@ -218,8 +218,9 @@ class _Reader:
         elif kind == "":
             self.table_row(line, cells[1:])
         else:
-            self.error(line, f"第一列 '{kind}' 不认识; 应为 meta, header, items, containers, "
-                       "attached_documents, 或留空 (表格数据行)", f"unknown row kind '{kind}' in "
+            what = shown(kind)
+            self.error(line, f"第一列 '{what}' 不认识; 应为 meta, header, items, containers, "
+                       "attached_documents, 或留空 (表格数据行)", f"unknown row kind '{what}' in "
                        "the first column; use meta, header, items, containers, "
                        "attached_documents, or leave it empty for a table row")
 
@@ -230,10 +231,10 @@ class _Reader:
             return
         key, value = cells[1], cells[2] if len(cells) > 2 else ""
         if len(cells) > 3:
-            self.error(line, f"{kind} 行只有三列 ({kind},字段名,值), 多出了 '{cells[3]}' "
+            self.error(line, f"{kind} 行只有三列 ({kind},字段名,值), 多出了 '{shown(cells[3])}' "
                        "(值中有逗号时请加引号)",
                        f"a {kind} row has three columns ({kind},key,value); "
-                       f"found '{cells[3]}' after the value (quote a value with a comma)")
+                       f"found '{shown(cells[3])}' after the value (quote a value with a comma)")
             return
         known = META_KEYS if kind == "meta" else HEADER_KEYS
         store = self.meta if kind == "meta" else self.header
@@ -242,7 +243,8 @@ class _Reader:
             near = difflib.get_close_matches(key, known, n=1)
             hint_zh, hint_en = (f"; 是否应为 {near[0]}?", f"; did you mean {near[0]}?") if near \
                 else ("", "")
-            self.error(line, f"没有字段 '{key}'{hint_zh}", f"unknown {kind} key '{key}'{hint_en}",
+            what = shown(key)
+            self.error(line, f"没有字段 '{what}'{hint_zh}", f"unknown {kind} key '{what}'{hint_en}",
                        path)
         elif key in store:
             self.error(line, f"字段 {key} 重复 (第 {self.lines[path]} 行已有)",
@@ -262,9 +264,10 @@ class _Reader:
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if not columns or bad or repeated:
             if bad:
-                self.error(line, f"{name} 表头中的列 {', '.join(bad) or '(空)'} 不认识; 可用的列: "
+                listed = ", ".join(map(shown, bad))
+                self.error(line, f"{name} 表头中的列 {listed} 不认识; 可用的列: "
                            f"{', '.join(known)}", f"unknown {name} column(s) "
-                           f"{', '.join(bad) or '(empty)'}; the columns are {', '.join(known)}",
+                           f"{listed}; the columns are {', '.join(known)}",
                            name)
             elif repeated:
                 self.error(line, f"{name} 表头中的列 {', '.join(repeated)} 重复",
@@ -292,9 +295,9 @@ class _Reader:
         rows = self.tables[self.table]
         path = f"{self.table}[{len(rows)}]"
         if len(values) > len(self.columns):
-            self.error(line, f"比表头多出了值 '{values[len(self.columns)]}' (值中有逗号时请加引号)",
-                       f"more values than columns: '{values[len(self.columns)]}' (quote a value "
-                       "with a comma)", path)
+            extra = shown(values[len(self.columns)])
+            self.error(line, f"比表头多出了值 '{extra}' (值中有逗号时请加引号)",
+                       f"more values than columns: '{extra}' (quote a value with a comma)", path)
         entry: dict[str, Any] = dict.fromkeys(TABLES[self.table], "")
         entry.update(zip(self.columns, values, strict=False))
         if self.table == "items":
@@ -305,8 +308,9 @@ class _Reader:
                     and len(number) < 4:
                 entry["item_number"] = int(number)
             else:
-                self.error(line, f"项号 '{number}' 应为 1, 2, 3 …",
-                           f"item_number '{number}' must be 1, 2, 3 …", f"{path}.item_number")
+                what = shown(str(number))
+                self.error(line, f"项号 '{what}' 应为 1, 2, 3 …",
+                           f"item_number '{what}' must be 1, 2, 3 …", f"{path}.item_number")
                 entry["item_number"] = len(rows) + 1  # reported once, not again by validate
         rows.append(entry)
         self.lines[path] = line

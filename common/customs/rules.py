@@ -28,6 +28,7 @@ from eport.common.customs.fields import (
     Where,
     parse_date,
     parse_decimal,
+    shown,
 )
 from eport.common.customs.tables import has_code
 
@@ -213,8 +214,9 @@ def _centralised(out: Collector, ctx: Context, declaring: bool) -> None:
     name_field = _HEADER_FIELDS["transport_name"]
     if _half_width(name) == CENTRALISED and name != CENTRALISED:
         _rule(out, _HEADER_WHERE, name_field,
-              f"括号应为半角: 请填 \"{CENTRALISED}\", 不是 \"{name}\"",
-              f"the brackets must be half-width: write \"{CENTRALISED}\", not \"{name}\"", S10)
+              f"括号应为半角: 请填 \"{CENTRALISED}\", 不是 \"{shown(name)}\"",
+              f"the brackets must be half-width: write \"{CENTRALISED}\", "
+              f"not \"{shown(name)}\"", S10)
         return
     if name != CENTRALISED:
         return
@@ -265,7 +267,7 @@ def _road(out: Collector, ctx: Context, declaring: bool) -> None:
         return
     if _ROAD_NAME.fullmatch(name) is None:
         _rule(out, _HEADER_WHERE, f, f"公路运输在进出境地报关时应为 \"车牌号 + 空格 + /提前报关\", "
-              f"如 \"粤Z1234港{ROAD_SUFFIX}\", 现为 \"{name}\"",
+              f"如 \"粤Z1234港{ROAD_SUFFIX}\", 现为 \"{shown(name)}\"",
               f"road transport declared at the border: write \"plate number /提前报关\" (a space "
               f"before the slash), e.g. \"粤Z1234港{ROAD_SUFFIX}\"", S7)
 

@@ -753,3 +753,12 @@ def test_every_seed_rule_has_a_test() -> None:
         assert f"seed_003_13_{numbers[section]}" in names, section
 
 
+
+
+def test_messages_quote_junk_values_shortly() -> None:
+    """A huge or unprintable value cannot flood or garble a message."""
+    document = valid_declaration(transport_mode="Q" * 5000, trade_mode="\x1b[31m")
+    document["header"]["x" * 5000] = ""
+    problems = save(document)
+    assert len(problems) == 3
+    assert all(len(p.message_en) < 300 and "\x1b" not in p.message_en for p in problems)
