@@ -43,6 +43,7 @@ class SigningCard:
     """A test card's key and certificate; `request()` builds a SignedRequest."""
 
     image: CardImage
+    _loaded_key: Any = field(default=None, repr=False, compare=False)
 
     @property
     def customs_code(self) -> str:
@@ -52,13 +53,19 @@ class SigningCard:
     def card_id(self) -> str:
         return self.image.profile.card_id
 
+    def _private_key(self) -> Any:
+        # Loading (and checking) an RSA key costs tens of milliseconds: once per card.
+        if self._loaded_key is None:
+            self._loaded_key = serialization.load_der_private_key(self.image.private_key, None)
+        return self._loaded_key
+
     def sign(self, data: bytes, algorithm: int | None = None) -> bytes:
         chosen = DEFAULT_ALGORITHM[self.image.profile.algorithm] if algorithm is None \
             else algorithm
         if chosen == pb.SM2_WITH_SM3:
             d = int.from_bytes(self.image.private_key, "big")
             return sm2.encode_der_signature(*sm2.sign_message(d, data))
-        key = serialization.load_der_private_key(self.image.private_key, None)
+        key = self._private_key()
         if isinstance(key, rsa.RSAPrivateKey):
             digest: hashes.HashAlgorithm = hashes.SHA1() if chosen == pb.SHA1_WITH_RSA \
                 else hashes.SHA256()
