@@ -262,8 +262,7 @@ def _road(out: Collector, ctx: Context, declaring: bool) -> None:
     if not name:
         if declaring:
             out.missing(_HEADER_WHERE, f, S7, "公路运输在进出境地报关时必填",
-                        "road transport declared at the border needs it",
-                        )
+                        "road transport declared at the border needs it")
         return
     if _ROAD_NAME.fullmatch(name) is None:
         _rule(out, _HEADER_WHERE, f, f"公路运输在进出境地报关时应为 \"车牌号 + 空格 + /提前报关\", "
