@@ -185,7 +185,7 @@ class Ledger:
                     "declaration_customs = ?, modified_at = ? WHERE id = ?",
                     (text, document["document_type"], document["direction"], str(district), at,
                      row["id"]))
-                logger.info("modified %s", temporary, extra=_log(identity))
+                logger.info("modified %s%s", temporary, _who(identity), extra=_log(identity))
                 return Outcome(record_message(_reread(connection, row["id"])))
             if reference is not None:
                 existing = connection.execute(
@@ -205,7 +205,7 @@ class Ledger:
                  str(district), identity.customs_code, reference, identity.card_id, at,
                  china_date(moment), at))
             assert cursor.lastrowid is not None
-            logger.info("saved %s", number, extra=_log(identity))
+            logger.info("saved %s%s", number, _who(identity), extra=_log(identity))
             return Outcome(record_message(_reread(connection, cursor.lastrowid)))
 
     # ---- Upload and Declare --------------------------------------------------------------
@@ -237,8 +237,8 @@ class Ledger:
                 return Outcome(record_message(row))
             self._upload(connection, row, moment)
             row = _reread(connection, row["id"])
-            logger.info("uploaded %s as %s", row["temporary_number"], row["unified_number"],
-                        extra=_log(identity))
+            logger.info("uploaded %s as %s%s", row["temporary_number"], row["unified_number"],
+                        _who(identity), extra=_log(identity))
             return Outcome(record_message(row), receipts_written=True)
 
     def declare(self, request: VerifiedRequest, moment: datetime) -> Outcome:
@@ -291,8 +291,8 @@ class Ledger:
                 "INSERT OR REPLACE INTO reviews (document_id, due_at, declaration) "
                 "VALUES (?, ?, ?)", (row["id"], to_micros(moment + self._review_delay), count))
             row = _reread(connection, row["id"])
-        logger.info("declared %s (%s), declaration %d", row["unified_number"],
-                    row["temporary_number"], count, extra=_log(identity))
+        logger.info("declared %s (%s), declaration %d%s", row["unified_number"],
+                    row["temporary_number"], count, _who(identity), extra=_log(identity))
         return Outcome(record_message(row), receipts_written=receipts, review_queued=True)
 
     # ---- reading -------------------------------------------------------------------------
@@ -355,6 +355,10 @@ def _shape_problems(document: dict[str, Any]) -> list[ProblemLike]:
                                 "单据类型应为 declaration 或 filing-list",
                                 "document_type must be declaration or filing-list"))
     return problems
+
+
+def _who(identity: Identity) -> str:
+    return f" (enterprise {identity.customs_code}, card {identity.card_id})"
 
 
 def _log(identity: Identity) -> dict[str, str]:

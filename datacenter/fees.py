@@ -28,8 +28,7 @@ def charge_once(connection: sqlite3.Connection, document_id: int, enterprise_cod
         (document_id, enterprise_code, at_micros, charge_date, FEE_PER_ENTRY_FEN))
     if cursor.rowcount:
         connection.execute("UPDATE documents SET fee_charged = 1 WHERE id = ?", (document_id,))
-        logger.info("fee charged", extra={"enterprise": enterprise_code,
-                                          "amount_fen": FEE_PER_ENTRY_FEN})
+        logger.debug("fee of %d fen charged to %s", FEE_PER_ENTRY_FEN, enterprise_code)
         return True
     return False
 

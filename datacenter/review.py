@@ -187,8 +187,8 @@ class ReviewWorker:
             add_receipt(connection, pb.CLEARED_RECEIPT,
                         ReceiptFacts(document_id, facts.enterprise_code, facts.temporary_number,
                                      facts.unified_number, entry, pre_entry), at)
-            logger.info("cleared %s as %s", facts.unified_number, entry,
-                        extra={"enterprise": facts.enterprise_code})
+            logger.info("cleared %s as %s (enterprise %s)", facts.unified_number, entry,
+                        facts.enterprise_code)
             return
         code, reason = self._policy.reason_code, self._policy.reason
         if not district:
@@ -199,8 +199,8 @@ class ReviewWorker:
         add_receipt(connection, pb.REJECTED_RECEIPT,
                     ReceiptFacts(document_id, facts.enterprise_code, facts.temporary_number,
                                  facts.unified_number, reason_code=code, reason=reason), at)
-        logger.info("rejected %s (%s)", facts.unified_number, code,
-                    extra={"enterprise": facts.enterprise_code})
+        logger.info("rejected %s with %s (enterprise %s)", facts.unified_number, code,
+                    facts.enterprise_code)
 
 
 def _district(document_json: str) -> str:

@@ -279,3 +279,32 @@ def test_get_info_is_unsigned(stub: Stub) -> None:
     assert info.fee_per_entry_fen == 1500 and info.max_clock_skew_seconds == 300
     assert info.review_policy == "accept" and len(info.trust_anchor_subjects) == 2
     assert abs(info.server_time.seconds - time.time()) < 5
+
+
+def test_upload_states(stub: Stub, operator: SigningCard, declarant: SigningCard) -> None:
+    saved = save(stub, operator)
+    uploaded = call(stub, operator, "Upload", number=saved.temporary_number)
+    again = call(stub, operator, "Upload", number=uploaded.unified_number)
+    assert again.unified_number == uploaded.unified_number and again.status == pb.STORED
+    assert len(call(stub, operator, "ListReceipts", after=0).receipts) == 1  # no second 入库
+    call(stub, declarant, "Declare", number=saved.temporary_number)
+    code, detail = refused(stub, operator, "Upload", number=saved.temporary_number)
+    assert code is grpc.StatusCode.FAILED_PRECONDITION and detail.reason == pb.WRONG_STATE
+    code, detail = refused(stub, operator, "Upload", number="not-a-number")
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and detail.reason == pb.BAD_REQUEST
+    code, detail = refused(stub, operator, "GetDocument", number="Z209900000000000001")
+    assert code is grpc.StatusCode.NOT_FOUND and "Z209900000000000001" in detail.message_en
+
+
+def test_receipt_calls_are_signed_too(stub: Stub, operator: SigningCard) -> None:
+    request = operator.request("WatchReceipts", {"after": 0})
+    request.signature = b"\x30\x00"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(iter(stub.WatchReceipts(request)))
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert error_detail(caught.value).reason == pb.SIGNATURE_INVALID
+    code, detail = refused(stub, operator, "ListReceipts", after=-1)
+    assert detail.reason == pb.BAD_REQUEST
+    code, detail = refused(stub, operator, "GetStatement", **{"from": "2026-02-30",
+                                                              "to": "2026-03-01"})
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and detail.reason == pb.BAD_REQUEST
