@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from eport import __version__
 from eport.common.customs.endpoint import default_datacenter_address
 from eport.datacenter.review import PolicyError, ReviewPolicy
 from eport.datacenter.server import DataCenterSettings, ServerConfigError, run_server
@@ -30,6 +31,7 @@ from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW
 logger = logging.getLogger(__name__)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_GROUP_OPTIONS = ("--help", "-h", "--version")
 
 
 def default_db_path() -> Path:
@@ -41,7 +43,7 @@ class _ServeByDefault(click.Group):
     """`eport-datacenter --trust-anchor X` means `eport-datacenter serve --trust-anchor X`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+        if not args or (args[0] not in self.commands and args[0] not in _GROUP_OPTIONS):
             args = ["serve", *args]
         return super().parse_args(ctx, args)
 
@@ -60,6 +62,7 @@ _db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False, pat
 
 
 @click.group(cls=_ServeByDefault, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="eport-datacenter")
 def cli() -> None:
     """The reference E-port data centre: accepts signed customs declarations."""
 

@@ -47,5 +47,5 @@ def require_declare_right(identity: Identity) -> None:
         message_zh=f"{identity.kind.label_zh}不能申报",
         message_en=f"{_NAMES_EN[identity.kind]} cannot declare",
         remedy_zh="请退出, 插入报关员IC卡后重新登录再申报",
-        remedy_en="Log out, insert the declarant IC card (报关员卡), log in again and declare",
+        remedy_en="Log out, insert the declarant IC card, log in again and declare",
         required_card_kind=CardKind.DECLARANT.value)

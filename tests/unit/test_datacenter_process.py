@@ -67,6 +67,7 @@ def test_the_command_line_refuses_bad_options(tmp_path: Path, test_ca: TestCA) -
     no_certificates = run_command("--trust-anchor", str(empty), "--db", db)
     assert no_certificates.returncode == 1 and "trust anchor" in no_certificates.stderr
     assert "serve" in run_command("--help").stdout
+    assert run_command("--version").stdout.startswith("eport-datacenter, version ")
 
 
 def test_tcp_on_loopback(tmp_path: Path, test_ca: TestCA) -> None:
