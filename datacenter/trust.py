@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CLOCK_SKEW = 300
 _CACHE_SIZE = 4096
+_CACHEABLE_BYTES = 16 * 1024  # E-port card certificates are 1 to 2 KB
 _EXTENSION_OID = x509.ObjectIdentifier(EPORT_EXTENSION_OID)
 
 # Which signature algorithms each key may use: an RSA card's signature is never checked as
@@ -118,6 +119,8 @@ class RequestVerifier:
                 self._cache.move_to_end(der)
                 return entry
         entry = self._examine(der)
+        if entry.certificate is None or len(der) > _CACHEABLE_BYTES:
+            return entry  # junk is not worth remembering (and must not fill the memory)
         with self._lock:
             self._cache[der] = entry
             while len(self._cache) > _CACHE_SIZE:

@@ -236,3 +236,25 @@ def test_identity_comes_from_the_certificate_only(stub: Stub, operator: SigningC
                                            "kind": "declarant"})
     assert refusal(stub.Declare, request)[1].reason in (pb.WRONG_CARD_KIND, pb.BAD_REQUEST)
     assert image.profile.kind is CardKind.OPERATOR
+
+
+def test_the_chain_is_checked_once_per_certificate(test_ca: TestCA, operator: SigningCard,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from eport.daemon.service.certificates import load_trust_anchors
+    from eport.datacenter import trust
+
+    calls: list[bytes] = []
+    real_chain_of = trust.chain_of
+
+    def counting_chain_of(certificate: Any, anchors: Any) -> Any:
+        calls.append(certificate.der)
+        return real_chain_of(certificate, anchors)
+
+    monkeypatch.setattr(trust, "chain_of", counting_chain_of)
+    verifier = trust.RequestVerifier(load_trust_anchors((test_ca.trust_bundle,)))
+    sm2_card = make_signing_card(test_ca, CardKind.DECLARANT, "sm2")
+    for card in (operator, sm2_card, operator, sm2_card):
+        verified = verifier.verify(card.request("Query", {}), "Query")
+        assert verified.identity.card_id == card.card_id
+        assert verified.identity.customs_code == card.customs_code
+    assert len(calls) == 2
