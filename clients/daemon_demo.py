@@ -31,11 +31,15 @@ from websockets.sync.client import connect
 from websockets.typing import Origin
 
 from eport.clients.cli.errors import error_detail_of
+from eport.common.profile import credit_code_check_char
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
 
 DEMO_PIN = "88888888"
 SM2_DISTID = "distid:1234567812345678"
+# One enterprise, two cards: its operator card saves, its declarant card declares.
+DEMO_CUSTOMS_CODE = "4403960001"
+DEMO_CREDIT_CODE = "91440300MA5DXW801" + credit_code_check_char("91440300MA5DXW801")
 
 
 def _bin(name: str) -> str:
@@ -102,7 +106,7 @@ def _ensure_pcscd(stub: pb_grpc.CardServiceStub) -> None:
 
 
 def run_demo(workdir: Path) -> int:
-    ca, card = workdir / "ca", workdir / "declarant.card"
+    ca, card, operator = workdir / "ca", workdir / "declarant.card", workdir / "operator.card"
     runtime = workdir / "run"
     runtime.mkdir(mode=0o700, exist_ok=True)
     socket = runtime / "eportd.sock"
@@ -110,8 +114,11 @@ def run_demo(workdir: Path) -> int:
     sim = _bin("eport-sim")
     subprocess.run([sim, "ca", "init", "--ca", str(ca), "--force"], check=True,
                    stdout=subprocess.DEVNULL)
-    subprocess.run([sim, "provision", str(card), "--ca", str(ca), "--kind", "declarant",
-                    "--force"], check=True, stdout=subprocess.DEVNULL)
+    for image, kind, holder in ((card, "declarant", "李报关"), (operator, "operator", "王操作")):
+        subprocess.run([sim, "provision", str(image), "--ca", str(ca), "--kind", kind,
+                        "--holder", holder, "--customs-code", DEMO_CUSTOMS_CODE,
+                        "--credit-code", DEMO_CREDIT_CODE, "--force"], check=True,
+                       stdout=subprocess.DEVNULL)
     eportd = [_bin("eportd"), "--socket", str(socket), "--trust-anchor",
               str(ca / "trust-anchors.pem"), "--log-format", "text", "--no-systemd-activation"]
     with _process(eportd, workdir / "eportd.log") as daemon:
@@ -143,6 +150,7 @@ def run_demo(workdir: Path) -> int:
             result = _card_steps(stub, workdir, events)
             _cli_steps(socket)
             _gateway_steps(socket, workdir)
+            _customs_steps(stub, socket, workdir, ca, (card, operator))
             return result
 
 
@@ -188,6 +196,68 @@ def _gateway_steps(socket: Path, workdir: Path) -> None:
         except InvalidStatus as refused:
             print(f"  a page from https://attacker.example is refused: HTTP "
                   f"{refused.response.status_code}")
+
+
+def _swap_card(stub: pb_grpc.CardServiceStub, control: Path, image: Path) -> None:
+    """Another card into the reader, as a person switches cards (seed 003 十一(二))."""
+    for words in (["remove"], ["insert", str(image)]):
+        subprocess.run([_bin("eport-sim"), "ctl", "--control", str(control), words[0],
+                        "--slot", "0", *words[1:]], check=True, stdout=subprocess.DEVNULL)
+    wanted = json.loads(image.read_text(encoding="utf-8"))["profile"]["card_id"]
+    deadline = time.monotonic() + 15
+    while not any(r.card_id == wanted for r in stub.ListReaders(pb.ListReadersRequest()).readers):
+        if time.monotonic() > deadline:
+            raise SystemExit("the other card never appeared in the reader")
+        time.sleep(0.05)
+
+
+def _customs_steps(stub: pb_grpc.CardServiceStub, socket: Path, workdir: Path, ca: Path,
+                   cards: tuple[Path, Path]) -> None:
+    """报关申报 through the reference data centre: the operator card saves, the declarant card
+    declares, the receipt brings the entry number, and the declaration is printed."""
+    declarant, operator = cards
+    _step("eport customs: save (暂存) with the operator card, declare (申报) with the declarant "
+          "card, through eport-datacenter")
+    centre_socket = workdir / "run" / "datacenter.sock"
+    centre = [_bin("eport-datacenter"), "serve", "--db", str(workdir / "datacenter.sqlite3"),
+              "--listen", f"unix:{centre_socket}", "--trust-anchor",
+              str(ca / "trust-anchors.pem"), "--review-delay", "0.5"]
+    environment = {**os.environ, "EPORTD_SOCKET": str(socket), "EPORT_LANG": "en",
+                   "EPORT_DATACENTER": f"unix:{centre_socket}"}
+
+    def customs(*words: str, pin: bool = True) -> dict[str, Any]:
+        """One `eport customs` command as a script runs it; its JSON result (or error)."""
+        args = [_bin("eport"), "customs", *words, "--json"] + (["--pin-stdin"] if pin else [])
+        done = subprocess.run(args, env=environment, input=DEMO_PIN + "\n" if pin else None,
+                              capture_output=True, text=True, check=False)
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+
+    entry = workdir / "entry.json"
+    with _process(centre, workdir / "datacenter.log"):
+        _wait_serving(centre_socket)
+        customs("new", "--example", "-o", str(entry), pin=False)
+        print(f"  a filled-in example declaration: {entry}")
+        _swap_card(stub, workdir / "run" / "sim.sock", operator)
+        saved = customs("save", str(entry))["result"]
+        print(f"  operator card: saved as {saved['temporary_number']} ({saved['status']})")
+        refused = customs("declare", saved["temporary_number"], pin=False)["error"]
+        print(f"  operator card: declare refused before sending: {refused['message']['en']}")
+        _swap_card(stub, workdir / "run" / "sim.sock", declarant)
+        declared = customs("declare", saved["temporary_number"], "--wait", "10")["result"]
+        print(f"  declarant card: declared, unified number {declared['unified_number']}; "
+              f"review {declared['status']}: entry number {declared['entry_number']}, "
+              f"pre-entry number {declared['pre_entry_number']}")
+        for receipt in customs("receipts", "--number", declared["unified_number"])[
+                "result"]["receipts"]:
+            print(f"  receipt #{receipt['sequence']} {receipt['kind']} "
+                  f"{receipt['message']['zh']}")
+        pdf = workdir / "declaration.pdf"
+        customs("print", declared["unified_number"], "-o", str(pdf))
+        print(f"  printed (A4, barcode of the pre-entry number): {pdf}")
+        stats = customs("stats")["result"]
+        print(f"  stats for {stats['enterprise_code']}: {stats['charged_entries']} entry "
+              f"charged, {stats['total_yuan']} yuan")
 
 
 def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any) -> int:

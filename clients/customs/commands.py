@@ -53,6 +53,7 @@ from eport.common.customs.document import (
     new_document,
 )
 from eport.common.customs.endpoint import default_datacenter_address
+from eport.common.customs.examples import example_declaration
 from eport.protos.v1 import datacenter_pb2 as dc
 
 DATACENTER_ENV = "EPORT_DATACENTER"
@@ -79,12 +80,14 @@ def customs_group(ctx: click.Context, address: str | None) -> None:
               help="declaration (报关单) or filing-list (备案清单).")
 @click.option("--direction", type=click.Choice(DIRECTIONS), default="import",
               show_default=True)
+@click.option("--example", is_flag=True,
+              help="A filled-in import declaration that passes every check, to start from.")
 @click.option("-o", "--output", "output_path", default="-", metavar="FILE",
-              help="Write the empty document here (default: standard output).")
+              help="Write the document here (default: standard output).")
 @json_option
-def new_command(document_type: str, direction: str, output_path: str) -> None:
+def new_command(document_type: str, direction: str, example: bool, output_path: str) -> None:
     """录入: an empty document to fill in (every field present; the import date is today)."""
-    document = new_document(document_type, direction)
+    document = example_declaration() if example else new_document(document_type, direction)
     _write_document(document, output_path, Bilingual("新报关单", "New document"))
 
 

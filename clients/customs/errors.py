@@ -43,12 +43,14 @@ def validation_failed(problems: Iterable[Problem | dc.FieldProblem], where: Bili
                       ) -> CliError:
     """Every bad or missing field at once, in the error's `problems` (JSON) and its text."""
     listed = list(problems)
-    zh = "; ".join(f"{p.path or '文档'}: {p.message_zh}" for p in listed)
-    en = "; ".join(f"{p.path or 'document'}: {p.message_en}" for p in listed)
+    # The messages name their field already ("运输方式(transport_mode) …", "items[0].currency: …").
+    # One per line: a person reads down the list and corrects each.
+    zh = "".join(f"\n  - {p.message_zh}" for p in listed)
+    en = "".join(f"\n  - {p.message_en}" for p in listed)
     return CliError(
         "VALIDATION_FAILED",
-        Bilingual(f"{where.zh}有 {len(listed)} 处错误: {zh}",
-                  f"{where.en} has {len(listed)} problem(s): {en}"),
+        Bilingual(f"{where.zh}有 {len(listed)} 处错误:{zh}",
+                  f"{where.en} has {len(listed)} problem(s):{en}"),
         Bilingual("请按提示逐项修改后重试 (规则见 docs/customs-document.md)",
                   "correct each field as described and try again (the rules: "
                   "docs/customs-document.md)"),

@@ -12,6 +12,7 @@ from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.language import Bilingual
 from eport.clients.customs.card_signer import CardSigner
 from eport.clients.customs.context import call_signed
+from eport.common.customs.numbers import is_temporary_number
 from eport.protos.v1 import datacenter_pb2 as dc
 
 MODIFIABLE = (dc.SAVED, dc.STORED, dc.REJECTED)
@@ -32,6 +33,11 @@ def save(card: CardSigner, document: dict[str, Any], number: str | None = None
     retry after a lost answer, or `save` run twice) gets its old number back, and is sent
     again as a modification only if its content changed since."""
     body: dict[str, Any] = {"document": document}
+    if number and not is_temporary_number(number):
+        # Modification names the document by its temporary number; a person may well give
+        # the unified or entry number they see on the receipt.
+        known: dc.DocumentRecord = call_signed(card, "GetDocument", {"number": number})
+        number = known.temporary_number
     if number:
         body["temporary_number"] = number
     record: dc.DocumentRecord = call_signed(card, "Save", body)

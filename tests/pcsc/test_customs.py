@@ -395,12 +395,24 @@ def test_new_import_csv_copy_and_show(customs: Customs, cards: dict[str, CardIma
     customs.put(cards["declarant"])
     original = customs.document("orig.json", declaration(items=2))
     saved = ok_json(customs.signed("save", original, "--json"), "customs save")
-    copied_path = customs.workdir / "copy.json"
+    reference = json.loads(original.read_text())["client_reference"]
+    # 复制 an item (seed 003 十三(六)): the same document with item 2 again at the end; saving
+    # it modifies the saved document.
+    with_item = customs.workdir / "with-item.json"
     ok_json(customs.signed("copy", saved["temporary_number"], "--item", "2", "-o",
-                           copied_path, "--json"), "customs copy")
+                           with_item, "--json"), "customs copy")
+    grown = json.loads(with_item.read_text())
+    assert len(grown["items"]) == 3 and grown["items"][2]["item_number"] == 3
+    assert grown["items"][2]["name"] == grown["items"][1]["name"]
+    assert grown["client_reference"] == reference
+    modified = ok_json(customs.signed("save", with_item, "--json"), "customs save")
+    assert modified["temporary_number"] == saved["temporary_number"]
+    # 复制 a document: a new one, saved under a new number.
+    copied_path = customs.workdir / "copy.json"
+    ok_json(customs.signed("copy", saved["temporary_number"], "-o", copied_path, "--json"),
+            "customs copy")
     copied = json.loads(copied_path.read_text())
-    assert len(copied["items"]) == 3 and copied["items"][2]["item_number"] == 3
-    assert copied["client_reference"] != json.loads(original.read_text())["client_reference"]
+    assert copied["client_reference"] != reference and len(copied["items"]) == 3
     again = ok_json(customs.signed("save", copied_path, "--json"), "customs save")
     assert again["temporary_number"] != saved["temporary_number"]
     # Saving the same file twice gives its number back (idempotent on client_reference).
@@ -439,6 +451,7 @@ def test_batch_of_200_survives_kill_9_of_the_data_centre(
         assert batch.stdin is not None
         batch.stdin.write(PIN + "\n")
         batch.stdin.close()
+        batch.stdin = None  # communicate() below must not flush it again
         _wait_for_lines(report, 60, batch)
         centre.kill()  # SIGKILL, mid-batch
         acknowledged = [json.loads(line) for line in report.read_text().splitlines()]
@@ -517,6 +530,7 @@ def test_receipts_follow_streams_new_receipts(customs: Customs,
     assert follower.stdin is not None
     follower.stdin.write(PIN + "\n")
     follower.stdin.close()
+    follower.stdin = None
     time.sleep(1.0)  # the follower is connected and has sent its backlog
     declared = ok_json(customs.signed("declare", customs.document("f.json", declaration()),
                                       "--json"), "customs declare")

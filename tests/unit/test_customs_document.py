@@ -762,3 +762,12 @@ def test_messages_quote_junk_values_shortly() -> None:
     problems = save(document)
     assert len(problems) == 3
     assert all(len(p.message_en) < 300 and "\x1b" not in p.message_en for p in problems)
+
+
+def test_the_shipped_example_passes_every_check() -> None:
+    """`eport customs new --example` and eport-demo start from it: it must declare as is."""
+    from eport.common.customs.examples import example_declaration
+
+    first, second = example_declaration(), example_declaration()
+    assert validate(first, declaring=True) == []
+    assert first["client_reference"] != second["client_reference"]
