@@ -33,7 +33,13 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon_benchmark import card_in_slot, percentile, start_pcscd_if_needed, stop_pcscd
+from daemon_benchmark import (
+    card_in_slot,
+    percentile,
+    run_clients,
+    start_pcscd_if_needed,
+    stop_pcscd,
+)
 
 from eport.common.customs.envelope import build_payload
 from eport.common.profile import CardForm, CardKind
@@ -115,32 +121,26 @@ class ReceiptWaiter:
         self._stream.cancel()
 
 
-def run_clients(clients: int, rounds: int, work: Callable[[int, int], None]) -> Series:
+def timed(clients: int, rounds: int, work: Callable[[int, int], None]) -> Series:
+    """`work(client, index)` from `clients` threads released together, each call timed; a
+    failed call is recorded and the series goes on."""
     series = Series("", "", clients)
     lock = threading.Lock()
-    start = threading.Barrier(clients + 1)
 
-    def client(number: int) -> None:
-        start.wait()
-        for index in range(rounds):
+    def make_worker(client: int) -> Callable[[int], None]:
+        def action(index: int) -> None:
             began = time.perf_counter()
             try:
-                work(number, index)
+                work(client, index)
             except (grpc.RpcError, RuntimeError) as error:
                 with lock:
                     series.errors.append(str(error)[:200])
-                continue
+                return
             with lock:
                 series.latencies.append(time.perf_counter() - began)
+        return action
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    series.seconds = time.perf_counter() - began
+    series.seconds = run_clients(clients, rounds, make_worker)
     return series
 
 
@@ -158,7 +158,7 @@ def bench(algorithm: str, card: Card, centre: dc_grpc.DataCenterStub, clients: i
             raise RuntimeError(f"no receipt for {declared.unified_number}")
 
     try:
-        through = run_clients(clients, rounds, declare)
+        through = timed(clients, rounds, declare)
     finally:
         waiter.close()
     through.algorithm, through.path = algorithm, "declare"
@@ -168,7 +168,7 @@ def bench(algorithm: str, card: Card, centre: dc_grpc.DataCenterStub, clients: i
         card.sign("Save", body)
         card.sign("Declare", {"number": "Z" + "0" * 18})
 
-    peer = run_clients(clients, rounds, sign_twice)
+    peer = timed(clients, rounds, sign_twice)
     peer.algorithm, peer.path = algorithm, "eportd: 2 signatures"
     return through, peer
 

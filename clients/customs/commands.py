@@ -21,7 +21,7 @@ from eport.clients.cli.context import (
     secret_options,
     state,
 )
-from eport.clients.cli.errors import CliError
+from eport.clients.cli.errors import CliError, file_error
 from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.files import write_output
 from eport.clients.cli.language import Bilingual
@@ -202,6 +202,7 @@ def print_command(number: str, output_path: str, reader: str | None, card_id: st
                   pin_stdin: bool, allow_last_attempt: bool) -> None:
     """打印: the declaration as an A4 PDF in the standard format, with the barcode of the
     pre-entry number once it has one (seed 003 八)."""
+    # Imported here: reportlab and the font take a while to load, and only print needs them.
     from eport.clients.customs.printing import PrintError, PrintRecord, write_declaration_pdf
 
     card = signer(reader, card_id, pin_stdin, allow_last_attempt)
@@ -218,8 +219,6 @@ def print_command(number: str, output_path: str, reader: str | None, card_id: st
                        Bilingual(error.remedy_zh, error.remedy_en),
                        ExitCode.INPUT_ERROR) from None
     except OSError as problem:
-        from eport.clients.cli.errors import file_error
-
         raise file_error(output_path, problem, writing=True) from None
     state().output.result(command_name(), {"output": output_path, **record_view(record)},
                           lambda out: out.note(Bilingual(f"已生成 {output_path}",

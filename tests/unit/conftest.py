@@ -2,12 +2,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from eport.common.profile import CardKind
+from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.card_os import CardOS, load_card
 from eport.firmware_sim.image import CardImage
+from eport.protos.v1 import datacenter_pb2_grpc
 from tests.support.cards import write_card
+from tests.support.datacenter_stack import SigningCard, make_signing_card, serving
 
 
 @pytest.fixture
@@ -27,3 +32,28 @@ def make_card(
     yield factory
     for card in opened:
         card.close()
+
+
+# ---- the data centre's unit tests: the server in-process on a socket, cards that sign ----
+
+@pytest.fixture
+def datacenter(tmp_path: Path, test_ca: TestCA
+               ) -> Iterator[tuple[Any, datacenter_pb2_grpc.DataCenterStub]]:
+    with serving(tmp_path, test_ca.trust_bundle) as served:
+        yield served
+
+
+@pytest.fixture
+def stub(datacenter: tuple[Any, datacenter_pb2_grpc.DataCenterStub]
+         ) -> datacenter_pb2_grpc.DataCenterStub:
+    return datacenter[1]
+
+
+@pytest.fixture(scope="module")
+def operator(test_ca: TestCA) -> SigningCard:
+    return make_signing_card(test_ca, CardKind.OPERATOR)
+
+
+@pytest.fixture(scope="module")
+def declarant(test_ca: TestCA) -> SigningCard:
+    return make_signing_card(test_ca, CardKind.DECLARANT)

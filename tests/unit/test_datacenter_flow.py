@@ -4,8 +4,6 @@ fees, idempotency and validation (seed 003 四, 五(三), 十一)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,28 +21,12 @@ from tests.support.datacenter_stack import (
     SigningCard,
     error_detail,
     make_signing_card,
-    serving,
 )
 
 Stub = pb_grpc.DataCenterStub
 
 
-@pytest.fixture
-def datacenter(tmp_path: Path, test_ca: TestCA) -> Iterator[tuple[Any, Stub]]:
-    with serving(tmp_path, test_ca.trust_bundle) as served:
-        yield served
-
-
-@pytest.fixture
-def stub(datacenter: tuple[Any, Stub]) -> Stub:
-    return datacenter[1]
-
-
-@pytest.fixture(scope="module")
-def operator(test_ca: TestCA) -> SigningCard:
-    return make_signing_card(test_ca, CardKind.OPERATOR)
-
-
+# The flow's declarant signs SM2 (the other tests' default is the card kind's own default).
 @pytest.fixture(scope="module")
 def declarant(test_ca: TestCA) -> SigningCard:
     return make_signing_card(test_ca, CardKind.DECLARANT, "sm2")

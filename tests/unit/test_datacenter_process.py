@@ -10,28 +10,15 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 
-from eport.common.profile import CardKind
 from eport.firmware_sim.ca import TestCA
 from eport.protos.v1 import datacenter_pb2 as pb
 from tests.support.customs_documents import valid_declaration
 from tests.support.datacenter_stack import (
     SigningCard,
-    make_signing_card,
     running_datacenter,
     start_datacenter,
 )
-
-
-@pytest.fixture(scope="module")
-def operator(test_ca: TestCA) -> SigningCard:
-    return make_signing_card(test_ca, CardKind.OPERATOR)
-
-
-@pytest.fixture(scope="module")
-def declarant(test_ca: TestCA) -> SigningCard:
-    return make_signing_card(test_ca, CardKind.DECLARANT)
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess[str]:

@@ -31,16 +31,6 @@ Stub = pb_grpc.DataCenterStub
 ALL_TIME = {"from": "2020-01-01", "to": "2099-12-31"}
 
 
-@pytest.fixture(scope="module")
-def operator(test_ca: TestCA) -> SigningCard:
-    return make_signing_card(test_ca, CardKind.OPERATOR)
-
-
-@pytest.fixture(scope="module")
-def declarant(test_ca: TestCA) -> SigningCard:
-    return make_signing_card(test_ca, CardKind.DECLARANT)
-
-
 def call(stub: Stub, card: SigningCard, method: str, **body: Any) -> Any:
     return getattr(stub, method)(card.request(method, body))
 

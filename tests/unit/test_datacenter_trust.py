@@ -4,7 +4,7 @@ E-port cards get through, and a refused request changes nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,26 +24,10 @@ from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 from tests.support.customs_documents import valid_declaration
-from tests.support.datacenter_stack import SigningCard, error_detail, make_signing_card, serving
+from tests.support.datacenter_stack import SigningCard, error_detail, make_signing_card
 
 Stub = pb_grpc.DataCenterStub
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
-
-
-@pytest.fixture
-def datacenter(tmp_path: Path, test_ca: TestCA) -> Iterator[tuple[Any, Stub]]:
-    with serving(tmp_path, test_ca.trust_bundle) as served:
-        yield served
-
-
-@pytest.fixture
-def stub(datacenter: tuple[Any, Stub]) -> Stub:
-    return datacenter[1]
-
-
-@pytest.fixture(scope="module")
-def operator(test_ca: TestCA) -> SigningCard:
-    return make_signing_card(test_ca, CardKind.OPERATOR)
 
 
 def save_request(card: SigningCard, **options: Any) -> pb.SignedRequest:
