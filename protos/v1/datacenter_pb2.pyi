@@ -106,6 +106,8 @@ class _ReceiptKindEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._En
     """审结"""
     REJECTED_RECEIPT: _ReceiptKind.ValueType  # 3
     """退单, with a reason"""
+    APPROVED_RECEIPT: _ReceiptKind.ValueType  # 4
+    """bonded verification: 审批通过 (may then be re-declared once)"""
 
 class ReceiptKind(_ReceiptKind, metaclass=_ReceiptKindEnumTypeWrapper): ...
 
@@ -116,6 +118,8 @@ CLEARED_RECEIPT: ReceiptKind.ValueType  # 2
 """审结"""
 REJECTED_RECEIPT: ReceiptKind.ValueType  # 3
 """退单, with a reason"""
+APPROVED_RECEIPT: ReceiptKind.ValueType  # 4
+"""bonded verification: 审批通过 (may then be re-declared once)"""
 global___ReceiptKind = ReceiptKind
 
 class _DataCenterReason:
@@ -147,6 +151,12 @@ class _DataCenterReasonEnumTypeWrapper(google.protobuf.internal.enum_type_wrappe
     """no such number for this enterprise"""
     WRONG_STATE: _DataCenterReason.ValueType  # 12
     """e.g. modifying a document under review"""
+    NOT_AUTHORIZED: _DataCenterReason.ValueType  # 13
+    """acting for another enterprise without valid grants (seed 001 §4)"""
+    UNKNOWN_ENTERPRISE: _DataCenterReason.ValueType  # 14
+    """a customs code the enterprise registry does not know"""
+    GRANT_NOT_FOUND: _DataCenterReason.ValueType  # 15
+    """no such grant of this enterprise"""
 
 class DataCenterReason(_DataCenterReason, metaclass=_DataCenterReasonEnumTypeWrapper):
     """---- errors ----"""
@@ -174,7 +184,42 @@ DOCUMENT_NOT_FOUND: DataCenterReason.ValueType  # 11
 """no such number for this enterprise"""
 WRONG_STATE: DataCenterReason.ValueType  # 12
 """e.g. modifying a document under review"""
+NOT_AUTHORIZED: DataCenterReason.ValueType  # 13
+"""acting for another enterprise without valid grants (seed 001 §4)"""
+UNKNOWN_ENTERPRISE: DataCenterReason.ValueType  # 14
+"""a customs code the enterprise registry does not know"""
+GRANT_NOT_FOUND: DataCenterReason.ValueType  # 15
+"""no such grant of this enterprise"""
 global___DataCenterReason = DataCenterReason
+
+class _BondedStatus:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _BondedStatusEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_BondedStatus.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    BONDED_STATUS_UNSPECIFIED: _BondedStatus.ValueType  # 0
+    BONDED_SAVED: _BondedStatus.ValueType  # 1
+    """暂存"""
+    BONDED_STORED: _BondedStatus.ValueType  # 2
+    """申报, 入库成功: under review"""
+    BONDED_APPROVED: _BondedStatus.ValueType  # 3
+    """审批通过"""
+    BONDED_REJECTED: _BondedStatus.ValueType  # 4
+    """退单: may be modified and declared again"""
+
+class BondedStatus(_BondedStatus, metaclass=_BondedStatusEnumTypeWrapper): ...
+
+BONDED_STATUS_UNSPECIFIED: BondedStatus.ValueType  # 0
+BONDED_SAVED: BondedStatus.ValueType  # 1
+"""暂存"""
+BONDED_STORED: BondedStatus.ValueType  # 2
+"""申报, 入库成功: under review"""
+BONDED_APPROVED: BondedStatus.ValueType  # 3
+"""审批通过"""
+BONDED_REJECTED: BondedStatus.ValueType  # 4
+"""退单: may be modified and declared again"""
+global___BondedStatus = BondedStatus
 
 @typing.final
 class SignedRequest(google.protobuf.message.Message):
@@ -383,6 +428,7 @@ class Receipt(google.protobuf.message.Message):
     TIME_FIELD_NUMBER: builtins.int
     MESSAGE_ZH_FIELD_NUMBER: builtins.int
     MESSAGE_EN_FIELD_NUMBER: builtins.int
+    SUBSYSTEM_FIELD_NUMBER: builtins.int
     sequence: builtins.int
     """grows by one per receipt, across the data centre"""
     kind: global___ReceiptKind.ValueType
@@ -394,6 +440,8 @@ class Receipt(google.protobuf.message.Message):
     reason: builtins.str
     message_zh: builtins.str
     message_en: builtins.str
+    subsystem: builtins.str
+    """"customs" (报关申报) or "bonded" (保税核查)"""
     @property
     def time(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     def __init__(
@@ -410,9 +458,10 @@ class Receipt(google.protobuf.message.Message):
         time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         message_zh: builtins.str = ...,
         message_en: builtins.str = ...,
+        subsystem: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["time", b"time"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["entry_number", b"entry_number", "kind", b"kind", "message_en", b"message_en", "message_zh", b"message_zh", "pre_entry_number", b"pre_entry_number", "reason", b"reason", "reason_code", b"reason_code", "sequence", b"sequence", "temporary_number", b"temporary_number", "time", b"time", "unified_number", b"unified_number"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["entry_number", b"entry_number", "kind", b"kind", "message_en", b"message_en", "message_zh", b"message_zh", "pre_entry_number", b"pre_entry_number", "reason", b"reason", "reason_code", b"reason_code", "sequence", b"sequence", "subsystem", b"subsystem", "temporary_number", b"temporary_number", "time", b"time", "unified_number", b"unified_number"]) -> None: ...
 
 global___Receipt = Receipt
 
@@ -554,3 +603,321 @@ class DataCenterErrorDetail(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["message_en", b"message_en", "message_zh", b"message_zh", "problems", b"problems", "reason", b"reason", "remedy_en", b"remedy_en", "remedy_zh", b"remedy_zh", "required_card_kind", b"required_card_kind"]) -> None: ...
 
 global___DataCenterErrorDetail = DataCenterErrorDetail
+
+@typing.final
+class BondedRecord(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TEMPORARY_NUMBER_FIELD_NUMBER: builtins.int
+    UNIFIED_NUMBER_FIELD_NUMBER: builtins.int
+    STATUS_FIELD_NUMBER: builtins.int
+    DOCUMENT_JSON_FIELD_NUMBER: builtins.int
+    INTERNAL_NUMBER_FIELD_NUMBER: builtins.int
+    ENTERPRISE_CODE_FIELD_NUMBER: builtins.int
+    ENTERPRISE_NAME_FIELD_NUMBER: builtins.int
+    AGENT_CODE_FIELD_NUMBER: builtins.int
+    SAVED_BY_CARD_FIELD_NUMBER: builtins.int
+    DECLARED_BY_CARD_FIELD_NUMBER: builtins.int
+    STOCKTAKING_DATE_FIELD_NUMBER: builtins.int
+    DECLARATION_DATE_FIELD_NUMBER: builtins.int
+    SAVED_AT_FIELD_NUMBER: builtins.int
+    DECLARED_AT_FIELD_NUMBER: builtins.int
+    REVIEWED_AT_FIELD_NUMBER: builtins.int
+    DECLARATION_COUNT_FIELD_NUMBER: builtins.int
+    REDECLARED_FIELD_NUMBER: builtins.int
+    REJECT_REASON_CODE_FIELD_NUMBER: builtins.int
+    REJECT_REASON_FIELD_NUMBER: builtins.int
+    READ_ONLY_FIELD_NUMBER: builtins.int
+    WARNINGS_FIELD_NUMBER: builtins.int
+    temporary_number: builtins.str
+    """"Z" + 18 digits, at 暂存"""
+    unified_number: builtins.str
+    """at 入库"""
+    status: global___BondedStatus.ValueType
+    document_json: builtins.str
+    """canonical JSON of the document (empty in queries)"""
+    internal_number: builtins.str
+    """企业内部编号 (unique per verified enterprise)"""
+    enterprise_code: builtins.str
+    """核查企业: the enterprise verified (the principal)"""
+    enterprise_name: builtins.str
+    agent_code: builtins.str
+    """the enterprise of the card that saved it (itself or an agent)"""
+    saved_by_card: builtins.str
+    declared_by_card: builtins.str
+    stocktaking_date: builtins.str
+    """盘库日期 YYYYMMDD"""
+    declaration_date: builtins.str
+    """申报日期 YYYYMMDD, filled at 申报"""
+    declaration_count: builtins.int
+    redeclared: builtins.bool
+    """库存重新申报 used (once per approved record)"""
+    reject_reason_code: builtins.str
+    reject_reason: builtins.str
+    read_only: builtins.bool
+    """GetBonded: a view, not for modification"""
+    @property
+    def saved_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
+    @property
+    def declared_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
+    @property
+    def reviewed_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
+    @property
+    def warnings(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___FieldProblem]:
+        """e.g. the total stock differs from its parts"""
+
+    def __init__(
+        self,
+        *,
+        temporary_number: builtins.str = ...,
+        unified_number: builtins.str = ...,
+        status: global___BondedStatus.ValueType = ...,
+        document_json: builtins.str = ...,
+        internal_number: builtins.str = ...,
+        enterprise_code: builtins.str = ...,
+        enterprise_name: builtins.str = ...,
+        agent_code: builtins.str = ...,
+        saved_by_card: builtins.str = ...,
+        declared_by_card: builtins.str = ...,
+        stocktaking_date: builtins.str = ...,
+        declaration_date: builtins.str = ...,
+        saved_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        declared_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        reviewed_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        declaration_count: builtins.int = ...,
+        redeclared: builtins.bool = ...,
+        reject_reason_code: builtins.str = ...,
+        reject_reason: builtins.str = ...,
+        read_only: builtins.bool = ...,
+        warnings: collections.abc.Iterable[global___FieldProblem] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["declared_at", b"declared_at", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["agent_code", b"agent_code", "declaration_count", b"declaration_count", "declaration_date", b"declaration_date", "declared_at", b"declared_at", "declared_by_card", b"declared_by_card", "document_json", b"document_json", "enterprise_code", b"enterprise_code", "enterprise_name", b"enterprise_name", "internal_number", b"internal_number", "read_only", b"read_only", "redeclared", b"redeclared", "reject_reason", b"reject_reason", "reject_reason_code", b"reject_reason_code", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at", "saved_by_card", b"saved_by_card", "status", b"status", "stocktaking_date", b"stocktaking_date", "temporary_number", b"temporary_number", "unified_number", b"unified_number", "warnings", b"warnings"]) -> None: ...
+
+global___BondedRecord = BondedRecord
+
+@typing.final
+class BondedQueryResult(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: builtins.int
+    TRUNCATED_FIELD_NUMBER: builtins.int
+    truncated: builtins.bool
+    @property
+    def records(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___BondedRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: collections.abc.Iterable[global___BondedRecord] | None = ...,
+        truncated: builtins.bool = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["records", b"records", "truncated", b"truncated"]) -> None: ...
+
+global___BondedQueryResult = BondedQueryResult
+
+@typing.final
+class EBookItem(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    EBOOK_NUMBER_FIELD_NUMBER: builtins.int
+    RECORD_ITEM_NUMBER_FIELD_NUMBER: builtins.int
+    HS_CODE_FIELD_NUMBER: builtins.int
+    NAME_FIELD_NUMBER: builtins.int
+    SPECIFICATION_FIELD_NUMBER: builtins.int
+    UNIT_FIELD_NUMBER: builtins.int
+    ENTERPRISE_CODE_FIELD_NUMBER: builtins.int
+    ebook_number: builtins.str
+    record_item_number: builtins.str
+    hs_code: builtins.str
+    name: builtins.str
+    specification: builtins.str
+    unit: builtins.str
+    enterprise_code: builtins.str
+    def __init__(
+        self,
+        *,
+        ebook_number: builtins.str = ...,
+        record_item_number: builtins.str = ...,
+        hs_code: builtins.str = ...,
+        name: builtins.str = ...,
+        specification: builtins.str = ...,
+        unit: builtins.str = ...,
+        enterprise_code: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["ebook_number", b"ebook_number", "enterprise_code", b"enterprise_code", "hs_code", b"hs_code", "name", b"name", "record_item_number", b"record_item_number", "specification", b"specification", "unit", b"unit"]) -> None: ...
+
+global___EBookItem = EBookItem
+
+@typing.final
+class Enterprise(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CUSTOMS_CODE_FIELD_NUMBER: builtins.int
+    CREDIT_CODE_FIELD_NUMBER: builtins.int
+    NAME_FIELD_NUMBER: builtins.int
+    customs_code: builtins.str
+    credit_code: builtins.str
+    name: builtins.str
+    def __init__(
+        self,
+        *,
+        customs_code: builtins.str = ...,
+        credit_code: builtins.str = ...,
+        name: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["credit_code", b"credit_code", "customs_code", b"customs_code", "name", b"name"]) -> None: ...
+
+global___Enterprise = Enterprise
+
+@typing.final
+class EnterpriseGrant(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    GRANT_ID_FIELD_NUMBER: builtins.int
+    PRINCIPAL_FIELD_NUMBER: builtins.int
+    AGENT_FIELD_NUMBER: builtins.int
+    SUBSYSTEM_FIELD_NUMBER: builtins.int
+    GRANT_TYPE_FIELD_NUMBER: builtins.int
+    VALID_FROM_FIELD_NUMBER: builtins.int
+    VALID_UNTIL_FIELD_NUMBER: builtins.int
+    GRANTED_ON_FIELD_NUMBER: builtins.int
+    GRANTED_BY_CARD_FIELD_NUMBER: builtins.int
+    VALID_NOW_FIELD_NUMBER: builtins.int
+    grant_id: builtins.str
+    subsystem: builtins.str
+    grant_type: builtins.str
+    """"operate" """
+    valid_from: builtins.str
+    """YYYY-MM-DD"""
+    valid_until: builtins.str
+    granted_on: builtins.str
+    """授权日期, set by the data centre"""
+    granted_by_card: builtins.str
+    valid_now: builtins.bool
+    @property
+    def principal(self) -> global___Enterprise:
+        """the granting enterprise (授权企业)"""
+
+    @property
+    def agent(self) -> global___Enterprise:
+        """the agent (代理企业)"""
+
+    def __init__(
+        self,
+        *,
+        grant_id: builtins.str = ...,
+        principal: global___Enterprise | None = ...,
+        agent: global___Enterprise | None = ...,
+        subsystem: builtins.str = ...,
+        grant_type: builtins.str = ...,
+        valid_from: builtins.str = ...,
+        valid_until: builtins.str = ...,
+        granted_on: builtins.str = ...,
+        granted_by_card: builtins.str = ...,
+        valid_now: builtins.bool = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["agent", b"agent", "principal", b"principal"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["agent", b"agent", "grant_id", b"grant_id", "grant_type", b"grant_type", "granted_by_card", b"granted_by_card", "granted_on", b"granted_on", "principal", b"principal", "subsystem", b"subsystem", "valid_from", b"valid_from", "valid_now", b"valid_now", "valid_until", b"valid_until"]) -> None: ...
+
+global___EnterpriseGrant = EnterpriseGrant
+
+@typing.final
+class EnterpriseGrantList(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    GRANTS_FIELD_NUMBER: builtins.int
+    @property
+    def grants(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___EnterpriseGrant]: ...
+    def __init__(
+        self,
+        *,
+        grants: collections.abc.Iterable[global___EnterpriseGrant] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["grants", b"grants"]) -> None: ...
+
+global___EnterpriseGrantList = EnterpriseGrantList
+
+@typing.final
+class OperatorGrant(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    OPERATOR_GRANT_ID_FIELD_NUMBER: builtins.int
+    GRANT_ID_FIELD_NUMBER: builtins.int
+    PRINCIPAL_FIELD_NUMBER: builtins.int
+    AGENT_FIELD_NUMBER: builtins.int
+    SUBSYSTEM_FIELD_NUMBER: builtins.int
+    ALL_OPERATORS_FIELD_NUMBER: builtins.int
+    OPERATOR_CARD_ID_FIELD_NUMBER: builtins.int
+    GRANTED_ON_FIELD_NUMBER: builtins.int
+    GRANTED_BY_CARD_FIELD_NUMBER: builtins.int
+    VALID_UNTIL_FIELD_NUMBER: builtins.int
+    VALID_NOW_FIELD_NUMBER: builtins.int
+    operator_grant_id: builtins.str
+    grant_id: builtins.str
+    """the inter-enterprise grant it rests on"""
+    subsystem: builtins.str
+    all_operators: builtins.bool
+    operator_card_id: builtins.str
+    """empty for an all-operators grant"""
+    granted_on: builtins.str
+    granted_by_card: builtins.str
+    valid_until: builtins.str
+    """the inter-enterprise grant's"""
+    valid_now: builtins.bool
+    @property
+    def principal(self) -> global___Enterprise: ...
+    @property
+    def agent(self) -> global___Enterprise: ...
+    def __init__(
+        self,
+        *,
+        operator_grant_id: builtins.str = ...,
+        grant_id: builtins.str = ...,
+        principal: global___Enterprise | None = ...,
+        agent: global___Enterprise | None = ...,
+        subsystem: builtins.str = ...,
+        all_operators: builtins.bool = ...,
+        operator_card_id: builtins.str = ...,
+        granted_on: builtins.str = ...,
+        granted_by_card: builtins.str = ...,
+        valid_until: builtins.str = ...,
+        valid_now: builtins.bool = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["agent", b"agent", "principal", b"principal"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["agent", b"agent", "all_operators", b"all_operators", "grant_id", b"grant_id", "granted_by_card", b"granted_by_card", "granted_on", b"granted_on", "operator_card_id", b"operator_card_id", "operator_grant_id", b"operator_grant_id", "principal", b"principal", "subsystem", b"subsystem", "valid_now", b"valid_now", "valid_until", b"valid_until"]) -> None: ...
+
+global___OperatorGrant = OperatorGrant
+
+@typing.final
+class OperatorGrantList(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    GRANTS_FIELD_NUMBER: builtins.int
+    @property
+    def grants(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___OperatorGrant]: ...
+    def __init__(
+        self,
+        *,
+        grants: collections.abc.Iterable[global___OperatorGrant] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["grants", b"grants"]) -> None: ...
+
+global___OperatorGrantList = OperatorGrantList
+
+@typing.final
+class DeleteGrantResult(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    GRANT_ID_FIELD_NUMBER: builtins.int
+    OPERATOR_GRANTS_DELETED_FIELD_NUMBER: builtins.int
+    grant_id: builtins.str
+    operator_grants_deleted: builtins.int
+    def __init__(
+        self,
+        *,
+        grant_id: builtins.str = ...,
+        operator_grants_deleted: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["grant_id", b"grant_id", "operator_grants_deleted", b"operator_grants_deleted"]) -> None: ...
+
+global___DeleteGrantResult = DeleteGrantResult

@@ -453,3 +453,684 @@ class DataCenter(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class BondedVerificationStub(object):
+    """---- bonded verification (保税核查, seed 000) ----
+
+    The same trust, storage and receipts as the customs declarations. A bonded verification
+    document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
+    another enterprise (an agent) may act for it only while an inter-enterprise grant from it
+    and an intra-enterprise grant to the card (or to all its operators) exist and are valid
+    (seed 001 §4). Document format: docs/bonded-document.md.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SaveBonded = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/SaveBonded',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+                _registered_method=True)
+        self.DeclareBonded = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/DeclareBonded',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+                _registered_method=True)
+        self.GetBonded = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/GetBonded',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+                _registered_method=True)
+        self.QueryBonded = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/QueryBonded',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedQueryResult.FromString,
+                _registered_method=True)
+        self.RedeclareStock = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/RedeclareStock',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+                _registered_method=True)
+        self.GetEBookItem = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/GetEBookItem',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EBookItem.FromString,
+                _registered_method=True)
+
+
+class BondedVerificationServicer(object):
+    """---- bonded verification (保税核查, seed 000) ----
+
+    The same trust, storage and receipts as the customs declarations. A bonded verification
+    document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
+    another enterprise (an agent) may act for it only while an inter-enterprise grant from it
+    and an intra-enterprise grant to the card (or to all its operators) exist and are valid
+    (seed 001 §4). Document format: docs/bonded-document.md.
+    """
+
+    def SaveBonded(self, request, context):
+        """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
+        (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+        seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+        ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
+        equal the e-book record's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeclareBonded(self, request, context):
+        """申报: body {"number"}: every empty required field at once when any; then 入库成功 and the
+        review stand-in's 审批通过 / 退单 receipts (subsystem "bonded").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBonded(self, request, context):
+        """查看明细: body {"number"}: read-only view (read_only is set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryBonded(self, request, context):
+        """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+        (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeclareStock(self, request, context):
+        """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+        and declared again, at most once per approved record (WRONG_STATE the second time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEBookItem(self, request, context):
+        """The e-book (账册) record item for a management mode that takes code, name and unit from
+        it: body {"ebook_number", "record_item_number"}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BondedVerificationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SaveBonded': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveBonded,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.SerializeToString,
+            ),
+            'DeclareBonded': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclareBonded,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.SerializeToString,
+            ),
+            'GetBonded': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBonded,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.SerializeToString,
+            ),
+            'QueryBonded': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryBonded,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedQueryResult.SerializeToString,
+            ),
+            'RedeclareStock': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeclareStock,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.SerializeToString,
+            ),
+            'GetEBookItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEBookItem,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EBookItem.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'eport.datacenter.v1.BondedVerification', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('eport.datacenter.v1.BondedVerification', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class BondedVerification(object):
+    """---- bonded verification (保税核查, seed 000) ----
+
+    The same trust, storage and receipts as the customs declarations. A bonded verification
+    document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
+    another enterprise (an agent) may act for it only while an inter-enterprise grant from it
+    and an intra-enterprise grant to the card (or to all its operators) exist and are valid
+    (seed 001 §4). Document format: docs/bonded-document.md.
+    """
+
+    @staticmethod
+    def SaveBonded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/SaveBonded',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeclareBonded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/DeclareBonded',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBonded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/GetBonded',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryBonded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/QueryBonded',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedQueryResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeclareStock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/RedeclareStock',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEBookItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/GetEBookItem',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.EBookItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AuthorizationStub(object):
+    """---- authorization (委托授权, seed 001 §4) ----
+
+    Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
+    "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
+    操作权 (the default). Dates are China dates, YYYY-MM-DD, inclusive.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GrantEnterprise = channel.unary_unary(
+                '/eport.datacenter.v1.Authorization/GrantEnterprise',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EnterpriseGrant.FromString,
+                _registered_method=True)
+        self.ListEnterpriseGrants = channel.unary_unary(
+                '/eport.datacenter.v1.Authorization/ListEnterpriseGrants',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EnterpriseGrantList.FromString,
+                _registered_method=True)
+        self.DeleteEnterpriseGrant = channel.unary_unary(
+                '/eport.datacenter.v1.Authorization/DeleteEnterpriseGrant',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DeleteGrantResult.FromString,
+                _registered_method=True)
+        self.GrantOperators = channel.unary_unary(
+                '/eport.datacenter.v1.Authorization/GrantOperators',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.OperatorGrantList.FromString,
+                _registered_method=True)
+        self.DeleteOperatorGrant = channel.unary_unary(
+                '/eport.datacenter.v1.Authorization/DeleteOperatorGrant',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DeleteGrantResult.FromString,
+                _registered_method=True)
+        self.ListOperatorPermissions = channel.unary_unary(
+                '/eport.datacenter.v1.Authorization/ListOperatorPermissions',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.OperatorGrantList.FromString,
+                _registered_method=True)
+        self.LookupEnterprise = channel.unary_unary(
+                '/eport.datacenter.v1.Authorization/LookupEnterprise',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.Enterprise.FromString,
+                _registered_method=True)
+
+
+class AuthorizationServicer(object):
+    """---- authorization (委托授权, seed 001 §4) ----
+
+    Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
+    "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
+    操作权 (the default). Dates are China dates, YYYY-MM-DD, inclusive.
+    """
+
+    def GrantEnterprise(self, request, context):
+        """企业间授权 (§4 1.1), legal-person card of the granting enterprise only ("非法人卡，不允许
+        操作!"); the granting enterprise comes from the card, the agent's credit code and name from
+        the registry: body {"agent_customs_code", "subsystem", "valid_until", "valid_from"?,
+        "grant_type"?}. The grant date is set by the data centre.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnterpriseGrants(self, request, context):
+        """body {"direction": "given" | "received" (default "given"), "principal_customs_code"?,
+        "principal_credit_code"?, "subsystem"?}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEnterpriseGrant(self, request, context):
+        """One record at a time, by the granting enterprise's legal-person card: body {"grant_id"};
+        its intra-enterprise grants are deleted with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantOperators(self, request, context):
+        """企业内授权 (§4 1.2), by the agent's legal-person card: body {"grant_id", "all_operators":
+        bool, "operator_card_ids": [..]} (card ids only when all_operators is false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteOperatorGrant(self, request, context):
+        """body {"operator_grant_id"}, the agent's legal-person card.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOperatorPermissions(self, request, context):
+        """查看操作员权限 (§4 1.3): body {"subsystem"}: the card's enterprise's operator grants; an
+        all-operators grant is one record with an empty card id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupEnterprise(self, request, context):
+        """The enterprise registry: body {"customs_code"}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuthorizationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GrantEnterprise': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantEnterprise,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EnterpriseGrant.SerializeToString,
+            ),
+            'ListEnterpriseGrants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnterpriseGrants,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EnterpriseGrantList.SerializeToString,
+            ),
+            'DeleteEnterpriseGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEnterpriseGrant,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DeleteGrantResult.SerializeToString,
+            ),
+            'GrantOperators': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantOperators,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.OperatorGrantList.SerializeToString,
+            ),
+            'DeleteOperatorGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteOperatorGrant,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DeleteGrantResult.SerializeToString,
+            ),
+            'ListOperatorPermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperatorPermissions,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.OperatorGrantList.SerializeToString,
+            ),
+            'LookupEnterprise': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupEnterprise,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.Enterprise.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'eport.datacenter.v1.Authorization', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('eport.datacenter.v1.Authorization', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Authorization(object):
+    """---- authorization (委托授权, seed 001 §4) ----
+
+    Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
+    "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
+    操作权 (the default). Dates are China dates, YYYY-MM-DD, inclusive.
+    """
+
+    @staticmethod
+    def GrantEnterprise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.Authorization/GrantEnterprise',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.EnterpriseGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnterpriseGrants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.Authorization/ListEnterpriseGrants',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.EnterpriseGrantList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEnterpriseGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.Authorization/DeleteEnterpriseGrant',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.DeleteGrantResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantOperators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.Authorization/GrantOperators',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.OperatorGrantList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteOperatorGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.Authorization/DeleteOperatorGrant',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.DeleteGrantResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperatorPermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.Authorization/ListOperatorPermissions',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.OperatorGrantList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupEnterprise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.Authorization/LookupEnterprise',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.Enterprise.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -240,3 +240,398 @@ class DataCenterServicer(metaclass=abc.ABCMeta):
         """body {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}: the enterprise's fees in the period."""
 
 def add_DataCenterServicer_to_server(servicer: DataCenterServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
+
+class BondedVerificationStub:
+    """---- bonded verification (保税核查, seed 000) ----
+
+    The same trust, storage and receipts as the customs declarations. A bonded verification
+    document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
+    another enterprise (an agent) may act for it only while an inter-enterprise grant from it
+    and an intra-enterprise grant to the card (or to all its operators) exist and are valid
+    (seed 001 §4). Document format: docs/bonded-document.md.
+    """
+
+    def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
+    SaveBonded: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
+    (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+    seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+    ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
+    equal the e-book record's.
+    """
+
+    DeclareBonded: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """申报: body {"number"}: every empty required field at once when any; then 入库成功 and the
+    review stand-in's 审批通过 / 退单 receipts (subsystem "bonded").
+    """
+
+    GetBonded: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """查看明细: body {"number"}: read-only view (read_only is set)."""
+
+    QueryBonded: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedQueryResult,
+    ]
+    """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+    (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+    """
+
+    RedeclareStock: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+    and declared again, at most once per approved record (WRONG_STATE the second time).
+    """
+
+    GetEBookItem: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.EBookItem,
+    ]
+    """The e-book (账册) record item for a management mode that takes code, name and unit from
+    it: body {"ebook_number", "record_item_number"}.
+    """
+
+class BondedVerificationAsyncStub:
+    """---- bonded verification (保税核查, seed 000) ----
+
+    The same trust, storage and receipts as the customs declarations. A bonded verification
+    document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
+    another enterprise (an agent) may act for it only while an inter-enterprise grant from it
+    and an intra-enterprise grant to the card (or to all its operators) exist and are valid
+    (seed 001 §4). Document format: docs/bonded-document.md.
+    """
+
+    SaveBonded: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
+    (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+    seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+    ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
+    equal the e-book record's.
+    """
+
+    DeclareBonded: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """申报: body {"number"}: every empty required field at once when any; then 入库成功 and the
+    review stand-in's 审批通过 / 退单 receipts (subsystem "bonded").
+    """
+
+    GetBonded: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """查看明细: body {"number"}: read-only view (read_only is set)."""
+
+    QueryBonded: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedQueryResult,
+    ]
+    """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+    (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+    """
+
+    RedeclareStock: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+    and declared again, at most once per approved record (WRONG_STATE the second time).
+    """
+
+    GetEBookItem: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.EBookItem,
+    ]
+    """The e-book (账册) record item for a management mode that takes code, name and unit from
+    it: body {"ebook_number", "record_item_number"}.
+    """
+
+class BondedVerificationServicer(metaclass=abc.ABCMeta):
+    """---- bonded verification (保税核查, seed 000) ----
+
+    The same trust, storage and receipts as the customs declarations. A bonded verification
+    document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
+    another enterprise (an agent) may act for it only while an inter-enterprise grant from it
+    and an intra-enterprise grant to the card (or to all its operators) exist and are valid
+    (seed 001 §4). Document format: docs/bonded-document.md.
+    """
+
+    @abc.abstractmethod
+    def SaveBonded(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
+        """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
+        (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+        seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+        ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
+        equal the e-book record's.
+        """
+
+    @abc.abstractmethod
+    def DeclareBonded(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
+        """申报: body {"number"}: every empty required field at once when any; then 入库成功 and the
+        review stand-in's 审批通过 / 退单 receipts (subsystem "bonded").
+        """
+
+    @abc.abstractmethod
+    def GetBonded(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
+        """查看明细: body {"number"}: read-only view (read_only is set)."""
+
+    @abc.abstractmethod
+    def QueryBonded(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedQueryResult, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedQueryResult]]:
+        """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+        (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+        """
+
+    @abc.abstractmethod
+    def RedeclareStock(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
+        """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+        and declared again, at most once per approved record (WRONG_STATE the second time).
+        """
+
+    @abc.abstractmethod
+    def GetEBookItem(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.EBookItem, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.EBookItem]]:
+        """The e-book (账册) record item for a management mode that takes code, name and unit from
+        it: body {"ebook_number", "record_item_number"}.
+        """
+
+def add_BondedVerificationServicer_to_server(servicer: BondedVerificationServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
+
+class AuthorizationStub:
+    """---- authorization (委托授权, seed 001 §4) ----
+
+    Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
+    "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
+    操作权 (the default). Dates are China dates, YYYY-MM-DD, inclusive.
+    """
+
+    def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
+    GrantEnterprise: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.EnterpriseGrant,
+    ]
+    """企业间授权 (§4 1.1), legal-person card of the granting enterprise only ("非法人卡，不允许
+    操作!"); the granting enterprise comes from the card, the agent's credit code and name from
+    the registry: body {"agent_customs_code", "subsystem", "valid_until", "valid_from"?,
+    "grant_type"?}. The grant date is set by the data centre.
+    """
+
+    ListEnterpriseGrants: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.EnterpriseGrantList,
+    ]
+    """body {"direction": "given" | "received" (default "given"), "principal_customs_code"?,
+    "principal_credit_code"?, "subsystem"?}.
+    """
+
+    DeleteEnterpriseGrant: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DeleteGrantResult,
+    ]
+    """One record at a time, by the granting enterprise's legal-person card: body {"grant_id"};
+    its intra-enterprise grants are deleted with it.
+    """
+
+    GrantOperators: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.OperatorGrantList,
+    ]
+    """企业内授权 (§4 1.2), by the agent's legal-person card: body {"grant_id", "all_operators":
+    bool, "operator_card_ids": [..]} (card ids only when all_operators is false).
+    """
+
+    DeleteOperatorGrant: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DeleteGrantResult,
+    ]
+    """body {"operator_grant_id"}, the agent's legal-person card."""
+
+    ListOperatorPermissions: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.OperatorGrantList,
+    ]
+    """查看操作员权限 (§4 1.3): body {"subsystem"}: the card's enterprise's operator grants; an
+    all-operators grant is one record with an empty card id.
+    """
+
+    LookupEnterprise: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.Enterprise,
+    ]
+    """The enterprise registry: body {"customs_code"}."""
+
+class AuthorizationAsyncStub:
+    """---- authorization (委托授权, seed 001 §4) ----
+
+    Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
+    "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
+    操作权 (the default). Dates are China dates, YYYY-MM-DD, inclusive.
+    """
+
+    GrantEnterprise: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.EnterpriseGrant,
+    ]
+    """企业间授权 (§4 1.1), legal-person card of the granting enterprise only ("非法人卡，不允许
+    操作!"); the granting enterprise comes from the card, the agent's credit code and name from
+    the registry: body {"agent_customs_code", "subsystem", "valid_until", "valid_from"?,
+    "grant_type"?}. The grant date is set by the data centre.
+    """
+
+    ListEnterpriseGrants: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.EnterpriseGrantList,
+    ]
+    """body {"direction": "given" | "received" (default "given"), "principal_customs_code"?,
+    "principal_credit_code"?, "subsystem"?}.
+    """
+
+    DeleteEnterpriseGrant: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DeleteGrantResult,
+    ]
+    """One record at a time, by the granting enterprise's legal-person card: body {"grant_id"};
+    its intra-enterprise grants are deleted with it.
+    """
+
+    GrantOperators: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.OperatorGrantList,
+    ]
+    """企业内授权 (§4 1.2), by the agent's legal-person card: body {"grant_id", "all_operators":
+    bool, "operator_card_ids": [..]} (card ids only when all_operators is false).
+    """
+
+    DeleteOperatorGrant: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DeleteGrantResult,
+    ]
+    """body {"operator_grant_id"}, the agent's legal-person card."""
+
+    ListOperatorPermissions: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.OperatorGrantList,
+    ]
+    """查看操作员权限 (§4 1.3): body {"subsystem"}: the card's enterprise's operator grants; an
+    all-operators grant is one record with an empty card id.
+    """
+
+    LookupEnterprise: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.Enterprise,
+    ]
+    """The enterprise registry: body {"customs_code"}."""
+
+class AuthorizationServicer(metaclass=abc.ABCMeta):
+    """---- authorization (委托授权, seed 001 §4) ----
+
+    Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
+    "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
+    操作权 (the default). Dates are China dates, YYYY-MM-DD, inclusive.
+    """
+
+    @abc.abstractmethod
+    def GrantEnterprise(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.EnterpriseGrant, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.EnterpriseGrant]]:
+        """企业间授权 (§4 1.1), legal-person card of the granting enterprise only ("非法人卡，不允许
+        操作!"); the granting enterprise comes from the card, the agent's credit code and name from
+        the registry: body {"agent_customs_code", "subsystem", "valid_until", "valid_from"?,
+        "grant_type"?}. The grant date is set by the data centre.
+        """
+
+    @abc.abstractmethod
+    def ListEnterpriseGrants(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.EnterpriseGrantList, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.EnterpriseGrantList]]:
+        """body {"direction": "given" | "received" (default "given"), "principal_customs_code"?,
+        "principal_credit_code"?, "subsystem"?}.
+        """
+
+    @abc.abstractmethod
+    def DeleteEnterpriseGrant(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.DeleteGrantResult, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.DeleteGrantResult]]:
+        """One record at a time, by the granting enterprise's legal-person card: body {"grant_id"};
+        its intra-enterprise grants are deleted with it.
+        """
+
+    @abc.abstractmethod
+    def GrantOperators(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.OperatorGrantList, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.OperatorGrantList]]:
+        """企业内授权 (§4 1.2), by the agent's legal-person card: body {"grant_id", "all_operators":
+        bool, "operator_card_ids": [..]} (card ids only when all_operators is false).
+        """
+
+    @abc.abstractmethod
+    def DeleteOperatorGrant(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.DeleteGrantResult, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.DeleteGrantResult]]:
+        """body {"operator_grant_id"}, the agent's legal-person card."""
+
+    @abc.abstractmethod
+    def ListOperatorPermissions(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.OperatorGrantList, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.OperatorGrantList]]:
+        """查看操作员权限 (§4 1.3): body {"subsystem"}: the card's enterprise's operator grants; an
+        all-operators grant is one record with an empty card id.
+        """
+
+    @abc.abstractmethod
+    def LookupEnterprise(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.Enterprise, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.Enterprise]]:
+        """The enterprise registry: body {"customs_code"}."""
+
+def add_AuthorizationServicer_to_server(servicer: AuthorizationServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
