@@ -20,9 +20,9 @@ from eport.clients.cli.errors import CliError
 from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.language import Bilingual
 from eport.clients.cli.output import Output
-from eport.clients.customs.card_signer import CardSigner
-from eport.clients.customs.errors import validation_failed
 from eport.clients.customs.saving import declare, save
+from eport.clients.datacenter.errors import validation_failed
+from eport.clients.datacenter.signer import CardSigner
 from eport.common.customs.document import DocumentError, validate
 from eport.common.customs.importing import load_document_file
 from eport.protos.v1 import datacenter_pb2 as dc

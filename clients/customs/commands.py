@@ -34,16 +34,13 @@ from eport.clients.customs.commands_flow import (
 )
 from eport.clients.customs.commands_query import query_command, receipts_command, stats_command
 from eport.clients.customs.context import (
-    attach_datacenter,
-    call_signed,
     check_locally,
     is_file_argument,
     read_document,
-    signer,
     stored_document,
 )
-from eport.clients.customs.datacenter_client import DataCenterClient
 from eport.clients.customs.views import record_view, show_record
+from eport.clients.datacenter.context import call_signed, datacenter_option, signer
 from eport.common.customs.document import (
     DIRECTIONS,
     DOCUMENT_TYPES,
@@ -52,11 +49,8 @@ from eport.common.customs.document import (
     copy_item,
     new_document,
 )
-from eport.common.customs.endpoint import default_datacenter_address
 from eport.common.customs.examples import example_declaration
 from eport.protos.v1 import datacenter_pb2 as dc
-
-DATACENTER_ENV = "EPORT_DATACENTER"
 
 
 def _document_bytes(document: dict[str, Any]) -> bytes:
@@ -64,14 +58,10 @@ def _document_bytes(document: dict[str, Any]) -> bytes:
 
 
 @click.group("customs")
-@click.option("--datacenter", "address", envvar=DATACENTER_ENV, metavar="ADDRESS",
-              help=f"The data centre: unix:/path or host:port (default: ${DATACENTER_ENV}, "
-                   "then the local eport-datacenter socket).")
-@click.pass_context
-def customs_group(ctx: click.Context, address: str | None) -> None:
+@datacenter_option
+def customs_group() -> None:
     """报关申报: customs declarations and filing lists: new, import, save (暂存), upload (上载),
     declare (申报), query, receipts, print, statistics."""
-    attach_datacenter(ctx, DataCenterClient(address or default_datacenter_address()))
 
 
 @customs_group.command("new")

@@ -20,15 +20,14 @@ from eport.clients.cli.language import Bilingual
 from eport.clients.cli.output import Output
 from eport.clients.customs.batch import run_batch
 from eport.clients.customs.context import (
-    call_signed,
     check_locally,
     is_file_argument,
     read_document,
-    signer,
     warn_about_clock,
 )
 from eport.clients.customs.saving import declare, declared_already, save, wait_for_review
 from eport.clients.customs.views import best_number, record_view, show_record
+from eport.clients.datacenter.context import call_signed, signer
 from eport.protos.v1 import datacenter_pb2 as dc
 
 WAIT_HELP = "Wait up to SECONDS for the review (审结 or 退单) and show its result."

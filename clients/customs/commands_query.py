@@ -20,7 +20,6 @@ from eport.clients.cli.context import (
 from eport.clients.cli.errors import usage_error
 from eport.clients.cli.language import Bilingual
 from eport.clients.cli.output import Output
-from eport.clients.customs.context import call_signed, datacenter, signer
 from eport.clients.customs.views import (
     STATUS_CHOICES,
     STATUS_NAMES,
@@ -28,6 +27,7 @@ from eport.clients.customs.views import (
     record_view,
     show_receipt,
 )
+from eport.clients.datacenter.context import call_signed, datacenter, signer
 from eport.protos.v1 import datacenter_pb2 as dc
 
 # Counting is done here from one query; past this many documents the counts say so.

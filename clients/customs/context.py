@@ -1,5 +1,5 @@
-"""What every `eport customs` command shares: the data centre, the card signer, the
-document files, the local checks before anything is sent."""
+"""What the `eport customs` commands share: the document files and the local checks before
+anything is signed or sent."""
 
 from __future__ import annotations
 
@@ -8,45 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import click
-
 from eport.clients.cli.context import state
 from eport.clients.cli.errors import CliError, file_error
 from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.language import Bilingual
-from eport.clients.cli.pin_entry import SecretReader
-from eport.clients.customs.card_signer import CardSigner
-from eport.clients.customs.datacenter_client import DataCenterClient
-from eport.clients.customs.errors import validation_failed
+from eport.clients.datacenter.context import datacenter
+from eport.clients.datacenter.errors import validation_failed
 from eport.common.customs.document import DocumentError, clock_warning, validate
 from eport.common.customs.importing import load_document_file
 from eport.protos.v1 import datacenter_pb2 as dc
-
-_DATACENTER_KEY = "eport.customs.datacenter"
-
-
-def attach_datacenter(ctx: click.Context, client: DataCenterClient) -> None:
-    ctx.meta[_DATACENTER_KEY] = client
-    ctx.call_on_close(client.close)
-
-
-def datacenter() -> DataCenterClient:
-    client = click.get_current_context().meta[_DATACENTER_KEY]
-    assert isinstance(client, DataCenterClient)
-    return client
-
-
-def signer(reader: str | None, card_id: str | None, pin_stdin: bool,
-           allow_last_attempt: bool) -> CardSigner:
-    cli = state()
-    return CardSigner(cli, SecretReader(cli.output, pin_stdin, allow_last_attempt),
-                      reader, card_id)
-
-
-def call_signed(card: CardSigner, method: str, body: dict[str, Any]) -> Any:
-    """Sign `body` for `method` on the card and send it; the data centre's answer."""
-    client = datacenter()
-    return client.call(getattr(client.stub, method), card.sign(method, body))
 
 
 def read_document(path: str) -> dict[str, Any]:

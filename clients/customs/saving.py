@@ -10,8 +10,8 @@ from typing import Any
 from eport.clients.cli.errors import CliError
 from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.language import Bilingual
-from eport.clients.customs.card_signer import CardSigner
-from eport.clients.customs.context import call_signed
+from eport.clients.datacenter.context import call_signed
+from eport.clients.datacenter.signer import CardSigner
 from eport.common.customs.numbers import is_temporary_number
 from eport.protos.v1 import datacenter_pb2 as dc
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from eport.clients.customs.errors import datacenter_unavailable, from_datacenter_error
+from eport.clients.datacenter.errors import datacenter_unavailable, from_datacenter_error
 from eport.common.customs.endpoint import channel_target
 from eport.protos.v1 import datacenter_pb2 as dc
 from eport.protos.v1 import datacenter_pb2_grpc as dc_grpc
@@ -16,6 +16,11 @@ from eport.protos.v1 import datacenter_pb2_grpc as dc_grpc
 Reply = TypeVar("Reply", bound=Message)
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+_STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
+    "datacenter": dc_grpc.DataCenterStub,
+    "bonded": dc_grpc.BondedVerificationStub,
+    "authorization": dc_grpc.AuthorizationStub,
+}
 
 
 class DataCenterClient:
@@ -23,24 +28,34 @@ class DataCenterClient:
         self.address = address
         self.timeout = timeout
         self._channel: grpc.Channel | None = None
-        self._stub: dc_grpc.DataCenterStub | None = None
+        self._stubs: dict[str, Any] = {}
 
     @property
-    def stub(self) -> dc_grpc.DataCenterStub:
-        if self._stub is None:
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
             try:
                 target = channel_target(self.address)
             except ValueError:
                 raise datacenter_unavailable(self.address) from None
             self._channel = grpc.insecure_channel(target)
-            self._stub = dc_grpc.DataCenterStub(self._channel)
-        return self._stub
+        return self._channel
+
+    def stub_for(self, service: str) -> Any:
+        """The stub of one of the data centre's services, all on one channel."""
+        if service not in self._stubs:
+            self._stubs[service] = _STUBS[service](self.channel)
+        return self._stubs[service]
+
+    @property
+    def stub(self) -> dc_grpc.DataCenterStub:
+        stub: dc_grpc.DataCenterStub = self.stub_for("datacenter")
+        return stub
 
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-            self._stub = None
+            self._stubs.clear()
 
     def call(self, method: Callable[..., Reply], request: Message) -> Reply:
         try:
