@@ -95,6 +95,23 @@ _TEXTS: dict[Reason, _Text] = {
         "The document's state does not allow this",
         "请先查询单据状态; 已申报或已审结的单据不能修改",
         "Query the document's state first; declared or cleared documents cannot be changed"),
+    # Authorization (委托授权, seed 001 §4); raise sites name the missing grant precisely.
+    pb.NOT_AUTHORIZED: _Text(
+        grpc.StatusCode.PERMISSION_DENIED, "本企业未获授权代理该企业操作",
+        "Your enterprise is not authorized to act for that enterprise",
+        "请授权企业的法人卡进行企业间授权, 再由本企业法人卡进行企业内授权",
+        "Have the principal's legal-person card grant your enterprise, then your "
+        "legal-person card grant your operator cards"),
+    pb.UNKNOWN_ENTERPRISE: _Text(
+        grpc.StatusCode.NOT_FOUND, "数据中心没有该海关编码的企业信息",
+        "The data centre does not know an enterprise with this customs code",
+        "请检查海关10位编码; 或请该企业用其卡片登录一次, 或导入企业名录",
+        "Check the 10-character customs code; or ask that enterprise to log in once with "
+        "its card, or import the registry"),
+    pb.GRANT_NOT_FOUND: _Text(
+        grpc.StatusCode.NOT_FOUND, "没有找到本企业的该授权记录",
+        "Your enterprise has no grant with this id",
+        "请先查询授权记录, 再选择要操作的记录", "List the grants first and pick one of them"),
 }
 
 
