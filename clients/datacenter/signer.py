@@ -76,6 +76,20 @@ class CardSigner:
             ExitCode.WRONG_CARD, {"card_kind": pb.CardKind.Name(self.card.kind),
                                   "required_card_kind": "declarant"})
 
+    def require_legal_person(self) -> None:
+        """Seed 001 §4 1.1 and 1.2: only the legal-person card (法人卡) grants; said here, in
+        the words of the E-port client, before anything is sent."""
+        if self.card.kind == pb.LEGAL_PERSON:
+            return
+        raise CliError(
+            "WRONG_CARD_KIND",
+            Bilingual("非法人卡，不允许操作!", "Not a legal-person card: this is not allowed"),
+            Bilingual("授权须用本企业的法人卡: 请退出登录 (eport pin logout), 插入法人卡并重新登录",
+                      "grants need the enterprise's legal-person card (法人卡): log out "
+                      "(eport pin logout), insert the legal-person card and log in again"),
+            ExitCode.WRONG_CARD, {"card_kind": pb.CardKind.Name(self.card.kind),
+                                  "required_card_kind": "legal-person"})
+
     def sign(self, method: str, body: dict[str, Any]) -> dc.SignedRequest:
         payload = build_payload(method, body)
         algorithm = CARD_ALGORITHMS.get(self.card.key_algorithm, pb.SIGN_ALGORITHM_UNSPECIFIED)

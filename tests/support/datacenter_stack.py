@@ -108,6 +108,9 @@ class DataCenterProcess:
     trust_anchor: Path
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    # Days the data centre's clock runs ahead (libfaketime), to see grants and certificates
+    # expire as they would; its clock-skew allowance grows to match.
+    days_ahead: int = 0
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -124,6 +127,10 @@ class DataCenterProcess:
                    "--db", str(self.db_path), "--listen", self.address,
                    "--trust-anchor", str(self.trust_anchor), "--log-level", "DEBUG",
                    *self.extra_args]
+        if self.days_ahead:
+            skew = str(self.days_ahead * 86400 + 300)
+            command = ["faketime", "-f", f"+{self.days_ahead}d", *command,
+                       "--max-clock-skew", skew]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
@@ -181,9 +188,17 @@ class DataCenterProcess:
                 self.process.wait(5)
         return self.process.returncode
 
-    def restart(self) -> None:
+    def restart(self, *, days_ahead: int | None = None) -> None:
         self.stop()
+        if days_ahead is not None:
+            self.days_ahead = days_ahead
         self.start()
+
+    def authorization(self) -> pb_grpc.AuthorizationStub:
+        return pb_grpc.AuthorizationStub(self.channel())
+
+    def bonded(self) -> pb_grpc.BondedVerificationStub:
+        return pb_grpc.BondedVerificationStub(self.channel())
 
     def log(self) -> str:
         try:
