@@ -103,19 +103,20 @@ def check_acting_for(connection: sqlite3.Connection, identity: Identity,
     day = today.isoformat()
     if row is None or not str(row[1]) <= day <= str(row[2]):
         what_zh = f"企业 {principal_customs_code} 授予本企业 ({agent}) 的{zh}企业间授权"
-        what_en = f"the inter-enterprise grant from {principal_customs_code} to {agent} " \
+        what_en = f"inter-enterprise grant from {principal_customs_code} to {agent} " \
                   f"for the {en}"
         if row is None:
             state_zh, state_en = "不存在", f"There is no {what_en}"
         elif day > str(row[2]):
-            state_zh, state_en = f"已于 {row[2]} 到期", f"{what_en} expired on {row[2]}"
+            state_zh, state_en = f"已于 {row[2]} 到期", f"The {what_en} expired on {row[2]}"
         else:
-            state_zh, state_en = f"自 {row[1]} 起才生效", f"{what_en} is valid from {row[1]} only"
+            state_zh = f"自 {row[1]} 起才生效"
+            state_en = f"The {what_en} is valid from {row[1]} only"
         raise DataCenterError(
             pb.NOT_AUTHORIZED,
             f"no valid enterprise grant {principal_customs_code} -> {agent} for {subsystem}",
             message_zh=f"{what_zh}{state_zh}, 不能代理该企业操作",
-            message_en=f"{state_en[0].upper()}{state_en[1:]}: you cannot act for it",
+            message_en=f"{state_en}: you cannot act for it",
             remedy_zh=f"请企业 {principal_customs_code} 用其法人卡执行 eport auth grant "
                       f"授权本企业{zh}",
             remedy_en=f"Ask enterprise {principal_customs_code} to grant your enterprise the "

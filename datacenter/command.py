@@ -2,6 +2,8 @@
 
     eport-datacenter [serve] --trust-anchor CA.pem [--db PATH] [--listen ADDRESS] ...
     eport-datacenter migrate [--db PATH]
+    eport-datacenter registry import FILE [--db PATH]   (JSON list or CSV)
+    eport-datacenter registry list [--db PATH]
 
 `serve` is the default command. SIGTERM and SIGINT stop it gracefully; once it serves it
 prints one line "eport-datacenter ready on ADDRESS" on stdout and reports SERVING through the
@@ -23,6 +25,8 @@ import click
 
 from eport import __version__
 from eport.common.customs.endpoint import default_datacenter_address
+from eport.datacenter import registry as enterprise_registry
+from eport.datacenter.clock import now, to_micros
 from eport.datacenter.review import PolicyError, ReviewPolicy
 from eport.datacenter.server import DataCenterSettings, ServerConfigError, run_server
 from eport.datacenter.storage import StorageError, Store
@@ -123,6 +127,56 @@ def migrate(db_path: Path) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"{db_path}: schema version {store.schema_version}")
     store.close()
+
+
+@cli.group()
+def registry() -> None:
+    """The enterprise registry (企业名录): customs code → credit code and name, which
+    inter-enterprise grants take the agent's data from."""
+
+
+def _open_store(db_path: Path) -> Store:
+    try:
+        return Store(db_path)
+    except StorageError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@registry.command("import")
+@_db_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def registry_import(db_path: Path, file: Path) -> None:
+    """Add or update enterprises from FILE: a JSON list of {"customs_code", "credit_code",
+    "name"} or CSV lines customs_code,credit_code,name (header optional). Nothing is written
+    when any entry is bad."""
+    try:
+        entries = enterprise_registry.read_registry_file(file)
+    except enterprise_registry.RegistryFileError as error:
+        raise click.ClickException(f"{file}: {error}") from None
+    store = _open_store(db_path)
+    try:
+        with store.write() as connection:
+            written = enterprise_registry.import_enterprises(connection, entries,
+                                                             to_micros(now()))
+    finally:
+        store.close()
+    click.echo(f"{file}: {len(entries)} enterprise(s), {written} new or changed")
+
+
+@registry.command("list")
+@_db_option
+def registry_list(db_path: Path) -> None:
+    """Print the registry: customs code, credit code and name, tab-separated."""
+    if not db_path.exists():
+        raise click.ClickException(f"{db_path} does not exist. Remedy: check --db.")
+    store = _open_store(db_path)
+    try:
+        with store.read() as connection:
+            enterprises = enterprise_registry.all_enterprises(connection)
+    finally:
+        store.close()
+    for enterprise in enterprises:
+        click.echo(f"{enterprise.customs_code}\t{enterprise.credit_code}\t{enterprise.name}")
 
 
 def _configure_logging(level: str) -> None:

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from eport.common.customs.endpoint import unix_socket_path
 from eport.daemon.service.certificates import load_trust_anchors
+from eport.datacenter.auth_servicer import AuthorizationServicer
 from eport.datacenter.documents import Ledger, Validator
 from eport.datacenter.receipts import ReceiptHub
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
@@ -37,6 +38,8 @@ from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = datacenter_pb2.DESCRIPTOR.services_by_name["DataCenter"].full_name
+AUTHORIZATION_SERVICE_NAME: str = datacenter_pb2.DESCRIPTOR.services_by_name[
+    "Authorization"].full_name
 _SOCKET_MODE = 0o600
 
 
@@ -161,6 +164,7 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         server = grpc.server(executor, options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_DataCenterServicer_to_server(
             DataCenterServicer(store, verifier, ledger, hub, worker, settings.review), server)
+        pb_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(store, verifier), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if socket_path is not None:
@@ -188,6 +192,7 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         cleanup.callback(running.stop, None)
         for service in ("", SERVICE_NAME):
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        health_servicer.set(AUTHORIZATION_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         logger.info("eport-datacenter ready on %s (database %s, schema %d)", address,
                     settings.db_path, store.schema_version)
         yield running
