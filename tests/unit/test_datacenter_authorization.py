@@ -306,6 +306,9 @@ def test_operator_grants_all_or_listed_and_the_refused_combinations(
                  all_operators=True).grants
     assert len(every) == 1 and every[0].all_operators and every[0].operator_card_id == ""
     assert re.fullmatch(r"P\d{12}", every[0].operator_grant_id)
+    # What `eport auth grant-operators --all` sends: an empty list is no card id.
+    assert call(auth, agent, "GrantOperators", grant_id=received.grant_id, all_operators=True,
+                operator_card_ids=[]).grants == every
     assert every[0].grant_id == received.grant_id and every[0].granted_by_card == agent.card_id
     assert every[0].principal.customs_code == principal.customs_code
     card_1, card_2 = agent_operator.card_id, agent_operator_2.card_id
