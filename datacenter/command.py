@@ -2,6 +2,8 @@
 
     eport-datacenter [serve] --trust-anchor CA.pem [--db PATH] [--listen ADDRESS] ...
     eport-datacenter migrate [--db PATH]
+    eport-datacenter ebook import FILE [--db PATH]      (JSON e-book records)
+    eport-datacenter ebook list [--db PATH]
     eport-datacenter registry import FILE [--db PATH]   (JSON list or CSV)
     eport-datacenter registry list [--db PATH]
 
@@ -25,6 +27,7 @@ import click
 
 from eport import __version__
 from eport.common.customs.endpoint import default_datacenter_address
+from eport.datacenter import ebooks
 from eport.datacenter import registry as enterprise_registry
 from eport.datacenter.clock import now, to_micros
 from eport.datacenter.review import PolicyError, ReviewPolicy
@@ -177,6 +180,59 @@ def registry_list(db_path: Path) -> None:
         store.close()
     for enterprise in enterprises:
         click.echo(f"{enterprise.customs_code}\t{enterprise.credit_code}\t{enterprise.name}")
+
+
+@cli.group()
+def ebook() -> None:
+    """E-book records (电子账册): the record items bonded verification items must match."""
+
+
+def _ebook_store(db_path: Path) -> Store:
+    try:
+        return Store(db_path)
+    except StorageError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@ebook.command("import")
+@_db_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def ebook_import(db_path: Path, file: Path) -> None:
+    """Add or replace e-books from FILE: JSON {"ebook_number", "enterprise_code", "items":
+    [{"record_item_number", "hs_code", "name", "specification", "unit"}]} or a list of those.
+    An e-book imported again gets the new items; nothing is written when any entry is bad."""
+    try:
+        books = ebooks.read_ebook_file(file)
+    except ebooks.EBookFileError as error:
+        raise click.ClickException(f"{error}. Remedy: correct the file and import it again.") \
+            from None
+    store = _ebook_store(db_path)
+    try:
+        with store.write() as connection:
+            ebooks.import_ebooks(connection, books)
+    except ebooks.EBookFileError as error:
+        raise click.ClickException(f"{file}: {error}") from None
+    finally:
+        store.close()
+    items = sum(len(book.items) for book in books)
+    click.echo(f"{file}: {len(books)} e-book(s), {items} record item(s)")
+
+
+@ebook.command("list")
+@_db_option
+def ebook_list(db_path: Path) -> None:
+    """Print the e-books: number, enterprise and item count, tab-separated."""
+    if not db_path.exists():
+        raise click.ClickException(f"{db_path} does not exist. Remedy: check --db.")
+    store = _ebook_store(db_path)
+    try:
+        with store.read() as connection:
+            summaries = ebooks.list_ebooks(connection)
+    finally:
+        store.close()
+    for summary in summaries:
+        click.echo(f"{summary.ebook_number}\t{summary.enterprise_code}\t"
+                   f"{summary.item_count} item(s)")
 
 
 def _configure_logging(level: str) -> None:

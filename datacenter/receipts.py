@@ -23,7 +23,11 @@ _TEXTS: dict[int, tuple[str, str]] = {
     pb.STORED_RECEIPT: ("入库成功", "Stored in the data centre"),
     pb.CLEARED_RECEIPT: ("审结", "Cleared by customs review"),
     pb.REJECTED_RECEIPT: ("退单", "Rejected by customs review"),
+    pb.APPROVED_RECEIPT: ("审批通过", "Approved by customs review"),
 }
+# Receipt.subsystem: which document table ReceiptFacts.document_id points into.
+CUSTOMS = "customs"
+BONDED = "bonded"
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class ReceiptFacts:
 
 
 def add_receipt(connection: sqlite3.Connection, kind: pb.ReceiptKind.ValueType,
-                facts: ReceiptFacts, at_micros: int) -> int:
+                facts: ReceiptFacts, at_micros: int, *, subsystem: str = CUSTOMS) -> int:
+    """Write one receipt; `subsystem` BONDED makes facts.document_id a bonded document's."""
     zh, en = _TEXTS[kind]
     if kind == pb.CLEARED_RECEIPT:
         zh, en = f"审结, 报关单号 {facts.entry_number}", f"Cleared: entry {facts.entry_number}"
@@ -49,11 +54,17 @@ def add_receipt(connection: sqlite3.Connection, kind: pb.ReceiptKind.ValueType,
     elif kind == pb.STORED_RECEIPT:
         zh = f"入库成功, 统一编号 {facts.unified_number}"
         en = f"Stored in the data centre: unified number {facts.unified_number}"
+    if subsystem == BONDED and kind == pb.APPROVED_RECEIPT:
+        zh = f"审批通过, 统一编号 {facts.unified_number}"
+        en = f"Approved by customs review: unified number {facts.unified_number}"
+    # The CHECK of migration 0003 pairs the subsystem with its document column.
+    customs_id, bonded_id = ((facts.document_id, None) if subsystem == CUSTOMS
+                             else (None, facts.document_id))
     cursor = connection.execute(
-        "INSERT INTO receipts (document_id, enterprise_code, kind, temporary_number, "
-        "unified_number, entry_number, pre_entry_number, reason_code, reason, time, "
-        "message_zh, message_en) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (facts.document_id, facts.enterprise_code, kind, facts.temporary_number,
+        "INSERT INTO receipts (subsystem, document_id, bonded_document_id, enterprise_code, "
+        "kind, temporary_number, unified_number, entry_number, pre_entry_number, reason_code, "
+        "reason, time, message_zh, message_en) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (subsystem, customs_id, bonded_id, facts.enterprise_code, kind, facts.temporary_number,
          facts.unified_number, facts.entry_number, facts.pre_entry_number, facts.reason_code,
          facts.reason, at_micros, zh, en))
     assert cursor.lastrowid is not None
@@ -66,7 +77,7 @@ def receipt_message(row: sqlite3.Row) -> pb.Receipt:
         unified_number=row["unified_number"], entry_number=row["entry_number"],
         pre_entry_number=row["pre_entry_number"], reason_code=row["reason_code"],
         reason=row["reason"], time=timestamp(row["time"]), message_zh=row["message_zh"],
-        message_en=row["message_en"])
+        message_en=row["message_en"], subsystem=row["subsystem"])
 
 
 def list_receipts(connection: sqlite3.Connection, enterprise_code: str, after: int, *,

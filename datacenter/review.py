@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from eport.common.customs import numbers
+from eport.datacenter import bonded
 from eport.datacenter.clock import now as utc_now
 from eport.datacenter.clock import to_micros
 from eport.datacenter.numbering import new_entry_number
@@ -128,7 +129,9 @@ class ReviewWorker:
 
     def _seconds_to_next_due(self) -> float:
         with self._store.read() as connection:
-            row = connection.execute("SELECT MIN(due_at) FROM reviews").fetchone()
+            row = connection.execute(
+                "SELECT MIN(due_at) FROM (SELECT due_at FROM reviews "
+                "UNION ALL SELECT due_at FROM bonded_reviews)").fetchone()
         if row[0] is None:
             return _IDLE_WAKE_SECONDS
         left = (int(row[0]) - to_micros(self._clock())) / 1_000_000
@@ -144,7 +147,27 @@ class ReviewWorker:
             connection.execute("DELETE FROM nonces WHERE signed_at < ?", (cutoff,))
 
     def process_due(self) -> int:
-        """Decide every review due now (in batches); how many were decided."""
+        """Decide every review due now (in batches), customs and bonded; how many were."""
+        return self._process_customs_due() + self._process_bonded_due()
+
+    def _process_bonded_due(self) -> int:
+        """Bonded verification documents (保税核查): the same policy, 审批通过 for 审结."""
+        total = 0
+        while True:
+            moment = self._clock()
+            with self._store.write() as connection:
+                rows = bonded.due_reviews(connection, to_micros(moment), _BATCH)
+                for row in rows:
+                    accepted = self._policy.accepts(row["declaration"])
+                    bonded.decide(connection, row, accepted, self._policy.reason_code,
+                                  self._policy.reason, moment)
+            if rows:
+                self._hub.published()
+            total += len(rows)
+            if len(rows) < _BATCH:
+                return total
+
+    def _process_customs_due(self) -> int:
         total = 0
         while True:
             moment = self._clock()

@@ -26,6 +26,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from eport.common.customs.endpoint import unix_socket_path
 from eport.daemon.service.certificates import load_trust_anchors
 from eport.datacenter.auth_servicer import AuthorizationServicer
+from eport.datacenter.bonded import BondedLedger
+from eport.datacenter.bonded_servicer import SERVICE_NAME as BONDED_SERVICE_NAME
+from eport.datacenter.bonded_servicer import BondedVerificationServicer
 from eport.datacenter.documents import Ledger, Validator
 from eport.datacenter.receipts import ReceiptHub
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
@@ -165,6 +168,9 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         pb_grpc.add_DataCenterServicer_to_server(
             DataCenterServicer(store, verifier, ledger, hub, worker, settings.review), server)
         pb_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(store, verifier), server)
+        pb_grpc.add_BondedVerificationServicer_to_server(BondedVerificationServicer(
+            verifier, BondedLedger(store, review_delay=settings.review_delay), hub, worker),
+            server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if socket_path is not None:
@@ -193,6 +199,7 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         for service in ("", SERVICE_NAME):
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         health_servicer.set(AUTHORIZATION_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        health_servicer.set(BONDED_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         logger.info("eport-datacenter ready on %s (database %s, schema %d)", address,
                     settings.db_path, store.schema_version)
         yield running
