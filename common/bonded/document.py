@@ -162,8 +162,8 @@ def _empty_problem(where: _Where, f: BondedField, why_zh: str = "", why_en: str 
 
 
 def _check_value(found: _Found, where: _Where, f: BondedField, value: Any) -> str:
-    """Record a badly formatted or non-string value; return the string ("" if not one), or
-    None-like "" for a bad one too, so that callers only use well-formed values."""
+    """Record a badly formatted or non-string value; return the value when it is a string
+    that is empty or well-formed, else "" (so that callers only use well-formed values)."""
     if isinstance(value, str):
         if value:
             finding = f.check.find(value)
