@@ -592,3 +592,22 @@ def test_ebook_files_are_checked() -> None:
     parsed = ebooks.parse_ebooks({"ebook_number": EBOOK_A, "enterprise_code": A, "items": [
         {"record_item_number": "1", "hs_code": "3901100090", "name": "x", "unit": "035"}]})
     assert parsed[0].items[0].specification == ""
+
+
+def test_health_and_the_receipt_stream_include_bonded_verification(
+        stack: Stack, operator: SigningCard) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from eport.datacenter.bonded_servicer import SERVICE_NAME
+
+    with grpc.insecure_channel(stack.running.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    stream = stack.customs.WatchReceipts(operator.request("WatchReceipts", {"after": 0}))
+    saved = stack.save(operator, ours())
+    stack.call(operator, "DeclareBonded", number=saved.temporary_number)
+    seen = [next(stream), next(stream)]
+    stream.cancel()
+    assert [(r.subsystem, r.kind) for r in seen] == [("bonded", pb.STORED_RECEIPT),
+                                                     ("bonded", pb.APPROVED_RECEIPT)]
