@@ -12,6 +12,8 @@ import traceback
 import click
 import grpc
 
+from eport.clients.auth.commands import auth_group
+from eport.clients.bonded.commands import bonded_group
 from eport.clients.cli.commands_cert import cert_group
 from eport.clients.cli.commands_pin import pin_group
 from eport.clients.cli.commands_readers import card_group, readers_command, watch_command
@@ -62,6 +64,8 @@ cli.add_command(sign_command)
 cli.add_command(verify_command)
 cli.add_command(doctor_command)
 cli.add_command(customs_group)
+cli.add_command(auth_group)
+cli.add_command(bonded_group)
 
 
 def main(argv: list[str] | None = None) -> int:
