@@ -32,7 +32,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -85,7 +85,6 @@ class _Entry:
     document: dict[str, Any]
     text: str
     header: dict[str, Any]
-    warnings: list[ProblemLike] = field(default_factory=list)
 
 
 # ---- small helpers ---------------------------------------------------------------------------
