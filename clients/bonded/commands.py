@@ -29,7 +29,7 @@ from eport.clients.customs.views import receipt_view, show_receipt
 from eport.clients.datacenter.context import call_signed, datacenter_option, signer
 from eport.clients.datacenter.errors import problem_view
 from eport.clients.datacenter.signer import CardSigner
-from eport.common.bonded.document import new_bonded_document, stock_warnings
+from eport.common.bonded.document import new_bonded_document, normalise, stock_warnings
 from eport.protos.v1 import datacenter_pb2 as dc
 
 STATUS_NAMES = {dc.BONDED_SAVED: Bilingual("暂存", "saved"),
@@ -103,7 +103,9 @@ def _bonded(card: CardSigner, method: str, body: dict[str, Any]) -> dc.BondedRec
 
 
 def _prepared(card: CardSigner, path: str, *, declaring: bool) -> dict[str, Any]:
-    document, records = complete(card, read_bonded(path))
+    completed, records = complete(card, read_bonded(path))
+    # The system-filled values (序号, a total stock left empty) as the data centre fills them.
+    document = normalise(completed)
     check(document, declaring=declaring, where=path, records=records)
     for warning in stock_warnings(document):
         state().output.warn(Bilingual(warning.message_zh, warning.message_en))
@@ -150,7 +152,7 @@ def new_command(output_path: str) -> None:
 def import_command(input_file: str, output_path: str | None) -> None:
     """导入: a document from JSON or CSV (hundreds of body lines), with progress; every bad
     line is named, and nothing is written then."""
-    document = read_bonded(input_file)
+    document = read_bonded(input_file, importing=True)
     target = output_path or str(Path(input_file).with_suffix(".json"))
     if target == input_file:
         target = input_file + ".json"
@@ -317,11 +319,10 @@ def ebook_item_command(ebook_number: str, record_item_number: str, **card_args: 
 def receipts_command(after: int, number: str | None, **card_args: Any) -> None:
     """回执 of bonded verification documents (入库成功, 审批通过, 退单)."""
     card = _signer(card_args)
-    body: dict[str, Any] = {"after": after}
-    if number:
-        body["number"] = number
-    listed: dc.ReceiptList = call_signed(card, "ListReceipts", body)
-    receipts = [r for r in listed.receipts if r.subsystem == "bonded"]
+    # The data centre's number filter names customs documents; bonded ones are picked here.
+    listed: dc.ReceiptList = call_signed(card, "ListReceipts", {"after": after})
+    receipts = [r for r in listed.receipts if r.subsystem == "bonded" and (
+        not number or number in (r.temporary_number, r.unified_number))]
 
     def human(out: Output) -> None:
         if not receipts:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from eport.clients.cli.context import state
 from eport.clients.cli.errors import CliError, file_error
+from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.language import Bilingual
 from eport.clients.datacenter.context import call_signed
 from eport.clients.datacenter.errors import validation_failed
@@ -28,9 +29,21 @@ from eport.common.customs.document import DocumentError
 from eport.protos.v1 import datacenter_pb2 as dc
 
 
-def read_bonded(path: str) -> dict[str, Any]:
-    """The document in `path`, with a progress bar for long CSV files; every problem of the
-    file at once, with its line, or nothing."""
+def read_bonded(path: str, *, importing: bool = False) -> dict[str, Any]:
+    """The document in `path`. A CSV file, and any file being imported, is read as an import:
+    every problem of the file at once, with its line, or nothing (with a progress bar for long
+    files). A JSON document being saved or declared is taken as it is, so that 暂存 and 申报
+    answer with the checks of seed 000 §2.4 instead."""
+    if not importing and not path.lower().endswith(".csv"):
+        try:
+            raw = json.loads(Path(path).read_bytes().decode("utf-8-sig"))
+        except OSError as problem:
+            raise file_error(path, problem) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise not_a_document(path, str(error)) from None
+        if not isinstance(raw, dict):
+            raise not_a_document(path, "the top level is not an object")
+        return raw
     output = state().output
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=output.err, disable=output.json_mode, transient=True) as progress:
@@ -46,6 +59,16 @@ def read_bonded(path: str) -> dict[str, Any]:
         except OSError as problem:
             raise file_error(path, problem) from None
     return document
+
+
+def not_a_document(path: str, why: str) -> CliError:
+    return CliError(
+        "VALIDATION_FAILED",
+        Bilingual(f"{path} 不是 JSON 格式的保税核查数据: {why}",
+                  f"{path} is not a bonded verification document in JSON: {why}"),
+        Bilingual("用 eport bonded new 生成模板, 或用 eport bonded import 导入 CSV",
+                  "start from `eport bonded new`, or import a CSV with `eport bonded import`"),
+        ExitCode.VALIDATION_FAILED)
 
 
 class EBookRecords:
@@ -94,7 +117,16 @@ def complete(card: CardSigner, document: dict[str, Any]) -> tuple[dict[str, Any]
     if not (isinstance(mode, str) and uses_ebook(mode)):
         return document, None
     records = EBookRecords(card)
-    return fill_from_ebook(document, records), records
+    # Only what was left empty is filled in: a code, name or unit typed differently from the
+    # record stays, so that the check names it instead of the client overwriting it.
+    filled = fill_from_ebook(document, records)
+    for typed, taken in zip(document.get("items") or [], filled.get("items") or [],
+                            strict=False):
+        if isinstance(typed, dict) and isinstance(taken, dict):
+            for key in ("hs_code", "name", "unit", "specification"):
+                if typed.get(key):
+                    taken[key] = typed[key]
+    return filled, records
 
 
 def check(document: dict[str, Any], *, declaring: bool, where: str,

@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     WRONG_CARD = 16         # `eport customs`: this card kind may not do that (e.g. declare)
     DOCUMENT_STATE = 17     # `eport customs`: no such document, or not in a state for that
     DATACENTER_REFUSED = 18  # `eport customs`: signature, replay or clock refused by the centre
+    NOT_AUTHORIZED = 19     # `eport bonded`: acting for another enterprise without its grants
     DOCTOR_WARNINGS = 20    # `eport doctor`: warnings, no failures
     DOCTOR_FAILURES = 21    # `eport doctor`: at least one failure
     INTERRUPTED = 130       # Ctrl-C

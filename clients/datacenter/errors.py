@@ -31,6 +31,9 @@ REASON_EXIT_CODES: dict[str, ExitCode] = {
     "VALIDATION_FAILED": ExitCode.VALIDATION_FAILED,
     "DOCUMENT_NOT_FOUND": ExitCode.DOCUMENT_STATE,
     "WRONG_STATE": ExitCode.DOCUMENT_STATE,
+    "NOT_AUTHORIZED": ExitCode.NOT_AUTHORIZED,
+    "UNKNOWN_ENTERPRISE": ExitCode.DOCUMENT_STATE,
+    "GRANT_NOT_FOUND": ExitCode.DOCUMENT_STATE,
 }
 
 
@@ -82,7 +85,7 @@ def from_datacenter_error(error: grpc.RpcError, address: str) -> CliError:
             extra["required_card_kind"] = detail.required_card_kind
         message = Bilingual(detail.message_zh, detail.message_en)
         if detail.problems:
-            listed = validation_failed(detail.problems, Bilingual("报关单", "The document"))
+            listed = validation_failed(detail.problems, Bilingual("单据", "The document"))
             message = listed.message
         return CliError(reason, message, Bilingual(detail.remedy_zh, detail.remedy_en),
                         REASON_EXIT_CODES.get(reason, ExitCode.UNEXPECTED), extra)
