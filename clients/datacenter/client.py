@@ -9,7 +9,7 @@ import grpc
 from google.protobuf.message import Message
 
 from eport.clients.datacenter.errors import datacenter_unavailable, from_datacenter_error
-from eport.common.customs.endpoint import channel_target
+from eport.common.customs.endpoint import channel_target, unix_socket_path
 from eport.protos.v1 import datacenter_pb2 as dc
 from eport.protos.v1 import datacenter_pb2_grpc as dc_grpc
 
@@ -58,19 +58,26 @@ class DataCenterClient:
             self._stubs.clear()
 
     def call(self, method: Callable[..., Reply], request: Message) -> Reply:
+        socket = unix_socket_path(self.address)
+        if socket is not None and not socket.exists():
+            # Said at once: nobody serves there (a person should not wait for a timeout).
+            raise datacenter_unavailable(self.address)
         try:
-            # wait_for_ready: a data centre that is restarting is waited for (up to the
-            # timeout) instead of failing the first call at once.
-            return method(request, timeout=self.timeout, wait_for_ready=True)
+            return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise from_datacenter_error(error, self.address) from None
+            converted = from_datacenter_error(error, self.address)
+            if converted.code == "DATACENTER_UNAVAILABLE":
+                # A fresh channel for the next try: this one would sit in reconnect backoff
+                # for seconds after a data centre restart.
+                self.close()
+            raise converted from None
 
     def info(self) -> dc.DataCenterInfo:
         return self.call(self.stub.GetInfo, dc.GetInfoRequest())
 
     def watch(self, request: dc.SignedRequest) -> Iterator[dc.Receipt]:
         """Receipts until the caller stops iterating (no deadline: it follows until Ctrl-C)."""
-        stream = self.stub.WatchReceipts(request, wait_for_ready=True)
+        stream = self.stub.WatchReceipts(request)
         try:
             yield from stream
         except grpc.RpcError as error:
