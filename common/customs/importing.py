@@ -7,14 +7,11 @@ nothing. An imported document passes validate(declaring=False); declaring checks
 from __future__ import annotations
 
 import csv
-import difflib
 import io
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,18 @@ from eport.common.customs.document import (
     validate,
 )
 from eport.common.customs.fields import ATTACHED, CONTAINER, HEADER, ITEM_KEYS, Group, shown
+from eport.common.document_files import (
+    CsvRows,
+    RowReader,
+    capped,
+    decode_csv,
+    in_line_order,
+    is_json,
+    load_json,
+    nesting_depth,
+    physical_lines,
+    read_document_file,
+)
 
 CSV_FORMAT = "eport-customs-csv/1"
 MAX_FILE_BYTES = 1024 * 1024
@@ -54,18 +63,8 @@ class DocumentFileError(DocumentError):
 
 def load_document_file(path: Path, *, today: date | None = None) -> dict[str, Any]:
     """The document in `path`: JSON when it ends in .json or starts with "{", else CSV."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise _fail("", f"文件太大 ({size} 字节, 最多 {MAX_FILE_BYTES}), "
-                        "一个文件只放一份报关单",
-                        f"the file is too big ({size} bytes, at most {MAX_FILE_BYTES}); one "
-                        "document per file")
-        data = path.read_bytes()
-    except OSError as error:
-        raise _fail("", f"无法读取文件 {path}: {error.strerror or error}",
-                    f"cannot read {path}: {error.strerror or error}") from None
-    if path.suffix.lower() == ".json" or data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+    data = read_document_file(path, max_bytes=MAX_FILE_BYTES, document_zh="报关单", fail=_fail)
+    if is_json(path, data):
         return load_document_json(data, today=today)
     return load_document_csv(data, today=today)
 
@@ -79,84 +78,28 @@ def _check_document(document: dict[str, Any], today: date | None,
                     earlier: Sequence[tuple[int, Problem]] = ()) -> dict[str, Any]:
     """The document if it has no problem; else every problem (those found while reading the
     file, `earlier`, and validate's) in line order."""
-    found = list(earlier)
-    for problem in validate(document, declaring=False, today=today):
-        line = _line_of(problem.path, lines or {})
-        found.append((line, _at_line(problem, line)))
+    found = in_line_order(validate(document, declaring=False, today=today), lines, earlier)
     if found:
-        found.sort(key=lambda pair: pair[0])  # stable: validate's order within a line
-        raise DocumentFileError(_capped([problem for _, problem in found]))
+        raise DocumentFileError(_capped(found))
     return document
 
 
-def _line_of(path: str, lines: Mapping[str, int]) -> int:
-    """The CSV line a document path comes from, 0 when none (JSON, or a whole-file problem)."""
-    while path and path not in lines:  # "items[2].hs_code" -> "items[2]" -> "items"
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else ""
-    return lines.get(path, 0)
-
-
-def _at_line(problem: Problem, line: int) -> Problem:
-    """The problem with the CSV line it comes from in front of its messages."""
-    if not line:
-        return problem
-    return Problem(problem.path, problem.code, f"第 {line} 行: {problem.message_zh}",
-                   f"line {line}: {problem.message_en}", problem.section)
+def _capped(problems: Sequence[Problem]) -> list[Problem]:
+    return capped(problems, MAX_PROBLEMS, "错误太多, 其余从略",
+                  "too many problems; the rest are left out")
 
 
 # -- JSON ---------------------------------------------------------------------------------
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Duplicate(key)
-        result[key] = value
-    return result
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in `value`, counted without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        children = current.values() if isinstance(current, dict) else \
-            current if isinstance(current, list) else ()
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in children
-                     if isinstance(child, dict | list))
-    return deepest
-
-
 def load_document_json(data: bytes, *, today: date | None = None) -> dict[str, Any]:
     """One document object. Numbers are kept as they are (floats as Decimal) so that
     validation names them ("write numbers as strings") instead of the parser failing."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        raise _fail(f"line {line}", f"第 {line} 行: JSON 文件须为 UTF-8 编码",
-                    f"line {line}: a JSON file must be UTF-8") from None
-    try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=Decimal)
-    except _Duplicate as error:
-        raise _fail("", f"JSON 中 '{error}' 出现了两次", f"the key '{error}' appears twice"
-                    ) from None
-    except json.JSONDecodeError as error:
-        raise _fail(f"line {error.lineno}", f"第 {error.lineno} 行: 不是有效的 JSON ({error.msg})",
-                    f"line {error.lineno}: not valid JSON ({error.msg})") from None
-    except RecursionError:
-        raise _fail("", "JSON 嵌套过深", "the JSON is nested too deeply") from None
+    raw = load_json(data, _fail, quote_key=str)  # the key as it is (bonded cuts it short)
     if not isinstance(raw, dict):
         raise _fail("", "JSON 文件应为一个报关单对象 {...} (一个文件一份)",
                     "a JSON file must hold one document object {...}")
-    if _depth(raw) > MAX_JSON_DEPTH:
+    if nesting_depth(raw) > MAX_JSON_DEPTH:
         raise _fail("", f"JSON 嵌套超过 {MAX_JSON_DEPTH} 层, 不是报关单",
                     f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels; not a document")
     document = normalise(raw)
@@ -172,41 +115,16 @@ def load_document_json(data: bytes, *, today: date | None = None) -> dict[str, A
 # -- CSV ----------------------------------------------------------------------------------
 
 
-def _decode(data: bytes) -> str:
-    """UTF-8 with or without the BOM Excel writes, else GB18030 (Excel's "CSV" on a Chinese
-    Windows); UTF-16 (Excel's "Unicode text") is refused with a hint."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise _fail("line 1", "第 1 行: 文件是 UTF-16 编码 (Excel 的\"Unicode 文本\"), 请另存为 "
-                    "\"CSV UTF-8 (逗号分隔)\"", "line 1: the file is UTF-16 (Excel's \"Unicode "
-                    "text\"); save it as \"CSV UTF-8 (comma delimited)\"")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as utf8_error:
-        try:
-            return data.decode("gb18030")
-        except UnicodeDecodeError:
-            line = data[:utf8_error.start].count(b"\n") + 1
-            raise _fail(f"line {line}",
-                        f"第 {line} 行: 文件既不是 UTF-8 也不是 GB18030 编码, 请另存为 "
-                        "\"CSV UTF-8 (逗号分隔)\"", f"line {line}: the file is neither UTF-8 nor "
-                        "GB18030; save it as \"CSV UTF-8 (comma delimited)\"") from None
-
-
 @dataclass
-class _Reader:
+class _Reader(RowReader):
     """Builds the document row by row, collecting every problem with its line."""
 
-    problems: list[tuple[int, Problem]] = field(default_factory=list)
-    meta: dict[str, str] = field(default_factory=dict)
-    header: dict[str, str] = field(default_factory=dict)
+    meta_keys = META_KEYS
+    header_keys = HEADER_KEYS
+
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    lines: dict[str, int] = field(default_factory=dict)
     table: str = ""
     columns: tuple[str, ...] = ()
-
-    def error(self, line: int, zh: str, en: str, path: str = "") -> None:
-        self.problems.append((line, Problem(path or f"line {line}", "format",
-                                            f"第 {line} 行: {zh}", f"line {line}: {en}")))
 
     def row(self, line: int, cells: list[str]) -> None:
         kind = cells[0]
@@ -223,35 +141,6 @@ class _Reader:
                        "attached_documents, 或留空 (表格数据行)", f"unknown row kind '{what}' in "
                        "the first column; use meta, header, items, containers, "
                        "attached_documents, or leave it empty for a table row")
-
-    def key_value(self, line: int, kind: str, cells: list[str]) -> None:
-        if len(cells) < 2 or not cells[1]:
-            self.error(line, f"{kind} 行的第二列应为字段名",
-                       f"a {kind} row needs a key in column 2")
-            return
-        key, value = cells[1], cells[2] if len(cells) > 2 else ""
-        if len(cells) > 3:
-            self.error(line, f"{kind} 行只有三列 ({kind},字段名,值), 多出了 '{shown(cells[3])}' "
-                       "(值中有逗号时请加引号)",
-                       f"a {kind} row has three columns ({kind},key,value); "
-                       f"found '{shown(cells[3])}' after the value (quote a value with a comma)")
-            return
-        known = META_KEYS if kind == "meta" else HEADER_KEYS
-        store = self.meta if kind == "meta" else self.header
-        path = key if kind == "meta" else f"header.{key}"
-        if key not in known:
-            near = difflib.get_close_matches(key, known, n=1)
-            hint_zh, hint_en = (f"; 是否应为 {near[0]}?", f"; did you mean {near[0]}?") if near \
-                else ("", "")
-            what = shown(key)
-            self.error(line, f"没有字段 '{what}'{hint_zh}", f"unknown {kind} key '{what}'{hint_en}",
-                       path)
-        elif key in store:
-            self.error(line, f"字段 {key} 重复 (第 {self.lines[path]} 行已有)",
-                       f"{key} appears twice (first on line {self.lines[path]})", path)
-        else:
-            store[key] = value
-            self.lines[path] = line
 
     def start_table(self, line: int, name: str, columns: list[str]) -> None:
         self.table, self.columns = "", ()
@@ -317,66 +206,23 @@ class _Reader:
 
 
 def load_document_csv(data: bytes | str, *, today: date | None = None) -> dict[str, Any]:
-    """One document from eport-customs-csv/1 text (bytes are decoded as `_decode` says)."""
-    text = data if isinstance(data, str) else _decode(data)
-    line_count = text.count("\n") + (0 if text.endswith("\n") else 1)
+    """One document from eport-customs-csv/1 text (bytes are decoded as `decode_csv` says)."""
+    text = data if isinstance(data, str) else decode_csv(data, _fail)
+    line_count = physical_lines(text)
     if line_count > MAX_LINES:
         raise _fail("", f"文件有 {line_count} 行, 最多 {MAX_LINES} 行; "
                     "一个文件只放一份报关单 (最多 50 项商品)",
                     f"the file has {line_count} lines, at most {MAX_LINES}; one document "
                     "(up to 50 items) per file")
     reader = _Reader()
-    if not _read_rows(reader, text):
+    # A wrong first line is quoted cut at 40 characters; broken quoting names the line the
+    # parser reached.
+    if not reader.read_rows(CsvRows(text), CSV_FORMAT, most_problems=MAX_PROBLEMS,
+                            quote_first=lambda row: row[:40], broken_row_at="parsed"):
         raise DocumentFileError(_capped([problem for _, problem in reader.problems]))
     # What could be read is validated too, so one round of corrections fixes everything.
     document = _assemble(reader, today)
     return _check_document(document, today, reader.lines, reader.problems)
-
-
-def _read_rows(reader: _Reader, text: str) -> bool:
-    """Feed the rows to `reader`; False when the file cannot be read as a whole (no format
-    line, broken quoting, too many problems), so validating what was read makes no sense."""
-    rows = csv.reader(io.StringIO(text, newline=""), strict=True)
-    seen_format = False
-    start = 1
-    while True:
-        try:
-            cells = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            reader.error(rows.line_num, f"CSV 格式错误 ({error}); 引号是否成对?",
-                         f"malformed CSV ({error}); are the quotes balanced?")
-            return False
-        line, start = start, rows.line_num + 1
-        cells = [c.strip() for c in cells]
-        while cells and not cells[-1]:
-            cells.pop()  # Excel pads rows with empty cells up to the widest row
-        if not cells or cells[0].startswith("#"):
-            continue
-        if not seen_format:
-            seen_format = True
-            if cells != [CSV_FORMAT]:
-                shown = ",".join(cells)[:40]
-                reader.error(line, f"第一行应为 {CSV_FORMAT}, 现为 '{shown}'",
-                             f"the first line must be {CSV_FORMAT}, not '{shown}'")
-                return False
-            continue
-        reader.row(line, cells)
-        if len(reader.problems) > MAX_PROBLEMS:
-            return False
-    if not seen_format:
-        reader.error(1, f"文件为空; 第一行应为 {CSV_FORMAT}",
-                     f"the file is empty; the first line must be {CSV_FORMAT}")
-        return False
-    return True
-
-
-def _capped(problems: Sequence[Problem]) -> list[Problem]:
-    if len(problems) <= MAX_PROBLEMS:
-        return list(problems)
-    return [*problems[:MAX_PROBLEMS],
-            Problem("", "format", "错误太多, 其余从略", "too many problems; the rest are left out")]
 
 
 def _assemble(reader: _Reader, today: date | None) -> dict[str, Any]:
