@@ -15,17 +15,17 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
-from grpc_status import rpc_status
 
 from eport.datacenter import authorization as rules
 from eport.datacenter.bodies import check_keys, date_of
-from eport.datacenter.clock import china_date, now, to_micros
+from eport.datacenter.clock import china_date, to_micros
 from eport.datacenter.documents import store_nonce
 from eport.datacenter.errors import DataCenterError, Problem, bad_request
 from eport.datacenter.registry import CUSTOMS_CODE, remember_enterprise, require_enterprise
+from eport.datacenter.rpc import run_signed
 from eport.datacenter.storage import Store
 from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
@@ -41,13 +41,6 @@ _CARD_ID = re.compile(r"^[0-9A-Za-z]{1,16}$")
 _CREDIT_CODE = re.compile(r"^[0-9A-Z]{18}$")
 _DIRECTIONS = ("given", "received")
 _SECTION = "seed 001 §4 1.1"
-
-
-def _abort(context: grpc.ServicerContext, rpc: str, error: DataCenterError) -> NoReturn:
-    logger.info("%s refused: %s", rpc, error,
-                extra={"method": rpc, "reason": pb.DataCenterReason.Name(error.reason)})
-    context.abort_with_status(rpc_status.to_status(error.to_status()))
-    raise AssertionError("abort_with_status returned")  # it raises
 
 
 def _today(moment: datetime) -> date:
@@ -147,11 +140,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServicer):
 
     def _signed(self, request: pb.SignedRequest, context: grpc.ServicerContext, rpc: str,
                 operation: Callable[[VerifiedRequest, datetime], _T]) -> _T:
-        moment = now()
-        try:
-            return operation(self._verifier.verify(request, rpc, now=moment), moment)
-        except DataCenterError as error:
-            _abort(context, rpc, error)
+        return run_signed(self._verifier, request, context, rpc, operation, log=logger)
 
     @contextlib.contextmanager
     def _transaction(self, verified: VerifiedRequest, moment: datetime

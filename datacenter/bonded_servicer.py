@@ -7,16 +7,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
-from grpc_status import rpc_status
 
 from eport.datacenter.bonded import BondedLedger, BondedOutcome
-from eport.datacenter.clock import now
-from eport.datacenter.errors import DataCenterError
 from eport.datacenter.receipts import ReceiptHub
 from eport.datacenter.review import ReviewWorker
+from eport.datacenter.rpc import run_signed
 from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
@@ -25,13 +23,6 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["BondedVerification"].full_name
-
-
-def _abort(context: grpc.ServicerContext, rpc: str, error: DataCenterError) -> NoReturn:
-    logger.info("%s refused: %s", rpc, error,
-                extra={"method": rpc, "reason": pb.DataCenterReason.Name(error.reason)})
-    context.abort_with_status(rpc_status.to_status(error.to_status()))
-    raise AssertionError("abort_with_status returned")  # it raises
 
 
 class BondedVerificationServicer(pb_grpc.BondedVerificationServicer):
@@ -44,12 +35,7 @@ class BondedVerificationServicer(pb_grpc.BondedVerificationServicer):
 
     def _signed(self, request: pb.SignedRequest, context: grpc.ServicerContext, rpc: str,
                 operation: Callable[[VerifiedRequest, datetime], _T]) -> _T:
-        moment = now()
-        try:
-            verified = self._verifier.verify(request, rpc, now=moment)
-            return operation(verified, moment)
-        except DataCenterError as error:
-            _abort(context, rpc, error)
+        return run_signed(self._verifier, request, context, rpc, operation, log=logger)
 
     def _record(self, request: pb.SignedRequest, context: grpc.ServicerContext, rpc: str,
                 operation: Callable[[VerifiedRequest, datetime], BondedOutcome]

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
-from grpc_status import rpc_status
 
 from eport import __version__
 from eport.common.customs.canonical import CANONICAL_FORMAT
@@ -22,9 +21,10 @@ from eport.datacenter import fees
 from eport.datacenter.bodies import check_keys, date_of, integer_of, number_of
 from eport.datacenter.clock import now, timestamp, to_micros
 from eport.datacenter.documents import Ledger, Outcome, find_document, store_nonce
-from eport.datacenter.errors import DataCenterError, bad_request
+from eport.datacenter.errors import bad_request
 from eport.datacenter.receipts import LIST_LIMIT, ReceiptHub, list_receipts
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
+from eport.datacenter.rpc import run_signed
 from eport.datacenter.storage import StorageError, Store
 from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
@@ -36,13 +36,6 @@ _T = TypeVar("_T")
 _MAX_SEQUENCE = 2**53 - 1
 # How often an idle WatchReceipts stream looks whether its client is still there.
 _WATCH_POLL_SECONDS = 1.0
-
-
-def _abort(context: grpc.ServicerContext, rpc: str, error: DataCenterError) -> NoReturn:
-    logger.info("%s refused: %s", rpc, error,
-                extra={"method": rpc, "reason": pb.DataCenterReason.Name(error.reason)})
-    context.abort_with_status(rpc_status.to_status(error.to_status()))
-    raise AssertionError("abort_with_status returned")  # it raises
 
 
 class DataCenterServicer(pb_grpc.DataCenterServicer):
@@ -57,12 +50,7 @@ class DataCenterServicer(pb_grpc.DataCenterServicer):
 
     def _signed(self, request: pb.SignedRequest, context: grpc.ServicerContext, rpc: str,
                 operation: Callable[[VerifiedRequest, datetime], _T]) -> _T:
-        moment = now()
-        try:
-            verified = self._verifier.verify(request, rpc, now=moment)
-            return operation(verified, moment)
-        except DataCenterError as error:
-            _abort(context, rpc, error)
+        return run_signed(self._verifier, request, context, rpc, operation, log=logger)
 
     def _document(self, request: pb.SignedRequest, context: grpc.ServicerContext, rpc: str,
                   operation: Callable[[VerifiedRequest, datetime], Outcome]
