@@ -28,6 +28,8 @@ from eport.common.bonded.importing import load_bonded_file
 from eport.common.customs.document import DocumentError
 from eport.protos.v1 import datacenter_pb2 as dc
 
+RULES = "docs/bonded-document.md"
+
 
 def read_bonded(path: str, *, importing: bool = False) -> dict[str, Any]:
     """The document in `path`. A CSV file, and any file being imported, is read as an import:
@@ -55,7 +57,8 @@ def read_bonded(path: str, *, importing: bool = False) -> dict[str, Any]:
         try:
             document: dict[str, Any] = load_bonded_file(Path(path), progress=advance)
         except DocumentError as error:
-            raise validation_failed(error.problems, Bilingual(f"文件 {path} ", path)) from None
+            raise validation_failed(error.problems, Bilingual(f"文件 {path} ", path),
+                                    rules=RULES) from None
         except OSError as problem:
             raise file_error(path, problem) from None
     return document
@@ -136,7 +139,7 @@ def check(document: dict[str, Any], *, declaring: bool, where: str,
     problems = (declare_problems(document, lookup=records) if declaring
                 else save_problems(document, lookup=records))
     if problems:
-        raise validation_failed(problems, Bilingual(f"{where} ", where))
+        raise validation_failed(problems, Bilingual(f"{where} ", where), rules=RULES)
 
 
 def stored(record: dc.BondedRecord) -> dict[str, Any]:

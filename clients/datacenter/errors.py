@@ -42,8 +42,8 @@ def problem_view(problem: Problem | dc.FieldProblem) -> dict[str, Any]:
             "message": {"zh": problem.message_zh, "en": problem.message_en}}
 
 
-def validation_failed(problems: Iterable[Problem | dc.FieldProblem], where: Bilingual
-                      ) -> CliError:
+def validation_failed(problems: Iterable[Problem | dc.FieldProblem], where: Bilingual, *,
+                      rules: str = "docs/customs-document.md") -> CliError:
     """Every bad or missing field at once, in the error's `problems` (JSON) and its text."""
     listed = list(problems)
     # The messages name their field already ("运输方式(transport_mode) …", "items[0].currency: …").
@@ -54,9 +54,8 @@ def validation_failed(problems: Iterable[Problem | dc.FieldProblem], where: Bili
         "VALIDATION_FAILED",
         Bilingual(f"{where.zh}有 {len(listed)} 处错误:{zh}",
                   f"{where.en} has {len(listed)} problem(s):{en}"),
-        Bilingual("请按提示逐项修改后重试 (规则见 docs/customs-document.md)",
-                  "correct each field as described and try again (the rules: "
-                  "docs/customs-document.md)"),
+        Bilingual(f"请按提示逐项修改后重试 (规则见 {rules})",
+                  f"correct each field as described and try again (the rules: {rules})"),
         ExitCode.VALIDATION_FAILED, {"problems": [problem_view(p) for p in listed]})
 
 
