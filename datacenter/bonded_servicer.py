@@ -14,7 +14,7 @@ import grpc
 from eport.datacenter.bonded import BondedLedger, BondedOutcome
 from eport.datacenter.receipts import ReceiptHub
 from eport.datacenter.review import ReviewWorker
-from eport.datacenter.rpc import run_signed
+from eport.datacenter.rpc import announce, run_signed
 from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
@@ -41,11 +41,7 @@ class BondedVerificationServicer(pb_grpc.BondedVerificationServicer):
                 operation: Callable[[VerifiedRequest, datetime], BondedOutcome]
                 ) -> pb.BondedRecord:
         outcome = self._signed(request, context, rpc, operation)
-        # Only after COMMIT: a watcher or the reviewer must never see uncommitted rows.
-        if outcome.receipts_written:
-            self._hub.published()
-        if outcome.review_queued:
-            self._worker.wake()
+        announce(outcome, self._hub, self._worker)
         return outcome.record
 
     def SaveBonded(self, request: pb.SignedRequest, context: grpc.ServicerContext

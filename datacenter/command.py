@@ -138,7 +138,11 @@ def registry() -> None:
     inter-enterprise grants take the agent's data from."""
 
 
-def _open_store(db_path: Path) -> Store:
+def _open_store(db_path: Path, *, must_exist: bool = False) -> Store:
+    """The store for an admin command; with must_exist, a missing file is an error rather
+    than a new empty database (a listing of a mistyped path should not create it)."""
+    if must_exist and not db_path.exists():
+        raise click.ClickException(f"{db_path} does not exist. Remedy: check --db.")
     try:
         return Store(db_path)
     except StorageError as error:
@@ -170,9 +174,7 @@ def registry_import(db_path: Path, file: Path) -> None:
 @_db_option
 def registry_list(db_path: Path) -> None:
     """Print the registry: customs code, credit code and name, tab-separated."""
-    if not db_path.exists():
-        raise click.ClickException(f"{db_path} does not exist. Remedy: check --db.")
-    store = _open_store(db_path)
+    store = _open_store(db_path, must_exist=True)
     try:
         with store.read() as connection:
             enterprises = enterprise_registry.all_enterprises(connection)
@@ -187,13 +189,6 @@ def ebook() -> None:
     """E-book records (电子账册): the record items bonded verification items must match."""
 
 
-def _ebook_store(db_path: Path) -> Store:
-    try:
-        return Store(db_path)
-    except StorageError as error:
-        raise click.ClickException(str(error)) from None
-
-
 @ebook.command("import")
 @_db_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -206,7 +201,7 @@ def ebook_import(db_path: Path, file: Path) -> None:
     except ebooks.EBookFileError as error:
         raise click.ClickException(f"{error}. Remedy: correct the file and import it again.") \
             from None
-    store = _ebook_store(db_path)
+    store = _open_store(db_path)
     try:
         with store.write() as connection:
             ebooks.import_ebooks(connection, books)
@@ -222,9 +217,7 @@ def ebook_import(db_path: Path, file: Path) -> None:
 @_db_option
 def ebook_list(db_path: Path) -> None:
     """Print the e-books: number, enterprise and item count, tab-separated."""
-    if not db_path.exists():
-        raise click.ClickException(f"{db_path} does not exist. Remedy: check --db.")
-    store = _ebook_store(db_path)
+    store = _open_store(db_path, must_exist=True)
     try:
         with store.read() as connection:
             summaries = ebooks.list_ebooks(connection)

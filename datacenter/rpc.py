@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import NoReturn, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
 from grpc_status import rpc_status
@@ -23,6 +23,33 @@ from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
 
 _T = TypeVar("_T")
+
+
+class Committed(Protocol):
+    """What a ledger operation says it did, once its transaction has committed."""
+
+    @property
+    def receipts_written(self) -> bool: ...
+
+    @property
+    def review_queued(self) -> bool: ...
+
+
+class Waker(Protocol):
+    def published(self) -> None: ...
+
+
+class Reviewer(Protocol):
+    def wake(self) -> None: ...
+
+
+def announce(outcome: Committed, hub: Waker, worker: Reviewer) -> None:
+    """Wake receipt streams and the reviewer for what just committed. Only after COMMIT: a
+    watcher or the reviewer must never see uncommitted rows."""
+    if outcome.receipts_written:
+        hub.published()
+    if outcome.review_queued:
+        worker.wake()
 
 
 def abort(context: grpc.ServicerContext, rpc: str, error: DataCenterError, *,

@@ -24,7 +24,7 @@ from eport.datacenter.documents import Ledger, Outcome, find_document, store_non
 from eport.datacenter.errors import bad_request
 from eport.datacenter.receipts import LIST_LIMIT, ReceiptHub, list_receipts
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
-from eport.datacenter.rpc import run_signed
+from eport.datacenter.rpc import announce, run_signed
 from eport.datacenter.storage import StorageError, Store
 from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
@@ -56,11 +56,7 @@ class DataCenterServicer(pb_grpc.DataCenterServicer):
                   operation: Callable[[VerifiedRequest, datetime], Outcome]
                   ) -> pb.DocumentRecord:
         outcome = self._signed(request, context, rpc, operation)
-        # Only after COMMIT: a watcher or the reviewer must never see uncommitted rows.
-        if outcome.receipts_written:
-            self._hub.published()
-        if outcome.review_queued:
-            self._worker.wake()
+        announce(outcome, self._hub, self._worker)
         return outcome.record
 
     # ---- unsigned ------------------------------------------------------------------------
