@@ -7,22 +7,19 @@ socket), 1 when the daemon fails for another reason (the log says why).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 import grpc
 
 from eport.common.socket_location import SYSTEM_GROUP
+from eport.common.stop_signals import StopSignals
 from eport.daemon.config import (
     DEFAULT_EXPIRY_WARNING_DAYS,
     DEFAULT_IDLE_TIMEOUT_S,
@@ -149,27 +146,8 @@ def _load_build_service() -> AppFactory:
     return factory
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
-    """SIGTERM and SIGINT set `stop`; the previous handlers come back afterwards."""
-    received: list[str] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {signum: signal.signal(signum, handler)
-                for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield received
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def _serve(settings: DaemonSettings, app_factory: AppFactory) -> None:
-    stop = threading.Event()
-    with _stop_on_signals(stop) as received:
+    with StopSignals.installed() as stop:
         app = app_factory(settings)
         started = False
 
@@ -190,7 +168,7 @@ def _serve(settings: DaemonSettings, app_factory: AppFactory) -> None:
                                    "systemd_activated": running.systemd_activated})
                 sd_notify("READY=1")
                 stop.wait()
-                logger.info("eportd stopping (%s)", ", ".join(received) or "requested")
+                logger.info("eportd stopping (%s)", ", ".join(stop.received) or "requested")
                 sd_notify("STOPPING=1")
                 # In-flight calls (a signature under way) get the grace period to finish.
                 running.stop(grace=SHUTDOWN_GRACE_S)

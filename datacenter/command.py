@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
 from eport import __version__
 from eport.common.customs.endpoint import default_datacenter_address
+from eport.common.stop_signals import StopSignals
 from eport.datacenter import ebooks
 from eport.datacenter import registry as enterprise_registry
 from eport.datacenter.clock import now, to_micros
@@ -101,23 +99,16 @@ def serve(db_path: Path, listen: str, trust_anchors: tuple[Path, ...], review: R
                                   review=review, review_delay=review_delay,
                                   max_clock_skew=max_clock_skew,
                                   allow_non_loopback=allow_non_loopback)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-    try:
-        with run_server(settings) as running:
-            click.echo(f"eport-datacenter ready on {running.address}")
-            sys.stdout.flush()
-            while not stop.wait(3600):
-                pass
-            running.stop(grace=5.0)
-    except (ServerConfigError, StorageError) as error:
-        raise click.ClickException(str(error)) from None
+    with StopSignals.installed() as stop:
+        try:
+            with run_server(settings) as running:
+                click.echo(f"eport-datacenter ready on {running.address}")
+                sys.stdout.flush()
+                stop.wait()
+                logger.info("received %s; stopping", ", ".join(stop.received) or "a request")
+                running.stop(grace=5.0)
+        except (ServerConfigError, StorageError) as error:
+            raise click.ClickException(str(error)) from None
 
 
 @cli.command()

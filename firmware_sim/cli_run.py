@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
+from eport.common.stop_signals import StopSignals
 from eport.firmware_sim.control import ControlServer, control_request, default_control_path
 from eport.firmware_sim.image import CardImageError
 from eport.firmware_sim.vpcd import VPCD_BASE_PORT
@@ -52,20 +51,18 @@ def run_command(cards: tuple[Path, ...], slot: int, port: int | None, host: str,
     except (RuntimeError, OSError) as exc:
         runner.stop()
         raise click.ClickException(f"control socket {path}: {exc}") from None
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    runner.start()
-    control.start()
-    for status in runner.status():
-        click.echo(f"slot {status.slot}: {status.image} -> Virtual PCD 00 {status.slot:02d} "
-                   f"(vpcd {host}:{status.port})")
-    click.echo(f"control socket: {path}  (eport-sim ctl --help)", err=False)
-    try:
-        stop.wait()
-    finally:
-        control.stop()
-        runner.stop()
+    with StopSignals.installed() as stop:
+        runner.start()
+        control.start()
+        for status in runner.status():
+            click.echo(f"slot {status.slot}: {status.image} -> Virtual PCD 00 "
+                       f"{status.slot:02d} (vpcd {host}:{status.port})")
+        click.echo(f"control socket: {path}  (eport-sim ctl --help)", err=False)
+        try:
+            stop.wait()
+        finally:
+            control.stop()
+            runner.stop()
 
 
 def _send(control_path: Path | None, request: dict[str, Any]) -> dict[str, Any]:

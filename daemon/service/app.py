@@ -23,7 +23,14 @@ from eport.daemon.card.errors import InvalidPinError, ReferenceBlockedError, Sec
 from eport.daemon.card.piv_session import ReferenceStatus
 from eport.daemon.config import DaemonSettings
 from eport.daemon.service import pin_policy
-from eport.daemon.service.card_state import CardSnapshot, ReaderSlot, Session, read_card
+from eport.daemon.service.card_state import (
+    IDENTIFY_RETRY_DELAYS_S,
+    CardSnapshot,
+    ReaderSlot,
+    Session,
+    may_pass,
+    read_card,
+)
 from eport.daemon.service.card_worker import CardAccess, CardWorker
 from eport.daemon.service.certificates import (
     CardCertificate,
@@ -200,11 +207,15 @@ class CardServiceApp:
         slot = self._slots.get(presence.name)
         if slot is None:
             return
+        released = slot.exclusive_elsewhere and not presence.exclusive
         slot.exclusive_elsewhere = presence.exclusive
         if slot.present and (reinserted or not presence.present):
             self._card_removed(slot)
         if presence.present and not slot.present:
             self._card_inserted(slot, presence.atr)
+        elif released and slot.present and slot.card is None:
+            # The program that held the card let it go: read it now, not at the next retry.
+            self._identify(slot.name, insertion=slot.insertion, attempt=0)
 
     def _card_inserted(self, slot: ReaderSlot, atr: bytes) -> None:
         slot.present, slot.atr = True, atr
@@ -214,8 +225,43 @@ class CardServiceApp:
         slot.removed_at, slot.removed_card_id = None, ""
         self.events.publish(Event(EventKind.CARD_INSERTED, slot.name, atr=atr))
         logger.info("card inserted", extra={"reader": slot.name, "atr": atr.hex()})
-        insertion = slot.insertion
-        slot.worker.submit(lambda access: self._read_into_slot(slot.name, insertion, access))
+        self._identify(slot.name, insertion=slot.insertion, attempt=0)
+
+    def _identify(self, reader: str, *, insertion: int, attempt: int) -> None:
+        """Read the card of this insertion in the background, so that ListReaders shows its
+        id (or why it cannot be read) without a client asking first."""
+        with self._lock:
+            slot = self._slots.get(reader)
+            if slot is None or slot.insertion != insertion or slot.card is not None:
+                return
+            future = slot.worker.submit(
+                lambda access: self._read_into_slot(reader, insertion, access))
+        future.add_done_callback(
+            lambda done: self._identified(reader, insertion, attempt, done.exception()))
+
+    def _identified(self, reader: str, insertion: int, attempt: int,
+                    error: BaseException | None) -> None:
+        if error is None:
+            return
+        with self._lock:
+            slot = self._slots.get(reader)
+            if slot is None or slot.insertion != insertion or slot.card is not None:
+                return  # pulled out meanwhile, or a client's read got it
+            if may_pass(error) and attempt < len(IDENTIFY_RETRY_DELAYS_S) \
+                    and not self._shutting_down:
+                slot.card_error = None
+                retry = threading.Timer(IDENTIFY_RETRY_DELAYS_S[attempt], self._identify,
+                                        args=(reader,),
+                                        kwargs={"insertion": insertion, "attempt": attempt + 1})
+                retry.daemon = True
+                retry.start()
+                logger.info("reading the inserted card failed; trying again: %s", error,
+                            extra={"reader": reader})
+                return
+            # Failures before the card was read (connecting, selecting) are kept too: without
+            # them the reader would show a card with neither an id nor an error.
+            slot.card_error = error if isinstance(error, EportError) else EportError(
+                Reason.CARD_ERROR, str(error), reader=reader)
 
     def _card_removed(self, slot: ReaderSlot) -> None:
         self._close_session(slot, "removed")
@@ -389,9 +435,9 @@ class CardServiceApp:
         with self._lock:
             if slot.card is not None:
                 return slot, slot.card
-            if slot.card_error is not None:
+            if slot.card_error is not None and not may_pass(slot.card_error):
                 raise slot.card_error
-            insertion = slot.insertion
+            insertion = slot.insertion  # a passing failure: the caller's call reads again
 
         def job(access: CardAccess) -> CardSnapshot:
             with self._lock:

@@ -89,6 +89,20 @@ class ReaderSlot:
         return _IKEY_ATR_MARK not in self.atr
 
 
+# A card just inserted is read again after these pauses when PC/SC itself failed (no status
+# word): pcscd may still be powering it, another program may hold it for a moment, or pcscd's
+# view lagged behind a quick pull and reinsertion. A card that answered is not asked again.
+IDENTIFY_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
+_PASSING_REASONS = frozenset({Reason.CARD_ERROR, Reason.CARD_TIMEOUT, Reason.SHARING_VIOLATION,
+                              Reason.CARD_REMOVED, Reason.NO_CARD})
+
+
+def may_pass(error: BaseException) -> bool:
+    """Whether reading the card again may succeed where `error` failed."""
+    return (isinstance(error, EportError) and error.reason in _PASSING_REASONS
+            and error.status_word is None)
+
+
 def read_card(access: CardAccess) -> CardSnapshot:
     """Certificate, E-port profile and card id, in one job on the card."""
     piv = access.piv

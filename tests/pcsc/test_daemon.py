@@ -707,3 +707,26 @@ def test_the_readme_demo_runs(pcscd: Pcscd, tmp_path: Path) -> None:
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Verified OK" in result.stdout and "PIN_LAST_ATTEMPT_GUARD" in result.stdout
+
+
+def test_a_card_another_program_holds_at_start_is_read_once_it_lets_go(
+        tmp_path: Path, test_ca: TestCA, pcscd: Pcscd, sim_slots: Callable[..., SimSlots],
+        card_images: dict[str, CardImage]) -> None:
+    """The first read of a card fails while another program holds it exclusively; the
+    daemon reads it again by itself, so the reader shows the card's id with no client call."""
+    sim_slots([(0, card_file(card_images, "sm2", tmp_path))])
+    with PcscContext() as other:
+        held = other.connect(READER0, exclusive=True)
+        with running_daemon(tmp_path / "run", "--trust-anchor",
+                            str(test_ca.trust_bundle)) as daemon:
+            stub = daemon.stub()
+            deadline = time.monotonic() + 5
+            while not daemon.log().count("trying again"):
+                assert time.monotonic() < deadline, daemon.log()
+                time.sleep(0.05)
+            [entry] = [r for r in stub.ListReaders(pb.ListReadersRequest()).readers
+                       if r.name == READER0]
+            assert entry.card_present and entry.exclusive_elsewhere and not entry.card_id
+            held.close()
+            entry = wait_for_card(stub, READER0, timeout=8)
+            assert entry.card_id == card_images["sm2"].profile.card_id and not entry.error

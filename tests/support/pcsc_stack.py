@@ -123,6 +123,15 @@ def wait_for_presence(reader: str, present: bool, timeout: float = 5.0) -> float
         return context.wait_for_presence(reader, present=present, timeout=timeout)
 
 
+def wait_until_empty(reader: str, timeout: float = 5.0) -> None:
+    """Before a test inserts its card: the card of an earlier test or program (eport-demo's
+    simulator just stopped) may still be shown by pcscd, and would be taken for the new one."""
+    try:
+        wait_for_presence(reader, False, timeout)
+    except PcscError as exc:
+        raise AssertionError(f"{reader!r} still holds a card no test put there: {exc}") from None
+
+
 class SimCards:
     """Puts cards into slots for one test and takes them out afterwards."""
 
@@ -131,6 +140,7 @@ class SimCards:
         self._cards: list[SimCard] = []
 
     def insert(self, image_path: Path, slot: int = 0) -> SimCard:
+        wait_until_empty(reader_for_slot(slot))
         runner = self._runner.add_slot(slot, image_path)
         runner.start()
         card = SimCard(image_path, slot, runner)
@@ -170,6 +180,7 @@ class SimSlots:
         self.runner.start()  # slots added later start at once
 
     def add(self, slot: int, image_path: Path, *, timeout: float = 5.0) -> SlotRunner:
+        wait_until_empty(reader_for_slot(slot))
         runner = self.runner.add_slot(slot, image_path)
         wait_for_presence(reader_for_slot(slot), True, timeout)
         return runner
