@@ -114,7 +114,7 @@ def reason_of(error: grpc.RpcError) -> str:
 
 
 def wait_for_card(stub: pb_grpc.CardServiceStub, reader: str, present: bool = True,
-                  timeout: float = 5.0) -> pb.Reader:
+                  timeout: float = 10.0) -> pb.Reader:
     deadline = time.monotonic() + timeout
     while True:
         for entry in stub.ListReaders(pb.ListReadersRequest()).readers:
