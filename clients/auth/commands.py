@@ -21,7 +21,12 @@ from eport.clients.cli.context import (
 from eport.clients.cli.errors import usage_error
 from eport.clients.cli.language import Bilingual
 from eport.clients.cli.output import Output
-from eport.clients.datacenter.context import call_signed, datacenter_option, signer
+from eport.clients.datacenter.context import (
+    DataCenterGroup,
+    call_signed,
+    datacenter_option,
+    signer,
+)
 from eport.clients.datacenter.signer import CardSigner
 from eport.protos.v1 import datacenter_pb2 as dc
 
@@ -93,7 +98,7 @@ def card_and_secret_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return json_option(secret_options(card_options(function)))
 
 
-@click.group("auth")
+@click.group("auth", cls=DataCenterGroup)
 @datacenter_option
 def auth_group() -> None:
     """委托授权: grants between enterprises and to operator cards (seed 001 §4)."""

@@ -26,7 +26,12 @@ from eport.clients.cli.output import Output
 from eport.clients.cli.views import timestamp
 from eport.clients.customs.context import is_file_argument
 from eport.clients.customs.views import receipt_view, show_receipt
-from eport.clients.datacenter.context import call_signed, datacenter_option, signer
+from eport.clients.datacenter.context import (
+    DataCenterGroup,
+    call_signed,
+    datacenter_option,
+    signer,
+)
 from eport.clients.datacenter.errors import problem_view
 from eport.clients.datacenter.signer import CardSigner
 from eport.common.bonded.document import new_bonded_document, normalise, stock_warnings
@@ -125,7 +130,7 @@ def signing_options(function: Any) -> Any:
     return json_option(secret_options(card_options(function)))
 
 
-@click.group("bonded")
+@click.group("bonded", cls=DataCenterGroup)
 @datacenter_option
 def bonded_group() -> None:
     """保税核查: bonded verification: stock-taking data of processing-trade enterprises."""

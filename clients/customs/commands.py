@@ -40,7 +40,12 @@ from eport.clients.customs.context import (
     stored_document,
 )
 from eport.clients.customs.views import record_view, show_record
-from eport.clients.datacenter.context import call_signed, datacenter_option, signer
+from eport.clients.datacenter.context import (
+    DataCenterGroup,
+    call_signed,
+    datacenter_option,
+    signer,
+)
 from eport.common.customs.document import (
     DIRECTIONS,
     DOCUMENT_TYPES,
@@ -57,7 +62,7 @@ def _document_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-@click.group("customs")
+@click.group("customs", cls=DataCenterGroup)
 @datacenter_option
 def customs_group() -> None:
     """报关申报: customs declarations and filing lists: new, import, save (暂存), upload (上载),

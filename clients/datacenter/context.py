@@ -24,6 +24,12 @@ def _attach(ctx: click.Context, _param: click.Parameter, address: str | None) ->
     ctx.call_on_close(client.close)
 
 
+def _attach_given(ctx: click.Context, param: click.Parameter, address: str | None) -> None:
+    """--datacenter after the subcommand's name wins over the group's (or its default)."""
+    if address is not None:
+        _attach(ctx, param, address)
+
+
 def datacenter_option(function: F) -> F:
     """--datacenter on a subsystem's command group; the client is there for its commands."""
     return click.option(
@@ -31,6 +37,20 @@ def datacenter_option(function: F) -> F:
         callback=_attach,
         help=f"The data centre: unix:/path or host:port (default: ${ADDRESS_ENV}, then the "
              "local eport-datacenter socket).")(function)
+
+
+class DataCenterGroup(click.Group):
+    """A subsystem's group whose every command takes --datacenter too, so that
+    `eport customs save --datacenter ADDRESS FILE` works as well as the option before `save`
+    (people put options after the subcommand they belong to)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(param.name == "datacenter" for param in cmd.params):
+            cmd.params.append(click.Option(
+                ["--datacenter"], metavar="ADDRESS", expose_value=False,
+                callback=_attach_given,
+                help="The data centre, as the group's --datacenter (which it overrides)."))
+        super().add_command(cmd, name)
 
 
 def datacenter() -> DataCenterClient:
