@@ -35,6 +35,7 @@ from eport.clients.datacenter.context import (
 from eport.clients.datacenter.errors import problem_view
 from eport.clients.datacenter.signer import CardSigner
 from eport.common.bonded.document import new_bonded_document, normalise, stock_warnings
+from eport.common.bonded.examples import example_bonded
 from eport.protos.v1 import datacenter_pb2 as dc
 
 STATUS_NAMES = {dc.BONDED_SAVED: Bilingual("暂存", "saved"),
@@ -138,10 +139,25 @@ def bonded_group() -> None:
 
 @bonded_group.command("new")
 @click.option("-o", "--output", "output_path", default="-", metavar="FILE")
+@click.option("--example", is_flag=True,
+              help="A filled-in document that passes every check (加贸手册 mode, two items), "
+                   "to start from.")
+@click.option("--enterprise-code", metavar="CODE",
+              help="With --example: your 10-digit customs code (核查企业代码); the name is then "
+                   "filled from the data centre's registry at save unless --enterprise-name.")
+@click.option("--enterprise-name", metavar="NAME", default="",
+              help="With --example and --enterprise-code: the enterprise's name.")
 @json_option
-def new_command(output_path: str) -> None:
-    """录入: an empty document (header first, then the body; seed 000 §2.2)."""
-    document = new_bonded_document()
+def new_command(output_path: str, example: bool, enterprise_code: str | None,
+                enterprise_name: str) -> None:
+    """录入: an empty document (header first, then the body; seed 000 §2.2), or --example."""
+    if (enterprise_code or enterprise_name) and not example:
+        raise click.UsageError("--enterprise-code and --enterprise-name go with --example")
+    if enterprise_name and not enterprise_code:
+        raise click.UsageError("--enterprise-name needs --enterprise-code")
+    document = (example_bonded(enterprise_code=enterprise_code or "",
+                               enterprise_name=enterprise_name)
+                if example else new_bonded_document())
     text = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
     if state().output.json_mode and output_path == "-":
         state().output.result(command_name(), {"document": document}, lambda out: None)
