@@ -1,10 +1,11 @@
 """`eport-demo`: the whole stack on a simulated card, as a user would run it.
 
-It provisions a TEST card with `eport-sim`, inserts it into pcscd's vpcd reader with
+It provisions TEST cards with `eport-sim`, inserts one into pcscd's vpcd reader with
 `eport-sim run`, starts `eportd` on a private socket and then, as a thin client that only calls
 the daemon, shows what eportd does: events, card data, the PIN guard, signing, and an
-independent check of the signature with OpenSSL, and finally `eport card info` and
-`eport doctor` on the same card. Everything it starts, it stops.
+independent check of the signature with OpenSSL; then `eport card info` and `eport doctor` on
+the same card, `eport-gateway`, and the subsystems through `eport-datacenter`
+(demo_subsystems.py). Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -20,35 +21,29 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
 from eport.clients.cli.errors import error_detail_of
-from eport.common.profile import credit_code_check_char
+from eport.clients.demo_subsystems import DemoCards, subsystem_steps
+from eport.clients.demo_support import (
+    DEMO_CREDIT_CODE,
+    DEMO_CUSTOMS_CODE,
+    DEMO_PIN,
+    bin_path,
+    running_process,
+    step,
+    wait_serving,
+)
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
 
-DEMO_PIN = "88888888"
 SM2_DISTID = "distid:1234567812345678"
-# One enterprise, two cards: its operator card saves, its declarant card declares.
-DEMO_CUSTOMS_CODE = "4403960001"
-DEMO_CREDIT_CODE = "91440300MA5DXW801" + credit_code_check_char("91440300MA5DXW801")
-
-
-def _bin(name: str) -> str:
-    beside = Path(sys.executable).with_name(name)
-    return str(beside) if beside.exists() else name
-
-
-def _step(text: str) -> None:
-    print(f"\n== {text}", flush=True)
 
 
 def _reason(error: grpc.RpcError) -> str:
@@ -57,34 +52,6 @@ def _reason(error: grpc.RpcError) -> str:
         return str(error)
     return (f"{pb.ErrorReason.Name(detail.reason)}: {detail.message_zh} / {detail.message_en}"
             f" — {detail.remedy_en}")
-
-
-@contextlib.contextmanager
-def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as sink:
-        process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait_serving(socket: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if socket.exists():
-            with grpc.insecure_channel(f"unix:{socket}") as channel, \
-                    contextlib.suppress(grpc.RpcError):
-                answer = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-        time.sleep(0.05)
-    raise SystemExit("eportd did not start; see its log above")
 
 
 def _ensure_pcscd(stub: pb_grpc.CardServiceStub) -> None:
@@ -106,23 +73,27 @@ def _ensure_pcscd(stub: pb_grpc.CardServiceStub) -> None:
 
 
 def run_demo(workdir: Path) -> int:
-    ca, card, operator = workdir / "ca", workdir / "declarant.card", workdir / "operator.card"
+    ca = workdir / "ca"
+    card, operator, legal_person = (workdir / f"{kind}.card"
+                                    for kind in ("declarant", "operator", "legal-person"))
     runtime = workdir / "run"
     runtime.mkdir(mode=0o700, exist_ok=True)
     socket = runtime / "eportd.sock"
-    _step("a TEST CA and an SM2 declarant IC card (eport-sim)")
-    sim = _bin("eport-sim")
+    step("a TEST CA and SM2 IC cards of one enterprise: declarant, operator, legal person "
+         "(eport-sim)")
+    sim = bin_path("eport-sim")
     subprocess.run([sim, "ca", "init", "--ca", str(ca), "--force"], check=True,
                    stdout=subprocess.DEVNULL)
-    for image, kind, holder in ((card, "declarant", "李报关"), (operator, "operator", "王操作")):
+    for image, kind, holder in ((card, "declarant", "李报关"), (operator, "operator", "王操作"),
+                                (legal_person, "legal-person", "赵法人")):
         subprocess.run([sim, "provision", str(image), "--ca", str(ca), "--kind", kind,
                         "--holder", holder, "--customs-code", DEMO_CUSTOMS_CODE,
                         "--credit-code", DEMO_CREDIT_CODE, "--force"], check=True,
                        stdout=subprocess.DEVNULL)
-    eportd = [_bin("eportd"), "--socket", str(socket), "--trust-anchor",
+    eportd = [bin_path("eportd"), "--socket", str(socket), "--trust-anchor",
               str(ca / "trust-anchors.pem"), "--log-format", "text", "--no-systemd-activation"]
-    with _process(eportd, workdir / "eportd.log") as daemon:
-        _wait_serving(socket)
+    with running_process(eportd, workdir / "eportd.log") as daemon:
+        wait_serving(socket)
         stub = pb_grpc.CardServiceStub(grpc.insecure_channel(f"unix:{socket}"))
         info = stub.GetDaemonInfo(pb.GetDaemonInfoRequest())
         print(f"eportd {info.version} (pid {daemon.pid}) on {socket}")
@@ -139,9 +110,9 @@ def run_demo(workdir: Path) -> int:
                     print(line, flush=True)
 
         threading.Thread(target=follow, daemon=True).start()
-        _step("the card goes into the reader (eport-sim run)")
-        with _process([sim, "run", str(card), "--control", str(runtime / "sim.sock")],
-                      workdir / "sim.log"):
+        step("the card goes into the reader (eport-sim run)")
+        with running_process([sim, "run", str(card), "--control", str(runtime / "sim.sock")],
+                             workdir / "sim.log"):
             deadline = time.monotonic() + 15
             while not any("CARD_READY" in line for line in seen):
                 if time.monotonic() > deadline:
@@ -150,7 +121,9 @@ def run_demo(workdir: Path) -> int:
             result = _card_steps(stub, workdir, events)
             _cli_steps(socket)
             _gateway_steps(socket, workdir)
-            _customs_steps(stub, socket, workdir, ca, (card, operator))
+            subsystem_steps(stub, socket, workdir, ca,
+                            DemoCards(declarant=card, operator=operator,
+                                      legal_person=legal_person))
             return result
 
 
@@ -158,17 +131,17 @@ def _cli_steps(socket: Path) -> None:
     """The same card through the `eport` command line, as a user or support desk sees it."""
     environment = {**os.environ, "EPORTD_SOCKET": str(socket)}
     for words in (["card", "info"], ["doctor"]):
-        _step(f"eport {' '.join(words)}")
+        step(f"eport {' '.join(words)}")
         # doctor exits 20 for warnings (e.g. udev rules not installed): still a good run.
-        subprocess.run([_bin("eport"), *words], env=environment, check=False)
+        subprocess.run([bin_path("eport"), *words], env=environment, check=False)
 
 
 def _gateway_steps(socket: Path, workdir: Path) -> None:
     """The E-port client's websocket API, as Single Window pages and ERP programs call it."""
-    _step("eport-gateway: the E-port client's websocket API (ws://127.0.0.1:61232) on Linux")
-    gateway = [_bin("eport-gateway"), "serve", "--port", "0", "--socket", str(socket)]
+    step("eport-gateway: the E-port client's websocket API (ws://127.0.0.1:61232) on Linux")
+    gateway = [bin_path("eport-gateway"), "serve", "--port", "0", "--socket", str(socket)]
     log = workdir / "gateway.log"
-    with _process(gateway, log):
+    with running_process(gateway, log):
         deadline = time.monotonic() + 15
         while "listening on" not in log.read_text(encoding="utf-8", errors="replace"):
             if time.monotonic() > deadline:
@@ -198,70 +171,8 @@ def _gateway_steps(socket: Path, workdir: Path) -> None:
                   f"{refused.response.status_code}")
 
 
-def _swap_card(stub: pb_grpc.CardServiceStub, control: Path, image: Path) -> None:
-    """Another card into the reader, as a person switches cards (seed 003 十一(二))."""
-    for words in (["remove"], ["insert", str(image)]):
-        subprocess.run([_bin("eport-sim"), "ctl", "--control", str(control), words[0],
-                        "--slot", "0", *words[1:]], check=True, stdout=subprocess.DEVNULL)
-    wanted = json.loads(image.read_text(encoding="utf-8"))["profile"]["card_id"]
-    deadline = time.monotonic() + 15
-    while not any(r.card_id == wanted for r in stub.ListReaders(pb.ListReadersRequest()).readers):
-        if time.monotonic() > deadline:
-            raise SystemExit("the other card never appeared in the reader")
-        time.sleep(0.05)
-
-
-def _customs_steps(stub: pb_grpc.CardServiceStub, socket: Path, workdir: Path, ca: Path,
-                   cards: tuple[Path, Path]) -> None:
-    """报关申报 through the reference data centre: the operator card saves, the declarant card
-    declares, the receipt brings the entry number, and the declaration is printed."""
-    declarant, operator = cards
-    _step("eport customs: save (暂存) with the operator card, declare (申报) with the declarant "
-          "card, through eport-datacenter")
-    centre_socket = workdir / "run" / "datacenter.sock"
-    centre = [_bin("eport-datacenter"), "serve", "--db", str(workdir / "datacenter.sqlite3"),
-              "--listen", f"unix:{centre_socket}", "--trust-anchor",
-              str(ca / "trust-anchors.pem"), "--review-delay", "0.5"]
-    environment = {**os.environ, "EPORTD_SOCKET": str(socket), "EPORT_LANG": "en",
-                   "EPORT_DATACENTER": f"unix:{centre_socket}"}
-
-    def customs(*words: str, pin: bool = True) -> dict[str, Any]:
-        """One `eport customs` command as a script runs it; its JSON result (or error)."""
-        args = [_bin("eport"), "customs", *words, "--json"] + (["--pin-stdin"] if pin else [])
-        done = subprocess.run(args, env=environment, input=DEMO_PIN + "\n" if pin else None,
-                              capture_output=True, text=True, check=False)
-        answer: dict[str, Any] = json.loads(done.stdout)
-        return answer
-
-    entry = workdir / "entry.json"
-    with _process(centre, workdir / "datacenter.log"):
-        _wait_serving(centre_socket)
-        customs("new", "--example", "-o", str(entry), pin=False)
-        print(f"  a filled-in example declaration: {entry}")
-        _swap_card(stub, workdir / "run" / "sim.sock", operator)
-        saved = customs("save", str(entry))["result"]
-        print(f"  operator card: saved as {saved['temporary_number']} ({saved['status']})")
-        refused = customs("declare", saved["temporary_number"], pin=False)["error"]
-        print(f"  operator card: declare refused before sending: {refused['message']['en']}")
-        _swap_card(stub, workdir / "run" / "sim.sock", declarant)
-        declared = customs("declare", saved["temporary_number"], "--wait", "10")["result"]
-        print(f"  declarant card: declared, unified number {declared['unified_number']}; "
-              f"review {declared['status']}: entry number {declared['entry_number']}, "
-              f"pre-entry number {declared['pre_entry_number']}")
-        for receipt in customs("receipts", "--number", declared["unified_number"])[
-                "result"]["receipts"]:
-            print(f"  receipt #{receipt['sequence']} {receipt['kind']} "
-                  f"{receipt['message']['zh']}")
-        pdf = workdir / "declaration.pdf"
-        customs("print", declared["unified_number"], "-o", str(pdf))
-        print(f"  printed (A4, barcode of the pre-entry number): {pdf}")
-        stats = customs("stats")["result"]
-        print(f"  stats for {stats['enterprise_code']}: {stats['charged_entries']} entry "
-              f"charged, {stats['total_yuan']} yuan")
-
-
 def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any) -> int:
-    _step("card information (read once per insertion, then cached)")
+    step("card information (read once per insertion, then cached)")
     card = stub.GetCardInfo(pb.CardSelector())
     print(f"  card {card.card_id} {pb.CardKind.Name(card.kind)} {pb.CardForm.Name(card.form)}"
           f" {pb.KeyAlgorithm.Name(card.key_algorithm)}\n  holder {card.holder_name}, "
@@ -271,7 +182,7 @@ def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any) -> in
     print(f"  certificate {pb.CertificateState.Name(certificate.check.state)}, "
           f"{certificate.check.days_left} days left, chain "
           f"{pb.ChainState.Name(certificate.check.chain)}")
-    _step("the PIN guard: a typo costs nothing, two wrong PINs, then the guard holds")
+    step("the PIN guard: a typo costs nothing, two wrong PINs, then the guard holds")
     for pin in ("1234", "11111111", "22222222", DEMO_PIN):
         try:
             stub.VerifyPin(pb.VerifyPinRequest(pin=pin))
@@ -279,10 +190,10 @@ def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any) -> in
         except grpc.RpcError as error:
             print(f"  refused: {_reason(error)}")
     print(f"  tries left: {stub.GetPinStatus(pb.CardSelector()).pin_tries_left}")
-    _step("the right PIN, allowing the last attempt explicitly")
+    step("the right PIN, allowing the last attempt explicitly")
     status = stub.VerifyPin(pb.VerifyPinRequest(pin=DEMO_PIN, allow_last_attempt=True)).status
     print(f"  session open until {status.session_expires_at.ToDatetime():%H:%M:%S} UTC")
-    _step("sign a declaration (SM2 with SM3) and check it with OpenSSL")
+    step("sign a declaration (SM2 with SM3) and check it with OpenSSL")
     declaration = "报关单 demo: 进口 1 项 / declaration demo".encode()
     answer = stub.Sign(pb.SignRequest(data=declaration))
     print(f"  signature {answer.signature_base64[:32]}... certificate {answer.certificate_number}")

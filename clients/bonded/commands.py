@@ -163,6 +163,13 @@ def new_command(output_path: str, example: bool, enterprise_code: str | None,
         state().output.result(command_name(), {"document": document}, lambda out: None)
         return
     write_output(output_path, text)
+    if output_path != "-":
+        internal_number = document["header"]["internal_number"]
+        state().output.result(
+            command_name(), {"output": output_path, "internal_number": internal_number or None,
+                             "client_reference": document["client_reference"]},
+            lambda out: out.note(Bilingual(f"新核查单: {output_path}",
+                                           f"New document: {output_path}")))
 
 
 @bonded_group.command("import")

@@ -4,6 +4,7 @@ socket, the real pcscd with vpcd, simulated cards, and every RPC through a real 
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import threading
@@ -707,6 +708,12 @@ def test_the_readme_demo_runs(pcscd: Pcscd, tmp_path: Path) -> None:
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Verified OK" in result.stdout and "PIN_LAST_ATTEMPT_GUARD" in result.stdout
+    # The subsystems: customs cleared, the operator card refused a grant and the legal-person
+    # card granting, the stock-taking document approved.
+    assert re.search(r"review CLEARED: entry number \d{18}", result.stdout), result.stdout
+    assert "operator card: 非法人卡，不允许操作!" in result.stdout
+    assert re.search(r"legal-person card: G\d{12} lets 深圳演示报关有限公司", result.stdout)
+    assert re.search(r"unified number B\d{17}, BONDED_APPROVED", result.stdout)
 
 
 def test_a_card_another_program_holds_at_start_is_read_once_it_lets_go(

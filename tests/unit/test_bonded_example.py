@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from eport.common.bonded.document import declare_problems, normalise, save_problems, total_stock
 from eport.common.bonded.examples import example_bonded
@@ -36,7 +37,7 @@ def test_the_named_enterprise_replaces_the_example_one() -> None:
     assert declare_problems(normalise(named)) == []
     # Without a name it is left for the registry; declaring then names the empty field.
     unnamed = normalise(example_bonded(enterprise_code="4403960001"))
-    assert [p.path for p in declare_problems(unnamed)][0] == "header.enterprise_name"
+    assert next(p.path for p in declare_problems(unnamed)) == "header.enterprise_name"
 
 
 def _eport(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,10 +45,21 @@ def _eport(*args: str) -> subprocess.CompletedProcess[str]:
                            *args], capture_output=True, text=True, timeout=60)
 
 
-def test_the_command_writes_it_and_refuses_options_without_example(tmp_path: object) -> None:
+def test_the_command_writes_it_and_refuses_options_without_example() -> None:
     done = _eport("--example", "--enterprise-code", "4403960001", "--json")
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)["result"]["document"]
     assert document["header"]["enterprise_code"] == "4403960001"
     refused = _eport("--enterprise-code", "4403960001")
     assert refused.returncode == 2 and "--example" in refused.stderr
+
+
+def test_written_to_a_file_it_says_where_in_json(tmp_path: Path) -> None:
+    target = tmp_path / "stock.json"
+    done = _eport("--example", "-o", str(target), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["result"]
+    written = json.loads(target.read_text(encoding="utf-8"))
+    assert result["output"] == str(target)
+    assert result["internal_number"] == written["header"]["internal_number"]
+    assert declare_problems(normalise(written)) == []
