@@ -10,6 +10,7 @@ a script would run the `eport` command line with --json:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -84,12 +85,12 @@ def subsystem_steps(stub: pb_grpc.CardServiceStub, socket: Path, workdir: Path, 
               "--listen", f"unix:{centre_socket}", "--trust-anchor",
               str(ca / "trust-anchors.pem"), "--review-delay", "0.5"]
     eport = _Eport(socket, centre_socket)
-    control = workdir / "run" / "sim.sock"
+    insert: Insert = functools.partial(swap_card, stub, workdir / "run" / "sim.sock")
     with running_process(centre, workdir / "datacenter.log"):
         wait_serving(centre_socket, what="eport-datacenter")
-        _customs(eport, workdir, lambda image: swap_card(stub, control, image), cards)
-        _authorization(eport, lambda image: swap_card(stub, control, image), cards)
-        _bonded(eport, workdir, lambda image: swap_card(stub, control, image), cards)
+        _customs(eport, workdir, insert, cards)
+        _authorization(eport, insert, cards)
+        _bonded(eport, workdir, insert, cards)
 
 
 def _customs(eport: _Eport, workdir: Path, insert: Insert, cards: DemoCards) -> None:

@@ -51,9 +51,6 @@ class StopSignals:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write_fd, b"\0")  # a full pipe already holds a request
 
-    def is_set(self) -> bool:
-        return self.wait(0)
-
     def wait(self, timeout: float | None = None) -> bool:
         """True once a stop was requested; False if `timeout` seconds passed first. Python
         retries the select after running a handler (PEP 475), which sees the byte at once."""

@@ -4,7 +4,6 @@ approved record once (库存重新申报). Every request is signed on the card t
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from eport.clients.datacenter.context import (
     datacenter_option,
     signer,
 )
+from eport.clients.datacenter.documents import document_bytes, write_document
 from eport.clients.datacenter.errors import problem_view
 from eport.clients.datacenter.signer import CardSigner
 from eport.common.bonded.document import new_bonded_document, normalise, stock_warnings
@@ -158,18 +158,8 @@ def new_command(output_path: str, example: bool, enterprise_code: str | None,
     document = (example_bonded(enterprise_code=enterprise_code or "",
                                enterprise_name=enterprise_name)
                 if example else new_bonded_document())
-    text = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
-    if state().output.json_mode and output_path == "-":
-        state().output.result(command_name(), {"document": document}, lambda out: None)
-        return
-    write_output(output_path, text)
-    if output_path != "-":
-        internal_number = document["header"]["internal_number"]
-        state().output.result(
-            command_name(), {"output": output_path, "internal_number": internal_number or None,
-                             "client_reference": document["client_reference"]},
-            lambda out: out.note(Bilingual(f"新核查单: {output_path}",
-                                           f"New document: {output_path}")))
+    write_document(document, output_path, Bilingual("新核查单", "New document"),
+                   {"internal_number": document["header"]["internal_number"] or None})
 
 
 @bonded_group.command("import")
@@ -184,7 +174,7 @@ def import_command(input_file: str, output_path: str | None) -> None:
     target = output_path or str(Path(input_file).with_suffix(".json"))
     if target == input_file:
         target = input_file + ".json"
-    write_output(target, (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode())
+    write_output(target, document_bytes(document))
     items = len(document.get("items") or [])
     state().output.result(command_name(), {"output": target, "items": items},
                           lambda out: out.note(Bilingual(f"已导入 {items} 项表体: {target}",
@@ -275,8 +265,7 @@ def show_command(number: str, output_path: str | None, **card_args: Any) -> None
     record = _bonded(card, "GetBonded", {"number": number})
     document = stored(record)
     if output_path:
-        write_output(output_path,
-                     (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode())
+        write_output(output_path, document_bytes(document))
 
     def human(out: Output) -> None:
         out.line(Bilingual("查看明细 (只读)", "Detail (read-only)"), style="bold")

@@ -7,7 +7,6 @@ once per command when the card has no session (or read with --pin-stdin).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from eport.clients.datacenter.context import (
     datacenter_option,
     signer,
 )
+from eport.clients.datacenter.documents import document_bytes, write_document
 from eport.common.customs.document import (
     DIRECTIONS,
     DOCUMENT_TYPES,
@@ -56,10 +56,6 @@ from eport.common.customs.document import (
 )
 from eport.common.customs.examples import example_declaration
 from eport.protos.v1 import datacenter_pb2 as dc
-
-
-def _document_bytes(document: dict[str, Any]) -> bytes:
-    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
 @click.group("customs", cls=DataCenterGroup)
@@ -83,7 +79,7 @@ def customs_group() -> None:
 def new_command(document_type: str, direction: str, example: bool, output_path: str) -> None:
     """录入: an empty document to fill in (every field present; the import date is today)."""
     document = example_declaration() if example else new_document(document_type, direction)
-    _write_document(document, output_path, Bilingual("新报关单", "New document"))
+    write_document(document, output_path, Bilingual("新报关单", "New document"))
 
 
 @customs_group.command("import")
@@ -101,21 +97,7 @@ def import_command(input_file: str, output_path: str | None) -> None:
     target = output_path or str(Path(input_file).with_suffix(".json"))
     if target == input_file:
         target = str(Path(input_file).with_suffix(".imported.json"))
-    _write_document(document, target, Bilingual("已导入", "Imported"))
-
-
-def _write_document(document: dict[str, Any], output_path: str, said: Bilingual) -> None:
-    cli = state()
-    if cli.output.json_mode and output_path == "-":
-        cli.output.result(command_name(), {"document": document, "output": None},
-                          lambda out: None)
-        return
-    write_output(output_path, _document_bytes(document))
-    if output_path != "-":
-        cli.output.result(command_name(), {"output": output_path,
-                                           "client_reference": document.get("client_reference")},
-                          lambda out: out.note(Bilingual(f"{said.zh}: {output_path}",
-                                                         f"{said.en}: {output_path}")))
+    write_document(document, target, Bilingual("已导入", "Imported"))
 
 
 def _source_document(source: str, reader: str | None, card_id: str | None, pin_stdin: bool,
@@ -150,7 +132,7 @@ def copy_command(source: str, item_number: int | None, output_path: str, reader:
                        Bilingual("请检查项号 (eport customs show 可查看商品项)",
                                  "check the item number (`eport customs show` lists items)"),
                        ExitCode.REQUEST_REFUSED) from None
-    _write_document(copied, output_path, Bilingual("已复制", "Copied"))
+    write_document(copied, output_path, Bilingual("已复制", "Copied"))
 
 
 @customs_group.command("show", context_settings=SECRET_COMMAND_SETTINGS)
@@ -167,7 +149,7 @@ def show_command(number: str, output_path: str | None, reader: str | None,
     record: dc.DocumentRecord = call_signed(card, "GetDocument", {"number": number})
     document = stored_document(record)
     if output_path:
-        write_output(output_path, _document_bytes(document))
+        write_output(output_path, document_bytes(document))
 
     def human(out: Output) -> None:
         show_record(out, record)
