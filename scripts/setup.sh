@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything this project needs on Debian 12: the system packages (pcsc-lite with the
 # vpcd driver for simulated cards, OpenSC and yubico-piv-tool as independent clients, what
-# pyscard builds with) and the Python package with all extras in ./.venv.
+# pyscard builds with, certutil and headless Chromium for the browser tier) and the Python package with all extras in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 packages=(pcscd vsmartcard-vpcd libpcsclite-dev swig opensc yubico-piv-tool pcsc-tools openssl
           python3 python3-venv python3-dev gcc procps libusb-1.0-0 shellcheck
-          fonts-wqy-microhei poppler-utils faketime)
+          fonts-wqy-microhei poppler-utils faketime libnss3-tools chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -313,6 +313,32 @@ NO_ANCHORS: ChainState.ValueType  # 3
 """the daemon has no trust anchors configured"""
 global___ChainState = ChainState
 
+class _CiphertextForm:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _CiphertextFormEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_CiphertextForm.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    CIPHERTEXT_FORM_UNSPECIFIED: _CiphertextForm.ValueType  # 0
+    RSA_PKCS1_V15: _CiphertextForm.ValueType  # 1
+    """RSA cards: PKCS#1 v1.5 encryption block of the key's size"""
+    SM2_ASN1: _CiphertextForm.ValueType  # 2
+    """SM2: GM/T 0009 SEQUENCE {x, y, hash (SM3), ciphertext}, as OpenSSL 3 writes"""
+    SM2_C1C3C2: _CiphertextForm.ValueType  # 3
+    """SM2: 04 || x || y || C3 (SM3, 32 bytes) || C2 (GM/T 0003.4)"""
+
+class CiphertextForm(_CiphertextForm, metaclass=_CiphertextFormEnumTypeWrapper):
+    """---- decryption (the envelope key, PIV slot 9D) ----"""
+
+CIPHERTEXT_FORM_UNSPECIFIED: CiphertextForm.ValueType  # 0
+RSA_PKCS1_V15: CiphertextForm.ValueType  # 1
+"""RSA cards: PKCS#1 v1.5 encryption block of the key's size"""
+SM2_ASN1: CiphertextForm.ValueType  # 2
+"""SM2: GM/T 0009 SEQUENCE {x, y, hash (SM3), ciphertext}, as OpenSSL 3 writes"""
+SM2_C1C3C2: CiphertextForm.ValueType  # 3
+"""SM2: 04 || x || y || C3 (SM3, 32 bytes) || C2 (GM/T 0003.4)"""
+global___CiphertextForm = CiphertextForm
+
 @typing.final
 class ErrorDetail(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
@@ -1003,6 +1029,7 @@ class SignRequest(google.protobuf.message.Message):
     ALGORITHM_FIELD_NUMBER: builtins.int
     PIN_FIELD_NUMBER: builtins.int
     ALLOW_LAST_ATTEMPT_FIELD_NUMBER: builtins.int
+    REFUSE_STORED_PIN_FIELD_NUMBER: builtins.int
     data: builtins.bytes
     """hashed by the daemon as the algorithm requires"""
     digest: builtins.bytes
@@ -1011,6 +1038,10 @@ class SignRequest(google.protobuf.message.Message):
     pin: builtins.str
     """Optional: verify this PIN first (with the guard), as one step with the signature."""
     allow_last_attempt: builtins.bool
+    refuse_stored_pin: builtins.bool
+    """Never use a PIN stored for unattended signing for this request (eport-gateway sets it for
+    requests from web pages unless it was started with its own option to allow that).
+    """
     @property
     def card(self) -> global___CardSelector: ...
     def __init__(
@@ -1022,9 +1053,10 @@ class SignRequest(google.protobuf.message.Message):
         algorithm: global___SignAlgorithm.ValueType = ...,
         pin: builtins.str = ...,
         allow_last_attempt: builtins.bool = ...,
+        refuse_stored_pin: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["card", b"card", "data", b"data", "digest", b"digest", "input", b"input"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["algorithm", b"algorithm", "allow_last_attempt", b"allow_last_attempt", "card", b"card", "data", b"data", "digest", b"digest", "input", b"input", "pin", b"pin"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["algorithm", b"algorithm", "allow_last_attempt", b"allow_last_attempt", "card", b"card", "data", b"data", "digest", b"digest", "input", b"input", "pin", b"pin", "refuse_stored_pin", b"refuse_stored_pin"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["input", b"input"]) -> typing.Literal["data", "digest"] | None: ...
 
 global___SignRequest = SignRequest
@@ -1118,3 +1150,60 @@ class VerifyResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["certificate_number", b"certificate_number", "valid", b"valid"]) -> None: ...
 
 global___VerifyResponse = VerifyResponse
+
+@typing.final
+class DecryptRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: builtins.int
+    CIPHERTEXT_FIELD_NUMBER: builtins.int
+    PIN_FIELD_NUMBER: builtins.int
+    ALLOW_LAST_ATTEMPT_FIELD_NUMBER: builtins.int
+    REFUSE_STORED_PIN_FIELD_NUMBER: builtins.int
+    ciphertext: builtins.bytes
+    """for SM2 either form of CiphertextForm, recognised by its shape"""
+    pin: builtins.str
+    """Optional: verify this PIN first (with the guard), as one step with the decryption."""
+    allow_last_attempt: builtins.bool
+    refuse_stored_pin: builtins.bool
+    @property
+    def card(self) -> global___CardSelector: ...
+    def __init__(
+        self,
+        *,
+        card: global___CardSelector | None = ...,
+        ciphertext: builtins.bytes = ...,
+        pin: builtins.str = ...,
+        allow_last_attempt: builtins.bool = ...,
+        refuse_stored_pin: builtins.bool = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["card", b"card"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["allow_last_attempt", b"allow_last_attempt", "card", b"card", "ciphertext", b"ciphertext", "pin", b"pin", "refuse_stored_pin", b"refuse_stored_pin"]) -> None: ...
+
+global___DecryptRequest = DecryptRequest
+
+@typing.final
+class DecryptResponse(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PLAINTEXT_FIELD_NUMBER: builtins.int
+    CERTIFICATE_NUMBER_FIELD_NUMBER: builtins.int
+    CARD_ID_FIELD_NUMBER: builtins.int
+    FORM_FIELD_NUMBER: builtins.int
+    plaintext: builtins.bytes
+    certificate_number: builtins.str
+    """of the envelope certificate"""
+    card_id: builtins.str
+    form: global___CiphertextForm.ValueType
+    """the form the ciphertext was read as"""
+    def __init__(
+        self,
+        *,
+        plaintext: builtins.bytes = ...,
+        certificate_number: builtins.str = ...,
+        card_id: builtins.str = ...,
+        form: global___CiphertextForm.ValueType = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["card_id", b"card_id", "certificate_number", b"certificate_number", "form", b"form", "plaintext", b"plaintext"]) -> None: ...
+
+global___DecryptResponse = DecryptResponse

@@ -114,6 +114,16 @@ class CardServiceStub(object):
                 request_serializer=eport_dot_protos_dot_v1_dot_eportd__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=eport_dot_protos_dot_v1_dot_eportd__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.GetEnvelopeCertificate = channel.unary_unary(
+                '/eport.v1.CardService/GetEnvelopeCertificate',
+                request_serializer=eport_dot_protos_dot_v1_dot_eportd__pb2.CardSelector.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_eportd__pb2.Certificate.FromString,
+                _registered_method=True)
+        self.Decrypt = channel.unary_unary(
+                '/eport.v1.CardService/Decrypt',
+                request_serializer=eport_dot_protos_dot_v1_dot_eportd__pb2.DecryptRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_eportd__pb2.DecryptResponse.FromString,
+                _registered_method=True)
 
 
 class CardServiceServicer(object):
@@ -228,6 +238,21 @@ class CardServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEnvelopeCertificate(self, request, context):
+        """The envelope (encryption) certificate, 加密证书: PIV slot 9D (key management). A card
+        without one answers UNSUPPORTED_CARD.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Decrypt(self, request, context):
+        """Decryption with the envelope key on the card; the PIN rules are those of Sign.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +335,16 @@ def add_CardServiceServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=eport_dot_protos_dot_v1_dot_eportd__pb2.VerifyRequest.FromString,
                     response_serializer=eport_dot_protos_dot_v1_dot_eportd__pb2.VerifyResponse.SerializeToString,
+            ),
+            'GetEnvelopeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEnvelopeCertificate,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_eportd__pb2.CardSelector.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_eportd__pb2.Certificate.SerializeToString,
+            ),
+            'Decrypt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decrypt,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_eportd__pb2.DecryptRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_eportd__pb2.DecryptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -744,6 +779,60 @@ class CardService(object):
             '/eport.v1.CardService/Verify',
             eport_dot_protos_dot_v1_dot_eportd__pb2.VerifyRequest.SerializeToString,
             eport_dot_protos_dot_v1_dot_eportd__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEnvelopeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.v1.CardService/GetEnvelopeCertificate',
+            eport_dot_protos_dot_v1_dot_eportd__pb2.CardSelector.SerializeToString,
+            eport_dot_protos_dot_v1_dot_eportd__pb2.Certificate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decrypt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.v1.CardService/Decrypt',
+            eport_dot_protos_dot_v1_dot_eportd__pb2.DecryptRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_eportd__pb2.DecryptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -122,6 +122,20 @@ class CardServiceStub:
     ]
     """Verification on the host with a certificate's public key (the card is not used)."""
 
+    GetEnvelopeCertificate: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.eportd_pb2.CardSelector,
+        eport.protos.v1.eportd_pb2.Certificate,
+    ]
+    """The envelope (encryption) certificate, 加密证书: PIV slot 9D (key management). A card
+    without one answers UNSUPPORTED_CARD.
+    """
+
+    Decrypt: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.eportd_pb2.DecryptRequest,
+        eport.protos.v1.eportd_pb2.DecryptResponse,
+    ]
+    """Decryption with the envelope key on the card; the PIN rules are those of Sign."""
+
 class CardServiceAsyncStub:
     GetDaemonInfo: grpc.aio.UnaryUnaryMultiCallable[
         eport.protos.v1.eportd_pb2.GetDaemonInfoRequest,
@@ -218,6 +232,20 @@ class CardServiceAsyncStub:
         eport.protos.v1.eportd_pb2.VerifyResponse,
     ]
     """Verification on the host with a certificate's public key (the card is not used)."""
+
+    GetEnvelopeCertificate: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.eportd_pb2.CardSelector,
+        eport.protos.v1.eportd_pb2.Certificate,
+    ]
+    """The envelope (encryption) certificate, 加密证书: PIV slot 9D (key management). A card
+    without one answers UNSUPPORTED_CARD.
+    """
+
+    Decrypt: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.eportd_pb2.DecryptRequest,
+        eport.protos.v1.eportd_pb2.DecryptResponse,
+    ]
+    """Decryption with the envelope key on the card; the PIN rules are those of Sign."""
 
 class CardServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -347,5 +375,23 @@ class CardServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.eportd_pb2.VerifyResponse, collections.abc.Awaitable[eport.protos.v1.eportd_pb2.VerifyResponse]]:
         """Verification on the host with a certificate's public key (the card is not used)."""
+
+    @abc.abstractmethod
+    def GetEnvelopeCertificate(
+        self,
+        request: eport.protos.v1.eportd_pb2.CardSelector,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.eportd_pb2.Certificate, collections.abc.Awaitable[eport.protos.v1.eportd_pb2.Certificate]]:
+        """The envelope (encryption) certificate, 加密证书: PIV slot 9D (key management). A card
+        without one answers UNSUPPORTED_CARD.
+        """
+
+    @abc.abstractmethod
+    def Decrypt(
+        self,
+        request: eport.protos.v1.eportd_pb2.DecryptRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.eportd_pb2.DecryptResponse, collections.abc.Awaitable[eport.protos.v1.eportd_pb2.DecryptResponse]]:
+        """Decryption with the envelope key on the card; the PIN rules are those of Sign."""
 
 def add_CardServiceServicer_to_server(servicer: CardServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
