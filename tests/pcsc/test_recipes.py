@@ -4,8 +4,9 @@ real `eport-gateway serve` process, which calls a real eportd, which signs on a 
 card behind the real pcscd.
 
 Results are checked by implementations that share nothing with ours: signxml for RSA XML-DSig,
-OpenSSL (`openssl dgst`, the public key taken from the card's certificate by `openssl x509`)
-for SM2 and for the 179 signatures; our own verifier too.
+lxml's C14N and OpenSSL (`openssl dgst -sm3` for the digest; `openssl dgst -verify`, the
+public key taken from the certificate in KeyInfo by `openssl x509`) for SM2 and for the 179
+signatures; our own verifier too.
 """
 
 from __future__ import annotations
@@ -24,20 +25,20 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from eport.clients.gateway.recipes.ceb_xml import DS_NS, verify_ceb_xml
 from eport.clients.gateway.recipes.signer import GatewaySigner
-from eport.common import sm2
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.image import CardImage, load_card
 from tests.support.cards import write_card
 from tests.support.daemon_stack import Daemon, start_daemon, wait_for_card
 from tests.support.gateway_stack import Gateway, running_gateway
 from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
-from tests.unit.test_recipes import CEB311, PAY179, PAY179_STRING
+from tests.unit.test_recipes import CEB311, PAY179, PAY179_STRING, wrapper_signed
 
 pytestmark = pytest.mark.pcsc
 
@@ -45,6 +46,9 @@ GATEWAY = str(Path(sys.executable).with_name("eport-gateway"))
 PIN, WRONG_PIN = "88888888", "11111111"
 DISTID = "distid:1234567812345678"
 DS = {"ds": DS_NS}
+# §6 of the CEB message specification (202205 edition), written out rather than imported.
+CHINAPORT = "http://www.chinaport.gov.cn/2022/04/xmldsig#"
+OLD_SM2 = "http://www.w3.org/2000/09/xmldsig#sm2-sm3"  # what older wrappers wrote
 Result = subprocess.CompletedProcess[str]
 
 
@@ -121,10 +125,12 @@ def openssl(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([binary, *map(str, args)], capture_output=True, check=False)
 
 
-def openssl_verify(workdir: Path, image: CardImage, data: bytes, signature: bytes) -> bool:
-    """`openssl dgst -verify` with the public key OpenSSL itself takes out of the card's
-    certificate: SHA1withRSA, or SM2-with-SM3 and the default user id (r || s → DER)."""
-    (workdir / "card.der").write_bytes(image.certificate)
+def openssl_verify(workdir: Path, image: CardImage, data: bytes, signature: bytes,
+                   certificate: bytes | None = None) -> bool:
+    """`openssl dgst -verify` with the public key OpenSSL itself takes out of the certificate
+    (the card's unless another is given): SHA1withRSA, or SM2-with-SM3 and the default user id
+    (r || s turned into the DER that OpenSSL reads)."""
+    (workdir / "card.der").write_bytes(certificate or image.certificate)
     extracted = openssl("x509", "-inform", "DER", "-in", workdir / "card.der", "-pubkey",
                         "-noout")
     assert extracted.returncode == 0, extracted.stderr
@@ -132,7 +138,8 @@ def openssl_verify(workdir: Path, image: CardImage, data: bytes, signature: byte
     (workdir / "data.bin").write_bytes(data)
     if image.profile.algorithm == "sm2":
         assert len(signature) == 64
-        signature = sm2.encode_der_signature(*sm2.decode_raw_signature(signature))
+        signature = encode_dss_signature(int.from_bytes(signature[:32], "big"),
+                                         int.from_bytes(signature[32:], "big"))
         options = ["-sm3", "-sigopt", DISTID]
     else:
         options = ["-sha1"]
@@ -156,6 +163,42 @@ def signed_info_and_value(document: bytes) -> tuple[bytes, bytes]:
     c14n: bytes = etree.tostring(signed_info, method="c14n", exclusive=False,
                                  with_comments=False)
     return c14n, base64.b64decode(value)
+
+
+def openssl_sm3(workdir: Path, data: bytes) -> bytes:
+    (workdir / "c14n.xml").write_bytes(data)
+    result = openssl("dgst", "-sm3", "-binary", workdir / "c14n.xml")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == 32
+    return result.stdout
+
+
+def c14n_without_signature(document: bytes) -> bytes:
+    """What the enveloped-signature transform gives a verifier: the C14N 1.0 (no comments) of
+    the document with its ds:Signature taken out, by lxml alone."""
+    root = etree.fromstring(document)
+    signature = root.find("ds:Signature", DS)
+    assert signature is not None and not signature.tail
+    root.remove(signature)
+    c14n: bytes = etree.tostring(root.getroottree(), method="c14n", exclusive=False,
+                                 with_comments=False)
+    return c14n
+
+
+def key_info_certificate(document: bytes) -> bytes:
+    text = etree.fromstring(document).findtext("ds:Signature/ds:KeyInfo/ds:X509Data/"
+                                               "ds:X509Certificate", namespaces=DS)
+    assert text
+    return base64.b64decode(text)
+
+
+def algorithm_uris(document: bytes) -> tuple[str | None, str | None]:
+    signed_info = etree.fromstring(document).find("ds:Signature/ds:SignedInfo", DS)
+    assert signed_info is not None
+    method = signed_info.find("ds:SignatureMethod", DS)
+    digest_method = signed_info.find("ds:Reference/ds:DigestMethod", DS)
+    assert method is not None and digest_method is not None
+    return method.get("Algorithm"), digest_method.get("Algorithm")
 
 
 def sign_ceb(stack: Stack, tmp_path: Path, *extra: str, stdin: str | None = f"{PIN}\n"
@@ -195,23 +238,81 @@ def test_ceb_sign_rsa2048(stack: Stack, card: Callable[[str], CardImage],
 
 
 def test_ceb_sign_sm2(stack: Stack, card: Callable[[str], CardImage], tmp_path: Path) -> None:
+    """The 202205 form: the chinaport URIs, an SM3 DigestValue, the SignatureValue r || s of
+    SM2-with-SM3 over SignedInfo, all checked with lxml and OpenSSL."""
     image = card("sm2")
     result, out = sign_ceb(stack, tmp_path)
     assert result.returncode == 0, describe(result)
     signed = out.read_bytes()
-    assert f'Algorithm="{DS_NS}sm2-sm3"'.encode() in signed
+    assert algorithm_uris(signed) == (f"{CHINAPORT}sm2-sm3", f"{CHINAPORT}sm3")
+    assert b"xmldsig#sha1" not in signed and OLD_SM2.encode() not in signed
+
+    # DigestValue = SM3 of the C14N document after the enveloped-signature transform, which is
+    # also the C14N of the unsigned input.
+    c14n = c14n_without_signature(signed)
+    assert c14n == etree.tostring(etree.fromstring(CEB311.encode()).getroottree(),
+                                  method="c14n")
+    digest = etree.fromstring(signed).findtext(".//ds:DigestValue", namespaces=DS)
+    assert digest and base64.b64decode(digest) == openssl_sm3(tmp_path, c14n)
+
+    # The SignatureValue: 64 bytes r || s that OpenSSL verifies over the C14N SignedInfo with
+    # the public key of the certificate in KeyInfo, which is the card's.
+    certificate = key_info_certificate(signed)
+    assert certificate == image.certificate
+    signed_info, value = signed_info_and_value(signed)
+    assert len(value) == 64
+    assert openssl_verify(tmp_path, image, signed_info, value, certificate)
+
     ours = verify_ceb_xml(signed)
     assert ours.valid, ours
     assert (ours.certificate_number, ours.key_type) == (image.profile.cert_number, "sm2")
-    assert openssl_verify(tmp_path, image, *signed_info_and_value(signed))
-
+    assert ours.signature_method_form == "chinaport-2022"
     (tmp_path / "card.der").write_bytes(image.certificate)
     verified = eport_gateway("ceb-verify", out, "--cert", tmp_path / "card.der")
     assert verified.returncode == 0, describe(verified)
+    assert f"signature method: {CHINAPORT}sm2-sm3" in verified.stdout
+    assert f"digest method: {CHINAPORT}sm3" in verified.stdout
+
     tampered = tmp_path / "tampered.xml"
     tampered.write_bytes(signed.replace("张三".encode(), "张四".encode(), 1))
     rejected = eport_gateway("ceb-verify", tampered)
     assert rejected.returncode == 1, describe(rejected)
+    assert "digest mismatch" in rejected.stdout
+
+
+def test_ceb_verify_reads_the_old_w3_style_sm2_uri(stack: Stack,
+                                                   card: Callable[[str], CardImage],
+                                                   tmp_path: Path) -> None:
+    """A message signed on the card the way wrappers did before the 202205 edition
+    (w3.org-style sm2-sm3, SHA-1 digest): ceb-verify accepts it and says which URI it saw."""
+    image = card("sm2")
+    with GatewaySigner(stack.gateway.url, pin=PIN, timeout=30) as signer:
+        old = wrapper_signed(signer, OLD_SM2, "http://www.w3.org/2000/09/xmldsig#sha1")
+    assert algorithm_uris(old) == (OLD_SM2, "http://www.w3.org/2000/09/xmldsig#sha1")
+    signed_info, value = signed_info_and_value(old)
+    assert openssl_verify(tmp_path, image, signed_info, value)
+    path = tmp_path / "old.xml"
+    path.write_bytes(old)
+
+    verified = eport_gateway("ceb-verify", path)
+    assert verified.returncode == 0, describe(verified)
+    assert "signature valid" in verified.stdout
+    assert f"signature method: {OLD_SM2} (" in verified.stdout
+    assert "older w3.org-style SM2 URI" in verified.stdout
+    as_json = eport_gateway("ceb-verify", path, "--json")
+    assert as_json.returncode == 0, describe(as_json)
+    report = json.loads(as_json.stdout)["result"]
+    assert (report["valid"], report["signature_method"], report["signature_method_form"]) == (
+        True, OLD_SM2, "w3.org-legacy")
+    assert report["certificate_number"] == image.profile.cert_number
+
+    tampered = tmp_path / "old-tampered.xml"
+    tampered.write_bytes(old.replace(b"199.00", b"1.00", 1))
+    rejected = eport_gateway("ceb-verify", tampered, "--json")
+    assert rejected.returncode == 1, describe(rejected)
+    error = json.loads(rejected.stdout)["error"]
+    assert (error["valid"], error["digest_ok"], error["signature_method_form"]) == (
+        False, False, "w3.org-legacy")
 
 
 def test_ceb_sign_with_the_gateways_pin_session(stack: Stack, card: Callable[[str], CardImage],

@@ -28,6 +28,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
@@ -62,6 +63,13 @@ from eport.firmware_sim import sm2_x509
 DISTID = "distid:1234567812345678"
 PIN = "88888888"
 DS = {"ds": DS_NS}
+# The algorithm URIs of §6 of the CEB message specification (202205 edition), written out here
+# rather than taken from the code under test.
+W3 = "http://www.w3.org/2000/09/xmldsig#"
+CHINAPORT = "http://www.chinaport.gov.cn/2022/04/xmldsig#"
+RSA_URIS = (f"{W3}rsa-sha1", f"{W3}sha1")
+SM2_URIS = (f"{CHINAPORT}sm2-sm3", f"{CHINAPORT}sm3")
+OLD_SM2 = f"{W3}sm2-sm3"  # what some wrappers wrote before the 202205 edition
 
 CEB311 = """<?xml version="1.0" encoding="UTF-8"?>
 <ceb:CEB311Message guid="4CDE1CFD-EDED-46B1-946C-B8022E42FC94" version="1.0" \
@@ -328,7 +336,9 @@ def test_rsa_signature_verifies_with_signxml_and_ours(rsa_signer: KeySigner) -> 
     assert result.valid and result.digest_ok and result.signature_ok, result
     assert result.certificate_number == "0a1b2c3d"
     assert result.key_type == "rsa"
-    assert result.signature_method == f"{DS_NS}rsa-sha1"
+    assert (result.signature_method, result.digest_method) == RSA_URIS
+    assert result.signature_method_form == "w3.org"
+    assert result.signature_encoding == "pkcs1"
     assert result.certificate_source == "document"
 
 
@@ -338,9 +348,11 @@ def test_sm2_signature_verifies_with_ours_and_openssl(sm2_signer: KeySigner,
     result = verify_ceb_xml(signed)
     assert result.valid, result
     assert (result.key_type, result.certificate_number) == ("sm2", "01691fe9")
-    assert result.signature_method == f"{DS_NS}sm2-sm3"
+    assert (result.signature_method, result.digest_method) == SM2_URIS
+    assert result.signature_method_form == "chinaport-2022"
+    assert result.signature_encoding == "r||s"
     value = signature_value(signed)
-    assert len(value) == 64
+    assert len(value) == 64  # r || s, as the E-port client returns it
     assert openssl_verify(tmp_path, "sm2", sm2_signer.public_pem(), signed_info_c14n(signed),
                           value)
 
@@ -353,14 +365,14 @@ def test_signed_form(signer: KeySigner) -> None:
     signature = root[-1]
     assert signature.tag == f"{{{DS_NS}}}Signature"
     assert signature.tail is None
-    method = "rsa-sha1" if signer.key_type() == "rsa" else "sm2-sm3"
+    method, digest_method = RSA_URIS if signer.key_type() == "rsa" else SM2_URIS
     algorithms = [(etree.QName(e).localname, e.get("Algorithm"))
                   for e in signature.iter() if e.get("Algorithm")]
     assert algorithms == [
         ("CanonicalizationMethod", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"),
-        ("SignatureMethod", f"http://www.w3.org/2000/09/xmldsig#{method}"),
+        ("SignatureMethod", method),
         ("Transform", "http://www.w3.org/2000/09/xmldsig#enveloped-signature"),
-        ("DigestMethod", "http://www.w3.org/2000/09/xmldsig#sha1"),
+        ("DigestMethod", digest_method),
     ]
     assert [etree.QName(e).localname for e in signature] == [
         "SignedInfo", "SignatureValue", "KeyInfo"]
@@ -368,9 +380,11 @@ def test_signed_form(signer: KeySigner) -> None:
     assert signature.findtext("ds:KeyInfo/ds:KeyName", namespaces=DS) == signer.number
     embedded = signature.findtext("ds:KeyInfo/ds:X509Data/ds:X509Certificate", namespaces=DS)
     assert embedded and base64.b64decode(embedded) == signer.certificate
-    # DigestValue: SHA-1 of the C14N of the unsigned document, computed independently.
+    # DigestValue: SHA-1 (RSA) or plain SM3 (SM2) of the C14N of the unsigned document,
+    # computed independently (hashlib's SM3 is OpenSSL's).
     unsigned = etree.fromstring(CEB311.encode()).getroottree()
-    expected = base64.b64encode(hashlib.sha1(
+    expected = base64.b64encode(hashlib.new(
+        "sha1" if signer.key_type() == "rsa" else "sm3",
         etree.tostring(unsigned, method="c14n", exclusive=False, with_comments=False)).digest())
     assert signature.findtext("ds:SignedInfo/ds:Reference/ds:DigestValue",
                               namespaces=DS) == expected.decode()
@@ -522,10 +536,14 @@ def test_already_signed_refused_unless_resign(rsa_signer: KeySigner,
     assert resigned.count(b"<ds:Signature ") == 1
     result = verify_ceb_xml(resigned)
     assert result.valid and result.key_type == "sm2"
-    # Re-signing the same content gives the same digest as signing it fresh.
+    # Re-signing the same content gives the same digest as signing it fresh (SM3 now: the
+    # RSA signature's SHA-1 digest went with it).
     digest = ".//ds:DigestValue"
+    fresh = sign_ceb_xml(CEB311.encode(), sm2_signer)
     assert (signature_element(resigned).findtext(digest, namespaces=DS)
-            == signature_element(signed).findtext(digest, namespaces=DS))
+            == signature_element(fresh).findtext(digest, namespaces=DS))
+    assert (signature_element(resigned).findtext(digest, namespaces=DS)
+            != signature_element(signed).findtext(digest, namespaces=DS))
 
 
 def test_unsigned_or_malformed_signature_is_invalid_not_an_error(rsa_signer: KeySigner) -> None:
@@ -536,10 +554,113 @@ def test_unsigned_or_malformed_signature_is_invalid_not_an_error(rsa_signer: Key
                          signed[signed.index(b"<ds:Signature"):])
     assert "2 ds:Signature" in verify_ceb_xml(two).reason_en
     sha256 = signed.replace(b"xmldsig#sha1", b"xmlenc#sha256")
-    assert "unsupported DigestMethod" in verify_ceb_xml(sha256).reason_en
+    assert "unknown DigestMethod" in verify_ceb_xml(sha256).reason_en
     no_cert = re.sub(rb"<ds:X509Data>.*</ds:X509Data>", b"", signed)
     assert "no X509Certificate" in verify_ceb_xml(no_cert).reason_en
     assert verify_ceb_xml(no_cert, rsa_signer.certificate).valid
+
+
+# ---- CEB XML: the algorithm URIs (202205 edition, §6) and the older w3.org-style SM2 one ----
+
+def wrapper_signed(signer: CardSigner, method: str, digest_method: str, *,
+                   der_value: bool = False) -> bytes:
+    """CEB311 signed the way other wrappers do, built here with lxml alone: the digest of the
+    C14N document under `digest_method`, SignedInfo canonicalised in context and signed by
+    `signer` (a software key, or the card through the gateway)."""
+    root = etree.fromstring(CEB311.encode())
+    hash_name = "sm3" if digest_method.endswith("#sm3") else "sha1"
+    digest = hashlib.new(hash_name, etree.tostring(root.getroottree(), method="c14n")).digest()
+
+    def ds(name: str, parent: etree._Element, **attributes: str) -> etree._Element:
+        return etree.SubElement(parent, f"{{{W3}}}{name}", attributes)
+
+    signature = etree.SubElement(root, f"{{{W3}}}Signature", nsmap={"ds": W3})
+    signed_info = ds("SignedInfo", signature)
+    ds("CanonicalizationMethod", signed_info,
+       Algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315")
+    ds("SignatureMethod", signed_info, Algorithm=method)
+    reference = ds("Reference", signed_info, URI="")
+    ds("Transform", ds("Transforms", reference), Algorithm=f"{W3}enveloped-signature")
+    ds("DigestMethod", reference, Algorithm=digest_method)
+    ds("DigestValue", reference).text = base64.b64encode(digest).decode()
+    value = signer.sign(etree.tostring(signed_info, method="c14n"))
+    if der_value:
+        value = encode_dss_signature(int.from_bytes(value[:32], "big"),
+                                     int.from_bytes(value[32:], "big"))
+    ds("SignatureValue", signature).text = base64.b64encode(value).decode()
+    key_info = ds("KeyInfo", signature)
+    ds("KeyName", key_info).text = signer.certificate_number()
+    ds("X509Certificate", ds("X509Data", key_info)).text = base64.b64encode(
+        signer.certificate_der()).decode()
+    result: bytes = etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
+    return result
+
+
+@pytest.mark.parametrize("digest_method", [f"{W3}sha1", f"{CHINAPORT}sm3"])
+def test_old_w3_style_sm2_uri_is_read_and_named(sm2_signer: KeySigner,
+                                               digest_method: str) -> None:
+    old = wrapper_signed(sm2_signer, OLD_SM2, digest_method)
+    result = verify_ceb_xml(old)
+    assert result.valid, result
+    assert (result.signature_method, result.digest_method) == (OLD_SM2, digest_method)
+    assert result.signature_method_form == "w3.org-legacy"
+    tampered = verify_ceb_xml(tamper(old, "张三", "张四"))
+    assert not tampered.valid and not tampered.digest_ok
+    assert tampered.signature_method_form == "w3.org-legacy"
+
+
+def test_wrapper_written_2022_form_verifies(sm2_signer: KeySigner, tmp_path: Path) -> None:
+    """Another implementation's 2022-form message verifies with ours: the two agree."""
+    theirs = wrapper_signed(sm2_signer, *SM2_URIS)
+    assert verify_ceb_xml(theirs).valid
+    ours = sign_ceb_xml(CEB311.encode(), sm2_signer)
+    assert (signature_element(ours).findtext(".//ds:DigestValue", namespaces=DS)
+            == signature_element(theirs).findtext(".//ds:DigestValue", namespaces=DS))
+
+
+def test_der_encoded_sm2_value_is_read(sm2_signer: KeySigner) -> None:
+    """Server crypto devices answer SM2 signatures in DER; the recipe writes r || s."""
+    result = verify_ceb_xml(wrapper_signed(sm2_signer, *SM2_URIS, der_value=True))
+    assert result.valid, result
+    assert result.signature_encoding == "der"
+
+
+@pytest.mark.parametrize("element,uri", [
+    ("SignatureMethod", "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"),
+    ("SignatureMethod", f"{CHINAPORT}sm2"),
+    ("SignatureMethod", ""),
+    ("DigestMethod", "http://www.w3.org/2001/04/xmlenc#sha256"),
+    ("DigestMethod", f"{W3}sm3"),
+    ("CanonicalizationMethod", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments"),
+])
+def test_unknown_algorithm_uri_is_a_clear_refusal(sm2_signer: KeySigner, element: str,
+                                                 uri: str) -> None:
+    signed = sign_ceb_xml(CEB311.encode(), sm2_signer)
+    node = signature_element(signed).find(f".//ds:{element}", DS)
+    assert node is not None
+    changed = signed.replace(f'{element} Algorithm="{node.get("Algorithm")}"'.encode(),
+                             f'{element} Algorithm="{uri}"'.encode())
+    assert changed != signed
+    result = verify_ceb_xml(changed)
+    assert not result.valid and not result.signature_ok
+    shown = uri or "(empty)"
+    assert f"unknown {element} algorithm: {shown}" in result.reason_en
+    assert "不支持" in result.reason_zh and shown in result.reason_zh
+    assert "202205" in result.remedy_en and "202205" in result.remedy_zh
+    if element == "SignatureMethod":
+        assert result.signature_method == uri and result.signature_method_form is None
+        for known in (*RSA_URIS[:1], SM2_URIS[0], OLD_SM2):
+            assert known in result.remedy_en
+    if element == "DigestMethod":
+        assert result.digest_method == uri
+        assert RSA_URIS[1] in result.remedy_en and SM2_URIS[1] in result.remedy_en
+
+
+def test_sm2_uri_on_an_rsa_certificate_does_not_fit(rsa_signer: KeySigner) -> None:
+    mislabelled = wrapper_signed(rsa_signer, SM2_URIS[0], RSA_URIS[1])
+    result = verify_ceb_xml(mislabelled)
+    assert not result.valid and "does not fit" in result.reason_en
+    assert result.remedy_en
 
 
 def test_unsupported_card_key(tmp_path: Path) -> None:
@@ -815,6 +936,74 @@ def test_cli_ceb_sign_and_verify(fake_gateway: FakeGateway, tmp_path: Path,
     invalid = run(ceb_verify_command, str(tampered))
     assert invalid.exit_code == 1
     assert "NOT valid" in invalid.stdout and "digest mismatch" in invalid.stdout
+
+
+def test_cli_ceb_verify_names_the_uris(sm2_signer: KeySigner, tmp_path: Path) -> None:
+    current = tmp_path / "2022.xml"
+    current.write_bytes(sign_ceb_xml(CEB311.encode(), sm2_signer))
+    result = run(ceb_verify_command, str(current))
+    assert result.exit_code == 0, result.output
+    assert f"signature method: {SM2_URIS[0]} (" in result.stdout
+    assert "the SM2 URI of the 202205 specification" in result.stdout
+    assert f"digest method: {SM2_URIS[1]}" in result.stdout
+    assert "r||s, 64 bytes" in result.stdout
+    assert "older" not in result.stdout
+
+    old = tmp_path / "old.xml"
+    old.write_bytes(wrapper_signed(sm2_signer, OLD_SM2, f"{W3}sha1"))
+    result = run(ceb_verify_command, str(old))
+    assert result.exit_code == 0, result.output
+    assert "signature valid" in result.stdout
+    assert f"signature method: {OLD_SM2} (" in result.stdout
+    assert "older w3.org-style SM2 URI" in result.stdout and "旧式" in result.stdout
+    assert f"digest method: {W3}sha1" in result.stdout
+    assert "ceb-sign --resign" in result.stdout
+
+    unknown = tmp_path / "unknown.xml"
+    unknown.write_bytes(old.read_bytes().replace(OLD_SM2.encode(), f"{W3}sm2".encode()))
+    result = run(ceb_verify_command, str(unknown))
+    assert result.exit_code == 1
+    assert f"unknown SignatureMethod algorithm: {W3}sm2" in result.stdout
+    assert "Remedy:" in result.stdout and "解决办法:" in result.stdout
+
+
+def test_cli_ceb_verify_json(sm2_signer: KeySigner, tmp_path: Path) -> None:
+    def verify_json(content: bytes) -> tuple[int, dict[str, Any]]:
+        path = tmp_path / "m.xml"
+        path.write_bytes(content)
+        result = run(ceb_verify_command, str(path), "--json")
+        assert result.stdout.count("\n") == 1, result.stdout  # one document
+        return result.exit_code, json.loads(result.stdout)
+
+    code, document = verify_json(sign_ceb_xml(CEB311.encode(), sm2_signer))
+    assert code == 0 and document["ok"] is True and document["command"] == "ceb-verify"
+    assert document["result"] == {
+        "valid": True, "certificate_number": "01691fe9",
+        "certificate_serial": "1691fe9", "key_type": "sm2",
+        "signature_method": SM2_URIS[0], "signature_method_form": "chinaport-2022",
+        "digest_method": SM2_URIS[1], "signature_encoding": "r||s",
+        "digest_ok": True, "signature_ok": True, "certificate_source": "document",
+        "document_certificate_matches": None}
+
+    old = wrapper_signed(sm2_signer, OLD_SM2, f"{CHINAPORT}sm3")
+    code, document = verify_json(old)
+    assert code == 0
+    assert document["result"]["signature_method"] == OLD_SM2
+    assert document["result"]["signature_method_form"] == "w3.org-legacy"
+    assert document["result"]["digest_method"] == f"{CHINAPORT}sm3"
+
+    code, document = verify_json(tamper(old, "张三", "张四"))
+    assert code == 1 and document["ok"] is False
+    error = document["error"]
+    assert (error["code"], error["exit_code"], error["valid"]) == ("SIGNATURE_INVALID", 1, False)
+    assert "digest mismatch" in error["message"]["en"] and error["message"]["zh"]
+    assert error["signature_method_form"] == "w3.org-legacy"
+
+    code, document = verify_json(b"<not xml")
+    assert code == 2 and document["ok"] is False
+    assert document["error"]["code"] == "BAD_INPUT"
+    assert "well-formed" in document["error"]["message"]["en"]
+    assert document["error"]["remedy"]["zh"]
 
 
 def test_cli_ceb_sign_to_stdout_from_stdin(fake_gateway: FakeGateway) -> None:

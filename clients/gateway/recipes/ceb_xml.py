@@ -1,15 +1,17 @@
 """Signing CEB XML messages (跨境电商 CEBxxxMessage) the way the E-port data centre expects.
 
-The signature is an enveloped XML-DSig signature, the last child of the root element:
+The signature is an enveloped XML-DSig signature, the last child of the root element; the
+algorithm URIs are those of the 202205 edition of the CEB message specification (§6, see
+algorithms.py): on an SM2 card
 
     <ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">
       <ds:SignedInfo>
         <ds:CanonicalizationMethod Algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315"/>
-        <ds:SignatureMethod Algorithm="http://www.w3.org/2000/09/xmldsig#rsa-sha1"/>  (or #sm2-sm3)
+        <ds:SignatureMethod Algorithm="http://www.chinaport.gov.cn/2022/04/xmldsig#sm2-sm3"/>
         <ds:Reference URI="">
           <ds:Transforms><ds:Transform Algorithm="...#enveloped-signature"/></ds:Transforms>
-          <ds:DigestMethod Algorithm="http://www.w3.org/2000/09/xmldsig#sha1"/>
-          <ds:DigestValue>base64 SHA-1 of the C14N of the document without the signature</>
+          <ds:DigestMethod Algorithm="http://www.chinaport.gov.cn/2022/04/xmldsig#sm3"/>
+          <ds:DigestValue>base64 SM3 of the C14N of the document without the signature</>
         </ds:Reference>
       </ds:SignedInfo>
       <ds:SignatureValue>the card's signature over the C14N of SignedInfo</ds:SignatureValue>
@@ -18,20 +20,31 @@ The signature is an enveloped XML-DSig signature, the last child of the root ele
       </ds:KeyInfo>
     </ds:Signature>
 
-(written without the whitespace shown here). Only SignedInfo's canonical form goes to the card,
-so the size of the message does not matter to the E-port client.
+and on an RSA card `...xmldsig#rsa-sha1` with a `...xmldsig#sha1` digest (written without the
+whitespace shown here). Only SignedInfo's canonical form goes to the card, so the size of the
+message does not matter to the E-port client.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 from lxml import etree
 
+from eport.clients.gateway.recipes.algorithms import (
+    C14N_10,
+    DIGEST_ALGORITHMS,
+    DS_NS,
+    ENVELOPED,
+    SIGNATURE_ALGORITHMS,
+    WRITTEN,
+    DigestAlgorithm,
+    MethodForm,
+    SignatureAlgorithm,
+)
 from eport.clients.gateway.recipes.certificates import (
     CertificateKey,
     KeyType,
@@ -48,13 +61,15 @@ from eport.clients.gateway.recipes.xmldoc import (
     parse_document,
 )
 
+__all__ = ["CEB_NS", "DS_NS", "VerificationResult", "check_ceb_input", "sign_ceb_xml",
+           "verify_ceb_xml"]
+
 CEB_NS = "http://www.chinaport.gov.cn/ceb"
-DS_NS = "http://www.w3.org/2000/09/xmldsig#"
-C14N_10 = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
-ENVELOPED = f"{DS_NS}enveloped-signature"
-SHA1_DIGEST = f"{DS_NS}sha1"
-SIGNATURE_METHODS: dict[KeyType, str] = {"rsa": f"{DS_NS}rsa-sha1", "sm2": f"{DS_NS}sm2-sm3"}
-_KEY_TYPE_OF_METHOD = {method: key_type for key_type, method in SIGNATURE_METHODS.items()}
+
+# How the SignatureValue's bytes were written: PKCS#1 v1.5 (RSA), the E-port client's r || s
+# (SM2, 64 bytes; what the recipe writes) or a DER SEQUENCE of r and s (SM2, what some
+# server crypto devices return).
+SignatureEncoding = Literal["pkcs1", "r||s", "der"]
 
 
 def _ds(name: str) -> str:
@@ -76,12 +91,16 @@ def sign_ceb_xml(xml: bytes, signer: CardSigner, *, any_root: bool = False,
 
     key = certificate_key(signer.certificate_der())
     certificate_number = signer.certificate_number()
+    method, digest_method = WRITTEN[key.key_type]
     # The digest is taken before the signature is added, which is what the enveloped-signature
     # transform reproduces when a verifier removes it again.
-    digest = base64.b64encode(hashlib.sha1(canonical_document(document.tree)).digest())
-    signature = _append_signature(document.root, key, certificate_number, digest.decode())
+    digest = base64.b64encode(digest_method.hash(canonical_document(document.tree)))
+    signature = _append_signature(document.root, key, certificate_number, method,
+                                  digest_method, digest.decode())
     signed_info = signature[0]
     to_sign = canonical_subtree(signed_info)
+    # The card signs SHA1withRSA, or SM2 over SM3(Z || SignedInfo) with the default user id;
+    # the E-port client returns SM2 signatures as r || s, which is what the value holds.
     value = signer.sign(to_sign)
     if key.key_type == "sm2":
         value = sm2_raw_signature(value)
@@ -111,16 +130,16 @@ def check_ceb_input(xml: bytes, *, any_root: bool = False, resign: bool = False
 
 
 def _append_signature(root: etree._Element, key: CertificateKey, certificate_number: str,
+                      method: SignatureAlgorithm, digest_method: DigestAlgorithm,
                       digest: str) -> etree._Element:
     signature = etree.SubElement(root, _ds("Signature"), nsmap={"ds": DS_NS})
     signed_info = etree.SubElement(signature, _ds("SignedInfo"))
     etree.SubElement(signed_info, _ds("CanonicalizationMethod"), Algorithm=C14N_10)
-    etree.SubElement(signed_info, _ds("SignatureMethod"),
-                     Algorithm=SIGNATURE_METHODS[key.key_type])
+    etree.SubElement(signed_info, _ds("SignatureMethod"), Algorithm=method.uri)
     reference = etree.SubElement(signed_info, _ds("Reference"), URI="")
     transforms = etree.SubElement(reference, _ds("Transforms"))
     etree.SubElement(transforms, _ds("Transform"), Algorithm=ENVELOPED)
-    etree.SubElement(reference, _ds("DigestMethod"), Algorithm=SHA1_DIGEST)
+    etree.SubElement(reference, _ds("DigestMethod"), Algorithm=digest_method.uri)
     etree.SubElement(reference, _ds("DigestValue")).text = digest
     etree.SubElement(signature, _ds("SignatureValue"))
     key_info = etree.SubElement(signature, _ds("KeyInfo"))
@@ -152,27 +171,48 @@ class VerificationResult:
     certificate_number: str | None  # the KeyName
     certificate_serial: str | None  # of the certificate used, lowercase hex
     key_type: KeyType | None
-    signature_method: str | None
+    signature_method: str | None  # the SignatureMethod URI, as written (also when unknown)
     digest_ok: bool
     signature_ok: bool
     certificate_der: bytes | None
     certificate_source: Literal["given", "document"] | None
     # False when a certificate was given and the document embeds a different one.
     document_certificate_matches: bool | None
+    digest_method: str | None = None  # the DigestMethod URI, as written (also when unknown)
+    # Which naming of the signature algorithm the message uses; None when it is unknown.
+    signature_method_form: MethodForm | None = None
+    signature_encoding: SignatureEncoding | None = None
+    remedy_zh: str = ""  # what to do about it, when not valid
+    remedy_en: str = ""
 
 
 class _Invalid(Exception):
-    def __init__(self, reason_zh: str, reason_en: str) -> None:
+    def __init__(self, reason_zh: str, reason_en: str, remedy_zh: str = "",
+                 remedy_en: str = "") -> None:
         super().__init__(reason_en)
         self.reason_zh = reason_zh
         self.reason_en = reason_en
+        self.remedy_zh = remedy_zh
+        self.remedy_en = remedy_en
+
+
+@dataclass
+class _Seen:
+    """What the signature declares, gathered as it is read, so that a result that stops at an
+    unknown algorithm still shows the URIs it found."""
+
+    signature_method: str | None = None
+    digest_method: str | None = None
+    method: SignatureAlgorithm | None = None
+    encoding: SignatureEncoding | None = None
 
 
 @dataclass
 class _Parts:
     signature: etree._Element
     signed_info: etree._Element
-    method: str
+    method: SignatureAlgorithm
+    digest_method: DigestAlgorithm
     digest: bytes
     value: bytes
     key_name: str | None
@@ -185,45 +225,48 @@ def verify_ceb_xml(xml: bytes, certificate_der: bytes | None = None, *,
     given certificate or else the one in X509Certificate. Only the signature is checked, not
     whether the certificate is trusted or still valid.
 
-    RecipeError for input that is not a CEB XML document; a document whose signature is
-    missing, malformed or wrong gives a result with valid=False and the reason."""
+    Reads the 202205 specification's algorithm URIs and the older w3.org-style SM2 one
+    (`signature_method_form` says which). RecipeError for input that is not a CEB XML
+    document; a document whose signature is missing, malformed, wrong or uses an algorithm
+    URI we do not know gives a result with valid=False and the reason."""
     document = parse_document(xml)
     _check_root(document, any_root)
     given_key = certificate_key(certificate_der) if certificate_der is not None else None
+    seen = _Seen()
     parts: _Parts | None = None
     key: CertificateKey | None = given_key
     digest_ok = signature_ok = False
     try:
-        parts = _signature_parts(document)
+        parts = _signature_parts(document, seen)
         if key is None:
-            if parts.embedded_certificate is None:
-                raise _Invalid("签名中没有 X509Certificate, 且未提供证书",
-                               "the signature has no X509Certificate and no certificate was given")
-            try:
-                key = certificate_key(parts.embedded_certificate)
-            except RecipeError as exc:
-                raise _Invalid(f"签名中的证书无法使用: {exc.message_zh}",
-                               f"the signature's certificate is unusable: {exc.message_en}"
-                               ) from None
-        if _KEY_TYPE_OF_METHOD[parts.method] != key.key_type:
-            raise _Invalid(f"签名算法 {parts.method} 与证书的 {key.key_type} 密钥不符",
-                           f"the signature method {parts.method} does not fit the certificate's "
-                           f"{key.key_type} key")
+            key = _embedded_key(parts)
+        if parts.method.key_type != key.key_type:
+            raise _Invalid(
+                f"签名算法 {parts.method.uri} 与证书的 {key.key_type} 密钥不符",
+                f"the signature method {parts.method.uri} does not fit the certificate's "
+                f"{key.key_type} key",
+                "请用签名者的证书验证 (--cert), 或用该证书的卡重新签名",
+                "verify with the signer's certificate (--cert), or sign again with that card")
+        value, seen.encoding = _signature_value(key, parts.value)
         # SignedInfo is canonicalised with the signature in place (its context counts); the
         # digest after the signature is taken out (the enveloped-signature transform).
-        signature_ok = key.verify(canonical_subtree(parts.signed_info), parts.value)
+        signature_ok = key.verify(canonical_subtree(parts.signed_info), value)
         detach(parts.signature)
-        digest_ok = hashlib.sha1(canonical_document(document.tree)).digest() == parts.digest
+        digest_ok = parts.digest_method.hash(canonical_document(document.tree)) == parts.digest
         if not digest_ok:
             raise _Invalid("摘要不符: 报文在签名后被修改过",
-                           "digest mismatch: the message was changed after it was signed")
+                           "digest mismatch: the message was changed after it was signed",
+                           "请用未修改的原始报文重新签名", "sign the unchanged message again")
         if not signature_ok:
             raise _Invalid("签名值验证失败: 签名信息被修改, 或证书不是签名者的",
                            "the SignatureValue does not verify: SignedInfo was changed, or the "
-                           "certificate is not the signer's")
-        reason_zh = reason_en = ""
+                           "certificate is not the signer's",
+                           "请确认所用证书是签名者的, 或重新签名",
+                           "check that the certificate is the signer's, or sign again")
+        reason_zh = reason_en = remedy_zh = remedy_en = ""
     except _Invalid as invalid:
         reason_zh, reason_en = invalid.reason_zh, invalid.reason_en
+        remedy_zh, remedy_en = invalid.remedy_zh, invalid.remedy_en
     matches = None
     if given_key is not None and parts is not None and parts.embedded_certificate is not None:
         matches = parts.embedded_certificate == given_key.der
@@ -232,17 +275,53 @@ def verify_ceb_xml(xml: bytes, certificate_der: bytes | None = None, *,
         certificate_number=parts.key_name if parts else None,
         certificate_serial=key.serial_hex if key else None,
         key_type=key.key_type if key else None,
-        signature_method=parts.method if parts else None,
+        signature_method=seen.signature_method,
         digest_ok=digest_ok, signature_ok=signature_ok,
         certificate_der=key.der if key else None,
         certificate_source=None if key is None else "given" if given_key else "document",
-        document_certificate_matches=matches)
+        document_certificate_matches=matches,
+        digest_method=seen.digest_method,
+        signature_method_form=seen.method.form if seen.method else None,
+        signature_encoding=seen.encoding,
+        remedy_zh=remedy_zh, remedy_en=remedy_en)
 
 
-def _signature_parts(document: XmlDocument) -> _Parts:
+def _embedded_key(parts: _Parts) -> CertificateKey:
+    if parts.embedded_certificate is None:
+        raise _Invalid("签名中没有 X509Certificate, 且未提供证书",
+                       "the signature has no X509Certificate and no certificate was given",
+                       "请用 --cert 提供签名者的证书", "give the signer's certificate with --cert")
+    try:
+        return certificate_key(parts.embedded_certificate)
+    except RecipeError as exc:
+        raise _Invalid(f"签名中的证书无法使用: {exc.message_zh}",
+                       f"the signature's certificate is unusable: {exc.message_en}",
+                       "请用 --cert 提供签名者的证书", "give the signer's certificate with --cert"
+                       ) from None
+
+
+def _signature_value(key: CertificateKey, value: bytes) -> tuple[bytes, SignatureEncoding]:
+    """The value as the key checks it, and how it was written."""
+    if key.key_type == "rsa":
+        return value, "pkcs1"
+    if len(value) == 64:
+        return value, "r||s"
+    raw = sm2_raw_signature(value)
+    if len(raw) != 64:
+        raise _Invalid(
+            f"SM2 签名值应为 64 字节 r||s 或 DER 编码, 实际为 {len(value)} 字节且无法解析",
+            f"an SM2 SignatureValue is 64 bytes r||s or DER, this one is {len(value)} bytes "
+            "and neither",
+            "请重新签名", "sign the message again")
+    return raw, "der"
+
+
+def _signature_parts(document: XmlDocument, seen: _Seen) -> _Parts:
     signatures = list(document.root.iter(_ds("Signature")))
     if not signatures:
-        raise _Invalid("报文没有 ds:Signature 签名", "the message has no ds:Signature")
+        raise _Invalid("报文没有 ds:Signature 签名", "the message has no ds:Signature",
+                       "请先用 eport-gateway ceb-sign 签名",
+                       "sign it first with eport-gateway ceb-sign")
     if len(signatures) > 1:
         raise _Invalid(f"报文有 {len(signatures)} 个 ds:Signature, 应只有一个",
                        f"the message has {len(signatures)} ds:Signature elements, not one")
@@ -253,28 +332,36 @@ def _signature_parts(document: XmlDocument) -> _Parts:
     signed_info = _child(signature, "SignedInfo")
     canonicalization = _algorithm(_child(signed_info, "CanonicalizationMethod"))
     if canonicalization != C14N_10:
-        raise _unsupported("CanonicalizationMethod", canonicalization)
-    method = _algorithm(_child(signed_info, "SignatureMethod"))
-    if method not in _KEY_TYPE_OF_METHOD:
-        raise _unsupported("SignatureMethod", method)
+        raise _unknown_algorithm("CanonicalizationMethod", "规范化算法", canonicalization,
+                                 [C14N_10])
+    seen.signature_method = _algorithm(_child(signed_info, "SignatureMethod"))
     references = signed_info.findall(_ds("Reference"))
     if len(references) != 1 or references[0].get("URI") != "":
         raise _Invalid("SignedInfo 应只有一个 URI=\"\" 的 Reference",
                        "SignedInfo must have exactly one Reference, with URI=\"\"")
     reference = references[0]
+    seen.digest_method = _algorithm(_child(reference, "DigestMethod"))
+    method = SIGNATURE_ALGORITHMS.get(seen.signature_method)
+    if method is None:
+        raise _unknown_algorithm("SignatureMethod", "签名算法", seen.signature_method,
+                                 list(SIGNATURE_ALGORITHMS))
+    seen.method = method
+    digest_method = DIGEST_ALGORITHMS.get(seen.digest_method)
+    if digest_method is None:
+        raise _unknown_algorithm("DigestMethod", "摘要算法", seen.digest_method,
+                                 list(DIGEST_ALGORITHMS))
     transforms = [_algorithm(t) for t in reference.iterfind(f"{_ds('Transforms')}/"
                                                              f"{_ds('Transform')}")]
     # A trailing C14N 1.0 transform changes nothing: it is what turns the node set into bytes.
     if transforms not in ([ENVELOPED], [ENVELOPED, C14N_10]):
-        raise _unsupported("Transforms", " ".join(transforms) or "(none)")
-    digest_method = _algorithm(_child(reference, "DigestMethod"))
-    if digest_method != SHA1_DIGEST:
-        raise _unsupported("DigestMethod", digest_method)
+        raise _unknown_algorithm("Transforms", "变换", " ".join(transforms) or "(none)",
+                                 [ENVELOPED, f"{ENVELOPED} {C14N_10}"])
     key_name = signature.findtext(f"{_ds('KeyInfo')}/{_ds('KeyName')}")
     certificate_text = signature.findtext(
         f"{_ds('KeyInfo')}/{_ds('X509Data')}/{_ds('X509Certificate')}")
     return _Parts(
         signature=signature, signed_info=signed_info, method=method,
+        digest_method=digest_method,
         digest=_base64(_child(reference, "DigestValue").text, "DigestValue"),
         value=_base64(_child(signature, "SignatureValue").text, "SignatureValue"),
         key_name=key_name.strip() if key_name else None,
@@ -293,8 +380,16 @@ def _algorithm(element: etree._Element) -> str:
     return element.get("Algorithm") or ""
 
 
-def _unsupported(what: str, algorithm: str) -> _Invalid:
-    return _Invalid(f"不支持的 {what}: {algorithm}", f"unsupported {what}: {algorithm}")
+def _unknown_algorithm(what: str, what_zh: str, algorithm: str, known: list[str]) -> _Invalid:
+    shown = algorithm or "(empty)"
+    listed = ", ".join(known)
+    return _Invalid(
+        f"不支持的{what_zh} ({what}): {shown}",
+        f"unknown {what} algorithm: {shown}",
+        f"可验证的{what_zh}: {listed}。请让签名方按"
+        "《海关跨境电商统一版系统企业对接报文规范（202205版）》第 6 章签名",
+        f"the {what} algorithms this verifier knows: {listed}. Ask the signer to sign as §6 "
+        "of the CEB message specification (202205 edition) says")
 
 
 def _base64(text: str | None, what: str) -> bytes:

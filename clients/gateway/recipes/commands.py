@@ -24,6 +24,7 @@ from eport.clients.gateway.recipes.certificates import read_certificate
 from eport.clients.gateway.recipes.errors import GatewayReplyError, RecipeError
 from eport.clients.gateway.recipes.payment179 import parse_request, sign_payment179
 from eport.clients.gateway.recipes.signer import DEFAULT_URL, GatewaySigner
+from eport.clients.gateway.recipes.verify_views import human_result, json_error, json_result
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -186,30 +187,30 @@ def ceb_sign_command(file: str, output: str | None, url: str, pin_stdin: bool,
                    "用此证书验证.")
 @click.option("--any-root", is_flag=True,
               help="Also accept XML whose root is not in the CEB namespace / 允许非 CEB 根元素.")
+@click.option("--json", "json_output", is_flag=True,
+              help="One JSON document on stdout instead of text / 以 JSON 输出.")
 @_report_errors
-def ceb_verify_command(file: str, cert_path: str | None, any_root: bool) -> None:
+def ceb_verify_command(file: str, cert_path: str | None, any_root: bool,
+                       json_output: bool) -> None:
     """Verify the signature of a signed CEB XML message / 验证 CEB 报文签名.
 
     Checks the digest and the signature value, not whether the certificate is trusted.
     Exit codes: 0 valid, 1 not valid, 2 bad input."""
-    data = _read_input(file)
-    certificate = read_certificate(_read_input(cert_path)) if cert_path else None
-    result = verify_ceb_xml(data, certificate, any_root=any_root)
-    number = result.certificate_number or "-"
-    lines = [f"证书号 / certificate number (KeyName): {number}"]
-    if result.certificate_serial:
-        lines.append(f"证书序列号 / certificate serial: {result.certificate_serial}")
-    if result.signature_method:
-        lines.append(f"签名算法 / signature method: {result.signature_method}")
-    if result.document_certificate_matches is False:
-        lines.append("注意: 报文内嵌的证书与 --cert 不同 / note: the embedded certificate differs "
-                     "from --cert")
-    if result.valid:
-        click.echo("签名有效 / signature valid\n" + "\n".join(lines))
-        return
-    click.echo(f"签名无效 / signature NOT valid\n原因: {result.reason_zh}\n"
-               f"Reason: {result.reason_en}\n" + "\n".join(lines))
-    click.get_current_context().exit(EXIT_INVALID)
+    try:
+        data = _read_input(file)
+        certificate = read_certificate(_read_input(cert_path)) if cert_path else None
+        result = verify_ceb_xml(data, certificate, any_root=any_root)
+    except RecipeError as error:
+        if not json_output:
+            raise
+        click.echo(json_error(error))
+        click.get_current_context().exit(error.exit_code)
+    if json_output:
+        click.echo(json_result(result))
+    else:
+        click.echo(human_result(result))
+    if not result.valid:
+        click.get_current_context().exit(EXIT_INVALID)
 
 
 @click.command("pay179-sign")
