@@ -36,9 +36,16 @@ _E_PORT_CLIENT_ALGORITHM: dict[KeyKind, pb.SignAlgorithm.ValueType] = {
 
 
 class DaemonAccess:
-    def __init__(self, socket: Path, reader: str | None = None) -> None:
+    def __init__(self, socket: Path, reader: str | None = None, *,
+                 allow_stored_pin: bool = False, allow_envelope_signing: bool = False) -> None:
         self.socket = socket
         self.selector = pb.CardSelector(reader=reader or "")
+        # A PIN stored for unattended signing is for the user's own scripts: a request from a
+        # web page may only use it when the gateway was started with its own option.
+        self.allow_stored_pin = allow_stored_pin
+        # Whether the generic signing methods may sign data-centre request envelopes
+        # (eport.clients.gateway.envelope_guard).
+        self.allow_envelope_signing = allow_envelope_signing
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.CardServiceAsyncStub | None = None
         # The key algorithm of the card last seen, so a signature needs one call, not two.
@@ -102,6 +109,16 @@ class DaemonAccess:
     async def certificate(self) -> pb.Certificate:
         return await self.call(self.stub.GetCertificate, self.selector)
 
+    async def envelope_certificate(self) -> pb.Certificate:
+        """The card's encryption certificate (加密证书, the key in PIV slot 9D)."""
+        return await self.call(self.stub.GetEnvelopeCertificate, self.selector)
+
+    async def decrypt(self, ciphertext: bytes, pin: str = "") -> pb.DecryptResponse:
+        """Decrypt with the card's envelope key; the PIN rules are those of sign()."""
+        return await self.call(self.stub.Decrypt, pb.DecryptRequest(
+            card=self.selector, ciphertext=ciphertext, pin=pin,
+            refuse_stored_pin=not self.allow_stored_pin))
+
     async def check_certificate(self, der: bytes) -> pb.CertificateCheck:
         return await self.call(self.stub.CheckCertificate,
                                pb.CheckCertificateRequest(certificate=der))
@@ -136,7 +153,8 @@ class DaemonAccess:
                          pin: str) -> pb.SignResponse:
         request = pb.SignRequest(card=self.selector, pin=pin,
                                  algorithm=_E_PORT_CLIENT_ALGORITHM.get(
-                                     key, pb.SIGN_ALGORITHM_UNSPECIFIED))
+                                     key, pb.SIGN_ALGORITHM_UNSPECIFIED),
+                                 refuse_stored_pin=not self.allow_stored_pin)
         if digest is not None:
             request.digest = digest
         else:

@@ -3,18 +3,23 @@ official client returns. docs/gateway.md lists them with their shapes."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import re
+import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from asn1crypto import pem as asn1_pem
-from asn1crypto import x509 as asn1_x509
-
+from eport.clients.gateway import methods_encryption
+from eport.clients.gateway.arguments import (
+    b64,
+    certificate_arg,
+    certificate_validity,
+    decode_base64,
+    digest_arg,
+    key_of_certificate,
+)
 from eport.clients.gateway.daemon_access import DaemonAccess, KeyKind
+from eport.clients.gateway.envelope_guard import refuse_datacenter_envelope
 from eport.clients.gateway.errors import (
     CERT_EXPIRED,
     CERT_NOT_YET_VALID,
@@ -34,43 +39,18 @@ EXPIRY_WARNING_DAYS = 30
 # gRPC refuses messages over 4 MiB: bigger data is hashed here and only the digest is sent,
 # which is what eportd would sign anyway.
 LOCAL_DIGEST_ABOVE = 3 * 1024 * 1024
-_DIGEST_LENGTH: dict[KeyKind, int] = {pb.RSA_1024: 20, pb.RSA_2048: 20, pb.SM2: 32, pb.EC_P256: 32}
-_HEX = re.compile(r"^[0-9A-Fa-f]+$")
+MAX_PRIORITY_CHARACTERS = 256
 _ENT_MODE = {pb.LEGAL_PERSON: "1", pb.OPERATOR: "2", pb.DECLARANT: "3"}
+_CARD_FORM = {pb.IC_CARD: "IC", pb.IKEY: "IKEY"}
+_KEY_NAME = {pb.RSA_1024: "RSA1024", pb.RSA_2048: "RSA2048", pb.SM2: "SM2", pb.EC_P256: "P256"}
 
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _decode_base64(text: str, name: str) -> bytes:
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise bad_arguments(f"参数 {name} 不是合法的 base64", f"argument {name} is not base64"
-                            ) from None
-
-
-def _digest_arg(text: str, key: KeyKind) -> bytes:
-    """A digest given as hex or base64; its length must be what the card's algorithm hashes to."""
-    expected = _DIGEST_LENGTH.get(key, 32)
-    stripped = text.strip()
-    if len(stripped) == 2 * expected and _HEX.match(stripped):
-        digest = bytes.fromhex(stripped)
-    else:
-        digest = _decode_base64(stripped, "inData")
-    if len(digest) != expected:
-        raise bad_arguments(
-            f"摘要长度应为 {expected} 字节 (十六进制或 base64), 实际 {len(digest)} 字节",
-            f"the digest must be {expected} bytes (hex or base64) for this card, got "
-            f"{len(digest)}")
-    return digest
+_digest_arg = digest_arg  # the name the unit tests know
 
 
 def _signature_out(answer: pb.SignResponse) -> list[Any]:
     # The E-port client returns SM2 (and EC) signatures as the 64 bytes r || s.
     raw = answer.signature_raw_rs or answer.signature
-    return [_b64(raw), answer.certificate_number]
+    return [b64(raw), answer.certificate_number]
 
 
 def _local_digest(key: KeyKind, data: bytes, certificate_der: bytes) -> bytes:
@@ -81,30 +61,27 @@ def _local_digest(key: KeyKind, data: bytes, certificate_der: bytes) -> bytes:
     return hashlib.sha1(data).digest()
 
 
-def _certificate_arg(text: str) -> bytes:
-    raw = text.strip().encode("ascii", "replace")
-    if asn1_pem.detect(raw):
-        _, _, der = asn1_pem.unarmor(raw)
-        return bytes(der)
-    return _decode_base64(text, "certDataPEM")
-
-
-def key_of_certificate(der: bytes) -> KeyKind:
-    try:
-        public_key = asn1_x509.Certificate.load(der).public_key
-        algorithm = public_key.algorithm
-        if algorithm == "rsa":
-            return pb.RSA_1024 if public_key.bit_size <= 1024 else pb.RSA_2048
-        if algorithm == "ec":
-            curve = public_key["algorithm"]["parameters"].chosen.native
-            return pb.EC_P256 if curve in ("secp256r1", "1.2.840.10045.3.1.7") else pb.SM2
-    except (ValueError, TypeError, KeyError, AttributeError):
-        pass
-    raise bad_arguments("certDataPEM 不是可用的 X.509 证书",
-                        "certDataPEM is not a usable X.509 certificate")
+def _stamp(moment: datetime) -> str:
+    """yyyyMMddHHmmss in China Standard Time, as the E-port client writes times."""
+    return moment.astimezone(CHINA_STANDARD_TIME).strftime("%Y%m%d%H%M%S")
 
 
 # ---- environment and PIN ----
+
+async def set_init_env_priority(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    """Our reading (docs/gateway.md, "Our readings"): the official client chooses which kind of
+    crypto device to open first. eportd chooses the card here (the one inserted, or --reader),
+    so the priority is checked for its type and has no effect."""
+    value = args.get("szInitEnvPriority")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+        raise bad_arguments("参数 szInitEnvPriority 应为字符串",
+                            "argument szInitEnvPriority must be a string")
+    if isinstance(value, str) and len(value) > MAX_PRIORITY_CHARACTERS:
+        raise bad_arguments(f"参数 szInitEnvPriority 超过 {MAX_PRIORITY_CHARACTERS} 个字符",
+                            f"argument szInitEnvPriority is longer than "
+                            f"{MAX_PRIORITY_CHARACTERS} characters")
+    return []
+
 
 async def init_env(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
     """Is a usable card there? Warns as the E-port client does within 30 days of expiry."""
@@ -127,6 +104,9 @@ async def clear_env(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
 
 
 async def verify_pin(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    """SpcVerifyPIN, and SpcVerifyPINAll: the official client's "All" variant opens and closes
+    the card around the verification itself; eportd does that for every operation, so both
+    verify the PIN and leave eportd's PIN session open."""
     await access.verify_pin(required_text(args, "passwd"))
     return []
 
@@ -153,25 +133,55 @@ async def card_user_info(args: dict[str, Any], access: DaemonAccess) -> list[Any
              "szCardType": _ENT_MODE.get(info.kind, "")}]
 
 
+async def _attach_info_text(access: DaemonAccess) -> str:
+    """Our reading of the "additional information the RA wrote" (统一RA写入的附加信息): the E-port
+    profile the card centre wrote to the card, as one line of JSON."""
+    info = await access.card_info()
+    return json.dumps({
+        "szCardID": info.card_id, "szCertNo": info.certificate_number,
+        "szEntID": info.customs_code, "szEntName": info.enterprise_name,
+        "szCreditCode": info.credit_code, "szUserName": info.holder_name,
+        "szCardType": _ENT_MODE.get(info.kind, ""), "szCardForm": _CARD_FORM.get(info.form, ""),
+        "szAlgorithm": _KEY_NAME.get(info.key_algorithm, ""),
+        "szStartTime": _stamp(info.not_before.ToDatetime(tzinfo=UTC)),
+        "szEndTime": _stamp(info.not_after.ToDatetime(tzinfo=UTC))},
+        ensure_ascii=False, separators=(",", ":"))
+
+
+async def card_attach_info(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    return [await _attach_info_text(access)]
+
+
+async def card_attach_info_base64(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    return [b64((await _attach_info_text(access)).encode("utf-8"))]
+
+
 async def sign_certificate(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
-    return [_b64((await access.certificate()).der)]
+    return [b64((await access.certificate()).der)]
 
 
 async def valid_time(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
-    info = await access.card_info()
-
-    def stamp(moment: Any) -> str:
-        return str(moment.ToDatetime(tzinfo=UTC).astimezone(CHINA_STANDARD_TIME)
-                   .strftime("%Y%m%d%H%M%S"))
-
-    return [{"szStartTime": stamp(info.not_before), "szEndTime": stamp(info.not_after)}]
+    """The validity of `cert` (base64 DER or PEM) when given, else of the card's certificate."""
+    certificate_text = text_arg(args, "cert", required=False)
+    if certificate_text:
+        validity = certificate_validity(certificate_arg(certificate_text, "cert"), "cert")
+        start, end = validity.not_before, validity.not_after
+    else:
+        info = await access.card_info()
+        start = info.not_before.ToDatetime(tzinfo=UTC)
+        end = info.not_after.ToDatetime(tzinfo=UTC)
+    return [{"szStartTime": _stamp(start), "szEndTime": _stamp(end)}]
 
 
 # ---- signing and verification ----
 
-async def sign_data(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
-    data = required_text(args, "inData").encode("utf-8")
-    pin = text_arg(args, "passwd", required=False) or ""
+def _pin_arg(args: dict[str, Any]) -> str:
+    return text_arg(args, "passwd", required=False) or ""
+
+
+async def _sign_bytes(data: bytes, pin: str, access: DaemonAccess, method: str) -> list[Any]:
+    """Sign data as the E-port client does, unless it is a data-centre request envelope."""
+    refuse_datacenter_envelope(data, access.allow_envelope_signing, method)
     if len(data) > LOCAL_DIGEST_ABOVE:
         key = await access.key_algorithm()
         digest = _local_digest(key, data, (await access.certificate()).der)
@@ -179,22 +189,46 @@ async def sign_data(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
     return _signature_out(await access.sign(data=data, pin=pin))
 
 
+async def sign_data(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    data = required_text(args, "inData").encode("utf-8")
+    return await _sign_bytes(data, _pin_arg(args), access, "SpcSignData")
+
+
+async def sign_base64_data(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    """SpcSignPemDataAsPem: inData is base64 ("PEM"); the bytes it encodes are signed."""
+    data = decode_base64(required_text(args, "inData"), "inData")
+    return await _sign_bytes(data, _pin_arg(args), access, "SpcSignPemDataAsPem")
+
+
+async def sign_random(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    """Our reading (docs/gateway.md, "Our readings"): the Single Window login signs its server
+    random either with SpcSignRandom{random, passwd} or with SpcVerifyPIN followed by
+    SpcSignPemDataAsPem{inData: random}; both must give what the server checks, so `random`
+    is base64 and its bytes are signed, with passwd verified first."""
+    random = required_text(args, "random")
+    if not random.strip():
+        raise bad_arguments("参数 random 不能为空", "argument random must not be empty")
+    data = decode_base64(random, "random")
+    return await _sign_bytes(data, _pin_arg(args), access, "SpcSignRandom")
+
+
 async def sign_digest(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
+    # A digest cannot be inspected for a data-centre envelope (docs/gateway.md says so).
     text = required_text(args, "inData")
-    pin = text_arg(args, "passwd", required=False) or ""
-    digest = _digest_arg(text, await access.key_algorithm())
+    pin = _pin_arg(args)
+    digest = digest_arg(text, await access.key_algorithm())
     return _signature_out(await access.sign(digest=digest, pin=pin))
 
 
 async def _verify(args: dict[str, Any], access: DaemonAccess, prehashed: bool) -> list[Any]:
     text = required_text(args, "inData")
-    signature = _decode_base64(required_text(args, "signData"), "signData")
+    signature = decode_base64(required_text(args, "signData"), "signData")
     certificate_text = text_arg(args, "certDataPEM", required=False)
-    certificate = _certificate_arg(certificate_text) if certificate_text else None
+    certificate = certificate_arg(certificate_text, "certDataPEM") if certificate_text else None
     key = (key_of_certificate(certificate) if certificate is not None
            else await access.key_algorithm())
     if prehashed:
-        answer = await access.verify(signature=signature, digest=_digest_arg(text, key),
+        answer = await access.verify(signature=signature, digest=digest_arg(text, key),
                                      certificate=certificate, key=key)
     else:
         answer = await access.verify(signature=signature, data=text.encode("utf-8"),
@@ -221,15 +255,16 @@ async def sha1_hex(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
 
 async def sha1_base64(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
     text = required_text(args, "szInfo", "inData")
-    return [_b64(hashlib.sha1(text.encode("utf-8")).digest())]
+    return [b64(hashlib.sha1(text.encode("utf-8")).digest())]
 
 
 async def encode_pem(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
-    return [_b64(required_text(args, "inData").encode("utf-8"))]
+    return [b64(required_text(args, "inData").encode("utf-8"))]
 
 
 async def decode_pem(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
-    raw = _decode_base64(required_text(args, "inData"), "inData")
+    """SpcDecodePEM and SpcDecodePEMAsString: the text that the base64 inData encodes."""
+    raw = decode_base64(required_text(args, "inData"), "inData")
     try:
         return [raw.decode("utf-8")]
     except UnicodeDecodeError:
@@ -238,10 +273,14 @@ async def decode_pem(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
 
 
 METHODS: dict[str, Handler] = {
+    "SpcSetInitEnvPriority": set_init_env_priority,
     "SpcInitEnvEx": init_env,
     "SpcClearEnv": clear_env,
     "SpcVerifyPIN": verify_pin,
+    "SpcVerifyPINAll": verify_pin,
     "SpcChangePIN": change_pin,
+    "SpcGetCardAttachInfo": card_attach_info,
+    "SpcGetCardAttachInfoAsPEM": card_attach_info_base64,
     "SpcGetCardID": _card_field(lambda info: info.card_id),
     "SpcGetCertNo": _card_field(lambda info: info.certificate_number),
     "SpcGetUName": _card_field(lambda info: info.holder_name),
@@ -251,19 +290,27 @@ METHODS: dict[str, Handler] = {
     "SpcGetCardUserInfo": card_user_info,
     "SpcGetSignCert": sign_certificate,
     "SpcGetSignCertAsPEM": sign_certificate,
+    "SpcGetEnvCert": methods_encryption.envelope_certificate,
+    "SpcGetEnvCertAsPEM": methods_encryption.envelope_certificate,
     "SpcGetValidTimeFromCert": valid_time,
     "SpcSignData": sign_data,
     "SpcSignDataAsPEM": sign_data,
+    "SpcSignPemDataAsPem": sign_base64_data,  # sic: the page library's spelling
     "SpcSignDataNoHash": sign_digest,
     "SpcSignDataNoHashAsPEM": sign_digest,
+    "SpcSignRandom": sign_random,
     "SpcVerifySignData": verify_data,
     "SpcVerifySignDataNoHash": verify_digest,
     "SpcSHA1Digest": sha1_hex,
     "SpcSHA1DigestAsPEM": sha1_base64,
     "SpcEncodePEM": encode_pem,
     "SpcDecodePEM": decode_pem,
+    "SpcDecodePEMAsString": decode_pem,
+    "SpcRSAEncrypt": methods_encryption.encrypt,
+    "SpcRSADecrypt": methods_encryption.decrypt,
 }
 # Requests that use the card's key or PIN: logged with the origin that asked.
 CARD_SECRET_METHODS = frozenset({
-    "SpcVerifyPIN", "SpcChangePIN", "SpcSignData", "SpcSignDataAsPEM", "SpcSignDataNoHash",
-    "SpcSignDataNoHashAsPEM"})
+    "SpcVerifyPIN", "SpcVerifyPINAll", "SpcChangePIN", "SpcSignData", "SpcSignDataAsPEM",
+    "SpcSignPemDataAsPem", "SpcSignDataNoHash", "SpcSignDataNoHashAsPEM", "SpcSignRandom",
+    "SpcRSADecrypt"})
