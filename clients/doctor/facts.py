@@ -14,6 +14,7 @@ from pathlib import Path
 
 from eport.clients.cli.daemon_client import DaemonClient
 from eport.clients.cli.errors import CliError
+from eport.clients.doctor.browser_facts import BrowserFacts, gather_browser
 from eport.clients.doctor.host import Host
 from eport.protos.v1 import eportd_pb2 as pb
 
@@ -73,6 +74,8 @@ class Facts:
     readers: pb.ListReadersResponse | None = None
     usb: pb.ListUsbDevicesResponse | None = None
     cards: list[CardFacts] = field(default_factory=list)
+    # the browser path: the gateway's wss certificate, the browser's trust, the ports
+    browser: BrowserFacts | None = None
 
 
 def _first_existing(host: Host, candidates: list[str]) -> str | None:
@@ -142,4 +145,5 @@ def gather(host: Host, client: DaemonClient) -> Facts:
     facts = Facts(now=host.now())
     gather_host(host, facts)
     gather_daemon(client, facts)
+    facts.browser = gather_browser(host.which("certutil"))
     return facts

@@ -1,5 +1,7 @@
 """The ordered run: host first (pcscd, polkit, drivers), then the daemon, USB, readers, cards
-and the clock, the way a support desk works down from the service to the card."""
+and the clock, the way a support desk works down from the service to the card; last the
+browser path (the gateway's certificate, the browser's trust, the gateway's ports), which
+sits on top of all of them."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.doctor import checks_daemon, checks_host
+from eport.clients.doctor import checks_browser, checks_daemon, checks_host
 from eport.clients.doctor.facts import Facts
 from eport.clients.doctor.findings import Finding, Status
 
@@ -53,5 +55,6 @@ def run_checks(facts: Facts) -> Report:
         *checks_daemon.readers(facts),
         *checks_daemon.cards(facts),
         checks_host.clock(facts),
+        *checks_browser.browser_path(facts),
     ]
     return Report(findings)

@@ -39,9 +39,14 @@ def daemon(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd) -> Iterator[Daemon]:
 
 
 def doctor(socket: Path, *args: str, lang: str = "en") -> tuple[int, dict[str, Any]]:
+    # A HOME of its own: the browser-path findings (EP-B) must not depend on whether this
+    # machine's user ran `eport-gateway tls install`.
+    home = socket.parent / "doctor-home"
+    home.mkdir(exist_ok=True)
     done = subprocess.run([*EPORT, "--socket", str(socket), "doctor", "--json", *args],
                           capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "EPORT_LANG": lang})
+                          env={**os.environ, "EPORT_LANG": lang, "HOME": str(home),
+                               "XDG_CONFIG_HOME": str(home / ".config")})
     assert "Traceback" not in done.stderr, done.stderr
     document = json.loads(done.stdout)
     assert document["command"] == "doctor" and document["ok"] is True
