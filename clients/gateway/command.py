@@ -5,22 +5,31 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import socket as socket_module
+import ssl
 import sys
 
 import click
 
 from eport.clients.cli.daemon_client import choose_socket
+from eport.clients.gateway.peer_uid import TCP4_TABLE
 from eport.clients.gateway.recipes.commands import RECIPE_COMMANDS
 from eport.clients.gateway.server import (
+    DEFAULT_BLOCK_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
+    DEFAULT_TLS_PORT,
     SINGLE_WINDOW_ORIGINS,
+    CannotListen,
     GatewayConfig,
     run_gateway,
 )
+from eport.clients.gateway.tls_command import tls_group
+from eport.clients.gateway.tls_setup import TlsNotInstalled, server_ssl_context
 
 EXIT_USAGE = 2
 EXIT_CANNOT_LISTEN = 4
@@ -45,13 +54,40 @@ def _fail(code: int, zh: str, en: str) -> None:
     sys.exit(code)
 
 
-async def _serve(config: GatewayConfig) -> None:
+def _tls_context() -> ssl.SSLContext | None:
+    """The wss certificate, or None (said once, in both languages) when there is none: the
+    gateway then serves ws for programs and plain-http pages, which need no certificate."""
+    try:
+        return server_ssl_context()
+    except TlsNotInstalled as missing:
+        if missing.code == "NOT_INSTALLED":
+            zh = ("未安装 wss 证书, 只提供 ws。Single Window 的 https 页面需要 wss: 请运行 "
+                  "eport-gateway tls install, 然后重启网关")
+            en = ("no wss certificate is installed: serving ws only. Single Window https pages "
+                  "need wss: run `eport-gateway tls install`, then restart the gateway")
+        else:
+            zh = f"{missing.message.zh}, 只提供 ws。{missing.remedy.zh}, 然后重启网关"
+            en = f"{missing.message.en}: serving ws only. {missing.remedy.en}, then restart " \
+                 "the gateway"
+        click.echo(f"eport-gateway: {zh}\neport-gateway: {en}", err=True)
+        return None
+
+
+async def _serve(config: GatewayConfig, tls: ssl.SSLContext | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with run_gateway(config) as (_, url):
-        click.echo(f"eport-gateway listening on {url} (eportd: {config.eportd_socket})",
+    if not os.access(TCP4_TABLE, os.R_OK):
+        # The peer check needs it; without it the gateway refuses everyone (peer_uid.py).
+        click.echo(f"eport-gateway: 无法读取 {TCP4_TABLE}, 无法确认连接方的用户, "
+                   "所有连接都将被拒绝; 请确认 /proc 已挂载且可读\n"
+                   f"eport-gateway: {TCP4_TABLE} cannot be read, so no peer's user can be "
+                   "checked and every connection will be refused; make sure /proc is mounted "
+                   "and readable", err=True)
+    async with run_gateway(config, tls) as listening:
+        urls = " and ".join(url for url in (listening.wss_url, listening.ws_url) if url)
+        click.echo(f"eport-gateway listening on {urls} (eportd: {config.eportd_socket})",
                    err=True)
         await stop.wait()
     logging.getLogger("eport.gateway").info("stopped")
@@ -60,7 +96,8 @@ async def _serve(config: GatewayConfig) -> None:
 @click.group(invoke_without_command=True)
 @click.pass_context
 def main_group(context: click.Context) -> None:
-    """Speak the E-port client's websocket API (ws://127.0.0.1:61232) on top of eportd.
+    """Speak the E-port client's websocket API (wss://127.0.0.1:61231 and
+    ws://127.0.0.1:61232) on top of eportd.
 
     Without a command: serve with the defaults (`eport-gateway serve`)."""
     if context.invoked_subcommand is None:
@@ -71,7 +108,11 @@ def main_group(context: click.Context) -> None:
 @click.option("--listen", "host", default="127.0.0.1", show_default=True,
               help="Address to bind. Only loopback unless --allow-non-loopback.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="TCP port (0 picks a free one).")
+              help="TCP port for ws (0 picks a free one).")
+@click.option("--tls-port", default=DEFAULT_TLS_PORT, show_default=True,
+              type=click.IntRange(0, 65535),
+              help="TCP port for wss, what Single Window https pages use (0 picks a free one).")
+@click.option("--no-tls", is_flag=True, help="Serve ws only, even when a certificate is installed.")
 @click.option("--allow-non-loopback", is_flag=True,
               help="Allow binding a non-loopback address (other machines could then sign).")
 @click.option("--socket", "socket_path", metavar="PATH",
@@ -86,13 +127,27 @@ def main_group(context: click.Context) -> None:
               type=click.IntRange(1024), help="Largest request (one frame or assembled blocks).")
 @click.option("--max-in-flight", default=DEFAULT_MAX_IN_FLIGHT, show_default=True,
               type=click.IntRange(1), help="Requests one connection may have in progress.")
+@click.option("--max-connections", default=DEFAULT_MAX_CONNECTIONS, show_default=True,
+              type=click.IntRange(1), help="Connections open at once (both ports together).")
+@click.option("--block-timeout", default=DEFAULT_BLOCK_TIMEOUT, show_default=True,
+              type=click.FloatRange(0.1), metavar="SECONDS",
+              help="Drop a block transfer that gets no block for this long.")
+@click.option("--allow-stored-pin", is_flag=True,
+              help="Let gateway requests use a PIN stored for unattended signing (any page or "
+                   "program of yours could then sign without a PIN).")
+@click.option("--allow-envelope-signing", is_flag=True,
+              help="Let the generic signing methods sign a data centre request envelope.")
 def serve_command(host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                  tls_port: int = DEFAULT_TLS_PORT, no_tls: bool = False,
                   allow_non_loopback: bool = False, socket_path: str | None = None,
                   origins: tuple[str, ...] = (), refuse_missing_origin: bool = False,
                   reader: str | None = None,
                   max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
-    """Serve the E-port client's websocket API."""
+                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                  block_timeout: float = DEFAULT_BLOCK_TIMEOUT,
+                  allow_stored_pin: bool = False, allow_envelope_signing: bool = False) -> None:
+    """Serve the E-port client's websocket API: wss (--tls-port) and ws (--port)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Every connection's open and close is noise next to the signing audit lines.
@@ -107,19 +162,26 @@ def serve_command(host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         eportd_socket=choose_socket(socket_path), host=host, port=port,
         allowed_origins=tuple(origins) or SINGLE_WINDOW_ORIGINS,
         allow_missing_origin=not refuse_missing_origin, reader=reader,
-        max_message_bytes=max_message_bytes, max_in_flight=max_in_flight)
+        max_message_bytes=max_message_bytes, max_in_flight=max_in_flight, tls_port=tls_port,
+        max_connections=max_connections, block_timeout=block_timeout,
+        allow_stored_pin=allow_stored_pin, allow_envelope_signing=allow_envelope_signing)
+    tls = None if no_tls else _tls_context()
     try:
-        asyncio.run(_serve(config))
-    except OSError as error:
+        asyncio.run(_serve(config, tls))
+    except CannotListen as failed:
+        option = "--port" if failed.scheme == "ws" else "--tls-port"
+        reason = failed.reason
         _fail(EXIT_CANNOT_LISTEN,
-              f"无法监听 {host}:{port}: {error.strerror or error}。端口可能已被占用 (例如官方客户端"
-              "控件), 请用 --port 换一个端口",
-              f"cannot listen on {host}:{port}: {error.strerror or error}. The port may be in use "
-              "(for example by the official client); choose another with --port")
+              f"无法监听 {failed.scheme} {failed.host}:{failed.port}: {reason}。端口可能已被占用 "
+              f"(例如官方客户端控件), 请用 {option} 换一个端口",
+              f"cannot listen for {failed.scheme} on {failed.host}:{failed.port}: {reason}. The "
+              f"port may be in use (for example by the official client); choose another with "
+              f"{option}")
 
 
 for recipe_command in RECIPE_COMMANDS:
     main_group.add_command(recipe_command)
+main_group.add_command(tls_group)
 
 
 def main() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from eport.clients.gateway.errors import GatewayError, bad_arguments
 
 METHOD_PREFIX = "cus-sec_"
-# `_id` is echoed as the client sent it; JSON numbers and strings are what clients use.
+# `_id` is echoed as the client sent it; JSON numbers and strings are what clients use. Other
+# values (objects, lists, booleans) are answered with `_id` null.
 RequestId = int | float | str | None
 
 GREETING = json.dumps({"_id": 0, "_method": "open", "_status": "00"})
@@ -31,18 +34,87 @@ class BadRequest(Exception):
     method: str = ""
 
 
+class _Unusable:
+    """Stands in, while parsing, for a value that is not strict JSON (RFC 8259)."""
+
+    def __init__(self, zh: str, en: str) -> None:
+        self.zh, self.en = zh, en
+
+
+# No request of this protocol needs a longer number. Python refuses to convert integers of
+# more than 4300 digits (ValueError), and a JavaScript client cannot hold integers above 2**53
+# exactly anyway; an `_id` of up to this many digits is echoed digit for digit.
+MAX_NUMBER_DIGITS = 64
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _integer(text: str) -> int | _Unusable:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        return _Unusable(f"数字超过 {MAX_NUMBER_DIGITS} 位", f"a number of more than "
+                         f"{MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+
+def _real(text: str) -> float | _Unusable:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as infinity, which JSON cannot carry back
+        return _Unusable("数字超出范围", "a number out of range")
+    return value
+
+
+def _constant(name: str) -> _Unusable:
+    return _Unusable(f"JSON 中没有 {name}", f"{name} is not JSON")
+
+
+def _problem(value: Any) -> _Unusable | None:
+    """The first part of a parsed frame that is not strict JSON, or a string that cannot be
+    UTF-8 (a lone surrogate written as a \\u escape): neither could be answered or used."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, _Unusable):
+            return item
+        if isinstance(item, str):
+            if not item.isascii() and _LONE_SURROGATE.search(item):
+                return _Unusable("字符串含有单独的代理码 (\\ud800-\\udfff)",
+                                 "a string holds a lone surrogate (\\ud800-\\udfff)")
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+def _not_json(problem: _Unusable) -> GatewayError:
+    return bad_arguments(f"报文不是合法的 JSON: {problem.zh}",
+                         f"the frame is not valid JSON: {problem.en}")
+
+
 def parse_request(text: str) -> Request:
+    """A request from one frame. Anything JSON does not allow (NaN, Infinity, numbers Python
+    or a JavaScript client cannot hold, lone surrogates) is refused here, with the frame's
+    `_id` and `_method` when those themselves are usable."""
     try:
-        envelope = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        envelope = json.loads(text, parse_int=_integer, parse_float=_real,
+                              parse_constant=_constant)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise BadRequest(bad_arguments("报文不是合法的 JSON", "the frame is not valid JSON")
                          ) from None
     if not isinstance(envelope, dict):
-        raise BadRequest(bad_arguments("报文应为 JSON 对象", "the frame must be a JSON object"))
-    request_id = envelope.get("_id")
-    if not isinstance(request_id, int | float | str) or isinstance(request_id, bool):
-        request_id = None
+        problem = _problem(envelope)
+        raise BadRequest(_not_json(problem) if problem else bad_arguments(
+            "报文应为 JSON 对象", "the frame must be a JSON object"))
+    raw_id = envelope.get("_id")
+    request_id: RequestId = None
+    if isinstance(raw_id, int | float | str) and not isinstance(raw_id, bool) \
+            and _problem(raw_id) is None:
+        request_id = raw_id
     method = envelope.get("_method")
+    usable_method = method if isinstance(method, str) and _problem(method) is None else ""
+    problem = _problem(envelope)
+    if problem is not None:
+        raise BadRequest(_not_json(problem), request_id, usable_method)
     if not isinstance(method, str) or not method:
         raise BadRequest(bad_arguments("缺少 _method", "_method is missing or not a string"),
                          request_id)
@@ -73,7 +145,7 @@ def _envelope(request_id: RequestId, method: str, result: bool, data: list[Any],
               errors: list[str]) -> str:
     return json.dumps({"_id": request_id, "_method": method, "_status": "00",
                        "_args": {"Result": result, "Data": data, "Error": errors}},
-                      ensure_ascii=False, separators=(",", ":"))
+                      ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 # ---- arguments ----

@@ -1,12 +1,20 @@
 """The websocket server: one task per request, replies matched by `_id`, Origin checked at the
 handshake. The official client answers one call at a time and keys replies by method name;
-here any number of connections may each have many requests in flight."""
+here any number of connections may each have many requests in flight.
+
+One Gateway serves both listeners: ws on 61232 (plain-http pages and programs) and wss on
+61231 (what the page library uses on every https page). Before any request is read from a TCP
+connection on either (on wss: right after the TLS handshake), the owner of the peer's socket is
+checked (peer_uid.py): only the gateway's own user gets an answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -14,13 +22,15 @@ from pathlib import Path
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
-from eport.clients.gateway.blocks import BlockAssembler, is_block
+from eport.clients.gateway.blocks import DEFAULT_IDLE_TIMEOUT, BlockAssembler, is_block
 from eport.clients.gateway.daemon_access import DaemonAccess
 from eport.clients.gateway.errors import GatewayError, bad_arguments, internal_error
 from eport.clients.gateway.methods import CARD_SECRET_METHODS, METHODS
+from eport.clients.gateway.peer_uid import admission, endpoint, is_loopback, peer_owner
 from eport.clients.gateway.protocol import (
     GREETING,
     METHOD_PREFIX,
@@ -35,11 +45,15 @@ from eport.clients.gateway.protocol import (
 log = logging.getLogger("eport.gateway")
 
 DEFAULT_PORT = 61232
+DEFAULT_TLS_PORT = 61231
+# https only: a plain-http page can be rewritten by anyone on the network path, so letting it
+# in would let the network sign. `--allow-origin` adds others deliberately.
 SINGLE_WINDOW_ORIGINS = (
-    "https://www.singlewindow.cn", "https://app.singlewindow.cn", "https://swapp.singlewindow.cn",
-    "http://www.singlewindow.cn", "http://app.singlewindow.cn", "http://swapp.singlewindow.cn")
+    "https://www.singlewindow.cn", "https://app.singlewindow.cn", "https://swapp.singlewindow.cn")
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_BLOCK_TIMEOUT = DEFAULT_IDLE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,14 @@ class GatewayConfig:
     reader: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    tls_port: int = DEFAULT_TLS_PORT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # Seconds a block transfer may wait for its next block before it is dropped.
+    block_timeout: float = DEFAULT_BLOCK_TIMEOUT
+    # A PIN stored for unattended signing is used for gateway requests only with this.
+    allow_stored_pin: bool = False
+    # The generic signing methods sign a data centre request envelope only with this.
+    allow_envelope_signing: bool = False
 
 
 def origin_allowed(config: GatewayConfig, origin: str | None) -> bool:
@@ -78,7 +100,30 @@ class _Connection:
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.daemon = DaemonAccess(config.eportd_socket, config.reader)
+        self.daemon = DaemonAccess(config.eportd_socket, config.reader,
+                                   allow_stored_pin=config.allow_stored_pin,
+                                   allow_envelope_signing=config.allow_envelope_signing)
+        self.uid = os.geteuid()
+        self.open_connections = 0
+
+    # ---- before any request is read: who is the peer ----
+
+    async def admit(self, transport: asyncio.BaseTransport) -> bool:
+        """Whether the peer of a new TCP connection is this gateway's user (see peer_uid)."""
+        peer = endpoint(transport.get_extra_info("peername"))
+        ours = endpoint(transport.get_extra_info("sockname"))
+        if peer is None or ours is None:
+            log.warning("closed a connection before the greeting: not a TCP/IP peer (%r)",
+                        transport.get_extra_info("peername"))
+            return False
+        owner = await asyncio.to_thread(peer_owner, peer, ours)
+        # Only a listener bound beyond loopback (--allow-non-loopback) accepts peers of other
+        # machines, and it can only be reached at a non-loopback address.
+        decision = admission(owner, peer, self.uid, remote_peers_allowed=not is_loopback(ours[0]))
+        if not decision.allowed:
+            log.warning("closed a connection from %s (port %d) to port %d before the greeting: %s",
+                        _address(peer), peer[1], ours[1], decision.reason)
+        return decision.allowed
 
     # ---- handshake ----
 
@@ -99,10 +144,37 @@ class Gateway:
     # ---- a connection ----
 
     async def handle(self, socket: ServerConnection) -> None:
+        if self.open_connections >= self.config.max_connections:
+            await self._refuse_over_cap(socket)
+            return
+        self.open_connections += 1
+        try:
+            await self._serve_connection(socket)
+        finally:
+            self.open_connections -= 1
+
+    async def _refuse_over_cap(self, socket: ServerConnection) -> None:
+        limit = self.config.max_connections
+        log.warning("refused a connection from %s: %d connections are open "
+                    "(--max-connections %d)", _peer(socket), self.open_connections, limit)
+        # 1013 "try again later"; the reason is at most 123 bytes of UTF-8.
+        await socket.close(CloseCode.TRY_AGAIN_LATER,
+                           f"连接数已达上限 {limit}, 请稍后重试; too many connections "
+                           f"({limit}), retry later")
+
+    async def _serve_connection(self, socket: ServerConnection) -> None:
         request = socket.request
         origin = request.headers.get("Origin") if request is not None else None
-        connection = _Connection(socket, origin, _peer(socket),
-                                 BlockAssembler(self.config.max_message_bytes))
+        peer = _peer(socket)
+
+        def expired(guid: str) -> None:
+            log.info("block transfer %s from %s got no block for %gs: dropped", guid, peer,
+                     self.config.block_timeout)
+
+        assembler = BlockAssembler(self.config.max_message_bytes,
+                                   idle_timeout=self.config.block_timeout, on_expire=expired)
+        connection = _Connection(socket, origin, peer, assembler)
+        sweeper = asyncio.create_task(_sweep_block_transfers(assembler))
         await connection.send(GREETING)
         try:
             async for frame in socket:
@@ -110,6 +182,7 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
+            sweeper.cancel()
             # A caller that has gone cannot use its answers; cancelling tells eportd, which
             # drops queued card work for callers that are no longer there.
             for task in list(connection.tasks):
@@ -194,6 +267,20 @@ def _utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
+async def _sweep_block_transfers(assembler: BlockAssembler) -> None:
+    """Drop the connection's stalled block transfers when they time out, freeing what they
+    hold even if no block ever comes again."""
+    while True:
+        wait = assembler.seconds_to_next_expiry()
+        # A transfer that starts while this sleeps expires after it wakes: idle_timeout at most.
+        await asyncio.sleep(assembler.idle_timeout if wait is None else wait + 0.01)
+        assembler.expire()
+
+
+def _address(end: tuple[object, int]) -> str:
+    return f"[{end[0]}]" if ":" in str(end[0]) else str(end[0])
+
+
 def _peer(connection: ServerConnection) -> str:
     address = connection.remote_address
     if isinstance(address, tuple) and len(address) >= 2:
@@ -201,18 +288,85 @@ def _peer(connection: ServerConnection) -> str:
     return str(address)
 
 
+def _peer_checked_connection(gateway: Gateway) -> type[ServerConnection]:
+    class PeerCheckedConnection(ServerConnection):
+        """Reads nothing from the peer until the gateway knows who owns the peer's socket: a
+        refused peer gets no HTTP answer and no greeting. (On wss the TLS handshake has been
+        done by then; it carries nothing of ours.)"""
+
+        admission_task: asyncio.Task[None] | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            assert isinstance(transport, asyncio.Transport)
+            transport.pause_reading()
+            self.admission_task = self.loop.create_task(self._admit(transport))
+
+        async def _admit(self, transport: asyncio.Transport) -> None:
+            try:
+                admitted = await gateway.admit(transport)
+            except Exception:  # a check that fails must not let the peer in
+                log.exception("the peer check failed; connection closed")
+                admitted = False
+            if not admitted:
+                transport.abort()
+            elif not transport.is_closing():
+                transport.resume_reading()
+
+    return PeerCheckedConnection
+
+
+class CannotListen(Exception):
+    """A listener could not be opened: which one, and the system's reason."""
+
+    def __init__(self, scheme: str, host: str, port: int, error: OSError) -> None:
+        # asyncio's text repeats the address; the system's own words are enough.
+        self.reason = os.strerror(error.errno) if error.errno else str(error)
+        super().__init__(f"{scheme} on {host}:{port}: {self.reason}")
+        self.scheme, self.host, self.port = scheme, host, port
+
+
+@dataclass(frozen=True)
+class Listening:
+    """The gateway's URLs, with the real ports when port 0 was asked."""
+
+    ws_url: str
+    wss_url: str | None = None
+
+
 @contextlib.asynccontextmanager
-async def run_gateway(config: GatewayConfig) -> AsyncIterator[tuple[Server, str]]:
-    """The listening gateway and its ws:// URL (with the real port when port 0 was asked)."""
-    gateway = Gateway(config)
-    # Frames above twice the limit are not read at all (the connection closes with 1009);
-    # between the limit and twice it, the caller gets an error reply and may go on.
-    async with serve(gateway.handle, config.host, config.port,
-                     process_request=gateway.check_origin,
-                     max_size=2 * config.max_message_bytes) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
+async def _listener(gateway: Gateway, port: int, tls: ssl.SSLContext | None
+                    ) -> AsyncIterator[str]:
+    config = gateway.config
+    scheme = "ws" if tls is None else "wss"
+    try:
+        # Frames above twice the limit are not read at all (the connection closes with 1009);
+        # between the limit and twice it, the caller gets an error reply and may go on.
+        server: Server = await serve(
+            gateway.handle, config.host, port, process_request=gateway.check_origin,
+            max_size=2 * config.max_message_bytes,
+            create_connection=_peer_checked_connection(gateway), ssl=tls)
+    except OSError as error:
+        raise CannotListen(scheme, config.host, port, error) from error
+    async with server:
+        bound = next(iter(server.sockets)).getsockname()[1]
         host = f"[{config.host}]" if ":" in config.host else config.host
-        try:
-            yield server, f"ws://{host}:{port}"
-        finally:
-            await gateway.daemon.close()
+        yield f"{scheme}://{host}:{bound}"
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(config: GatewayConfig, tls: ssl.SSLContext | None = None
+                      ) -> AsyncIterator[Listening]:
+    """The listening gateway: ws on config.port, and wss on config.tls_port when given a TLS
+    context; one Gateway (checks, limits, eportd channel) behind both."""
+    gateway = Gateway(config)
+    try:
+        async with contextlib.AsyncExitStack() as listeners:
+            wss_url = None
+            if tls is not None:
+                wss_url = await listeners.enter_async_context(
+                    _listener(gateway, config.tls_port, tls))
+            ws_url = await listeners.enter_async_context(_listener(gateway, config.port, None))
+            yield Listening(ws_url, wss_url)
+    finally:
+        await gateway.daemon.close()

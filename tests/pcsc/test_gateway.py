@@ -61,9 +61,9 @@ PIN, PUK, NEW_PIN, WRONG_PIN = "88888888", "12345678", "24682468", "11111111"
 SECRETS = (PIN, PUK, NEW_PIN, WRONG_PIN)
 READER0, READER1 = reader_for_slot(0), reader_for_slot(1)
 SM2_ID = "1234567812345678"
+# The default allow-list of docs/gateway.md: https only (plain-http pages are refused).
 SINGLE_WINDOW_ORIGINS = (
     "https://www.singlewindow.cn", "https://app.singlewindow.cn", "https://swapp.singlewindow.cn",
-    "http://www.singlewindow.cn", "http://app.singlewindow.cn", "http://swapp.singlewindow.cn",
 )
 SMALL_LIMIT = 65536  # --max-message-bytes of the `small_gateway`
 CST = timedelta(hours=8)
@@ -1316,7 +1316,8 @@ def test_origins_with_the_default_list(env: Env, gateway: Gateway) -> None:
             still_works(client)
     for origin in ("https://evil.example", "null", "https://www.singlewindow.cn.evil.example",
                    "https://evilsinglewindow.cn", "https://www.singlewindow.cn:8443",
-                   "http://localhost", "file://"):
+                   "http://localhost", "file://", "http://www.singlewindow.cn",
+                   "http://app.singlewindow.cn", "http://swapp.singlewindow.cn"):
         assert _refused(gateway.url, origin) == 403, origin
 
 

@@ -17,19 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 GATEWAY = str(Path(sys.executable).with_name("eport-gateway"))
-_LISTENING = re.compile(r"eport-gateway listening on (ws://\S+)")
+# "eport-gateway listening on wss://H:P and ws://H:P (eportd: ...)", or ws only.
+_LISTENING = re.compile(r"eport-gateway listening on (?:(wss://\S+) and )?(ws://\S+)")
 
 
 @dataclass
 class Gateway:
     process: subprocess.Popen[str]
-    url: str
+    url: str                      # ws://
+    wss_url: str | None = None    # wss:// when the gateway serves TLS
     _log: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def tls_port(self) -> int:
+        assert self.wss_url is not None, "this gateway serves no wss:\n" + self.log()
+        return int(self.wss_url.rsplit(":", 1)[1])
 
     def log(self) -> str:
         return "".join(self._log)
@@ -52,16 +59,19 @@ class Gateway:
 
 def start_gateway(eportd_socket: Path, *args: str, timeout: float = 20.0,
                   env: dict[str, str] | None = None) -> Gateway:
-    """`eport-gateway serve --port 0 --socket S ARGS`; returns once it says it is listening."""
+    """`eport-gateway serve --port 0 --tls-port 0 --socket S ARGS` (a later --port in ARGS
+    wins); returns once it says it is listening. It serves wss too when the certificate of
+    `eport-gateway tls install` is found under the environment's HOME / XDG_CONFIG_HOME."""
     environment = {**os.environ, **(env or {})}
     environment.pop("EPORTD_SOCKET", None)
     process = subprocess.Popen(
-        [GATEWAY, "serve", "--port", "0", "--socket", str(eportd_socket), *args],
+        [GATEWAY, "serve", "--port", "0", "--tls-port", "0", "--socket", str(eportd_socket),
+         *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8",
         env=environment)
     log: list[str] = []
     ready = threading.Event()
-    found: list[str] = []
+    found: list[tuple[str | None, str]] = []
 
     def pump() -> None:
         assert process.stderr is not None
@@ -69,7 +79,7 @@ def start_gateway(eportd_socket: Path, *args: str, timeout: float = 20.0,
             log.append(line)
             match = _LISTENING.search(line)
             if match and not found:
-                found.append(match.group(1))
+                found.append((match.group(1), match.group(2)))
                 ready.set()
         ready.set()
 
@@ -83,7 +93,8 @@ def start_gateway(eportd_socket: Path, *args: str, timeout: float = 20.0,
         process.kill()
         process.wait()
         raise RuntimeError("eport-gateway did not start listening:\n" + "".join(log))
-    return Gateway(process, found[0], log, reader)
+    wss_url, ws_url = found[0]
+    return Gateway(process, ws_url, wss_url, log, reader)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import itertools
 import json
 import queue
 import re
+import ssl
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -235,13 +236,19 @@ class GatewayClient:
 
     @classmethod
     def connect(cls, url: str, *, origin: str | None = None, greeting_timeout: float = 10.0,
-                compression: str | None = None, max_size: int | None = 64 * 1024 * 1024
+                compression: str | None = None, max_size: int | None = 64 * 1024 * 1024,
+                ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None
                 ) -> GatewayClient:
         """Open the websocket (with `Origin: origin` when given, none otherwise) and wait for
-        the greeting, which must be exactly {"_id":0,"_method":"open","_status":"00"}."""
+        the greeting, which must be exactly {"_id":0,"_method":"open","_status":"00"}.
+        For wss:// URLs, `ssl_context` says whom to trust and `server_hostname` which name
+        the certificate must carry (a page's wss://wss.singlewindow.cn:61231)."""
+        tls: dict[str, Any] = {} if ssl_context is None else {
+            "ssl": ssl_context, "server_hostname": server_hostname}
         connection = connect(url, origin=Origin(origin) if origin is not None else None,
                              compression=compression, max_size=max_size, proxy=None,
-                             open_timeout=greeting_timeout, ping_interval=None, legacy=True)
+                             open_timeout=greeting_timeout, ping_interval=None, legacy=True,
+                             **tls)
         try:
             first = connection.recv(timeout=greeting_timeout)
         except BaseException:
