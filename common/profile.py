@@ -43,11 +43,11 @@ class ProfileError(ValueError):
     """E-port card data that breaks a format rule; the message names the field."""
 
 
-_CUSTOMS_CODE = re.compile(r"^[0-9A-Z]{10}$")
+_CUSTOMS_CODE = re.compile(r"[0-9A-Z]{10}")
 CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100-2015: no I, O, S, V, Z
 _CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_CARD_ID = re.compile(r"^[0-9A-Za-z]{1,16}$")
-_CERT_NUMBER = re.compile(r"^[0-9a-f]{8,32}$")
+_CARD_ID = re.compile(r"[0-9A-Za-z]{1,16}")
+_CERT_NUMBER = re.compile(r"[0-9a-f]{8,32}")
 
 
 def credit_code_check_char(first17: str) -> str:
@@ -102,13 +102,13 @@ class EportProfile:
     algorithm: str  # "rsa1024", "rsa2048", "p256" or "sm2"
 
     def validate(self) -> None:
-        if not _CARD_ID.match(self.card_id):
+        if not _CARD_ID.fullmatch(self.card_id):
             raise ProfileError("card id: 1 to 16 letters or digits / 卡号应为1至16位字母或数字")
         if not self.holder_name.strip():
             raise ProfileError("holder name is empty / 持卡人姓名不能为空")
         if not self.enterprise_name.strip():
             raise ProfileError("enterprise name is empty / 企业名称不能为空")
-        if not _CUSTOMS_CODE.match(self.customs_code):
+        if not _CUSTOMS_CODE.fullmatch(self.customs_code):
             raise ProfileError(
                 "customs code: 10 digits or capital letters / 海关编码应为10位数字或大写字母"
             )
@@ -117,7 +117,7 @@ class EportProfile:
                 "social credit code: 18 characters with a valid check character (GB 32100) "
                 "/ 统一社会信用代码应为18位且校验位正确"
             )
-        if not _CERT_NUMBER.match(self.cert_number):
+        if not _CERT_NUMBER.fullmatch(self.cert_number):
             raise ProfileError("certificate number: lowercase hex / 证书号应为小写十六进制")
         if self.not_after <= self.not_before:
             raise ProfileError("validity ends before it starts / 有效期结束早于开始")

@@ -35,10 +35,10 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 MAX_OPERATOR_CARDS = 100
-_GRANT_ID = re.compile(r"^G\d{12}$")
-_OPERATOR_GRANT_ID = re.compile(r"^P\d{12}$")
-_CARD_ID = re.compile(r"^[0-9A-Za-z]{1,16}$")
-_CREDIT_CODE = re.compile(r"^[0-9A-Z]{18}$")
+_GRANT_ID = re.compile(r"G[0-9]{12}")
+_OPERATOR_GRANT_ID = re.compile(r"P[0-9]{12}")
+_CARD_ID = re.compile(r"[0-9A-Za-z]{1,16}")
+_CREDIT_CODE = re.compile(r"[0-9A-Z]{18}")
 _DIRECTIONS = ("given", "received")
 _SECTION = "seed 001 §4 1.1"
 
@@ -63,7 +63,7 @@ def _subsystem(body: dict[str, Any]) -> str:
 
 def _matching(body: dict[str, Any], key: str, pattern: re.Pattern[str], shape: str) -> str:
     value = body.get(key)
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise bad_request(f"{key} must be {shape}")
     return value
 
@@ -116,7 +116,7 @@ def _operator_cards(body: dict[str, Any]) -> list[str]:
             raise bad_request("operator_card_ids must be absent when all_operators is true")
         return [rules.ALL_OPERATORS]
     if (not isinstance(listed, list) or not 1 <= len(listed) <= MAX_OPERATOR_CARDS
-            or not all(isinstance(card, str) and _CARD_ID.match(card) for card in listed)):
+            or not all(isinstance(card, str) and _CARD_ID.fullmatch(card) for card in listed)):
         raise bad_request(f"operator_card_ids must list 1 to {MAX_OPERATOR_CARDS} card ids "
                           "(1 to 16 letters or digits) when all_operators is false")
     return list(dict.fromkeys(listed))

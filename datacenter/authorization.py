@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from eport.common.profile import CardKind
-from eport.datacenter.errors import DataCenterError
+from eport.datacenter.errors import DataCenterError, Problem
 from eport.datacenter.numbering import next_value
 from eport.datacenter.registry import Enterprise, require_enterprise
 from eport.datacenter.trust import Identity
@@ -41,6 +41,7 @@ SUBSYSTEMS: dict[str, tuple[str, str]] = {
 }
 GRANT_TYPES: dict[str, tuple[str, str]] = {"operate": ("操作权", "operate")}
 DEFAULT_GRANT_TYPE = "operate"
+_SECTION_OPERATORS = "seed 001 §4 1.2, 1.3"
 ALL_OPERATORS = ""  # operator_card_id of an all-operators grant (§4 1.3 说明1: empty card id)
 
 _GRANT_COLUMNS = (
@@ -136,6 +137,23 @@ def check_acting_for(connection: sqlite3.Connection, identity: Identity,
                       "授予该卡或全部操作员",
             remedy_en=f"Have your enterprise's legal-person card give grant {row[0]} to this "
                       "card or to all operators: eport auth grant-operators")
+
+
+def acting_for_scopes(connection: sqlite3.Connection, identity: Identity, today: date
+                      ) -> list[tuple[str, str]]:
+    """(principal customs code, subsystem) for which `check_acting_for` passes today: what the
+    card may see and enter for other enterprises (§4 1.2 "被授权的企业操作员可以对授权企业、授权
+    子系统的数据进行相应的操作(查询、暂存、申报等)"). A deleted or expired grant, or one not
+    given to this card (nor to all operators), gives nothing."""
+    day = today.isoformat()
+    rows = connection.execute(
+        "SELECT DISTINCT g.principal_code, g.subsystem FROM enterprise_grants g "
+        "JOIN operator_grants o ON o.grant_id = g.grant_id "
+        "WHERE g.agent_code = ? AND g.valid_from <= ? AND g.valid_until >= ? "
+        "AND o.operator_card_id IN (?, ?) ORDER BY g.principal_code, g.subsystem",
+        (identity.customs_code, day, day, ALL_OPERATORS, identity.card_id)).fetchall()
+    return [(str(row[0]), str(row[1])) for row in rows
+            if str(row[0]) != identity.customs_code]
 
 
 # ---- enterprise grants (企业间授权) -------------------------------------------------------------
@@ -272,6 +290,7 @@ def grant_operators(connection: sqlite3.Connection, identity: Identity, grant_id
     """One operator grant per card id (ALL_OPERATORS for all) on a grant the card's
     enterprise received; a card id granted before keeps its record (idempotent)."""
     own_grant(connection, grant_id, identity.customs_code, as_agent=True)
+    _keep_one_all_operators_record(connection, grant_id, card_ids)
     for card_id in card_ids:
         exists = connection.execute(
             "SELECT 1 FROM operator_grants WHERE grant_id = ? AND operator_card_id = ?",
@@ -289,6 +308,39 @@ def grant_operators(connection: sqlite3.Connection, identity: Identity, grant_id
         f"{_OPERATOR_SELECT} WHERE o.grant_id = ? AND o.operator_card_id IN ({placeholders}) "
         "ORDER BY o.operator_grant_id", (grant_id, *card_ids))
     return [operator_message(row, today) for row in rows]
+
+
+def _keep_one_all_operators_record(connection: sqlite3.Connection, grant_id: str,
+                                   card_ids: list[str]) -> None:
+    """A grant to all operators is one record with no card number (§4 1.3 说明1), never
+    beside listed cards: granting all replaces the cards listed before (it covers them); while
+    all operators hold it, listing cards (是否授予全部操作员 = 否, "只授权给指定的操作员") would
+    narrow it silently, so that is refused until the all-operators record is deleted."""
+    everyone = connection.execute(
+        "SELECT operator_grant_id FROM operator_grants WHERE grant_id = ? AND "
+        "operator_card_id = ?", (grant_id, ALL_OPERATORS)).fetchone()
+    if card_ids == [ALL_OPERATORS]:
+        replaced = connection.execute(
+            "DELETE FROM operator_grants WHERE grant_id = ? AND operator_card_id != ?",
+            (grant_id, ALL_OPERATORS)).rowcount
+        if replaced:
+            logger.info("grant %s to all operators replaces %d listed card(s)", grant_id,
+                        replaced)
+        return
+    if everyone is not None:
+        raise DataCenterError(
+            pb.VALIDATION_FAILED, f"grant {grant_id} is held by all operators",
+            message_zh=f"授权 {grant_id} 已授予全部操作员 ({everyone[0]}), 不能再指定操作员IC卡号",
+            message_en=f"Grant {grant_id} is given to all operators ({everyone[0]}); cards "
+                       "cannot be listed beside that",
+            remedy_zh=f"如只授权给指定的操作员, 请先删除全部操作员的授权记录 "
+                      f"(eport auth delete-operator {everyone[0]}), 再指定IC卡号",
+            remedy_en=f"To give it to listed cards only, first delete the all-operators record "
+                      f"(eport auth delete-operator {everyone[0]}), then list the cards",
+            problems=[Problem("operator_card_ids", "rule",
+                              "该授权已授予全部操作员, 操作员IC卡号不可编辑",
+                              "all operators hold this grant: no card ids may be listed",
+                              _SECTION_OPERATORS)])
 
 
 def delete_operator_grant(connection: sqlite3.Connection, identity: Identity,

@@ -1,6 +1,6 @@
 """The ledger of bonded verification documents (保税核查, seed 000): SaveBonded (暂存),
 DeclareBonded (申报), GetBonded (查看明细), QueryBonded (查询), RedeclareStock (库存重新申报),
-GetEBookItem, and the review stand-in's decision for them.
+DeleteBonded and DeleteBondedItem (删除), GetEBookItem, and the review stand-in's decision.
 
 Statuses (BondedStatus):
 
@@ -17,7 +17,9 @@ declared, but once approved again it cannot be re-declared a second time.
 A document names the enterprise verified (header.enterprise_code, the principal). A card of
 another enterprise (an agent) may save, declare or see it only under valid grants
 (authorization.check_acting_for, subsystem "ebook" or "handbook" by management mode); without
-them the record is "not found", so numbers of other enterprises cannot be probed.
+them the record is "not found", so numbers of other enterprises cannot be probed, and
+QueryBonded lists a principal's records only while the card's grants hold (seed 001 §4 1.2).
+Every card kind of the enterprise may act here (roles.require_bonded_right, seed 001 第3章).
 
 Each operation is one write transaction: the nonce first (a replay rolls back with
 everything), then the acting-for check, the document checks, the changes and the receipts.
@@ -37,6 +39,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from eport.common.bonded import document as model
+from eport.common.bonded import tables as model_tables
 from eport.common.customs.canonical import CanonicalError, canonical_json
 from eport.datacenter import authorization, ebooks
 from eport.datacenter.bodies import check_keys, integer_of
@@ -50,7 +53,7 @@ from eport.datacenter.documents import (
 from eport.datacenter.errors import DataCenterError, Problem, bad_request
 from eport.datacenter.numbering import new_temporary_number, next_value
 from eport.datacenter.receipts import BONDED, ReceiptFacts, add_receipt
-from eport.datacenter.roles import require_entry_right
+from eport.datacenter.roles import require_bonded_right
 from eport.datacenter.storage import Store
 from eport.datacenter.trust import Identity, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
@@ -61,11 +64,11 @@ _SECTION_HEADER = "seed 000 §2.2.1.2"
 _SECTION_REDECLARE = "seed 000 §3.2.5"
 # 统一编号 of a bonded document: "B" + 4-digit China year + 13-digit sequence (18 characters,
 # the length of the customs unified number, whose I/E letter a bonded document has no use for).
-_UNIFIED = re.compile(r"^B[0-9]{17}$")
-_TEMPORARY = re.compile(r"^Z[0-9]{18}$")
-_YYYYMMDD = re.compile(r"^[0-9]{8}$")
-_CUSTOMS_CODE = re.compile(r"^[0-9A-Z]{10}$")
-_INTERNAL_NUMBER = re.compile(r"^[0-9A-Za-z]{1,20}$")
+_UNIFIED = re.compile(r"B[0-9]{17}")
+_TEMPORARY = re.compile(r"Z[0-9]{18}")
+_YYYYMMDD = re.compile(r"[0-9]{8}")
+_CUSTOMS_CODE = re.compile(r"[0-9A-Z]{10}")
+_INTERNAL_NUMBER = re.compile(r"[0-9A-Za-z]{1,20}")
 _UNIFIED_DIGITS = 13
 
 _Check = Callable[..., Sequence[ProblemLike]]
@@ -107,9 +110,9 @@ def new_bonded_unified_number(connection: sqlite3.Connection, moment: datetime) 
 
 def _number_column(body: dict[str, Any]) -> tuple[str, str]:
     value = body.get("number")
-    if isinstance(value, str) and _TEMPORARY.match(value):
+    if isinstance(value, str) and _TEMPORARY.fullmatch(value):
         return "temporary_number", value
-    if isinstance(value, str) and _UNIFIED.match(value):
+    if isinstance(value, str) and _UNIFIED.fullmatch(value):
         return "unified_number", value
     raise bad_request("number must be a Z temporary number or a bonded unified number (B...)")
 
@@ -190,8 +193,9 @@ def record_message(row: sqlite3.Row, *, full: bool = True) -> pb.BondedRecord:
         saved_at=timestamp(row["saved_at"]), declared_at=timestamp(row["declared_at"]),
         reviewed_at=timestamp(row["reviewed_at"]), declaration_count=row["declaration_count"],
         redeclared=bool(row["redeclared"]), reject_reason_code=row["reject_reason_code"],
-        reject_reason=row["reject_reason"])
-    if full:
+        reject_reason=row["reject_reason"], deleted_at=timestamp(row["deleted_at"]),
+        deleted_by_card=row["deleted_by_card"])
+    if full and row["deleted_at"] is None:
         document = json.loads(row["document_json"])
         record.warnings.extend(
             pb.FieldProblem(path=w.path, code=w.code, message_zh=w.message_zh,
@@ -214,9 +218,10 @@ def _who(identity: Identity) -> str:
 # ---- who may see a record --------------------------------------------------------------------
 
 def visible_record(connection: sqlite3.Connection, identity: Identity, body: dict[str, Any],
-                   today: date) -> sqlite3.Row:
+                   today: date, *, deleted: bool = False) -> sqlite3.Row:
     """The record named by body["number"] when the card's enterprise is its principal or acts
-    for it under valid grants today; DOCUMENT_NOT_FOUND otherwise (never "forbidden")."""
+    for it under valid grants today; DOCUMENT_NOT_FOUND otherwise (never "forbidden"). A
+    deleted record is DOCUMENT_NOT_FOUND saying when it was deleted, unless `deleted`."""
     column, number = _number_column(body)
     row = connection.execute(f"SELECT * FROM bonded_documents WHERE {column} = ?",
                              (number,)).fetchone()
@@ -232,7 +237,22 @@ def visible_record(connection: sqlite3.Connection, identity: Identity, body: dic
             if error.reason == pb.NOT_AUTHORIZED:
                 raise _not_found(number, identity) from None
             raise
+    if row["deleted_at"] is not None and not deleted:
+        raise _was_deleted(row)
     return row
+
+
+def _was_deleted(row: sqlite3.Row) -> DataCenterError:
+    when = datetime.fromtimestamp(row["deleted_at"] / 1e6, CHINA_TIME).strftime("%Y-%m-%d %H:%M")
+    return DataCenterError(
+        pb.DOCUMENT_NOT_FOUND, f"bonded {row['temporary_number']} was deleted",
+        message_zh=f"保税核查数据 {row['temporary_number']} 已于 {when} 由卡 "
+                   f"{row['deleted_by_card']} 删除",
+        message_en=f"Bonded verification document {row['temporary_number']} was deleted on "
+                   f"{when} (China time) by card {row['deleted_by_card']}",
+        remedy_zh="删除的数据不能恢复, 其编号不再使用; 请重新录入并暂存 (得到新的编号)",
+        remedy_en="A deleted document cannot be restored and its number is not used again; "
+                  "enter and save it anew (it gets a new number)")
 
 
 def _check_principal(connection: sqlite3.Connection, identity: Identity,
@@ -242,7 +262,7 @@ def _check_principal(connection: sqlite3.Connection, identity: Identity,
     A malformed code is left to the document checks, which refuse it."""
     header = _header_of(document)
     principal = _text(header, "enterprise_code")
-    if not _CUSTOMS_CODE.match(principal) or principal == identity.customs_code:
+    if not _CUSTOMS_CODE.fullmatch(principal) or principal == identity.customs_code:
         return
     subsystem = _subsystem(header)
     if subsystem is None:  # the grant needed is unknown: report the checks' problems
@@ -292,7 +312,8 @@ class BondedLedger:
         internal, principal = _text(header, "internal_number"), _text(header, "enterprise_code")
         clash = connection.execute(
             "SELECT temporary_number FROM bonded_documents WHERE enterprise_code = ? AND "
-            "internal_number = ? AND id IS NOT ?", (principal, internal, row_id)).fetchone()
+            "internal_number = ? AND id IS NOT ? AND deleted_at IS NULL",
+            (principal, internal, row_id)).fetchone()
         if clash is not None:
             raise _field_problem(
                 "header.internal_number", "rule",
@@ -303,7 +324,7 @@ class BondedLedger:
 
     def save(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
         identity, body = request.identity, request.body
-        require_entry_right(identity, "暂存", "save")
+        require_bonded_right(identity, "暂存", "save")
         check_keys(body, {"document"}, {"number"})
         today, at = china_day(moment), to_micros(moment)
         raw = body["document"]
@@ -327,7 +348,8 @@ class BondedLedger:
             elif reference is not None:
                 existing = connection.execute(
                     "SELECT * FROM bonded_documents WHERE agent_code = ? AND "
-                    "client_reference = ?", (identity.customs_code, reference)).fetchone()
+                    "client_reference = ? AND deleted_at IS NULL",
+                    (identity.customs_code, reference)).fetchone()
                 if existing is not None:
                     return BondedOutcome(record_message(existing))  # a retried save
             entry = self._entry(connection, identity, raw, today, declaring=False)
@@ -395,8 +417,9 @@ class BondedLedger:
 
     def declare(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
         identity, body = request.identity, request.body
-        # Seed 000 names no declarant card for 保税核查: the operator enters and declares.
-        require_entry_right(identity, "申报", "declare")
+        # Seed 000 names no declarant card for 保税核查: any card of the enterprise declares
+        # (roles: seed 001 第3章 read for seed 000).
+        require_bonded_right(identity, "申报", "declare")
         check_keys(body, {"number"})
         with self._store.write() as connection:
             store_nonce(connection, request)
@@ -415,7 +438,7 @@ class BondedLedger:
 
     def redeclare(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
         identity, body = request.identity, request.body
-        require_entry_right(identity, "库存重新申报", "re-declare the stock")
+        require_bonded_right(identity, "库存重新申报", "re-declare the stock")
         check_keys(body, {"number", "document"})
         today = china_day(moment)
         with self._store.write() as connection:
@@ -457,6 +480,75 @@ class BondedLedger:
             return BondedOutcome(record_message(row), receipts_written=True,
                                  review_queued=True)
 
+    # ---- 删除 (seed 000 §2.3) -----------------------------------------------------------------
+
+    def delete(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
+        """光标在表头时 "可删除整单数据": a saved record never declared becomes a tombstone
+        (BONDED_DELETED, its content cleared); its numbers stay taken, so they are never given
+        again, and its 企业内部编号 is free. A retried delete answers the deleted record."""
+        identity, body = request.identity, request.body
+        require_bonded_right(identity, "删除", "delete")
+        check_keys(body, {"number"})
+        with self._store.write() as connection:
+            store_nonce(connection, request)
+            row = visible_record(connection, identity, body, china_day(moment), deleted=True)
+            if row["deleted_at"] is not None:
+                return BondedOutcome(record_message(row))
+            if row["status"] != pb.BONDED_SAVED or row["declaration_count"]:
+                raise _wrong_state(row, "删除 (已申报过)", "deleted once declared",
+                                   remedy_zh="只有暂存且从未申报的数据可以删除; 已申报的数据请修改"
+                                             "后重新申报",
+                                   remedy_en="Only a saved document that was never declared "
+                                             "can be deleted; correct a declared one and "
+                                             "declare it again")
+            at = to_micros(moment)
+            connection.execute(
+                "UPDATE bonded_documents SET status = ?, document_json = '', deleted_at = ?, "
+                "deleted_by_card = ?, modified_at = ? WHERE id = ?",
+                (pb.BONDED_DELETED, at, identity.card_id, at, row["id"]))
+            logger.info("bonded: deleted %s of %s%s", row["temporary_number"],
+                        row["enterprise_code"], _who(identity))
+            return BondedOutcome(record_message(_reread(connection, row["id"])))
+
+    def delete_item(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
+        """光标在表体中某项时 "可删除该项商品记录" (§2.3), also while modifying a record
+        (§3.2.4 修改: "可以进行数据修改、删除、新增、申报操作"): the items after it move up and
+        序号 is renumbered; the rest is checked as at 暂存 and stored. Where SaveBonded may
+        modify (SAVED, REJECTED)."""
+        identity, body = request.identity, request.body
+        require_bonded_right(identity, "删除", "delete an item")
+        check_keys(body, {"number", "item_number"})
+        item_number = integer_of(body, "item_number", default=0, minimum=1,
+                                 maximum=model.MAX_ITEMS)
+        today, at = china_day(moment), to_micros(moment)
+        with self._store.write() as connection:
+            store_nonce(connection, request)
+            row = visible_record(connection, identity, body, today)
+            if row["status"] not in (pb.BONDED_SAVED, pb.BONDED_REJECTED):
+                raise _wrong_state(row, "删除表体", "changed (an item deleted)",
+                                   remedy_zh="海关审核中或审批通过的数据不能修改; 审批通过的数据"
+                                             "请用 库存重新申报",
+                                   remedy_en="A document under review or approved cannot be "
+                                             "modified; change an approved one with "
+                                             "RedeclareStock")
+            document = json.loads(row["document_json"])
+            items = document.get("items")
+            count = len(items) if isinstance(items, list) else 0
+            if not isinstance(items, list) or item_number > count:
+                raise _field_problem(
+                    "item_number", "rule",
+                    f"表体没有第 {item_number} 项 (共 {count} 项)",
+                    f"There is no body item {item_number} (the document has {count})",
+                    "seed 000 §2.3")
+            del items[item_number - 1]
+            entry = self._entry(connection, identity, document, today, declaring=False)
+            connection.execute(
+                "UPDATE bonded_documents SET document_json = ?, modified_at = ? WHERE id = ?",
+                (entry.text, at, row["id"]))
+            logger.info("bonded: deleted item %d of %s%s", item_number, row["temporary_number"],
+                        _who(identity))
+            return BondedOutcome(record_message(_reread(connection, row["id"])))
+
     # ---- reading -----------------------------------------------------------------------------
 
     def get(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
@@ -468,21 +560,19 @@ class BondedLedger:
         record.read_only = True  # 查看明细: a view; changes go through SaveBonded/Redeclare
         return BondedOutcome(record)
 
-    def query(self, request: VerifiedRequest) -> pb.BondedQueryResult:
+    def query(self, request: VerifiedRequest, moment: datetime) -> pb.BondedQueryResult:
         body = request.body
         check_keys(body, set(), {"internal_number", "enterprise_code", "stocktaking_date",
                                  "declared_from", "declared_to", "limit"})
-        me = request.identity.customs_code
-        # Only what the card's enterprise saved or is the verified enterprise of.
-        clauses = ["(agent_code = ? OR enterprise_code = ?)"]
-        values: list[str | int] = [me, me]
+        clauses = ["deleted_at IS NULL"]
+        values: list[str | int] = []
         for key, pattern, what in (("internal_number", _INTERNAL_NUMBER, "up to 20 letters or "
                                     "digits"),
                                    ("enterprise_code", _CUSTOMS_CODE, "a 10-character customs "
                                     "code")):
             if key in body:
                 value = body[key]
-                if not isinstance(value, str) or not pattern.match(value):
+                if not isinstance(value, str) or not pattern.fullmatch(value):
                     raise bad_request(f"{key} must be {what}")
                 clauses.append(f"{key} = ?")
                 values.append(value)
@@ -498,33 +588,36 @@ class BondedLedger:
                            maximum=QUERY_MAX_LIMIT)
         with self._store.write() as connection:
             store_nonce(connection, request)
+            seen, seen_values = _visible_clause(connection, request.identity, china_day(moment))
             rows = connection.execute(
-                f"SELECT * FROM bonded_documents WHERE {' AND '.join(clauses)} ORDER BY id "
-                "LIMIT ?", (*values, limit + 1)).fetchall()
+                f"SELECT * FROM bonded_documents WHERE {seen} AND {' AND '.join(clauses)} "
+                "ORDER BY id LIMIT ?", (*seen_values, *values, limit + 1)).fetchall()
         return pb.BondedQueryResult(records=[record_message(row, full=False)
                                              for row in rows[:limit]],
                                     truncated=len(rows) > limit)
 
     def ebook_item(self, request: VerifiedRequest, moment: datetime) -> pb.EBookItem:
         identity, body = request.identity, request.body
-        check_keys(body, {"ebook_number", "record_item_number"})
+        check_keys(body, {"ebook_number", "record_item_number"}, {"management_mode"})
         number, item_number = body["ebook_number"], body["record_item_number"]
         if not isinstance(number, str) or not isinstance(item_number, str):
             raise bad_request("ebook_number and record_item_number must be strings")
+        subsystem = _record_subsystem(body)
         missing = DataCenterError(
             pb.DOCUMENT_NOT_FOUND, f"e-book item {number}/{item_number[:9]}",
             message_zh=f"没有找到账册 {number} 的备案序号 {item_number[:9]}",
             message_en=f"No record item {item_number[:9]} of e-book {number} was found",
-            remedy_zh="请检查账册编号和备案序号; 代理企业须持有账册企业的加工贸易账册授权",
-            remedy_en="Check the e-book and record item numbers; an agent needs the e-book "
-                      "owner's grants for the processing-trade e-book")
+            remedy_zh=f"请检查账册编号和备案序号; 代理企业须持有账册企业的"
+                      f"{authorization.subsystem_label(subsystem)[0]}授权",
+            remedy_en=f"Check the e-book and record item numbers; an agent needs the e-book "
+                      f"owner's grants for the {authorization.subsystem_label(subsystem)[1]}")
         with self._store.write() as connection:
             store_nonce(connection, request)
             owner = ebooks.ebook_owner(connection, number)
             if owner is None:
                 raise missing
             try:
-                authorization.check_acting_for(connection, identity, owner, "ebook",
+                authorization.check_acting_for(connection, identity, owner, subsystem,
                                                china_day(moment))
             except DataCenterError as error:
                 if error.reason == pb.NOT_AUTHORIZED:
@@ -539,10 +632,48 @@ class BondedLedger:
                             enterprise_code=owner)
 
 
+def _record_subsystem(body: dict[str, Any]) -> str:
+    """The grant an agent needs to call up a record item: that of the management mode the
+    item is for (seed 000 §2.2.1.3: 电子账册 items come from the e-book, 纸质手册电子化 items from
+    the handbook's record database; seed 001 §4: 加工贸易账册 and 加工贸易手册 are delegated
+    apart). Without a mode (older clients) the e-book's."""
+    if "management_mode" not in body:
+        return "ebook"
+    mode = body["management_mode"]
+    if not isinstance(mode, str) or not model.uses_ebook(mode):
+        raise bad_request("management_mode must be a mode whose items come from a record: " +
+                          ", ".join(f"{code} {model_tables.label('management_mode', code)}"
+                                    for code in model_tables.table_info(
+                                        "management_mode").uses_ebook))
+    return model.subsystem_for(mode)
+
+
+def _modes_of(subsystem: str) -> list[str]:
+    return sorted(code for code, key in
+                  model_tables.table_info("management_mode").subsystem.items()
+                  if key == subsystem)
+
+
+def _visible_clause(connection: sqlite3.Connection, identity: Identity, today: date
+                    ) -> tuple[str, list[str | int]]:
+    """SQL for "records this card may see" (seed 001 §4 1.2): its own enterprise's, and a
+    principal's in the subsystems of the grants this card holds today (as check_acting_for:
+    deleted or expired grants, or none for this card, show nothing), whoever saved them. What
+    an agent saved for a principal is the principal's: it goes when the grant goes."""
+    parts, values = ["enterprise_code = ?"], [identity.customs_code]
+    for principal, subsystem in authorization.acting_for_scopes(connection, identity, today):
+        modes = _modes_of(subsystem)
+        if modes:
+            parts.append(f"(enterprise_code = ? AND management_mode IN "
+                         f"({', '.join('?' * len(modes))}))")
+            values.extend([principal, *modes])
+    return f"({' OR '.join(parts)})", list(values)
+
+
 def _date_of(body: dict[str, Any], key: str) -> str:
     value = body[key]
     try:
-        if not isinstance(value, str) or not _YYYYMMDD.match(value):
+        if not isinstance(value, str) or not _YYYYMMDD.fullmatch(value):
             raise ValueError
         datetime.strptime(value, "%Y%m%d")
     except ValueError:

@@ -58,8 +58,7 @@ class BondedVerificationServicer(pb_grpc.BondedVerificationServicer):
 
     def QueryBonded(self, request: pb.SignedRequest, context: grpc.ServicerContext
                     ) -> pb.BondedQueryResult:
-        return self._signed(request, context, "QueryBonded",
-                            lambda verified, _moment: self._ledger.query(verified))
+        return self._signed(request, context, "QueryBonded", self._ledger.query)
 
     def RedeclareStock(self, request: pb.SignedRequest, context: grpc.ServicerContext
                        ) -> pb.BondedRecord:
@@ -68,3 +67,11 @@ class BondedVerificationServicer(pb_grpc.BondedVerificationServicer):
     def GetEBookItem(self, request: pb.SignedRequest, context: grpc.ServicerContext
                      ) -> pb.EBookItem:
         return self._signed(request, context, "GetEBookItem", self._ledger.ebook_item)
+
+    def DeleteBonded(self, request: pb.SignedRequest, context: grpc.ServicerContext
+                     ) -> pb.BondedRecord:
+        return self._record(request, context, "DeleteBonded", self._ledger.delete)
+
+    def DeleteBondedItem(self, request: pb.SignedRequest, context: grpc.ServicerContext
+                         ) -> pb.BondedRecord:
+        return self._record(request, context, "DeleteBondedItem", self._ledger.delete_item)

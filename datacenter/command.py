@@ -6,6 +6,9 @@
     eport-datacenter ebook list [--db PATH]
     eport-datacenter registry import FILE [--db PATH]   (JSON list or CSV)
     eport-datacenter registry list [--db PATH]
+    eport-datacenter revoke (--certificate NUMBER | --card CARD_ID) [--reason TEXT] [--db PATH]
+    eport-datacenter unrevoke (--certificate NUMBER | --card CARD_ID) [--db PATH]
+    eport-datacenter revoked [--db PATH]                 (the deny-list)
 
 `serve` is the default command. SIGTERM and SIGINT stop it gracefully; once it serves it
 prints one line "eport-datacenter ready on ADDRESS" on stdout and reports SERVING through the
@@ -25,9 +28,9 @@ import click
 from eport import __version__
 from eport.common.customs.endpoint import default_datacenter_address
 from eport.common.stop_signals import StopSignals
-from eport.datacenter import ebooks
+from eport.datacenter import ebooks, revocation
 from eport.datacenter import registry as enterprise_registry
-from eport.datacenter.clock import now, to_micros
+from eport.datacenter.clock import from_micros, now, to_micros
 from eport.datacenter.review import PolicyError, ReviewPolicy
 from eport.datacenter.server import DataCenterSettings, ServerConfigError, run_server
 from eport.datacenter.storage import StorageError, Store
@@ -79,7 +82,8 @@ def cli() -> None:
               help="unix:/path, /path or host:port.")
 @click.option("--trust-anchor", "trust_anchors", multiple=True, required=True,
               type=click.Path(exists=True, path_type=Path),
-              help="PEM (or DER) certificates of the card CAs; repeatable; a directory works.")
+              help="PEM (or DER) certificates of the card CAs; repeatable; a directory works "
+              "(its *.crl files are the CAs' revocation lists).")
 @click.option("--review", default="accept", callback=_policy, show_default=True,
               help="accept | reject:CODE[:TEXT] | reject-first:CODE[:TEXT]")
 @click.option("--review-delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -217,6 +221,82 @@ def ebook_list(db_path: Path) -> None:
     for summary in summaries:
         click.echo(f"{summary.ebook_number}\t{summary.enterprise_code}\t"
                    f"{summary.item_count} item(s)")
+
+
+def _revocation_target(certificate: str | None, card: str | None) -> tuple[str, str]:
+    if (certificate is None) == (card is None):
+        raise click.UsageError("name exactly one of --certificate NUMBER and --card CARD_ID")
+    return ("certificate", certificate) if certificate is not None else ("card", str(card))
+
+
+_certificate_option = click.option(
+    "--certificate", metavar="NUMBER",
+    help="The certificate number (证书号, the serial in hex) of one certificate.")
+_card_option = click.option(
+    "--card", metavar="CARD_ID",
+    help="The card id (卡号): every certificate of that card, also after a renewal.")
+
+
+@cli.command()
+@_db_option
+@_certificate_option
+@_card_option
+@click.option("--reason", default="", help="A note for the listing (e.g. 挂失 lost).")
+def revoke(db_path: Path, certificate: str | None, card: str | None, reason: str) -> None:
+    """Refuse a certificate or a card from now on (the data centre's deny-list; the CAs' own
+    lists are the *.crl files of the trust directory). Takes effect at once, also while the
+    server runs."""
+    kind, value = _revocation_target(certificate, card)
+    store = _open_store(db_path)
+    try:
+        with store.write() as connection:
+            entry, created = revocation.revoke(connection, kind, value, reason.strip(),
+                                               to_micros(now()))
+    except revocation.RevocationInputError as error:
+        raise click.BadParameter(str(error), param_hint=f"--{kind}") from None
+    finally:
+        store.close()
+    since = from_micros(entry.revoked_at).isoformat(timespec="seconds")
+    click.echo(f"revoked {kind} {entry.value}" if created
+               else f"{kind} {entry.value} was already revoked (since {since})")
+
+
+@cli.command()
+@_db_option
+@_certificate_option
+@_card_option
+def unrevoke(db_path: Path, certificate: str | None, card: str | None) -> None:
+    """Take a certificate or a card off the deny-list (a CA's CRL still counts)."""
+    kind, value = _revocation_target(certificate, card)
+    store = _open_store(db_path, must_exist=True)
+    try:
+        with store.write() as connection:
+            removed = revocation.unrevoke(connection, kind, value)
+    except revocation.RevocationInputError as error:
+        raise click.BadParameter(str(error), param_hint=f"--{kind}") from None
+    finally:
+        store.close()
+    if not removed:
+        raise click.ClickException(
+            f"{kind} {value} is not on the deny-list / 不在数据中心的停用名单中. Remedy: check "
+            "the number with `eport-datacenter revoked`.")
+    click.echo(f"unrevoked {kind} {revocation.normalise(kind, value)}")
+
+
+@cli.command()
+@_db_option
+def revoked(db_path: Path) -> None:
+    """Print the deny-list: kind, certificate number or card id, since when (UTC), reason;
+    tab-separated."""
+    store = _open_store(db_path, must_exist=True)
+    try:
+        with store.read() as connection:
+            entries = revocation.all_revocations(connection)
+    finally:
+        store.close()
+    for entry in entries:
+        since = from_micros(entry.revoked_at).isoformat(timespec="seconds")
+        click.echo(f"{entry.kind}\t{entry.value}\t{since}\t{entry.reason}")
 
 
 def _configure_logging(level: str) -> None:

@@ -1,4 +1,5 @@
-"""The document ledger: Save (暂存), Upload (上载), Declare (申报), GetDocument and Query.
+"""The document ledger: Save (暂存), Upload (上载), Declare (申报), Delete and DeleteItem (删除),
+GetDocument and Query.
 
 Each operation is one write transaction that first stores the request's nonce (a replay fails
 on the UNIQUE key and rolls back with everything else) and commits before the answer is sent.
@@ -9,7 +10,8 @@ between its validation and its transaction.
 Statuses: SAVED → (Upload) STORED → (Declare) DECLARED → review → CLEARED or REJECTED.
 Save may modify a SAVED, STORED or REJECTED document (status and numbers stay); Upload of a
 SAVED or REJECTED document (re-)enters it (receipt STORED); Declare of a SAVED one uploads it
-first (seed 003 十一(三)); Declare of a DECLARED or CLEARED one changes nothing.
+first (seed 003 十一(三)); Declare of a DECLARED or CLEARED one changes nothing. Delete turns a
+document never declared into a DELETED tombstone (its numbers are never given again).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from eport.common.customs.canonical import CanonicalError, canonical_json
+from eport.common.customs.document import MAX_ITEMS
 from eport.datacenter import fees
 from eport.datacenter.bodies import check_keys, date_of, integer_of, number_of, typed_number
-from eport.datacenter.clock import china_date, timestamp, to_micros
+from eport.datacenter.clock import CHINA_TIME, china_date, timestamp, to_micros
 from eport.datacenter.errors import DataCenterError, Problem, bad_request
 from eport.datacenter.numbering import new_temporary_number, new_unified_number
 from eport.datacenter.receipts import ReceiptFacts, add_receipt
@@ -88,13 +91,15 @@ def record_message(row: sqlite3.Row, *, full: bool = True) -> pb.DocumentRecord:
         uploaded_at=timestamp(row["uploaded_at"]), declared_at=timestamp(row["declared_at"]),
         reviewed_at=timestamp(row["reviewed_at"]), declaration_count=row["declaration_count"],
         fee_charged=bool(row["fee_charged"]), reject_reason_code=row["reject_reason_code"],
-        reject_reason=row["reject_reason"], client_reference=row["client_reference"] or "")
+        reject_reason=row["reject_reason"], client_reference=row["client_reference"] or "",
+        deleted_at=timestamp(row["deleted_at"]), deleted_by_card=row["deleted_by_card"])
 
 
 def find_document(connection: sqlite3.Connection, identity: Identity, column: str,
-                  number: str) -> sqlite3.Row:
+                  number: str, *, deleted: bool = False) -> sqlite3.Row:
     """The caller's enterprise's document; another enterprise's is "not found" (not
-    "forbidden"), so numbers of other enterprises cannot be probed."""
+    "forbidden"), so numbers of other enterprises cannot be probed. A deleted one is "not
+    found" saying when it was deleted, unless `deleted`."""
     assert column in ("temporary_number", "unified_number", "entry_number")
     row = connection.execute(
         f"SELECT * FROM documents WHERE {column} = ? AND enterprise_code = ?",
@@ -104,6 +109,18 @@ def find_document(connection: sqlite3.Connection, identity: Identity, column: st
                               message_zh=f"本企业没有编号为 {number} 的单据",
                               message_en=f"Your enterprise has no document {number}")
     assert isinstance(row, sqlite3.Row)
+    if row["deleted_at"] is not None and not deleted:
+        when = datetime.fromtimestamp(row["deleted_at"] / 1e6, CHINA_TIME).strftime(
+            "%Y-%m-%d %H:%M")
+        raise DataCenterError(
+            pb.DOCUMENT_NOT_FOUND, f"{number} of {identity.customs_code} was deleted",
+            message_zh=f"单据 {row['temporary_number']} 已于 {when} 由卡 "
+                       f"{row['deleted_by_card']} 删除",
+            message_en=f"Document {row['temporary_number']} was deleted on {when} (China "
+                       f"time) by card {row['deleted_by_card']}",
+            remedy_zh="删除的单据不能恢复, 其编号不再使用; 请重新暂存 (得到新的暂存编号)",
+            remedy_en="A deleted document cannot be restored and its numbers are not used "
+                      "again; save it anew (it gets a new temporary number)")
     return row
 
 
@@ -189,8 +206,8 @@ class Ledger:
                 return Outcome(record_message(_reread(connection, row["id"])))
             if reference is not None:
                 existing = connection.execute(
-                    "SELECT * FROM documents WHERE enterprise_code = ? AND client_reference = ?",
-                    (identity.customs_code, reference)).fetchone()
+                    "SELECT * FROM documents WHERE enterprise_code = ? AND client_reference = ? "
+                    "AND deleted_at IS NULL", (identity.customs_code, reference)).fetchone()
                 if existing is not None:
                     record = record_message(existing)
                     record.already_saved = True
@@ -309,7 +326,7 @@ class Ledger:
         body = request.body
         check_keys(body, set(), {"unified_number", "entry_number", "temporary_number",
                                  "status", "from", "to", "limit"})
-        clauses: list[str] = ["enterprise_code = ?"]
+        clauses: list[str] = ["enterprise_code = ?", "deleted_at IS NULL"]
         values: list[str | int] = [request.identity.customs_code]
         for key, kind in (("unified_number", "unified"), ("entry_number", "entry"),
                           ("temporary_number", "temporary")):
@@ -338,6 +355,82 @@ class Ledger:
         return pb.QueryResult(documents=[record_message(row, full=False)
                                          for row in rows[:limit]],
                               truncated=len(rows) > limit)
+
+
+    # ---- 删除 (seed 003 十三(一): the 报关单 screen's Ctrl+D) ---------------------------------
+
+    def delete(self, request: VerifiedRequest, moment: datetime) -> Outcome:
+        """A document never declared (SAVED, or STORED before its first Declare: no fee, no
+        review) becomes a tombstone: DELETED, its content cleared, its numbers kept in their
+        UNIQUE columns so that they are never given again (an upload's STORED receipt keeps
+        its document). Its client_reference is free: saving the file again makes a new
+        document. A retried delete answers the deleted record."""
+        identity = request.identity
+        require_entry_right(identity, "删除", "delete")
+        check_keys(request.body, {"number"})
+        column, number = number_of(request.body)
+        with self._store.write() as connection:
+            store_nonce(connection, request)
+            row = find_document(connection, identity, column, number, deleted=True)
+            if row["deleted_at"] is not None:
+                return Outcome(record_message(row))
+            if row["status"] not in (pb.SAVED, pb.STORED) or row["declaration_count"]:
+                raise DataCenterError(
+                    pb.WRONG_STATE, f"delete in state {pb.DocumentStatus.Name(row['status'])}",
+                    message_zh=f"单据 {row['temporary_number']} 已申报过, 不能删除",
+                    message_en=f"Document {row['temporary_number']} has been declared: it "
+                               "cannot be deleted",
+                    remedy_zh="只有暂存或上载后从未申报的单据可以删除; 退单的单据请修改后重新申报",
+                    remedy_en="Only a document never declared can be deleted; modify a "
+                              "rejected one and declare it again")
+            at = to_micros(moment)
+            connection.execute(
+                "UPDATE documents SET status = ?, document_json = '', deleted_at = ?, "
+                "deleted_by_card = ?, modified_at = ? WHERE id = ?",
+                (pb.DELETED, at, identity.card_id, at, row["id"]))
+            logger.info("deleted %s%s", row["temporary_number"], _who(identity),
+                        extra=_log(identity))
+            return Outcome(record_message(_reread(connection, row["id"])))
+
+    def delete_item(self, request: VerifiedRequest, moment: datetime) -> Outcome:
+        """删除 one 商品项 (seed 003 十三(一) 4: Ctrl+Delete on the item list): the items after
+        it move up and are renumbered 1, 2, 3 … (项号 in list order), the rest validated as at
+        暂存 and stored, wherever Save may modify the document (SAVED, STORED, REJECTED)."""
+        identity = request.identity
+        require_entry_right(identity, "删除商品项", "delete an item")
+        check_keys(request.body, {"number", "item_number"})
+        column, number = number_of(request.body)
+        item_number = integer_of(request.body, "item_number", default=0, minimum=1,
+                                 maximum=MAX_ITEMS)
+        at = to_micros(moment)
+        with self._store.write() as connection:
+            store_nonce(connection, request)
+            row = find_document(connection, identity, column, number)
+            if row["status"] in (pb.DECLARED, pb.CLEARED):
+                raise _wrong_state(row, "修改", "modified")
+            document = json.loads(row["document_json"])
+            items = document.get("items")
+            count = len(items) if isinstance(items, list) else 0
+            if not isinstance(items, list) or item_number > count:
+                raise _validation_failed([Problem(
+                    "item_number", "rule", f"没有第 {item_number} 项商品 (共 {count} 项)",
+                    f"There is no item {item_number} (the document has {count})",
+                    "seed 003 十三(一)")])
+            del items[item_number - 1]
+            # Validated inside the transaction (unlike Save): the document is the stored one,
+            # read under the lock, and one document's check is small beside a batch's.
+            for position, item in enumerate(items, start=1):
+                if isinstance(item, dict):
+                    item["item_number"] = position
+            problems = list(self._validate(document, declaring=False))
+            if problems:
+                raise _validation_failed(problems)
+            connection.execute("UPDATE documents SET document_json = ?, modified_at = ? "
+                               "WHERE id = ?", (canonical_json(document).decode("utf-8"), at,
+                                                row["id"]))
+            logger.info("deleted item %d of %s%s", item_number, row["temporary_number"],
+                        _who(identity), extra=_log(identity))
+            return Outcome(record_message(_reread(connection, row["id"])))
 
 
 class _RetryError(Exception):

@@ -27,11 +27,11 @@ from eport.datacenter.clock import now, to_micros
 
 logger = logging.getLogger(__name__)
 
-_EBOOK_NUMBER = re.compile(r"^[0-9A-Z]{1,12}$")
-_CUSTOMS_CODE = re.compile(r"^[0-9A-Z]{10}$")
-_ITEM_NUMBER = re.compile(r"^[0-9A-Za-z]{1,9}$")
-_HS_CODE = re.compile(r"^[0-9]{1,10}$")
-_UNIT = re.compile(r"^[0-9]{3}$")
+_EBOOK_NUMBER = re.compile(r"[0-9A-Z]{1,12}")
+_CUSTOMS_CODE = re.compile(r"[0-9A-Z]{10}")
+_ITEM_NUMBER = re.compile(r"[0-9A-Za-z]{1,9}")
+_HS_CODE = re.compile(r"[0-9]{1,10}")
+_UNIT = re.compile(r"[0-9]{3}")
 _MAX_ITEMS = 100_000
 
 
@@ -58,7 +58,7 @@ def _text(entry: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] 
     value = entry.get(key, "" if optional else None)
     if not isinstance(value, str) or (not value and not optional):
         raise EBookFileError(f"{where}: {key} must be a non-empty string")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise EBookFileError(f"{where}: {key} {value[:40]!r} does not have the right form "
                              f"({pattern.pattern})")
     if max_len and len(value) > max_len:

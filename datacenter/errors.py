@@ -112,6 +112,52 @@ _TEXTS: dict[Reason, _Text] = {
         grpc.StatusCode.NOT_FOUND, "没有找到本企业的该授权记录",
         "Your enterprise has no grant with this id",
         "请先查询授权记录, 再选择要操作的记录", "List the grants first and pick one of them"),
+    # Trust as a CA enforces it; raise sites name the CA, the card or the usage concerned.
+    pb.CERT_REVOKED: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "该IC卡证书已被吊销",
+        "The card's certificate has been revoked",
+        "请使用本企业其他有效的IC卡, 或到制卡中心办理补卡或证书更新",
+        "Use another valid card of your enterprise, or have the card centre issue a new one"),
+    pb.CERT_IS_CA: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "所附证书是CA证书, 不是IC卡的签名证书",
+        "The attached certificate is a CA certificate, not a card's signing certificate",
+        "请插入电子口岸IC卡或IKEY, 用卡内的签名证书签名",
+        "Insert an E-port IC card or IKEY and sign with the certificate on it"),
+    pb.CERT_KEY_USAGE: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "证书的密钥用法不允许签名",
+        "The certificate's key usage does not allow signing",
+        "请用IC卡的签名证书签名 (不是加密证书或服务器证书)",
+        "Sign with the card's signing certificate (not an encryption or server certificate)"),
+    pb.ISSUER_NOT_CA: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "签发该证书的证书不是CA证书",
+        "The certificate was issued by a certificate that is not a CA",
+        "请使用电子口岸制卡中心签发的IC卡; 数据中心管理员应从信任目录中移除非CA证书",
+        "Use a card issued by the E-port card centre; the data centre's operator should "
+        "remove non-CA certificates from the trust directory"),
+    pb.ISSUER_NOT_VALID: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "签发该卡的CA证书已过期或尚未生效",
+        "The certificate of the CA that issued the card has expired or is not yet valid",
+        "请联系数据中心管理员更新信任目录中的CA证书, 或到制卡中心更新IC卡证书",
+        "Ask the data centre's operator to install the CA's current certificate, or renew "
+        "the card's certificate at the card centre"),
+    pb.PATH_TOO_LONG: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "证书路径超出CA允许的长度",
+        "The certificate's path is longer than its CA allows",
+        "请使用电子口岸制卡中心直接签发的IC卡",
+        "Use a card issued by the E-port card centre itself"),
+    pb.REVOCATION_UNKNOWN: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "数据中心的证书吊销列表已过期, 无法确认该卡未被吊销",
+        "The data centre's revocation list is out of date, so it cannot tell whether the "
+        "card was revoked",
+        "请稍后重试并联系数据中心管理员; 管理员应将CA的最新吊销列表放入信任目录",
+        "Try again later and tell the data centre's operator, who should put the CA's "
+        "current CRL in the trust directory"),
+    pb.WEAK_ALGORITHM: _Text(
+        grpc.StatusCode.UNAUTHENTICATED, "证书或签名使用了不安全的算法",
+        "The certificate or the signature uses a weak algorithm",
+        "SHA-1 只用于 RSA-1024 卡; 请到制卡中心更换证书或升级客户端",
+        "SHA-1 is accepted for RSA-1024 cards only; renew the certificate at the card centre "
+        "or upgrade the client"),
 }
 
 

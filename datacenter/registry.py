@@ -27,7 +27,7 @@ from eport.protos.v1 import datacenter_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-CUSTOMS_CODE = re.compile(r"^[0-9A-Z]{10}$")
+CUSTOMS_CODE = re.compile(r"[0-9A-Z]{10}")
 _FIELDS = ("customs_code", "credit_code", "name")
 _MAX_NAME = 200
 
@@ -107,7 +107,7 @@ def import_enterprises(connection: sqlite3.Connection, entries: list[Enterprise]
 
 def _entry(values: dict[str, object], where: str) -> Enterprise:
     customs, credit, name = (values.get(key) for key in _FIELDS)
-    if not isinstance(customs, str) or not CUSTOMS_CODE.match(customs):
+    if not isinstance(customs, str) or not CUSTOMS_CODE.fullmatch(customs):
         raise RegistryFileError(f"{where}: customs_code must be 10 digits or capital letters "
                                 "/ 海关编码应为10位数字或大写字母")
     if not isinstance(credit, str) or not is_valid_credit_code(credit):

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 _BATCH = 200
 _IDLE_WAKE_SECONDS = 60.0
 _PRUNE_EVERY_SECONDS = 60.0
-_REASON_CODE = re.compile(r"^[0-9A-Za-z_-]{1,16}$")
+_REASON_CODE = re.compile(r"[0-9A-Za-z_-]{1,16}")
 DEFAULT_REJECT_TEXT = "海关审单退单"
 
 
@@ -55,7 +55,7 @@ class ReviewPolicy:
             return cls()
         if mode in ("reject", "reject-first"):
             code, _, reason = rest.partition(":")
-            if _REASON_CODE.match(code):
+            if _REASON_CODE.fullmatch(code):
                 return cls(mode, code, reason or DEFAULT_REJECT_TEXT)
         raise PolicyError(f"review policy {text!r}: use accept, reject:CODE[:TEXT] or "
                           "reject-first:CODE[:TEXT] (CODE: up to 16 letters, digits, - or _)")

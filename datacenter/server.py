@@ -18,13 +18,13 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from eport.common.customs.endpoint import unix_socket_path
-from eport.daemon.service.certificates import load_trust_anchors
 from eport.datacenter.auth_servicer import AuthorizationServicer
 from eport.datacenter.bonded import BondedLedger
 from eport.datacenter.bonded_servicer import SERVICE_NAME as BONDED_SERVICE_NAME
@@ -32,9 +32,11 @@ from eport.datacenter.bonded_servicer import BondedVerificationServicer
 from eport.datacenter.documents import Ledger, Validator
 from eport.datacenter.receipts import ReceiptHub
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
+from eport.datacenter.revocation import CrlIndex, DenyList
 from eport.datacenter.servicer import DataCenterServicer
 from eport.datacenter.storage import Store
 from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW, RequestVerifier
+from eport.datacenter.trust_store import TrustConfigError, load_trust
 from eport.protos.v1 import datacenter_pb2
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 
@@ -141,9 +143,15 @@ class RunningDataCenter:
 def run_server(settings: DataCenterSettings, *, validator: Validator | None = None
                ) -> Iterator[RunningDataCenter]:
     """Serve the data centre until the block exits. Raises ServerConfigError (bad address,
-    no trust anchors) or StorageError (unusable database) before serving."""
-    anchors = load_trust_anchors(settings.trust_anchors)
-    if not anchors:
+    no trust anchors, a trust anchor that is not a CA, a CRL no anchor signed) or StorageError
+    (unusable database) before serving."""
+    started = datetime.now(UTC)
+    try:
+        trust = load_trust(settings.trust_anchors, now=started)
+        crls = CrlIndex(settings.trust_anchors, trust.cas, now=started)
+    except TrustConfigError as error:
+        raise ServerConfigError(str(error)) from None
+    if not trust.cas:
         raise ServerConfigError("no trust anchor certificates could be read from "
                                 f"{', '.join(map(str, settings.trust_anchors)) or '(none)'}. "
                                 "Remedy: pass --trust-anchor with the card CA's PEM file.")
@@ -158,7 +166,8 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         worker = ReviewWorker(store, settings.review, hub,
                               max_clock_skew=settings.max_clock_skew)
         cleanup.callback(worker.stop)
-        verifier = RequestVerifier(anchors, max_clock_skew=settings.max_clock_skew)
+        verifier = RequestVerifier(trust, max_clock_skew=settings.max_clock_skew, crls=crls,
+                                   deny_list=DenyList(store))
         ledger = Ledger(store, validator or _default_validator(),
                         review_delay=settings.review_delay)
         executor = ThreadPoolExecutor(settings.max_workers,

@@ -94,6 +94,14 @@ class DataCenterServicer(pb_grpc.DataCenterServicer):
         return self._signed(request, context, "Query",
                             lambda verified, _moment: self._ledger.query(verified))
 
+    def Delete(self, request: pb.SignedRequest, context: grpc.ServicerContext
+               ) -> pb.DocumentRecord:
+        return self._document(request, context, "Delete", self._ledger.delete)
+
+    def DeleteItem(self, request: pb.SignedRequest, context: grpc.ServicerContext
+                   ) -> pb.DocumentRecord:
+        return self._document(request, context, "DeleteItem", self._ledger.delete_item)
+
     # ---- receipts and fees ---------------------------------------------------------------
 
     def _list(self, verified: VerifiedRequest) -> pb.ReceiptList:

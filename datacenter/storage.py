@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +25,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _BUSY_TIMEOUT_MS = 10_000
+_FILE_MODE = 0o600  # documents, nonces and grants are nobody else's business
 
 
 class StorageError(Exception):
@@ -41,7 +44,7 @@ class Migration:
 def migrations() -> list[Migration]:
     found: list[Migration] = []
     for entry in resources.files("eport.datacenter").joinpath("migrations").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
+        match = _MIGRATION_NAME.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
@@ -63,9 +66,25 @@ def _statements(sql: str) -> Iterator[str]:
         raise StorageError("a migration ends with an incomplete statement")
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite would make it 0644 under
+    the usual umask); SQLite gives its -wal and -shm files the database file's mode. A file
+    that exists with group or other bits (made by an older version) is tightened."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(file, mode & ~0o077)
+                logger.warning("%s was readable by others (mode %o); made it %o", file, mode,
+                               mode & ~0o077)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_private(path)
         # isolation_level=None: we issue BEGIN / COMMIT ourselves.
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                      timeout=_BUSY_TIMEOUT_MS / 1000)

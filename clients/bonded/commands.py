@@ -1,6 +1,7 @@
 """`eport bonded`: 保税核查 (seed 000): enter the verification data (header, then body), save
-(暂存), declare (申报), query, view (read-only), modify, and re-declare the stock of an
-approved record once (库存重新申报). Every request is signed on the card through eportd."""
+(暂存), declare (申报), query, view (read-only), modify, re-declare the stock of an approved
+record once (库存重新申报), and delete (删除) a record never declared or one body item. Every
+request is signed on the card through eportd."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ STATUS_NAMES = {dc.BONDED_SAVED: Bilingual("暂存", "saved"),
                 dc.BONDED_STORED: Bilingual("已申报, 入库成功, 审批中", "declared, stored, "
                                             "under review"),
                 dc.BONDED_APPROVED: Bilingual("审批通过", "approved"),
-                dc.BONDED_REJECTED: Bilingual("退单", "rejected")}
+                dc.BONDED_REJECTED: Bilingual("退单", "rejected"),
+                dc.BONDED_DELETED: Bilingual("已删除", "deleted")}
 _POLL_SECONDS = 0.2
 
 
@@ -62,6 +64,8 @@ def record_view(record: dc.BondedRecord, *, with_document: bool = False) -> dict
         "declaration_count": record.declaration_count, "redeclared": record.redeclared,
         "reject_reason_code": record.reject_reason_code or None,
         "reject_reason": record.reject_reason or None, "read_only": record.read_only,
+        "deleted_at": timestamp(record.deleted_at),
+        "deleted_by_card": record.deleted_by_card or None,
         "warnings": [problem_view(w) for w in record.warnings],
     }
     if with_document:
@@ -84,6 +88,9 @@ def show_record(out: Output, record: dc.BondedRecord) -> None:
     if record.status == dc.BONDED_REJECTED:
         out.labelled(Bilingual("退单原因", "Rejected because"),
                      f"{record.reject_reason_code} {record.reject_reason}".strip(), style="red")
+    if record.status == dc.BONDED_DELETED:
+        out.labelled(Bilingual("删除", "Deleted"),
+                     f"{timestamp(record.deleted_at)} {record.deleted_by_card}".strip())
     if record.redeclared:
         out.line(Bilingual("已库存重新申报 (每笔审批通过的数据只可变更一次)",
                            "Stock re-declared (an approved record may be changed once)"))
@@ -311,16 +318,41 @@ def redeclare_command(number: str, document_file: str, wait_seconds: float | Non
     _result(record, Bilingual("已库存重新申报", "Stock re-declared"))
 
 
+@bonded_group.command("delete", context_settings=SECRET_COMMAND_SETTINGS)
+@click.argument("number")
+@click.option("--item", "item_number", type=click.IntRange(min=1), metavar="N",
+              help="Delete body item N (序号) only; the items after it are renumbered.")
+@signing_options
+def delete_command(number: str, item_number: int | None, **card_args: Any) -> None:
+    """删除 (seed 000 §2.3): a saved record never declared (its number is never given again),
+    or with --item one body item of a saved or rejected record."""
+    card = _signer(card_args)
+    if item_number is None:
+        record = _bonded(card, "DeleteBonded", {"number": number})
+        _result(record, Bilingual(f"已删除 {record.temporary_number} (编号不再使用)",
+                                  f"Deleted {record.temporary_number} (its number is not "
+                                  "used again)"))
+        return
+    record = _bonded(card, "DeleteBondedItem", {"number": number, "item_number": item_number})
+    left = len(stored(record).get("items") or [])
+    _result(record, Bilingual(f"已删除表体第 {item_number} 项, 剩余 {left} 项",
+                              f"Deleted body item {item_number}; {left} left"), document=True)
+
+
 @bonded_group.command("ebook-item", context_settings=SECRET_COMMAND_SETTINGS)
 @click.argument("ebook_number")
 @click.argument("record_item_number")
+@click.option("--management-mode", metavar="CODE", default="1", show_default=True,
+              help="The mode the item is for: 1 电子账册 (an agent needs the 加工贸易账册 "
+                   "grant) or 2 纸质手册电子化 (the 加工贸易手册 grant).")
 @signing_options
-def ebook_item_command(ebook_number: str, record_item_number: str, **card_args: Any) -> None:
-    """An e-book (账册) record item: code, name, specification and unit."""
+def ebook_item_command(ebook_number: str, record_item_number: str, management_mode: str,
+                       **card_args: Any) -> None:
+    """An e-book (账册) or handbook record item: code, name, specification and unit."""
     card = _signer(card_args)
     item: dc.EBookItem = call_signed(card, "GetEBookItem", {
-        "ebook_number": ebook_number, "record_item_number": record_item_number},
-        service="bonded")
+        "ebook_number": ebook_number, "record_item_number": record_item_number,
+        "management_mode": management_mode}, service="bonded")
     data = {"ebook_number": item.ebook_number, "record_item_number": item.record_item_number,
             "hs_code": item.hs_code, "name": item.name, "specification": item.specification,
             "unit": item.unit}

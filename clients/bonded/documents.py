@@ -75,10 +75,13 @@ def not_a_document(path: str, why: str) -> CliError:
 
 
 class EBookRecords:
-    """GetEBookItem answers for one command, each record item asked once."""
+    """GetEBookItem answers for one command, each record item asked once. The management
+    mode goes with each request: an agent calls up 电子账册 items under its 加工贸易账册 grant
+    and 纸质手册电子化 items under its 加工贸易手册 grant (seed 000 §2.2.1.3, seed 001 §4)."""
 
-    def __init__(self, card: CardSigner) -> None:
+    def __init__(self, card: CardSigner, management_mode: str) -> None:
         self._card = card
+        self._mode = management_mode
         self._known: dict[tuple[str, str], EBookItem | None] = {}
 
     def __call__(self, ebook_number: str, record_item_number: str) -> EBookItem | None:
@@ -87,7 +90,8 @@ class EBookRecords:
             try:
                 item: dc.EBookItem = call_signed(
                     self._card, "GetEBookItem", {"ebook_number": ebook_number,
-                                                 "record_item_number": record_item_number},
+                                                 "record_item_number": record_item_number,
+                                                 "management_mode": self._mode},
                     service="bonded")
             except CliError as error:
                 if error.code != "DOCUMENT_NOT_FOUND":
@@ -119,7 +123,7 @@ def complete(card: CardSigner, document: dict[str, Any]) -> tuple[dict[str, Any]
     mode = header.get("management_mode", "") if isinstance(header, dict) else ""
     if not (isinstance(mode, str) and uses_ebook(mode)):
         return document, None
-    records = EBookRecords(card)
+    records = EBookRecords(card, mode)
     # Only what was left empty is filled in: a code, name or unit typed differently from the
     # record stays, so that the check names it instead of the client overwriting it.
     filled = fill_from_ebook(document, records)

@@ -28,6 +28,7 @@ from eport.clients.cli.output import Output
 from eport.clients.customs.commands_flow import (
     batch_declare_command,
     declare_command,
+    delete_command,
     save_command,
     upload_command,
 )
@@ -62,7 +63,7 @@ from eport.protos.v1 import datacenter_pb2 as dc
 @datacenter_option
 def customs_group() -> None:
     """报关申报: customs declarations and filing lists: new, import, save (暂存), upload (上载),
-    declare (申报), query, receipts, print, statistics."""
+    declare (申报), delete (删除), query, receipts, print, statistics."""
 
 
 @customs_group.command("new")
@@ -203,5 +204,5 @@ def print_command(number: str, output_path: str, reader: str | None, card_id: st
 
 
 for _command in (save_command, upload_command, declare_command, batch_declare_command,
-                 query_command, receipts_command, stats_command):
+                 delete_command, query_command, receipts_command, stats_command):
     customs_group.add_command(_command)

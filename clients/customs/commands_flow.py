@@ -1,8 +1,9 @@
-"""`eport customs save | upload | declare | batch-declare`: the documents' way to the data
-centre, each request signed on the card."""
+"""`eport customs save | upload | declare | batch-declare | delete`: the documents' way to the
+data centre, each request signed on the card."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,30 @@ def batch_declare_command(files: tuple[str, ...], report_path: Path | None,
     card.require_declarant()
     warn_about_clock()
     run_batch(card, list(files), report_path, retry_seconds)
+
+
+@click.command("delete", context_settings=SECRET_COMMAND_SETTINGS)
+@click.argument("number")
+@click.option("--item", "item_number", type=click.IntRange(min=1), metavar="N",
+              help="Delete item N (商品项) only; the items after it are renumbered.")
+@card_options
+@secret_options
+@json_option
+def delete_command(number: str, item_number: int | None, reader: str | None,
+                   card_id: str | None, pin_stdin: bool, allow_last_attempt: bool) -> None:
+    """删除 (seed 003 十三(一): Ctrl+D, Ctrl+Delete): a document never declared, or item N.
+
+    Operator and declarant cards of the enterprise. A deleted document's numbers are never
+    given again; saving its file again makes a new document. An item may be deleted wherever
+    the document may be modified (saved, uploaded or rejected)."""
+    card = signer(reader, card_id, pin_stdin, allow_last_attempt)
+    if item_number is None:
+        record: dc.DocumentRecord = call_signed(card, "Delete", {"number": number})
+        _result(record, Bilingual(f"已删除 {record.temporary_number} (编号不再使用)",
+                                  f"Deleted {record.temporary_number} (its numbers are not "
+                                  "used again)"))
+        return
+    record = call_signed(card, "DeleteItem", {"number": number, "item_number": item_number})
+    left = len(json.loads(record.document_json).get("items") or [])
+    _result(record, Bilingual(f"已删除第 {item_number} 项商品, 剩余 {left} 项",
+                              f"Deleted item {item_number}; {left} left"))

@@ -16,6 +16,7 @@ STATUS_NAMES: dict[int, Bilingual] = {
     dc.DECLARED: Bilingual("已申报, 审核中", "declared, under review"),
     dc.CLEARED: Bilingual("审结", "cleared"),
     dc.REJECTED: Bilingual("退单", "rejected"),
+    dc.DELETED: Bilingual("已删除", "deleted"),
 }
 # What --status takes on the command line.
 STATUS_CHOICES = {"saved": dc.SAVED, "stored": dc.STORED, "declared": dc.DECLARED,
@@ -50,6 +51,8 @@ def record_view(record: dc.DocumentRecord, *, with_document: bool = False) -> di
         "already_declared": record.already_declared,
         "already_saved": record.already_saved,
         "client_reference": record.client_reference or None,
+        "deleted_at": timestamp(record.deleted_at),
+        "deleted_by_card": record.deleted_by_card or None,
     }
     if with_document:
         view["document"] = json.loads(record.document_json) if record.document_json else None
@@ -88,6 +91,9 @@ def show_record(out: Output, record: dc.DocumentRecord) -> None:
     if record.status == dc.REJECTED:
         out.labelled(Bilingual("退单原因", "Rejected because"),
                      f"{record.reject_reason_code} {record.reject_reason}".strip(), style="red")
+    if record.status == dc.DELETED:
+        out.labelled(Bilingual("删除", "Deleted"),
+                     f"{timestamp(record.deleted_at)} {record.deleted_by_card}".strip())
     if record.fee_charged:
         out.labelled(Bilingual("数据传输费", "Transmission fee"),
                      out.text(Bilingual(f"已收取 15 元 (企业 {record.enterprise_code})",

@@ -34,6 +34,15 @@ REASON_EXIT_CODES: dict[str, ExitCode] = {
     "NOT_AUTHORIZED": ExitCode.NOT_AUTHORIZED,
     "UNKNOWN_ENTERPRISE": ExitCode.DOCUMENT_STATE,
     "GRANT_NOT_FOUND": ExitCode.DOCUMENT_STATE,
+    # The card's certificate as a CA would judge it (revoked, a CA, the wrong usage...).
+    "CERT_REVOKED": ExitCode.CERTIFICATE,
+    "CERT_IS_CA": ExitCode.CERTIFICATE,
+    "CERT_KEY_USAGE": ExitCode.CERTIFICATE,
+    "ISSUER_NOT_CA": ExitCode.CERTIFICATE,
+    "ISSUER_NOT_VALID": ExitCode.CERTIFICATE,
+    "PATH_TOO_LONG": ExitCode.CERTIFICATE,
+    "WEAK_ALGORITHM": ExitCode.CERTIFICATE,
+    "REVOCATION_UNKNOWN": ExitCode.DATACENTER_REFUSED,
 }
 
 

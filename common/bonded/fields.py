@@ -25,9 +25,33 @@ from eport.common.customs.fields import (
     Text,
     shown,
 )
+from eport.common.customs.tables import has_code as customs_has_code
+from eport.common.customs.tables import numeric_country
 from eport.common.profile import is_valid_credit_code
 
 HEADER_SECTION = "seed 000 §2.2.1.2"
+
+
+@dataclass(frozen=True)
+class InvestmentCountry(Check):
+    """投资国别 (seed 000 §2.2.1.2: "4 位, 企业按照国别代码表"): a code of the customs country
+    table, ISO alpha-3 (CHN) or its numeric form of the older 国别代码表 (142), kept as entered:
+    the seed's 4-character field holds either."""
+
+    def expects(self) -> tuple[str, str]:
+        return ("国别代码表中的代码, 如 CHN 或 142 (中国), HKG 或 110 (中国香港)",
+                "a code of the customs country table, alpha-3 or numeric, e.g. CHN or 142 "
+                "(China), USA or 502")
+
+    def find(self, value: str) -> Finding | None:
+        if customs_has_code("country", value) or numeric_country(value):
+            return None
+        if value.isdigit():
+            return Finding("code", f"代码 '{shown(value)}' 不在国别代码表中, 请填写国别代码, "
+                                   "如 142 (中国), 110 (中国香港), 502 (美国), 或 CHN",
+                           f"'{shown(value)}' is not a numeric code of the customs country "
+                           "table; use e.g. 142 (China), 110 (Hong Kong), 502 (USA), or CHN")
+        return Code("country").find(value)
 BODY_SECTION = "seed 000 §2.2.1.3"
 CHECKS_SECTION = "seed 000 §2.4"
 QUANTITY_LENGTH = 18
@@ -168,7 +192,7 @@ HEADER: tuple[BondedField, ...] = (
     BondedField("contact", "联系人", Text(16)),
     BondedField("registered_capital", "注册资本", Text(21)),
     BondedField("plant_source", "厂房来源", Text(255)),
-    BondedField("investment_country", "投资国别", Code("country")),
+    BondedField("investment_country", "投资国别", InvestmentCountry()),
     BondedField("staff_count", "现有人数", Count(10)),
     BondedField("equipment_source", "设备来源", Text(255)),
     BondedField("business_scope", "经营范围", Text(2000)),

@@ -42,22 +42,54 @@ def _check(value: Any, path: str) -> None:
 
 
 def canonical_json(value: Any) -> bytes:
-    _check(value, "")
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                      allow_nan=False).encode("utf-8")
+    try:
+        _check(value, "")
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                          allow_nan=False)
+    except RecursionError:
+        raise CanonicalError("the value is nested too deeply") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (e.g. from "\ud800") is not Unicode text and has no UTF-8 form.
+        raise CanonicalError("a string holds a lone surrogate, which is not text") from None
 
 
 def parse_canonical(data: bytes) -> Any:
     """The value of `data`, which must be exactly its own canonical encoding (so that what was
-    signed and what is processed cannot differ, e.g. through duplicate keys)."""
+    signed and what is processed cannot differ, e.g. through duplicate keys). Anything else is
+    a CanonicalError, never another exception: integers too long (Python refuses int() of
+    more than 4300 digits with a bare ValueError), NaN and Infinity, lone surrogates, nesting
+    deeper than the parser's recursion allows."""
     try:
-        value = json.loads(data.decode("utf-8"),
-                           object_pairs_hook=_refuse_duplicates, parse_float=_refuse_float)
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicates,
+                           parse_float=_refuse_float, parse_int=_parse_int,
+                           parse_constant=_refuse_constant)
+    except CanonicalError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CanonicalError(f"not JSON: {error}") from None
+    except RecursionError:
+        raise CanonicalError("the value is nested too deeply") from None
+    except ValueError as error:  # any other refusal of the parser
         raise CanonicalError(f"not JSON: {error}") from None
     if canonical_json(value) != data:
         raise CanonicalError("not in canonical form (sorted keys, no spaces, UTF-8)")
     return value
+
+
+# |n| <= 2^53 - 1 has at most 16 digits: longer ones are refused before int() sees them.
+_MAX_INTEGER_DIGITS = len(str(2**53 - 1))
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        raise CanonicalError("integer out of range; use a string")
+    return int(text)
+
+
+def _refuse_constant(text: str) -> Any:
+    raise CanonicalError(f"{text} is not a JSON number")
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

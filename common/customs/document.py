@@ -161,7 +161,7 @@ def validate(document: Mapping[str, Any], *, declaring: bool,
              for key, fields in (("items", ITEM), ("containers", CONTAINER),
                                  ("attached_documents", ATTACHED))}
     check_rules(out, ctx, lists["items"], lists["containers"], declaring=declaring,
-                today=today or date.today())
+                today=today or date.today(), attached=lists["attached_documents"])
     return out.problems
 
 

@@ -19,7 +19,9 @@ from eport.common.customs.canonical import CanonicalError, canonical_json, parse
 
 AUDIENCE = "eport-datacenter"
 ENVELOPE_VERSION = 1
-_NONCE = re.compile(r"^[0-9a-f]{32}$")
+# Every field is matched as a whole (re.fullmatch: "$" would also match before a final "\n").
+_NONCE = re.compile(r"[0-9a-f]{32}")
+_SIGNED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -54,16 +56,20 @@ def parse_payload(data: bytes) -> Payload:
                                                  "signed_at", "v"}:
         raise EnvelopeError("the envelope must have exactly aud, body, method, nonce, "
                             "signed_at and v")
-    if raw["v"] != ENVELOPE_VERSION:
-        raise EnvelopeError(f"unsupported envelope version {raw['v']!r}")
+    # An integer, exactly: true == 1 in Python, and a bool is not a version.
+    if type(raw["v"]) is not int or raw["v"] != ENVELOPE_VERSION:
+        raise EnvelopeError(f"v must be the integer {ENVELOPE_VERSION}")
     if not isinstance(raw["method"], str) or not isinstance(raw["body"], dict):
         raise EnvelopeError("method must be a string and body an object")
-    if not isinstance(raw["nonce"], str) or not _NONCE.match(raw["nonce"]):
+    if not isinstance(raw["nonce"], str) or not _NONCE.fullmatch(raw["nonce"]):
         raise EnvelopeError("nonce must be 32 lowercase hex digits")
     if not isinstance(raw["aud"], str):
         raise EnvelopeError("aud must be a string")
+    # strptime alone would take "2026-1-1T1:0:0Z" and other spellings of the same moment.
+    if not isinstance(raw["signed_at"], str) or not _SIGNED_AT.fullmatch(raw["signed_at"]):
+        raise EnvelopeError("signed_at must be YYYY-MM-DDTHH:MM:SSZ")
     try:
-        signed_at = datetime.strptime(str(raw["signed_at"]), _TIME_FORMAT).replace(tzinfo=UTC)
+        signed_at = datetime.strptime(raw["signed_at"], _TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
-        raise EnvelopeError("signed_at must be YYYY-MM-DDTHH:MM:SSZ") from None
+        raise EnvelopeError("signed_at must be a real UTC time YYYY-MM-DDTHH:MM:SSZ") from None
     return Payload(raw["method"], raw["body"], raw["nonce"], signed_at, raw["aud"])

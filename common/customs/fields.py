@@ -188,7 +188,7 @@ class Count(Check):
         return None
 
 
-_DECIMAL = re.compile(r"^([0-9]+)(?:\.([0-9]+))?$")
+_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ class DecimalText(Check):
                 f'a decimal string with up to {self.places} decimals, e.g. "12.50"')
 
     def find(self, value: str) -> Finding | None:
-        match = _DECIMAL.match(value) if value.isascii() else None
+        match = _DECIMAL.fullmatch(value) if value.isascii() else None
         if match is None:
             return Finding("format",
                            f"应为数字, 如 12.50, 现为 '{shown(value)}' (不要千位分隔符和单位)",

@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 
 TEMPORARY_PREFIX = "Z"
-_TEMPORARY = re.compile(r"^Z[0-9]{18}$")
-_UNIFIED = re.compile(r"^[IE][0-9]{17}$")
-_ENTRY = re.compile(r"^[0-9]{8}[01][0-9]{9}$")
-_PRE_ENTRY = re.compile(r"^[0-9]{9}$")
-_DISTRICT = re.compile(r"^[0-9]{4}$")
+_TEMPORARY = re.compile(r"Z[0-9]{18}")
+_UNIFIED = re.compile(r"[IE][0-9]{17}")
+_ENTRY = re.compile(r"[0-9]{8}[01][0-9]{9}")
+_PRE_ENTRY = re.compile(r"[0-9]{9}")
+_DISTRICT = re.compile(r"[0-9]{4}")
 
 TEMPORARY_SEQUENCE_DIGITS = 14
 UNIFIED_SEQUENCE_DIGITS = 13
@@ -31,19 +31,19 @@ ENTRY_SEQUENCE_DIGITS = 9
 
 
 def is_temporary_number(text: str) -> bool:
-    return bool(_TEMPORARY.match(text))
+    return bool(_TEMPORARY.fullmatch(text))
 
 
 def is_unified_number(text: str) -> bool:
-    return bool(_UNIFIED.match(text))
+    return bool(_UNIFIED.fullmatch(text))
 
 
 def is_entry_number(text: str) -> bool:
-    return bool(_ENTRY.match(text))
+    return bool(_ENTRY.fullmatch(text))
 
 
 def is_pre_entry_number(text: str) -> bool:
-    return bool(_PRE_ENTRY.match(text))
+    return bool(_PRE_ENTRY.fullmatch(text))
 
 
 def _sequence(value: int, digits: int) -> str:
@@ -76,7 +76,7 @@ def unified_number(direction: str, year: int, sequence: int) -> str:
 
 
 def entry_number(district: str, year: int, direction: str, sequence: int) -> str:
-    if not _DISTRICT.match(district):
+    if not _DISTRICT.fullmatch(district):
         raise ValueError(f"customs district {district!r} is not 4 digits")
     digit = {"import": "1", "export": "0"}.get(direction)
     if digit is None:

@@ -42,6 +42,10 @@ _ROAD_NAME = re.compile(r"[^\s/]{2,20} /提前报关")
 _CENTRALISED_REMARKS = re.compile(r"([0-9]{6})-([0-9]{6})集报")
 S7, S8, S82, S9, S10, S13 = ("seed 003 十三(七)", "seed 003 十三(八)1", "seed 003 十三(八)2",
                              "seed 003 十三(九)", "seed 003 十三(十)2", "seed 003 十三(十三)")
+S10_1, S10_ONE = "seed 003 十三(十)1", "seed 003 十三(十)"
+# 通关单 (the inspection clearance forms): 监管证件代码 A (入境货物通关单, now 检验检疫) and B
+# (出境货物通关单, now 电子底账).
+CLEARANCE_FORMS = ("A", "B")
 GENERAL = "报关单填制规范"
 
 _HEADER_FIELDS = {f.key: f for f in HEADER if isinstance(f, Field)}
@@ -85,13 +89,15 @@ def group_complete(out: Collector, group: Group, value: Mapping[str, Any], where
 
 
 def check(out: Collector, ctx: Context, items: Sequence[Mapping[str, Any]],
-          containers: Sequence[Mapping[str, Any]], *, declaring: bool, today: date) -> None:
+          containers: Sequence[Mapping[str, Any]], *, declaring: bool, today: date,
+          attached: Sequence[Mapping[str, Any]] = ()) -> None:
     _items(out, items, declaring)
     _weights(out, ctx)
     _containers(out, containers)
     _related_entry_number(out, ctx, today)
     _deep_processing(out, ctx, declaring)
     _centralised(out, ctx, declaring)
+    _centralised_kind(out, ctx, attached)
     _road(out, ctx, declaring)
     _waterway(out, ctx, declaring)
     _import_date(out, ctx, today)
@@ -239,6 +245,38 @@ def _centralised(out: Collector, ctx: Context, declaring: bool) -> None:
     elif start > end:
         _rule(out, _HEADER_WHERE, remarks_field, "集报区间的开始日期晚于结束日期",
               "the period starts after it ends", S10)
+
+
+def _centralised_kind(out: Collector, ctx: Context,
+                      attached: Sequence[Mapping[str, Any]]) -> None:
+    """十三(十)1: 分批出区集中申报 "须在一般进口报关单录入界面里进行录入", so "集中申报" is the
+    transport name of import declarations only. 十三(十): "总署规定一份报关单只能对应一份通关单",
+    so a centralised declaration (either name) that would carry several 通关单 is split."""
+    name = ctx.text("transport_name")
+    name_field = _HEADER_FIELDS["transport_name"]
+    if name == BATCH_EXIT and ctx.direction and ctx.document_type and (
+            ctx.direction != "import" or ctx.document_type != "declaration"):
+        kind_zh = {"export": "出口", "import": "进口"}.get(ctx.direction, ctx.direction)
+        kind_zh += {"filing-list": "备案清单", "declaration": "报关单"}.get(
+            ctx.document_type, "")
+        _rule(out, _HEADER_WHERE, name_field,
+              f"\"{BATCH_EXIT}\" (分批出区集中申报) 只用于进口报关单 "
+              f"(在一般进口报关单录入界面录入), 本单为{kind_zh}",
+              f"\"{BATCH_EXIT}\" (batched exit from the zone, declared together) is for import "
+              f"declarations only, this is an {ctx.direction} {ctx.document_type}", S10_1)
+    if name not in (BATCH_EXIT, CENTRALISED):
+        return
+    forms = [index for index, entry in enumerate(attached)
+             if _text(entry, "code") in CLEARANCE_FORMS]
+    if len(forms) > 1:
+        listed = ", ".join(f"随附单证第{index + 1}项" for index in forms)
+        listed_en = ", ".join(f"attached_documents[{index}]" for index in forms)
+        out.add("attached_documents", "rule",
+                f"随附单证(attached_documents) 集中报关时一份报关单只能对应一份通关单 (代码 A/B), "
+                f"现有 {len(forms)} 份 ({listed}); 请拆分报关单, 每份一个通关单",
+                f"attached_documents: a centralised declaration may carry one clearance form "
+                f"(通关单, codes A/B) only, not {len(forms)} ({listed_en}); split the "
+                "declaration, one form each", S10_ONE)
 
 
 def _half_width(text: str) -> str:

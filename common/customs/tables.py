@@ -67,3 +67,22 @@ def label(name: str, code: str) -> str:
 
 def has_code(name: str, code: str) -> bool:
     return code in table_info(name).codes
+
+
+@lru_cache(maxsize=1)
+def _numeric_countries() -> MappingProxyType[str, str]:
+    text = resources.files("eport.common.customs").joinpath("tables", "country.json").read_text(
+        encoding="utf-8")
+    numeric = json.loads(text).get("numeric", {})
+    codes = table_info("country").codes
+    if not isinstance(numeric, dict) or not all(
+            isinstance(k, str) and k.isdigit() and v in codes for k, v in numeric.items()):
+        raise ValueError("tables/country.json: numeric must map digit strings to country codes")
+    return MappingProxyType(dict(numeric))
+
+
+def numeric_country(code: str) -> str:
+    """The ISO alpha-3 code of a numeric customs country code (142 -> CHN, 110 -> HKG, 502 ->
+    USA), "" when the table does not have it. Seed 000 §2.2.1.2 投资国别 is "4 位,
+    按照国别代码表"."""
+    return _numeric_countries().get(code, "")

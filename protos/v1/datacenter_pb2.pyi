@@ -77,6 +77,8 @@ class _DocumentStatusEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper.
     """审结: entry number and pre-entry number"""
     REJECTED: _DocumentStatus.ValueType  # 5
     """退单: may be modified (Save) and declared again"""
+    DELETED: _DocumentStatus.ValueType  # 6
+    """删除 before it was ever declared; its numbers are never given again"""
 
 class DocumentStatus(_DocumentStatus, metaclass=_DocumentStatusEnumTypeWrapper): ...
 
@@ -91,6 +93,8 @@ CLEARED: DocumentStatus.ValueType  # 4
 """审结: entry number and pre-entry number"""
 REJECTED: DocumentStatus.ValueType  # 5
 """退单: may be modified (Save) and declared again"""
+DELETED: DocumentStatus.ValueType  # 6
+"""删除 before it was ever declared; its numbers are never given again"""
 global___DocumentStatus = DocumentStatus
 
 class _ReceiptKind:
@@ -157,6 +161,24 @@ class _DataCenterReasonEnumTypeWrapper(google.protobuf.internal.enum_type_wrappe
     """a customs code the enterprise registry does not know"""
     GRANT_NOT_FOUND: _DataCenterReason.ValueType  # 15
     """no such grant of this enterprise"""
+    CERT_REVOKED: _DataCenterReason.ValueType  # 16
+    """Trust as a CA enforces it (docs/datacenter.md, "Trust checks"):
+    revoked by its CA's CRL or by the data centre's deny-list
+    """
+    CERT_IS_CA: _DataCenterReason.ValueType  # 17
+    """a CA certificate (CA:TRUE or keyCertSign) is not a card's"""
+    CERT_KEY_USAGE: _DataCenterReason.ValueType  # 18
+    """key usage or extended key usage does not allow signing"""
+    ISSUER_NOT_CA: _DataCenterReason.ValueType  # 19
+    """the issuing certificate is not a CA (CA:TRUE, keyCertSign)"""
+    ISSUER_NOT_VALID: _DataCenterReason.ValueType  # 20
+    """the issuing CA, or one above it, is expired or not yet valid"""
+    PATH_TOO_LONG: _DataCenterReason.ValueType  # 21
+    """a CA's path length constraint is exceeded"""
+    REVOCATION_UNKNOWN: _DataCenterReason.ValueType  # 22
+    """the issuing CA's revocation list is past its nextUpdate"""
+    WEAK_ALGORITHM: _DataCenterReason.ValueType  # 23
+    """SHA-1 from a card that is not RSA-1024, or MD5 anywhere"""
 
 class DataCenterReason(_DataCenterReason, metaclass=_DataCenterReasonEnumTypeWrapper):
     """---- errors ----"""
@@ -190,6 +212,24 @@ UNKNOWN_ENTERPRISE: DataCenterReason.ValueType  # 14
 """a customs code the enterprise registry does not know"""
 GRANT_NOT_FOUND: DataCenterReason.ValueType  # 15
 """no such grant of this enterprise"""
+CERT_REVOKED: DataCenterReason.ValueType  # 16
+"""Trust as a CA enforces it (docs/datacenter.md, "Trust checks"):
+revoked by its CA's CRL or by the data centre's deny-list
+"""
+CERT_IS_CA: DataCenterReason.ValueType  # 17
+"""a CA certificate (CA:TRUE or keyCertSign) is not a card's"""
+CERT_KEY_USAGE: DataCenterReason.ValueType  # 18
+"""key usage or extended key usage does not allow signing"""
+ISSUER_NOT_CA: DataCenterReason.ValueType  # 19
+"""the issuing certificate is not a CA (CA:TRUE, keyCertSign)"""
+ISSUER_NOT_VALID: DataCenterReason.ValueType  # 20
+"""the issuing CA, or one above it, is expired or not yet valid"""
+PATH_TOO_LONG: DataCenterReason.ValueType  # 21
+"""a CA's path length constraint is exceeded"""
+REVOCATION_UNKNOWN: DataCenterReason.ValueType  # 22
+"""the issuing CA's revocation list is past its nextUpdate"""
+WEAK_ALGORITHM: DataCenterReason.ValueType  # 23
+"""SHA-1 from a card that is not RSA-1024, or MD5 anywhere"""
 global___DataCenterReason = DataCenterReason
 
 class _BondedStatus:
@@ -207,6 +247,8 @@ class _BondedStatusEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._E
     """审批通过"""
     BONDED_REJECTED: _BondedStatus.ValueType  # 4
     """退单: may be modified and declared again"""
+    BONDED_DELETED: _BondedStatus.ValueType  # 5
+    """删除 before it was ever declared"""
 
 class BondedStatus(_BondedStatus, metaclass=_BondedStatusEnumTypeWrapper): ...
 
@@ -219,6 +261,8 @@ BONDED_APPROVED: BondedStatus.ValueType  # 3
 """审批通过"""
 BONDED_REJECTED: BondedStatus.ValueType  # 4
 """退单: may be modified and declared again"""
+BONDED_DELETED: BondedStatus.ValueType  # 5
+"""删除 before it was ever declared"""
 global___BondedStatus = BondedStatus
 
 @typing.final
@@ -326,6 +370,8 @@ class DocumentRecord(google.protobuf.message.Message):
     ALREADY_DECLARED_FIELD_NUMBER: builtins.int
     CLIENT_REFERENCE_FIELD_NUMBER: builtins.int
     ALREADY_SAVED_FIELD_NUMBER: builtins.int
+    DELETED_AT_FIELD_NUMBER: builtins.int
+    DELETED_BY_CARD_FIELD_NUMBER: builtins.int
     temporary_number: builtins.str
     """"Z" + 18 digits"""
     unified_number: builtins.str
@@ -355,6 +401,7 @@ class DocumentRecord(google.protobuf.message.Message):
     """the document's client_reference (Save is idempotent on it)"""
     already_saved: builtins.bool
     """Save: this client_reference was saved before; nothing changed"""
+    deleted_by_card: builtins.str
     @property
     def saved_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     @property
@@ -363,6 +410,10 @@ class DocumentRecord(google.protobuf.message.Message):
     def declared_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     @property
     def reviewed_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
+    @property
+    def deleted_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """Delete"""
+
     def __init__(
         self,
         *,
@@ -388,9 +439,11 @@ class DocumentRecord(google.protobuf.message.Message):
         already_declared: builtins.bool = ...,
         client_reference: builtins.str = ...,
         already_saved: builtins.bool = ...,
+        deleted_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        deleted_by_card: builtins.str = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["declared_at", b"declared_at", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at", "uploaded_at", b"uploaded_at"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["already_declared", b"already_declared", "already_saved", b"already_saved", "client_reference", b"client_reference", "declaration_count", b"declaration_count", "declared_at", b"declared_at", "declared_by_card", b"declared_by_card", "direction", b"direction", "document_json", b"document_json", "document_type", b"document_type", "enterprise_code", b"enterprise_code", "entry_number", b"entry_number", "fee_charged", b"fee_charged", "pre_entry_number", b"pre_entry_number", "reject_reason", b"reject_reason", "reject_reason_code", b"reject_reason_code", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at", "saved_by_card", b"saved_by_card", "status", b"status", "temporary_number", b"temporary_number", "unified_number", b"unified_number", "uploaded_at", b"uploaded_at"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["declared_at", b"declared_at", "deleted_at", b"deleted_at", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at", "uploaded_at", b"uploaded_at"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["already_declared", b"already_declared", "already_saved", b"already_saved", "client_reference", b"client_reference", "declaration_count", b"declaration_count", "declared_at", b"declared_at", "declared_by_card", b"declared_by_card", "deleted_at", b"deleted_at", "deleted_by_card", b"deleted_by_card", "direction", b"direction", "document_json", b"document_json", "document_type", b"document_type", "enterprise_code", b"enterprise_code", "entry_number", b"entry_number", "fee_charged", b"fee_charged", "pre_entry_number", b"pre_entry_number", "reject_reason", b"reject_reason", "reject_reason_code", b"reject_reason_code", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at", "saved_by_card", b"saved_by_card", "status", b"status", "temporary_number", b"temporary_number", "unified_number", b"unified_number", "uploaded_at", b"uploaded_at"]) -> None: ...
 
 global___DocumentRecord = DocumentRecord
 
@@ -629,6 +682,8 @@ class BondedRecord(google.protobuf.message.Message):
     REJECT_REASON_FIELD_NUMBER: builtins.int
     READ_ONLY_FIELD_NUMBER: builtins.int
     WARNINGS_FIELD_NUMBER: builtins.int
+    DELETED_AT_FIELD_NUMBER: builtins.int
+    DELETED_BY_CARD_FIELD_NUMBER: builtins.int
     temporary_number: builtins.str
     """"Z" + 18 digits, at 暂存"""
     unified_number: builtins.str
@@ -656,6 +711,7 @@ class BondedRecord(google.protobuf.message.Message):
     reject_reason: builtins.str
     read_only: builtins.bool
     """GetBonded: a view, not for modification"""
+    deleted_by_card: builtins.str
     @property
     def saved_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     @property
@@ -665,6 +721,10 @@ class BondedRecord(google.protobuf.message.Message):
     @property
     def warnings(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___FieldProblem]:
         """e.g. the total stock differs from its parts"""
+
+    @property
+    def deleted_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """DeleteBonded"""
 
     def __init__(
         self,
@@ -690,9 +750,11 @@ class BondedRecord(google.protobuf.message.Message):
         reject_reason: builtins.str = ...,
         read_only: builtins.bool = ...,
         warnings: collections.abc.Iterable[global___FieldProblem] | None = ...,
+        deleted_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        deleted_by_card: builtins.str = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["declared_at", b"declared_at", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["agent_code", b"agent_code", "declaration_count", b"declaration_count", "declaration_date", b"declaration_date", "declared_at", b"declared_at", "declared_by_card", b"declared_by_card", "document_json", b"document_json", "enterprise_code", b"enterprise_code", "enterprise_name", b"enterprise_name", "internal_number", b"internal_number", "read_only", b"read_only", "redeclared", b"redeclared", "reject_reason", b"reject_reason", "reject_reason_code", b"reject_reason_code", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at", "saved_by_card", b"saved_by_card", "status", b"status", "stocktaking_date", b"stocktaking_date", "temporary_number", b"temporary_number", "unified_number", b"unified_number", "warnings", b"warnings"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["declared_at", b"declared_at", "deleted_at", b"deleted_at", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["agent_code", b"agent_code", "declaration_count", b"declaration_count", "declaration_date", b"declaration_date", "declared_at", b"declared_at", "declared_by_card", b"declared_by_card", "deleted_at", b"deleted_at", "deleted_by_card", b"deleted_by_card", "document_json", b"document_json", "enterprise_code", b"enterprise_code", "enterprise_name", b"enterprise_name", "internal_number", b"internal_number", "read_only", b"read_only", "redeclared", b"redeclared", "reject_reason", b"reject_reason", "reject_reason_code", b"reject_reason_code", "reviewed_at", b"reviewed_at", "saved_at", b"saved_at", "saved_by_card", b"saved_by_card", "status", b"status", "stocktaking_date", b"stocktaking_date", "temporary_number", b"temporary_number", "unified_number", b"unified_number", "warnings", b"warnings"]) -> None: ...
 
 global___BondedRecord = BondedRecord
 

@@ -79,6 +79,16 @@ class DataCenterStub(object):
                 request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
                 response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.Statement.FromString,
                 _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/eport.datacenter.v1.DataCenter/Delete',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DocumentRecord.FromString,
+                _registered_method=True)
+        self.DeleteItem = channel.unary_unary(
+                '/eport.datacenter.v1.DataCenter/DeleteItem',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DocumentRecord.FromString,
+                _registered_method=True)
 
 
 class DataCenterServicer(object):
@@ -152,6 +162,23 @@ class DataCenterServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Delete(self, request, context):
+        """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+        (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
+        again. Operator and declarant cards of its enterprise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteItem(self, request, context):
+        """删除 one item (商品项): body {"number", "item_number"}: the items after it move up and are
+        renumbered; wherever Save may modify the document (SAVED, STORED, REJECTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataCenterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +226,16 @@ def add_DataCenterServicer_to_server(servicer, server):
                     servicer.GetStatement,
                     request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
                     response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.Statement.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DocumentRecord.SerializeToString,
+            ),
+            'DeleteItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteItem,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.DocumentRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -454,6 +491,60 @@ class DataCenter(object):
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.DataCenter/Delete',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.DocumentRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.DataCenter/DeleteItem',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.DocumentRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class BondedVerificationStub(object):
     """---- bonded verification (保税核查, seed 000) ----
@@ -501,6 +592,16 @@ class BondedVerificationStub(object):
                 request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
                 response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EBookItem.FromString,
                 _registered_method=True)
+        self.DeleteBonded = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/DeleteBonded',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+                _registered_method=True)
+        self.DeleteBondedItem = channel.unary_unary(
+                '/eport.datacenter.v1.BondedVerification/DeleteBondedItem',
+                request_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+                response_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+                _registered_method=True)
 
 
 class BondedVerificationServicer(object):
@@ -515,7 +616,8 @@ class BondedVerificationServicer(object):
 
     def SaveBonded(self, request, context):
         """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-        (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+        (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+        legal-person card too) and an agent's cards under its grants. Save-time checks of
         seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
         ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
         equal the e-book record's.
@@ -541,7 +643,9 @@ class BondedVerificationServicer(object):
 
     def QueryBonded(self, request, context):
         """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
-        (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+        (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
+        records and, under grants valid today for this card, its principals' records of the
+        granted subsystems (seed 001 §4 1.2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -557,7 +661,26 @@ class BondedVerificationServicer(object):
 
     def GetEBookItem(self, request, context):
         """The e-book (账册) record item for a management mode that takes code, name and unit from
-        it: body {"ebook_number", "record_item_number"}.
+        it: body {"ebook_number", "record_item_number", "management_mode"?}; an agent needs the
+        grant of the mode's subsystem (1 电子账册: "ebook", 2 纸质手册电子化: "handbook"; no mode:
+        "ebook").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBonded(self, request, context):
+        """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+        declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
+        is free again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBondedItem(self, request, context):
+        """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+        "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -595,6 +718,16 @@ def add_BondedVerificationServicer_to_server(servicer, server):
                     servicer.GetEBookItem,
                     request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
                     response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.EBookItem.SerializeToString,
+            ),
+            'DeleteBonded': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBonded,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.SerializeToString,
+            ),
+            'DeleteBondedItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBondedItem,
+                    request_deserializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.FromString,
+                    response_serializer=eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -766,6 +899,60 @@ class BondedVerification(object):
             '/eport.datacenter.v1.BondedVerification/GetEBookItem',
             eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
             eport_dot_protos_dot_v1_dot_datacenter__pb2.EBookItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBonded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/DeleteBonded',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBondedItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eport.datacenter.v1.BondedVerification/DeleteBondedItem',
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.SignedRequest.SerializeToString,
+            eport_dot_protos_dot_v1_dot_datacenter__pb2.BondedRecord.FromString,
             options,
             channel_credentials,
             insecure,

@@ -93,6 +93,23 @@ class DataCenterStub:
     ]
     """body {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}: the enterprise's fees in the period."""
 
+    Delete: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DocumentRecord,
+    ]
+    """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+    (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
+    again. Operator and declarant cards of its enterprise.
+    """
+
+    DeleteItem: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DocumentRecord,
+    ]
+    """删除 one item (商品项): body {"number", "item_number"}: the items after it move up and are
+    renumbered; wherever Save may modify the document (SAVED, STORED, REJECTED).
+    """
+
 class DataCenterAsyncStub:
     GetInfo: grpc.aio.UnaryUnaryMultiCallable[
         eport.protos.v1.datacenter_pb2.GetInfoRequest,
@@ -156,6 +173,23 @@ class DataCenterAsyncStub:
         eport.protos.v1.datacenter_pb2.Statement,
     ]
     """body {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}: the enterprise's fees in the period."""
+
+    Delete: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DocumentRecord,
+    ]
+    """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+    (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
+    again. Operator and declarant cards of its enterprise.
+    """
+
+    DeleteItem: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.DocumentRecord,
+    ]
+    """删除 one item (商品项): body {"number", "item_number"}: the items after it move up and are
+    renumbered; wherever Save may modify the document (SAVED, STORED, REJECTED).
+    """
 
 class DataCenterServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -239,6 +273,27 @@ class DataCenterServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.Statement, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.Statement]]:
         """body {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}: the enterprise's fees in the period."""
 
+    @abc.abstractmethod
+    def Delete(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.DocumentRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.DocumentRecord]]:
+        """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+        (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
+        again. Operator and declarant cards of its enterprise.
+        """
+
+    @abc.abstractmethod
+    def DeleteItem(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.DocumentRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.DocumentRecord]]:
+        """删除 one item (商品项): body {"number", "item_number"}: the items after it move up and are
+        renumbered; wherever Save may modify the document (SAVED, STORED, REJECTED).
+        """
+
 def add_DataCenterServicer_to_server(servicer: DataCenterServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
 
 class BondedVerificationStub:
@@ -257,7 +312,8 @@ class BondedVerificationStub:
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
     """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-    (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+    (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+    legal-person card too) and an agent's cards under its grants. Save-time checks of
     seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
     ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
     equal the e-book record's.
@@ -282,7 +338,9 @@ class BondedVerificationStub:
         eport.protos.v1.datacenter_pb2.BondedQueryResult,
     ]
     """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
-    (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+    (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
+    records and, under grants valid today for this card, its principals' records of the
+    granted subsystems (seed 001 §4 1.2).
     """
 
     RedeclareStock: grpc.UnaryUnaryMultiCallable[
@@ -298,7 +356,26 @@ class BondedVerificationStub:
         eport.protos.v1.datacenter_pb2.EBookItem,
     ]
     """The e-book (账册) record item for a management mode that takes code, name and unit from
-    it: body {"ebook_number", "record_item_number"}.
+    it: body {"ebook_number", "record_item_number", "management_mode"?}; an agent needs the
+    grant of the mode's subsystem (1 电子账册: "ebook", 2 纸质手册电子化: "handbook"; no mode:
+    "ebook").
+    """
+
+    DeleteBonded: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+    declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
+    is free again.
+    """
+
+    DeleteBondedItem: grpc.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+    "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
     """
 
 class BondedVerificationAsyncStub:
@@ -316,7 +393,8 @@ class BondedVerificationAsyncStub:
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
     """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-    (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+    (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+    legal-person card too) and an agent's cards under its grants. Save-time checks of
     seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
     ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
     equal the e-book record's.
@@ -341,7 +419,9 @@ class BondedVerificationAsyncStub:
         eport.protos.v1.datacenter_pb2.BondedQueryResult,
     ]
     """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
-    (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+    (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
+    records and, under grants valid today for this card, its principals' records of the
+    granted subsystems (seed 001 §4 1.2).
     """
 
     RedeclareStock: grpc.aio.UnaryUnaryMultiCallable[
@@ -357,7 +437,26 @@ class BondedVerificationAsyncStub:
         eport.protos.v1.datacenter_pb2.EBookItem,
     ]
     """The e-book (账册) record item for a management mode that takes code, name and unit from
-    it: body {"ebook_number", "record_item_number"}.
+    it: body {"ebook_number", "record_item_number", "management_mode"?}; an agent needs the
+    grant of the mode's subsystem (1 电子账册: "ebook", 2 纸质手册电子化: "handbook"; no mode:
+    "ebook").
+    """
+
+    DeleteBonded: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+    declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
+    is free again.
+    """
+
+    DeleteBondedItem: grpc.aio.UnaryUnaryMultiCallable[
+        eport.protos.v1.datacenter_pb2.SignedRequest,
+        eport.protos.v1.datacenter_pb2.BondedRecord,
+    ]
+    """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+    "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
     """
 
 class BondedVerificationServicer(metaclass=abc.ABCMeta):
@@ -377,7 +476,8 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
         """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-        (with the redeclare flow) approved one. Operator and declarant cards. Save-time checks of
+        (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+        legal-person card too) and an agent's cards under its grants. Save-time checks of
         seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
         ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
         equal the e-book record's.
@@ -408,7 +508,9 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedQueryResult, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedQueryResult]]:
         """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
-        (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}.
+        (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
+        records and, under grants valid today for this card, its principals' records of the
+        granted subsystems (seed 001 §4 1.2).
         """
 
     @abc.abstractmethod
@@ -428,7 +530,30 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.EBookItem, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.EBookItem]]:
         """The e-book (账册) record item for a management mode that takes code, name and unit from
-        it: body {"ebook_number", "record_item_number"}.
+        it: body {"ebook_number", "record_item_number", "management_mode"?}; an agent needs the
+        grant of the mode's subsystem (1 电子账册: "ebook", 2 纸质手册电子化: "handbook"; no mode:
+        "ebook").
+        """
+
+    @abc.abstractmethod
+    def DeleteBonded(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
+        """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+        declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
+        is free again.
+        """
+
+    @abc.abstractmethod
+    def DeleteBondedItem(
+        self,
+        request: eport.protos.v1.datacenter_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
+        """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+        "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
         """
 
 def add_BondedVerificationServicer_to_server(servicer: BondedVerificationServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

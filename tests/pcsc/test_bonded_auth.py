@@ -383,3 +383,91 @@ def test_ebook_mode_takes_code_name_and_unit_from_the_record(
     error = error_json(client.run("bonded", "save", client.document("eb2.json", changed),
                                   "--json"), "VALIDATION_FAILED", 15)
     assert any(p["path"] == "items[1].name" for p in error["problems"]), error
+
+
+def test_seed_000_2_2_1_3_a_handbook_agent_saves_a_paper_handbook_document_and_lists_it(
+        client: Client, cards: dict[str, CardImage], tmp_path: Path) -> None:
+    """Seed 000 §2.2.1.3 with seed 001 §4: an agent granted the 加工贸易手册 subsystem saves a
+    纸质手册电子化 document whose code, name and unit `eport bonded save` calls up from the
+    handbook's records. Seed 001 §4 1.2: its query lists the principal's records of that
+    subsystem, and none once the grant is deleted. Seed 001 §4 1.3: the grant to all operators,
+    after a listed card, is one record without a card number."""
+    import subprocess
+    import sys
+
+    from tests.support.bonded_documents import sample_ebook_items
+
+    handbook = "B32059600021"
+    records = tmp_path / "handbook.json"
+    records.write_text(json.dumps({"ebook_number": handbook,
+                                   "enterprise_code": PRINCIPAL["customs_code"],
+                                   "items": sample_ebook_items(handbook, 2)},
+                                  ensure_ascii=False))
+    client.centre.stop()
+    imported = subprocess.run([sys.executable, "-m", "eport.datacenter.command", "ebook",
+                               "import", str(records), "--db", str(client.centre.db_path)],
+                              capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    client.centre.start()
+    client.as_card(cards["principal_operator"])
+    own = ok_json(client.run("bonded", "save", client.document("own.json",
+                                                               principal_document()),
+                             "--json"), "bonded save")
+
+    grant = _grant(client, cards, china_day(30), "handbook")
+    client.as_card(cards["agent_legal"])
+    ok_json(client.run("auth", "grant-operators", grant["grant_id"], "--card-id",
+                       cards["agent_operator"].profile.card_id, "--json"),
+            "auth grant-operators")
+    ok_json(client.run("auth", "grant-operators", grant["grant_id"], "--all", "--json"),
+            "auth grant-operators")
+    permissions = ok_json(client.run("auth", "permissions", "--subsystem", "handbook",
+                                     "--json"), "auth permissions")["grants"]
+    assert [(p["operator_card_id"], p["all_operators"]) for p in permissions] == [(None, True)]
+
+    document = principal_document(management_mode="2", ebook_number=handbook)
+    document["items"] = [dict(item, record_item_number=record["record_item_number"],
+                              hs_code="", name="", unit="", specification="")
+                         for item, record in zip(document["items"],
+                                                 sample_ebook_items(handbook, 2), strict=True)]
+    client.as_card(cards["agent_operator"])
+    saved = ok_json(client.run("bonded", "save", client.document("paper.json", document),
+                               "--json"), "bonded save")
+    assert (saved["enterprise_code"], saved["agent_code"]) == (PRINCIPAL["customs_code"],
+                                                               AGENT["customs_code"])
+    shown = ok_json(client.run("bonded", "show", saved["temporary_number"], "--json"),
+                    "bonded show")["document"]
+    assert [i["name"] for i in shown["items"]] == [r["name"] for r in
+                                                   sample_ebook_items(handbook, 2)]
+    listed = ok_json(client.run("bonded", "query", "--json"), "bonded query")["records"]
+    assert [r["temporary_number"] for r in listed] == [own["temporary_number"],
+                                                       saved["temporary_number"]]
+
+    client.as_card(cards["principal_legal"])
+    ok_json(client.run("auth", "delete", grant["grant_id"], "--json"), "auth delete")
+    client.as_card(cards["agent_operator"])
+    assert ok_json(client.run("bonded", "query", "--json"), "bonded query")["records"] == []
+
+
+def test_seed_000_2_3_bonded_delete_an_item_then_the_record(
+        client: Client, cards: dict[str, CardImage]) -> None:
+    """Seed 000 §2.3 删除: one body item (the rest renumbered), then the whole record never
+    declared; its 企业内部编号 may be used again, its number never."""
+    client.as_card(cards["principal_operator"])
+    document = principal_document(items=3)
+    path = client.document("del.json", document)
+    saved = ok_json(client.run("bonded", "save", path, "--json"), "bonded save")
+    number = saved["temporary_number"]
+    shorter = ok_json(client.run("bonded", "delete", number, "--item", "1", "--json"),
+                      "bonded delete")
+    assert [(i["item_number"], i["name"]) for i in shorter["document"]["items"]] == [
+        (1, document["items"][1]["name"]), (2, document["items"][2]["name"])]
+    client.as_card(cards["principal_legal"])  # seed 001 第3章: the legal-person card 删除
+    deleted = ok_json(client.run("bonded", "delete", number, "--json"), "bonded delete")
+    assert deleted["status"] == "BONDED_DELETED"
+    assert deleted["deleted_by_card"] == cards["principal_legal"].profile.card_id
+    gone = error_json(client.run("bonded", "show", number, "--json"), "DOCUMENT_NOT_FOUND", 17)
+    assert "删除" in gone["message"]["zh"]
+    again = ok_json(client.run("bonded", "save", path, "--json"), "bonded save")
+    assert again["temporary_number"] > number
+    assert again["internal_number"] == saved["internal_number"]

@@ -554,3 +554,44 @@ def test_no_pin_in_any_output_or_log(customs: Customs, cards: dict[str, CardImag
         assert result.returncode == 0, describe(result)
     assert_no_secret(*results, customs.centre.log(), customs.stack.running().log())
     assert re.search(r"I\d{17}", results[0].stdout)
+
+
+def test_delete_a_saved_document_or_one_item_seed_003_13_1(customs: Customs,
+                                                          cards: dict[str, CardImage]) -> None:
+    """Seed 003 十三(一) (Ctrl+D 删除; Ctrl+Delete 删除商品表体中选中的那一项): `eport customs
+    delete` deletes an item, then the document never declared; its number is not given again,
+    and saving the same file again makes a new document."""
+    document = declaration(items=3)
+    path = customs.document("to-delete.json", document)
+    customs.put(cards["operator"])
+    saved = ok_json(customs.signed("save", path, "--json"), "customs save")
+    temporary = saved["temporary_number"]
+    shorter = ok_json(customs.customs("delete", temporary, "--item", "2", "--json"),
+                      "customs delete")
+    assert shorter["status"] == "SAVED" and shorter["temporary_number"] == temporary
+    shown = ok_json(customs.customs("show", temporary, "--json"), "customs show")["document"]
+    assert [i["item_number"] for i in shown["items"]] == [1, 2]
+    assert [i["name"] for i in shown["items"]] == [document["items"][0]["name"],
+                                                   document["items"][2]["name"]]
+    error = error_json(customs.customs("delete", temporary, "--item", "9", "--json"),
+                       "VALIDATION_FAILED", 15)
+    assert error["problems"][0]["section"] == "seed 003 十三(一)"
+
+    customs.put(cards["legal_person"])  # seed 003: no entry right, so no 删除
+    assert "法人卡不能删除" in human_error(customs.signed("delete", temporary, lang="zh"),
+                                      "WRONG_CARD_KIND", 16)
+    customs.put(cards["operator"])
+    deleted = ok_json(customs.signed("delete", temporary, "--json"), "customs delete")
+    assert deleted["status"] == "DELETED" and deleted["deleted_at"]
+    assert deleted["deleted_by_card"] == cards["operator"].profile.card_id
+    gone = error_json(customs.customs("show", temporary, "--json"), "DOCUMENT_NOT_FOUND", 17)
+    assert "删除" in gone["message"]["zh"] and "deleted" in gone["message"]["en"]
+    again = ok_json(customs.customs("save", path, "--json"), "customs save")
+    assert again["temporary_number"] > temporary and not again["already_saved"]
+
+    # Once declared it stays (it was charged and reviewed).
+    customs.put(cards["declarant"])
+    declared = ok_json(customs.signed("declare", again["temporary_number"], "--json"),
+                       "customs declare")
+    error_json(customs.customs("delete", declared["unified_number"], "--json"),
+               "WRONG_STATE", 17)

@@ -177,6 +177,31 @@ def test_seed_000_2_2_1_2_codes_of_the_tables_are_accepted() -> None:
         assert declare_problems(with_header(investment_country=country)) == []
 
 
+def test_seed_000_2_2_1_2_investment_country_takes_the_numeric_country_codes() -> None:
+    """Seed 000 §2.2.1.2 投资国别: "4 位. 企业按照国别代码表": the numeric codes of the customs
+    country table (142 中国, 110 中国香港, 502 美国 …) beside ISO alpha-3, kept as entered."""
+    from eport.common.customs.tables import numeric_country, table
+    assert (numeric_country("142"), numeric_country("110"), numeric_country("502")) == (
+        "CHN", "HKG", "USA")
+    assert {numeric_country(code) for code in ("116", "133", "304", "344", "601")} == {
+        "JPN", "KOR", "DEU", "RUS", "AUS"}
+    for country in ("142", "110", "121", "143", "502", "CHN"):
+        document = with_header(investment_country=country)
+        assert save_problems(document) == [] and declare_problems(document) == []
+        assert normalise(document)["header"]["investment_country"] == country  # as entered
+    # Every alpha-3 code of the table has its numeric code, and no two share one.
+    from importlib import resources
+    raw = json.loads(resources.files("eport.common.customs").joinpath(
+        "tables", "country.json").read_text(encoding="utf-8"))
+    assert sorted(raw["numeric"].values()) == sorted(table("country"))
+    assert all(len(code) == 3 and code.isdigit() for code in raw["numeric"])
+    for bad in ("999", "0142", "14", "1420"):
+        problem = only(save_problems(with_header(investment_country=bad)),
+                       "header.investment_country")
+        assert problem.code in ("code", "length"), bad
+        assert "142" in problem.message_zh and "142" in problem.message_en
+
+
 def test_seed_000_2_2_1_2_a_label_instead_of_a_code_gets_the_code_as_hint() -> None:
     problem = only(save_problems(with_header(enterprise_nature="个体")),
                    "header.enterprise_nature")

@@ -614,6 +614,46 @@ def test_batch_exit_centralised_declaration_accepted_seed_003_13_10() -> None:
     assert declare(valid_declaration(transport_name="集中申报")) == []
 
 
+@pytest.mark.parametrize("document", [
+    valid_declaration("export", transport_name="集中申报"),
+    valid_filing_list("import", transport_name="集中申报"),
+    valid_filing_list("export", transport_name="集中申报")], ids=["export", "filing-list",
+                                                               "export-filing-list"])
+def test_batch_exit_is_for_import_declarations_only_seed_003_13_10_1(
+        document: dict[str, Any]) -> None:
+    """seed 003 十三(十)1: "分批出区集中申报报关单须在一般进口报关单录入界面里进行录入"."""
+    for check in (save, declare):
+        problem = only(check(document), "header.transport_name")
+        assert (problem.code, problem.section) == ("rule", "seed 003 十三(十)1")
+        assert "只用于进口报关单" in problem.message_zh
+        assert "import declarations only" in problem.message_en
+
+
+def clearance(code: str, number: str) -> dict[str, str]:
+    return {"code": code, "number": number}
+
+
+@pytest.mark.parametrize("name", ["集中报关(电子)", "集中申报"])
+def test_one_clearance_form_per_centralised_declaration_seed_003_13_10(name: str) -> None:
+    """seed 003 十三(十): "总署规定一份报关单只能对应一份通关单 … 应当对报关单进行拆分"."""
+    one = centralised(transport_name=name)
+    one["attached_documents"] = [clearance("A", "442100126123456000"),
+                                 clearance("Y", "NO1")]  # one 通关单 and another licence
+    assert declare(one) == []
+    two = centralised(transport_name=name)
+    two["attached_documents"] = [clearance("A", "442100126123456000"),
+                                 clearance("Y", "NO1"), clearance("B", "442100126123456001")]
+    for check in (save, declare):
+        problem = only(check(two), "attached_documents")
+        assert (problem.code, problem.section) == ("rule", "seed 003 十三(十)")
+        assert "一份报关单只能对应一份通关单" in problem.message_zh and "拆分" in problem.message_zh
+        assert "attached_documents[0], attached_documents[2]" in problem.message_en
+    # Outside a centralised declaration the rule does not apply.
+    plain = valid_declaration()
+    plain["attached_documents"] = two["attached_documents"]
+    assert declare(plain) == []
+
+
 def test_import_date_not_after_today_seed_003_13_13() -> None:
     """seed 003 十三(十三): the date comes from the local clock; a future one is refused."""
     tomorrow = (date.today() + timedelta(days=1)).strftime("%Y%m%d")
@@ -720,7 +760,10 @@ def test_table_files_have_only_the_documented_keys() -> None:
     for name in TABLE_NAMES:
         text = resources.files("eport.common.customs").joinpath("tables", f"{name}.json")
         raw = json.loads(text.read_text(encoding="utf-8"))
-        assert set(raw) == {"name", "title_zh", "source", "subset", "example", "codes"}
+        # The country table also holds the numeric codes of the older 国别代码表 (seed 000
+        # §2.2.1.2 投资国别 takes them).
+        extra = {"numeric", "numeric_source"} if name == "country" else set()
+        assert set(raw) == {"name", "title_zh", "source", "subset", "example", "codes"} | extra
 
 
 def test_labels() -> None:

@@ -302,23 +302,23 @@ def test_operator_grants_all_or_listed_and_the_refused_combinations(
         agent_operator: SigningCard, agent_operator_2: SigningCard) -> None:
     login(auth, agent)
     received = grant(auth, principal, agent.customs_code)
-    every = call(auth, agent, "GrantOperators", grant_id=received.grant_id,
-                 all_operators=True).grants
-    assert len(every) == 1 and every[0].all_operators and every[0].operator_card_id == ""
-    assert re.fullmatch(r"P\d{12}", every[0].operator_grant_id)
-    # What `eport auth grant-operators --all` sends: an empty list is no card id.
-    assert call(auth, agent, "GrantOperators", grant_id=received.grant_id, all_operators=True,
-                operator_card_ids=[]).grants == every
-    assert every[0].grant_id == received.grant_id and every[0].granted_by_card == agent.card_id
-    assert every[0].principal.customs_code == principal.customs_code
     card_1, card_2 = agent_operator.card_id, agent_operator_2.card_id
     listed = call(auth, agent, "GrantOperators", grant_id=received.grant_id,
                   all_operators=False, operator_card_ids=[card_1, card_1, card_2]).grants
     assert [g.operator_card_id for g in listed] == [card_1, card_2]
     assert not any(g.all_operators for g in listed)
+    assert all(re.fullmatch(r"P\d{12}", g.operator_grant_id) for g in listed)
     again = call(auth, agent, "GrantOperators", grant_id=received.grant_id,
                  all_operators=False, operator_card_ids=[card_1]).grants
     assert [g.operator_grant_id for g in again] == [listed[0].operator_grant_id]  # idempotent
+    every = call(auth, agent, "GrantOperators", grant_id=received.grant_id,
+                 all_operators=True).grants
+    assert len(every) == 1 and every[0].all_operators and every[0].operator_card_id == ""
+    # What `eport auth grant-operators --all` sends: an empty list is no card id.
+    assert call(auth, agent, "GrantOperators", grant_id=received.grant_id, all_operators=True,
+                operator_card_ids=[]).grants == every
+    assert every[0].grant_id == received.grant_id and every[0].granted_by_card == agent.card_id
+    assert every[0].principal.customs_code == principal.customs_code
 
     bad_bodies: list[dict[str, Any]] = [
         {"all_operators": True, "operator_card_ids": [card_1]},
@@ -343,7 +343,40 @@ def test_operator_grants_all_or_listed_and_the_refused_combinations(
                         all_operators=True)
     assert detail.reason == pb.GRANT_NOT_FOUND
     permissions = call(auth, agent, "ListOperatorPermissions", subsystem="ebook").grants
-    assert len(permissions) == 3
+    assert list(permissions) == list(every)  # seed 001 §4 1.3: one record, no card number
+
+
+def test_seed_001_4_1_3_all_operators_is_one_record_even_after_listed_cards(
+        auth: Auth, store: Store, principal: SigningCard, agent: SigningCard,
+        agent_operator: SigningCard, agent_operator_2: SigningCard) -> None:
+    """Seed 001 §4 1.3 说明1: "当授予全部操作员时，只显示一条记录，而且该记录IC卡号的值为空",
+    also when cards were listed on that grant before (§4 1.2: 是 greys the card number out)."""
+    login(auth, agent)
+    received = grant(auth, principal, agent.customs_code, "logistics")
+    call(auth, agent, "GrantOperators", grant_id=received.grant_id, all_operators=False,
+         operator_card_ids=[agent_operator.card_id, agent_operator_2.card_id])
+    assert len(call(auth, agent, "ListOperatorPermissions", subsystem="logistics").grants) == 2
+    every = call(auth, agent, "GrantOperators", grant_id=received.grant_id,
+                 all_operators=True).grants
+    view = call(auth, agent, "ListOperatorPermissions", subsystem="logistics").grants
+    assert [(g.operator_grant_id, g.operator_card_id, g.all_operators) for g in view] == [
+        (every[0].operator_grant_id, "", True)]
+    # The listed cards are covered by it: they still may act for the principal.
+    for card in (agent_operator, agent_operator_2):
+        assert _acting(store, card, principal.customs_code, "logistics") is None
+    # Listing cards beside it would narrow it silently: refused, nothing changes.
+    code, detail = refused(auth, agent, "GrantOperators", grant_id=received.grant_id,
+                           all_operators=False, operator_card_ids=[agent_operator.card_id])
+    assert (code, detail.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.VALIDATION_FAILED)
+    assert every[0].operator_grant_id in detail.remedy_zh and "delete-operator" in \
+        detail.remedy_en
+    assert [p.section for p in detail.problems] == ["seed 001 §4 1.2, 1.3"]
+    assert call(auth, agent, "ListOperatorPermissions", subsystem="logistics").grants == view
+    # After deleting the all-operators record, cards may be listed again.
+    call(auth, agent, "DeleteOperatorGrant", operator_grant_id=every[0].operator_grant_id)
+    listed = call(auth, agent, "GrantOperators", grant_id=received.grant_id,
+                  all_operators=False, operator_card_ids=[agent_operator.card_id]).grants
+    assert [g.operator_card_id for g in listed] == [agent_operator.card_id]
 
 
 def test_the_permissions_view_shows_an_all_operators_grant_as_one_record(
@@ -378,7 +411,6 @@ def test_deleting_one_grant_at_a_time_deletes_its_operator_grants(
     login(auth, agent)
     doomed = grant(auth, principal, agent.customs_code, "ebook")
     kept = grant(auth, principal, agent.customs_code, "handbook")
-    call(auth, agent, "GrantOperators", grant_id=doomed.grant_id, all_operators=True)
     call(auth, agent, "GrantOperators", grant_id=doomed.grant_id, all_operators=False,
          operator_card_ids=[agent_operator.card_id, agent_operator_2.card_id])
     call(auth, agent, "GrantOperators", grant_id=kept.grant_id, all_operators=True)
@@ -393,7 +425,7 @@ def test_deleting_one_grant_at_a_time_deletes_its_operator_grants(
         assert (code, detail.reason) == (grpc.StatusCode.NOT_FOUND, pb.GRANT_NOT_FOUND)
 
     result = call(auth, principal, "DeleteEnterpriseGrant", grant_id=doomed.grant_id)
-    assert (result.grant_id, result.operator_grants_deleted) == (doomed.grant_id, 3)
+    assert (result.grant_id, result.operator_grants_deleted) == (doomed.grant_id, 2)
     assert [g.grant_id for g in given(auth, principal)] == [kept.grant_id]
     assert call(auth, agent, "ListOperatorPermissions", subsystem="ebook").grants == []
     assert len(call(auth, agent, "ListOperatorPermissions", subsystem="handbook").grants) == 1
@@ -534,5 +566,32 @@ def test_a_schema_1_database_migrates_and_keeps_its_data(tmp_path: Path) -> None
             assert reader.execute("SELECT value FROM sequences").fetchone()[0] == 1
             for table in ("enterprises", "enterprise_grants", "operator_grants"):
                 assert reader.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_schema_5_keeps_only_the_all_operators_record_seed_001_4_1_3(tmp_path: Path) -> None:
+    """A database of schema 4 may hold listed cards beside an all-operators record of the same
+    grant; migrating keeps the one record without a card number (seed 001 §4 1.3 说明1)."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as connection:
+        for migration in migrations()[:4]:
+            connection.executescript(migration.sql)
+        connection.execute(
+            "INSERT INTO enterprise_grants VALUES ('G000000000001', '5301234567', "
+            "'91440300MA5F2K8Q19', 'A', '4403960001', '91440300MA5F2K8Q19', 'B', 'ebook', "
+            "'operate', '2026-01-01', '2099-12-31', '2026-01-01', '1', 1)")
+        connection.executemany(
+            "INSERT INTO operator_grants VALUES (?, 'G000000000001', ?, '2026-01-01', '1', 1)",
+            [("P000000000001", "61230001"), ("P000000000002", ""),
+             ("P000000000003", "61230002")])
+        connection.execute("PRAGMA user_version = 4")
+    connection.close()
+    store = Store(path)
+    try:
+        with store.read() as reader:
+            rows = reader.execute("SELECT operator_grant_id, operator_card_id FROM "
+                                  "operator_grants").fetchall()
+            assert [tuple(row) for row in rows] == [("P000000000002", "")]
     finally:
         store.close()

@@ -129,7 +129,7 @@ def import_ebook(stack: Stack, number: str, enterprise: str, count: int = 3) -> 
 
 
 def grant(stack: Stack, principal: str, card: SigningCard, subsystem: str, *,
-          operators: bool = True) -> None:
+          operators: bool = True) -> str:
     """The principal's inter-enterprise grant to the card's enterprise and (operators) the
     agent's intra-enterprise grant to the card, through the authorization module."""
     today = datetime.now(UTC).astimezone(CHINA_TIME).date()
@@ -148,6 +148,15 @@ def grant(stack: Stack, principal: str, card: SigningCard, subsystem: str, *,
         if operators:
             authorization.grant_operators(connection, agent_card, given.grant_id,
                                           [card.card_id], today, at)
+    return given.grant_id
+
+
+def delete_grant(stack: Stack, principal: str, grant_id: str) -> None:
+    """What `eport auth delete` does (the principal's legal-person card, seed 001 §4 1.1)."""
+    principal_card = Identity("8600000000000001", principal, "91110000000000001X", "委托企业",
+                              CardKind.LEGAL_PERSON, "00000001")
+    with stack.running.store.write() as connection:
+        authorization.delete_enterprise_grant(connection, principal_card, grant_id)
 
 
 # ---- the flow ------------------------------------------------------------------------------
@@ -187,16 +196,29 @@ def test_save_declare_stored_and_approved_receipts_beside_the_customs_ones(
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 
 
-def test_declarant_declares_legal_person_may_only_look(
+def test_seed_001_ch3_the_legal_person_card_enters_modifies_deletes_and_declares(
         stack: Stack, declarant: SigningCard, legal_person: SigningCard) -> None:
-    code, detail = stack.refused(legal_person, "SaveBonded", document=ours())
-    assert code == grpc.StatusCode.PERMISSION_DENIED and detail.reason == pb.WRONG_CARD_KIND
-    saved = stack.save(declarant, ours())
-    code, detail = stack.refused(legal_person, "DeclareBonded", number=saved.temporary_number)
-    assert detail.reason == pb.WRONG_CARD_KIND and "法人卡不能申报" in detail.message_zh
-    assert stack.call(legal_person, "GetBonded", number=saved.temporary_number).read_only
-    assert stack.call(declarant, "DeclareBonded",
-                      number=saved.temporary_number).status == pb.BONDED_STORED
+    """Seed 001 第3章 用户类别: 企业法人卡 录入、暂存、修改、删除、申报、查询/打印 (the e-book
+    subsystems); bonded verification by the same reading (seed 000 names no card kind)."""
+    document = ours(items=3)
+    saved = stack.save(legal_person, document)  # 录入, 暂存
+    assert saved.status == pb.BONDED_SAVED and saved.saved_by_card == legal_person.card_id
+    document["header"]["remarks"] = "法人卡修改"
+    modified = stack.save(legal_person, document, number=saved.temporary_number)  # 修改
+    assert json.loads(modified.document_json)["header"]["remarks"] == "法人卡修改"
+    shorter = stack.call(legal_person, "DeleteBondedItem", number=saved.temporary_number,
+                         item_number=3)  # 删除 (an item)
+    assert len(json.loads(shorter.document_json)["items"]) == 2
+    declared = stack.call(legal_person, "DeclareBonded", number=saved.temporary_number)  # 申报
+    assert declared.status == pb.BONDED_STORED and declared.declared_by_card == \
+        legal_person.card_id
+    assert stack.call(legal_person, "QueryBonded").records[0].temporary_number == \
+        saved.temporary_number  # 查询
+    other = stack.save(legal_person, ours(internal_number="LP2"))
+    assert stack.call(legal_person, "DeleteBonded",  # 删除 (the whole record)
+                      number=other.temporary_number).status == pb.BONDED_DELETED
+    # The declarant and operator cards keep their rights.
+    assert stack.save(declarant, ours(internal_number="DC1")).status == pb.BONDED_SAVED
 
 
 def test_query_by_each_criterion(stack: Stack, operator: SigningCard,
@@ -278,6 +300,10 @@ def test_a_record_under_review_cannot_be_modified(tmp_path: Path, test_ca: TestC
                                      number=saved.temporary_number)
         assert code == grpc.StatusCode.FAILED_PRECONDITION and detail.reason == pb.WRONG_STATE
         assert "审核中" in detail.message_zh
+        for method, extra in (("DeleteBonded", {}), ("DeleteBondedItem", {"item_number": 1})):
+            code, detail = stack.refused(operator, method, number=saved.temporary_number,
+                                         **extra)
+            assert detail.reason == pb.WRONG_STATE, method
 
 
 def test_redeclare_stock_once_per_approved_record(stack: Stack, operator: SigningCard) -> None:
@@ -541,6 +567,127 @@ def test_an_agent_needs_both_grants(stack: Stack, operator: SigningCard, agent: 
         pb.STORED_RECEIPT, pb.APPROVED_RECEIPT]
 
 
+def test_seed_001_4_1_2_an_agents_query_lists_the_principals_records_while_granted(
+        stack: Stack, operator: SigningCard, agent: SigningCard,
+        agent_declarant: SigningCard) -> None:
+    """Seed 001 §4 1.2: "被授权的企业操作员可以对授权企业、授权子系统的数据进行相应的操作(查询、
+    暂存、申报等)" and "删除 … 再次登录被授权子系统时，没有相应的操作权限": the agent's card lists
+    the principal's records of the granted subsystem, whoever entered them, and none once the
+    grant is deleted (not even those it saved itself)."""
+    import_ebook(stack, EBOOK_A, A)
+    by_principal = stack.save(operator, ours())  # 加贸手册: the handbook subsystem
+    in_ebook = stack.save(operator, ebook_bonded(EBOOK_A, 1, enterprise_code=A,
+                                                 internal_number="EB1"))
+
+    def listed(card: SigningCard, **body: Any) -> list[str]:
+        return [r.temporary_number for r in stack.call(card, "QueryBonded", **body).records]
+
+    assert listed(agent) == []
+    handbook = grant(stack, A, agent, "handbook")
+    assert listed(agent) == [by_principal.temporary_number]
+    by_agent = stack.save(agent, ours(internal_number="AG1"))
+    assert listed(agent) == [by_principal.temporary_number, by_agent.temporary_number]
+    assert listed(agent, enterprise_code=A, internal_number="AG1") == [by_agent.temporary_number]
+    # The e-book record needs the e-book subsystem; the agent's card without its own operator
+    # grant sees nothing; the principal sees all of its records.
+    assert in_ebook.temporary_number not in listed(agent)
+    assert listed(agent_declarant) == []
+    assert listed(operator) == [by_principal.temporary_number, in_ebook.temporary_number,
+                                by_agent.temporary_number]
+    grant(stack, A, agent, "ebook")
+    assert in_ebook.temporary_number in listed(agent)
+
+    delete_grant(stack, A, handbook)
+    assert listed(agent) == [in_ebook.temporary_number]
+    code, detail = stack.refused(agent, "GetBonded", number=by_agent.temporary_number)
+    assert (code, detail.reason) == (grpc.StatusCode.NOT_FOUND, pb.DOCUMENT_NOT_FOUND)
+    assert listed(operator)[-1] == by_agent.temporary_number  # still the principal's record
+
+
+def test_seed_000_2_2_1_3_a_handbook_grant_calls_up_the_handbooks_record_items(
+        stack: Stack, agent: SigningCard) -> None:
+    """Seed 000 §2.2.1.3 (纸质手册电子化: 由备案序号调用对应的商品编码 …) with seed 001 §4 (加工
+    贸易手册 is delegated on its own): an agent holding only the handbook grant calls up the
+    record items of a 纸质手册电子化 document, as the data centre's save check reads them."""
+    document = valid_bonded(management_mode="2", enterprise_code=A,
+                            enterprise_name=ENTERPRISE_A[1])
+    handbook_number = document["header"]["ebook_number"]
+    import_ebook(stack, handbook_number, A)
+    grant(stack, A, agent, "handbook")
+    item = stack.call(agent, "GetEBookItem", ebook_number=handbook_number,
+                      record_item_number="1", management_mode="2")
+    assert item.name == document["items"][0]["name"] and item.enterprise_code == A
+    # The e-book's items (mode 1, or an older client naming no mode) need the e-book grant.
+    for extra in ({}, {"management_mode": "1"}):
+        _code, detail = stack.refused(agent, "GetEBookItem", ebook_number=handbook_number,
+                                      record_item_number="1", **extra)
+        assert detail.reason == pb.DOCUMENT_NOT_FOUND and "加工贸易账册" in detail.remedy_zh
+    for mode in ("3", "X", 2):
+        _code, detail = stack.refused(agent, "GetEBookItem", ebook_number=handbook_number,
+                                      record_item_number="1", management_mode=mode)
+        assert detail.reason == pb.BAD_REQUEST, mode
+    # What the client then sends, the data centre accepts.
+    assert stack.save(agent, document).status == pb.BONDED_SAVED
+
+
+# ---- 删除 (seed 000 §2.3) ------------------------------------------------------------------
+
+def test_seed_000_2_3_delete_a_saved_record_and_its_number_is_never_given_again(
+        tmp_path: Path, test_ca: TestCA, operator: SigningCard, agent: SigningCard) -> None:
+    """Seed 000 §2.3 删除: "光标在表头时 … 可删除整单数据"; a record never declared."""
+    with stack_at(tmp_path, test_ca, review=ReviewPolicy.parse("reject:R1")) as stack:
+        document = ours()
+        saved = stack.save(operator, document)
+        code, detail = stack.refused(agent, "DeleteBonded", number=saved.temporary_number)
+        assert (code, detail.reason) == (grpc.StatusCode.NOT_FOUND, pb.DOCUMENT_NOT_FOUND)
+        deleted = stack.call(operator, "DeleteBonded", number=saved.temporary_number)
+        assert deleted.status == pb.BONDED_DELETED and deleted.deleted_by_card == \
+            operator.card_id
+        assert deleted.deleted_at.seconds > 0 and deleted.document_json == ""
+        assert stack.call(operator, "DeleteBonded", number=saved.temporary_number) == deleted
+        for method in ("GetBonded", "DeclareBonded"):
+            _code, detail = stack.refused(operator, method, number=saved.temporary_number)
+            assert detail.reason == pb.DOCUMENT_NOT_FOUND and "删除" in detail.message_zh
+        assert list(stack.call(operator, "QueryBonded").records) == []
+        # The same file saved again: a new record, a new number; the 企业内部编号 is free.
+        again = stack.save(operator, document)
+        assert again.temporary_number > saved.temporary_number
+        assert again.internal_number == saved.internal_number
+        assert stack.count() == 2  # the deleted one stays as a tombstone, number kept
+
+        # Declared and sent back (退单): not deleted; its items may be, as in 修改.
+        declared = stack.call(operator, "DeclareBonded", number=again.temporary_number)
+        stack.wait(operator, declared.unified_number, pb.BONDED_REJECTED)
+        code, detail = stack.refused(operator, "DeleteBonded", number=declared.unified_number)
+        assert (code, detail.reason) == (grpc.StatusCode.FAILED_PRECONDITION, pb.WRONG_STATE)
+        fixed = stack.call(operator, "DeleteBondedItem", number=declared.unified_number,
+                           item_number=1)  # seed 000 §3.2.4: 修改 may delete items
+        assert fixed.status == pb.BONDED_REJECTED
+        assert len(json.loads(fixed.document_json)["items"]) == 1
+
+
+def test_seed_000_2_3_delete_one_body_item_and_the_rest_are_renumbered(
+        stack: Stack, operator: SigningCard) -> None:
+    """Seed 000 §2.3: "光标在表体中某项时 … 可删除该项商品记录"; 序号 is the system's."""
+    document = ours(items=3)
+    names = [item["name"] for item in document["items"]]
+    saved = stack.save(operator, document)
+    shorter = stack.call(operator, "DeleteBondedItem", number=saved.temporary_number,
+                         item_number=1)
+    items = json.loads(shorter.document_json)["items"]
+    assert [(item["item_number"], item["name"]) for item in items] == [(1, names[1]),
+                                                                       (2, names[2])]
+    _code, detail = stack.refused(operator, "DeleteBondedItem", number=saved.temporary_number,
+                                  item_number=3)
+    assert [(p.path, p.section) for p in detail.problems] == [("item_number", "seed 000 §2.3")]
+    for body in ({"item_number": 0}, {"item_number": "1"}, {}):
+        _code, detail = stack.refused(operator, "DeleteBondedItem",
+                                      number=saved.temporary_number, **body)
+        assert detail.reason == pb.BAD_REQUEST, body
+    assert len(json.loads(stack.call(operator, "GetBonded", number=saved.temporary_number)
+                          .document_json)["items"]) == 2
+
+
 # ---- migrations ----------------------------------------------------------------------------
 
 def test_schema_2_to_3_keeps_customs_data_and_the_receipt_sequence(tmp_path: Path) -> None:
@@ -563,7 +710,7 @@ def test_schema_2_to_3_keeps_customs_data_and_the_receipt_sequence(tmp_path: Pat
     connection.close()
 
     store = Store(path)
-    assert store.schema_version == 3 == len(migrations())
+    assert store.schema_version == len(migrations()) >= 3
     with store.write() as connection:
         rows = connection.execute("SELECT sequence, subsystem, document_id FROM receipts"
                                   ).fetchall()

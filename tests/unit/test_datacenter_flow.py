@@ -3,6 +3,7 @@ fees, idempotency and validation (seed 003 四, 五(三), 十一)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -290,3 +291,98 @@ def test_receipt_calls_are_signed_too(stub: Stub, operator: SigningCard) -> None
     code, detail = refused(stub, operator, "GetStatement", **{"from": "2026-02-30",
                                                               "to": "2026-03-01"})
     assert code is grpc.StatusCode.INVALID_ARGUMENT and detail.reason == pb.BAD_REQUEST
+
+
+# ---- 删除 (seed 003 十三(一): Ctrl+D on the 报关单 page, Ctrl+Delete on the item list) --------
+
+def test_seed_003_delete_a_document_never_declared_its_numbers_never_come_back(
+        datacenter: tuple[Any, Stub], operator: SigningCard, declarant: SigningCard,
+        legal_person: SigningCard, other_declarant: SigningCard) -> None:
+    """Seed 003 十三(一) 3 ([报关单(1)] Ctrl+D 删除), seed 000 §2.3: the enterprise deletes a
+    saved document it has not declared; its number is never given again."""
+    stub = datacenter[1]
+    document = valid_declaration()
+    saved = save(stub, operator, document)
+    uploaded = call(stub, operator, "Upload", number=save(stub, operator).temporary_number)
+    # Not another enterprise's card, not a legal-person card (seed 003: no QP entry right).
+    code, detail = refused(stub, other_declarant, "Delete", number=saved.temporary_number)
+    assert (code, detail.reason) == (grpc.StatusCode.NOT_FOUND, pb.DOCUMENT_NOT_FOUND)
+    code, detail = refused(stub, legal_person, "Delete", number=saved.temporary_number)
+    assert detail.reason == pb.WRONG_CARD_KIND and "法人卡不能删除" in detail.message_zh
+
+    deleted = call(stub, operator, "Delete", number=saved.temporary_number)
+    assert deleted.status == pb.DELETED and deleted.deleted_by_card == operator.card_id
+    assert deleted.deleted_at.seconds > 0 and deleted.document_json == ""
+    # Uploaded (入库, a unified number) but never declared: deletable too, by the declarant.
+    gone = call(stub, declarant, "Delete", number=uploaded.unified_number)
+    assert gone.status == pb.DELETED and gone.unified_number == uploaded.unified_number
+    # A retried delete answers the deleted record; everything else finds nothing.
+    assert call(stub, operator, "Delete", number=saved.temporary_number) == deleted
+    for method in ("GetDocument", "Upload", "Declare"):
+        card = declarant if method == "Declare" else operator
+        code, detail = refused(stub, card, method, number=saved.temporary_number)
+        assert detail.reason == pb.DOCUMENT_NOT_FOUND, method
+        assert "已于" in detail.message_zh and "删除" in detail.message_zh
+        assert "deleted" in detail.message_en
+    code, detail = refused(stub, operator, "Save", document=document,
+                           temporary_number=saved.temporary_number)
+    assert detail.reason == pb.DOCUMENT_NOT_FOUND
+    numbers_listed = [r.temporary_number for r in call(stub, operator, "Query").documents]
+    assert saved.temporary_number not in numbers_listed
+    assert uploaded.temporary_number not in numbers_listed
+
+    # Saving the same file again makes a new document with a new number, never the old one.
+    again = save(stub, operator, document)
+    assert not again.already_saved and again.temporary_number != saved.temporary_number
+    assert again.temporary_number > uploaded.temporary_number > saved.temporary_number
+    with datacenter[0].store.read() as connection:
+        kept = connection.execute(
+            "SELECT temporary_number, unified_number, status FROM documents WHERE "
+            "temporary_number IN (?, ?)", (saved.temporary_number, uploaded.temporary_number)
+        ).fetchall()
+    assert sorted(tuple(row) for row in kept) == sorted([
+        (saved.temporary_number, None, pb.DELETED),
+        (uploaded.temporary_number, uploaded.unified_number, pb.DELETED)])
+
+    # A declared document is not deleted, nor after a 退单 (it was declared).
+    declared = call(stub, declarant, "Declare", number=save(stub, operator).temporary_number)
+    code, detail = refused(stub, operator, "Delete", number=declared.temporary_number)
+    assert (code, detail.reason) == (grpc.StatusCode.FAILED_PRECONDITION, pb.WRONG_STATE)
+    assert "已申报过" in detail.message_zh
+
+
+def test_seed_003_delete_one_item_the_others_are_renumbered(
+        stub: Stub, operator: SigningCard, declarant: SigningCard,
+        other_declarant: SigningCard) -> None:
+    """Seed 003 十三(一) 4 (Ctrl+Delete: 删除商品表体列表中选中的那一项)."""
+    document = valid_declaration(items=3)
+    names = [item["name"] for item in document["items"]]
+    saved = save(stub, operator, document)
+    shorter = call(stub, operator, "DeleteItem", number=saved.temporary_number, item_number=2)
+    stored = json.loads(shorter.document_json)
+    assert [item["item_number"] for item in stored["items"]] == [1, 2]
+    assert [item["name"] for item in stored["items"]] == [names[0], names[2]]
+    assert shorter.status == pb.SAVED and shorter.temporary_number == saved.temporary_number
+    for item_number in (3, 0):
+        code, detail = refused(stub, operator, "DeleteItem", number=saved.temporary_number,
+                               item_number=item_number)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, item_number
+    assert [p.path for p in detail.problems] == [] and detail.reason == pb.BAD_REQUEST
+    _code, detail = refused(stub, operator, "DeleteItem", number=saved.temporary_number,
+                            item_number=3)
+    assert [(p.path, p.section) for p in detail.problems] == [("item_number",
+                                                               "seed 003 十三(一)")]
+    _code, detail = refused(stub, other_declarant, "DeleteItem",
+                            number=saved.temporary_number, item_number=1)
+    assert detail.reason == pb.DOCUMENT_NOT_FOUND
+    # The last item may go too (a draft may have none); declaring then needs one.
+    call(stub, operator, "DeleteItem", number=saved.temporary_number, item_number=1)
+    empty = call(stub, operator, "DeleteItem", number=saved.temporary_number, item_number=1)
+    assert json.loads(empty.document_json)["items"] == []
+    _code, detail = refused(stub, declarant, "Declare", number=saved.temporary_number)
+    assert detail.reason == pb.VALIDATION_FAILED
+    # Under review: not modified.
+    declared = call(stub, declarant, "Declare", number=save(stub, operator).temporary_number)
+    code, detail = refused(stub, operator, "DeleteItem", number=declared.temporary_number,
+                           item_number=1)
+    assert detail.reason == pb.WRONG_STATE

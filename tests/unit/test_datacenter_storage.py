@@ -42,6 +42,27 @@ def test_migrations_create_the_schema_and_reopening_keeps_the_data(tmp_path: Pat
     reopened.close()
 
 
+def test_the_database_and_its_wal_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "private" / "datacenter.sqlite3"
+    store = Store(path)
+    with store.write() as connection:
+        connection.execute("INSERT INTO sequences (name, value) VALUES ('probe', 1)")
+    files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+    assert all(file.exists() for file in files)
+    assert {file.name: file.stat().st_mode & 0o777 for file in files} == {
+        file.name: 0o600 for file in files}
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    store.close()
+
+
+def test_an_older_world_readable_database_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    Store(path).close()
+    path.chmod(0o644)
+    Store(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite3")
     with pytest.raises(RuntimeError), store.write() as connection:

@@ -45,8 +45,8 @@ def nothing_saved(stub: Stub, card: SigningCard) -> bool:
 
 
 @pytest.mark.parametrize(("algorithm", "signature"), [
-    ("rsa1024", pb.SHA1_WITH_RSA), ("rsa2048", pb.SHA256_WITH_RSA),
-    ("rsa2048", pb.SHA1_WITH_RSA), ("p256", pb.ECDSA_P256_SHA256), ("sm2", pb.SM2_WITH_SM3)])
+    ("rsa1024", pb.SHA1_WITH_RSA), ("rsa1024", pb.SHA256_WITH_RSA),
+    ("rsa2048", pb.SHA256_WITH_RSA), ("p256", pb.ECDSA_P256_SHA256), ("sm2", pb.SM2_WITH_SM3)])
 def test_each_card_algorithm_is_accepted(stub: Stub, test_ca: TestCA, algorithm: str,
                                          signature: int) -> None:
     card = make_signing_card(test_ca, CardKind.OPERATOR, algorithm)
@@ -185,7 +185,31 @@ MALFORMED_PAYLOADS: dict[str, Callable[[], bytes]] = {
     "array": lambda: canonical_json(["not", "an", "object"]),
     "document-not-object": lambda: canonical_json(envelope(body={"document": "text"})),
     "unknown-body-key": lambda: canonical_json(envelope(body={"document": {}, "extra": 1})),
+    # Exact fields: a bool is not the version, "$" must not let a final newline through.
+    "version-true": lambda: canonical_json(envelope(v=True)),
+    "version-string": lambda: canonical_json(envelope(v="1")),
+    "nonce-newline": lambda: canonical_json(envelope(nonce="0123456789abcdef" * 2 + "\n")),
+    "nonce-upper": lambda: canonical_json(envelope(nonce="0123456789ABCDEF" * 2)),
+    "signed_at-short": lambda: canonical_json(envelope(
+        signed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M") + ":5Z")),
+    "signed_at-newline": lambda: canonical_json(envelope(
+        signed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") + "\n")),
+    "signed_at-number": lambda: canonical_json(envelope(signed_at=20261201)),
+    # What the JSON parser itself refuses: never an internal error (UNKNOWN).
+    "integer-5000-digits": lambda: with_limit(b"9" * 5000),
+    "integer-17-digits": lambda: with_limit(b"12345678901234567"),
+    "lone-surrogate": lambda: with_limit(b'"\\ud800"'),
+    "nan": lambda: with_limit(b"NaN"),
+    "infinity": lambda: with_limit(b"-Infinity"),
+    "float": lambda: with_limit(b"1.5"),
+    "deep-nesting": lambda: with_limit(b"[" * 100_000 + b"]" * 100_000),
 }
+
+
+def with_limit(raw_value: bytes) -> bytes:
+    """A canonical envelope whose body's "limit" is replaced by raw JSON text."""
+    return canonical_json(envelope(body={"limit": 7})).replace(b'"limit":7',
+                                                               b'"limit":' + raw_value)
 
 
 @pytest.mark.parametrize("name", list(MALFORMED_PAYLOADS))
@@ -231,18 +255,20 @@ def test_identity_comes_from_the_certificate_only(stub: Stub, operator: SigningC
 
 def test_the_chain_is_checked_once_per_certificate(test_ca: TestCA, operator: SigningCard,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from eport.daemon.service.certificates import load_trust_anchors
-    from eport.datacenter import trust
+    from eport.datacenter import trust, trust_store
 
+    verifier = trust.RequestVerifier(
+        trust_store.load_trust([test_ca.trust_bundle], now=datetime.now(UTC)))
     calls: list[bytes] = []
-    real_chain_of = trust.chain_of
+    real_issued_by = trust_store.issued_by
 
-    def counting_chain_of(certificate: Any, anchors: Any) -> Any:
-        calls.append(certificate.der)
-        return real_chain_of(certificate, anchors)
+    def counting_issued_by(certificate: Any, issuer: Any) -> bool:
+        found = real_issued_by(certificate, issuer)
+        if found:
+            calls.append(certificate.der)
+        return found
 
-    monkeypatch.setattr(trust, "chain_of", counting_chain_of)
-    verifier = trust.RequestVerifier(load_trust_anchors((test_ca.trust_bundle,)))
+    monkeypatch.setattr(trust_store, "issued_by", counting_issued_by)
     sm2_card = make_signing_card(test_ca, CardKind.DECLARANT, "sm2")
     for card in (operator, sm2_card, operator, sm2_card):
         verified = verifier.verify(card.request("Query", {}), "Query")
