@@ -29,7 +29,7 @@ class KeyRef(IntEnum):
 class Slot(IntEnum):
     AUTHENTICATION = 0x9A
     SIGNATURE = 0x9C  # the E-port signing key lives here
-    KEY_MANAGEMENT = 0x9D
+    KEY_MANAGEMENT = 0x9D  # the envelope (encryption) key of RSA and SM2 E-port cards
     CARD_AUTHENTICATION = 0x9E
 
 
@@ -40,6 +40,10 @@ class Algorithm(IntEnum):
     # No standard assigns an identifier to SM2. We use 0xE8 (outside NIST's table, away
     # from Yubico's 0xE0/0xE1): the input is the 32-byte e = SM3(Z || M) that the host
     # computes with the GM/T 0003 Z value, and the reply is a DER SEQUENCE { r, s }.
+    # With key 9D (the envelope key) the same id is the private step of SM2 decryption
+    # (GM/T 0003.4): the host sends C1 = 04 || x1 || y1 in tag 85, as PIV key agreement
+    # does, and the card answers d·C1 = 04 || x2 || y2 in tag 82 (both coordinates, which
+    # the SM2 KDF and check value need; PIV ECDH returns only x).
     SM2_SM3 = 0xE8
 
     @property
@@ -81,6 +85,7 @@ TAG_ERROR_DETECTION = 0xFE
 TAG_DYNAMIC_AUTH = 0x7C
 TAG_AUTH_RESPONSE = 0x82
 TAG_AUTH_CHALLENGE = 0x81
+TAG_AUTH_EXPONENTIATION = 0x85  # key agreement input: the other party's point
 TAG_CHUID_GUID = 0x34
 
 PIN_BLOCK_SIZE = 8

@@ -75,11 +75,17 @@ class TestCA:
 
     def issue(
         self, profile: EportProfile, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-        | tuple[int, int]
+        | tuple[int, int], *, envelope_serial: int | None = None
     ) -> bytes:
-        """Sign the card's certificate; return its DER."""
+        """Sign the card's certificate; return its DER.
+
+        With `envelope_serial` it is the envelope (encryption) certificate of slot 9D instead:
+        same subject and E-port extension, its own serial, and an encryption keyUsage.
+        """
         subject = card_subject(profile)
-        serial = int(profile.cert_number, 16)
+        serial = int(profile.cert_number, 16) if envelope_serial is None else envelope_serial
+        usage = _SIGNING_USAGE if envelope_serial is None else (
+            _SM2_ENVELOPE_USAGE if isinstance(public_key, tuple) else _RSA_ENVELOPE_USAGE)
         extension_value = core.UTF8String(profile.extension_json()).dump()
         if isinstance(public_key, tuple):
             return sm2_x509.build_certificate(
@@ -93,6 +99,7 @@ class TestCA:
                 not_after=profile.not_after,
                 is_ca=False,
                 extensions=[(EPORT_EXTENSION_OID, False, extension_value)],
+                key_usage=usage,
             )
         builder = (
             x509.CertificateBuilder()
@@ -103,20 +110,7 @@ class TestCA:
             .not_valid_before(profile.not_before)
             .not_valid_after(profile.not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=True,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(usage, critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.rsa_key.public_key()),
@@ -130,6 +124,31 @@ class TestCA:
             )
         )
         return builder.sign(self.rsa_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _key_usage(*, signing: bool = False, encryption: bool = False,
+               agreement: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=signing,
+        content_commitment=signing,
+        key_encipherment=encryption,
+        data_encipherment=encryption,
+        key_agreement=agreement,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+_SIGNING_USAGE = _key_usage(signing=True)
+# An RSA envelope key wraps session keys and short data directly (PKCS#1 v1.5).
+_RSA_ENVELOPE_USAGE = _key_usage(encryption=True)
+# SM2 encryption also carries keys and data directly, so it has the same two bits; and the
+# card's part of it is a key agreement step, d·C1 (an ECDH-style multiplication, what PIV's
+# key management slot does with EC keys), which keyAgreement names. The SM2 key exchange of
+# GM/T 0003.3 would use the same key.
+_SM2_ENVELOPE_USAGE = _key_usage(encryption=True, agreement=True)
 
 
 def card_subject(profile: EportProfile) -> x509.Name:

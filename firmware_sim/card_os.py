@@ -8,6 +8,9 @@ E-port profile choices (see eport.common.piv and shared/DESIGN.md §3):
   of any other AID answers 6A82;
 - the signing key is in slot 9C; after one VERIFY it signs until power-off, reset, a failed
   VERIFY or VERIFY with P1=FF (E-port clients sign many documents after one PIN entry);
+- RSA and SM2 cards carry an envelope (encryption) key in slot 9D under the same PIN rule;
+  GENERAL AUTHENTICATE with it does decryption's private step only (eport.firmware_sim.
+  envelope_key), and a card without one answers 6A88 for 9D;
 - VERIFY with an empty data field against the PUK (P2=81) reports the PUK's tries left without
   spending one, so support tools can read the PUK state;
 - every change to the PIN, PUK or their counters is persisted before the reply: VERIFY spends
@@ -35,6 +38,7 @@ from eport.common.piv import (
 )
 from eport.common.tlv import TlvError, parse_tlv, tlv, unwrap
 from eport.firmware_sim.atr import atr_for_form
+from eport.firmware_sim.envelope_key import EnvelopeCardKey, load_envelope_key
 from eport.firmware_sim.image import CardImage, CardImageStore
 from eport.firmware_sim.objects import build_objects, select_reply
 from eport.firmware_sim.reference_data import ReferenceData, is_well_formed_block
@@ -64,6 +68,9 @@ class CardOS:
         self._image = image
         self._store = store
         self._key = load_card_key(image.algorithm, image.private_key)
+        self._envelope_key: EnvelopeCardKey | None = None
+        if image.envelope_private_key is not None:
+            self._envelope_key = load_envelope_key(image.algorithm, image.envelope_private_key)
         self._objects = build_objects(image)
         self._select_reply = select_reply(image)
         self.atr = atr_for_form(image.profile.form)
@@ -282,23 +289,33 @@ class CardOS:
         return b""
 
     def _general_authenticate(self, command: CommandApdu) -> bytes:
-        if command.p2 != Slot.SIGNATURE:
+        operation: Callable[[bytes], bytes]
+        if command.p2 == Slot.SIGNATURE:
+            algorithm, input_tag, operation = (
+                self._key.algorithm, TAG_AUTH_CHALLENGE, self._key.sign)
+        elif command.p2 == Slot.KEY_MANAGEMENT and self._envelope_key is not None:
+            algorithm, input_tag, operation = (
+                self._envelope_key.algorithm, self._envelope_key.input_tag,
+                self._envelope_key.private_step)
+        else:
             raise SwError(SW.REFERENCE_NOT_FOUND)
-        if command.p1 != self._key.algorithm:
+        if command.p1 != algorithm:
             raise SwError(SW.INCORRECT_P1P2)
         try:
             template = parse_tlv(unwrap(command.data, TAG_DYNAMIC_AUTH))
         except TlvError:
             raise SwError(SW.INCORRECT_DATA) from None
-        if set(template) != {TAG_AUTH_RESPONSE, TAG_AUTH_CHALLENGE} or template[TAG_AUTH_RESPONSE]:
-            raise SwError(SW.INCORRECT_DATA)  # only signing (82 empty, 81 challenge) exists here
+        # 82 empty asks for the response; the input is 81 (signing, RSA decryption) or 85
+        # (SM2 decryption's C1). Nothing else is offered.
+        if set(template) != {TAG_AUTH_RESPONSE, input_tag} or template[TAG_AUTH_RESPONSE]:
+            raise SwError(SW.INCORRECT_DATA)
         if not self._pin_verified:
             raise SwError(SW.SECURITY_STATUS_NOT_SATISFIED)
         try:
-            signature = self._key.sign(template[TAG_AUTH_CHALLENGE])
+            result = operation(template[input_tag])
         except SignInputError:
             raise SwError(SW.INCORRECT_DATA) from None
-        return tlv(TAG_DYNAMIC_AUTH, tlv(TAG_AUTH_RESPONSE, signature))
+        return tlv(TAG_DYNAMIC_AUTH, tlv(TAG_AUTH_RESPONSE, result))
 
     # -- reference data ------------------------------------------------------------------
 

@@ -64,11 +64,15 @@ def eport_profile_object(image: CardImage) -> bytes:
 
 
 def build_objects(image: CardImage) -> dict[int, bytes]:
-    """Every object GET DATA can return, keyed by object id. The signing key is 9C."""
-    return {
+    """Every object GET DATA can return, keyed by object id. The signing key is 9C, the
+    envelope key (when the card has one) 9D."""
+    objects: dict[int, bytes] = {
         DataObject.DISCOVERY: discovery_object(),
         DataObject.CHUID: chuid_object(image),
         DataObject.CERT_SIGNATURE: certificate_object(image.certificate),
         DataObject.EPORT_PROFILE: eport_profile_object(image),
     }
+    if image.envelope_certificate is not None:
+        objects[DataObject.CERT_KEY_MANAGEMENT] = certificate_object(image.envelope_certificate)
+    return objects
 

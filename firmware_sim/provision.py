@@ -29,6 +29,9 @@ from eport.firmware_sim.reference_data import (
     is_well_formed_block,
 )
 
+# Cards of these algorithms carry an envelope key of the same algorithm and size.
+ENVELOPE_ALGORITHMS = ("rsa1024", "rsa2048", "sm2")
+
 DEFAULT_PIN = "88888888"
 DEFAULT_PUK = "12345678"
 
@@ -55,6 +58,9 @@ class ProvisionRequest:
     puk_tries: int = 3
     pin_tries_left: int | None = None  # a card that already lost tries, for tests
     kdf_iterations: int = DEFAULT_KDF_ITERATIONS
+    # The envelope key in slot 9D, for RSA and SM2 cards (P-256 cards never get one); False
+    # makes a card like those issued before the simulator had it.
+    envelope_key: bool = True
 
 
 def random_digits(count: int) -> str:
@@ -120,6 +126,12 @@ def provision_card(ca: TestCA, request: ProvisionRequest) -> CardImage:
 
     private_key, public_key = _generate_key(request.algorithm)
     certificate = ca.issue(profile, public_key)
+    envelope_key, envelope_certificate = None, None
+    if request.envelope_key and request.algorithm in ENVELOPE_ALGORITHMS:
+        envelope_key, envelope_public_key = _generate_key(request.algorithm)
+        envelope_certificate = ca.issue(
+            profile, envelope_public_key, envelope_serial=_envelope_serial(profile.cert_number)
+        )
     return CardImage(
         profile=profile,
         algorithm=ALGORITHM_BY_NAME[request.algorithm],
@@ -128,7 +140,18 @@ def provision_card(ca: TestCA, request: ProvisionRequest) -> CardImage:
         ca_certificate=ca.certificate_for(request.algorithm),
         pin=pin,
         puk=puk,
+        envelope_private_key=envelope_key,
+        envelope_certificate=envelope_certificate,
     )
+
+
+def _envelope_serial(cert_number: str) -> int:
+    """A serial of the same size as the signing certificate's and different from it (the
+    CA must not issue two certificates with one serial, RFC 5280 §4.1.2.2)."""
+    while True:
+        serial = _cert_number("rsa1024" if len(cert_number) == 8 else "sm2")
+        if serial != cert_number:
+            return int(serial, 16)
 
 
 def _generate_key(

@@ -89,9 +89,12 @@ def _time(moment: datetime) -> object:
 
 
 def _standard_extensions(
-    is_ca: bool, subject_point: tuple[int, int], issuer_point: tuple[int, int]
+    is_ca: bool,
+    subject_point: tuple[int, int],
+    issuer_point: tuple[int, int],
+    key_usage: x509.KeyUsage | None,
 ) -> list[object]:
-    key_usage = x509.KeyUsage(
+    key_usage = key_usage or x509.KeyUsage(
         digital_signature=not is_ca,
         content_commitment=not is_ca,
         key_encipherment=False,
@@ -131,12 +134,14 @@ def build_certificate(
     not_after: datetime,
     is_ca: bool,
     extensions: Sequence[tuple[str, bool, bytes]] = (),
+    key_usage: x509.KeyUsage | None = None,
 ) -> bytes:
     """Build and sign a v3 certificate; return its DER.
 
     `extensions` are (dotted OID, critical, DER extnValue content) appended after
     basicConstraints, keyUsage, subjectKeyIdentifier and authorityKeyIdentifier, which are
-    always present and so may not be passed again.
+    always present and so may not be passed again. keyUsage is keyCertSign + cRLSign for a CA
+    and digitalSignature + nonRepudiation otherwise, unless `key_usage` is given.
     """
     if sm2.public_point(issuer_private_key) != issuer_public_point:
         raise ValueError("issuer_private_key does not belong to issuer_public_point")
@@ -164,7 +169,9 @@ def build_certificate(
                 sm2.public_key_der(subject_public_point)
             ),
             "extensions": [
-                *_standard_extensions(is_ca, subject_public_point, issuer_public_point),
+                *_standard_extensions(
+                    is_ca, subject_public_point, issuer_public_point, key_usage
+                ),
                 *(_extension(oid, critical, value) for oid, critical, value in extensions),
             ],
         }

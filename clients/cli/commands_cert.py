@@ -66,13 +66,27 @@ def cert_group() -> None:
     """The card's certificate: show, check, export."""
 
 
+ENVELOPE_OPTION = click.option(
+    "--envelope", is_flag=True,
+    help="The envelope (encryption, 加密证书) certificate instead of the signing one; RSA and "
+         "SM2 cards have one.")
+
+
+def _certificate(envelope: bool, reader: str | None, card_id: str | None) -> pb.Certificate:
+    card = selector(reader, card_id)
+    client = state().client
+    return client.envelope_certificate(card) if envelope else client.certificate(card)
+
+
 @cert_group.command("show")
+@ENVELOPE_OPTION
 @card_options
 @json_option
-def show_command(reader: str | None, card_id: str | None) -> None:
-    """The signing certificate: subject, issuer, validity and chain."""
+def show_command(envelope: bool, reader: str | None, card_id: str | None) -> None:
+    """The signing certificate (or with --envelope the envelope one): subject, issuer,
+    validity and chain."""
     cli = state()
-    certificate = cli.client.certificate(selector(reader, card_id))
+    certificate = _certificate(envelope, reader, card_id)
 
     def human(out: Output) -> None:
         out.labelled(Bilingual("证书号", "Certificate"), certificate.certificate_number)
@@ -116,19 +130,22 @@ def check_command(certificate_file: str | None, reader: str | None, card_id: str
               help="Write here (default: standard output).")
 @click.option("--format", "encoding", type=click.Choice(["pem", "der"]), default="pem",
               show_default=True)
+@ENVELOPE_OPTION
 @card_options
 @json_option
-def export_command(output_path: str, encoding: str, reader: str | None, card_id: str | None
-                   ) -> None:
-    """Export the card's certificate (public data only), e.g. for `openssl` checks."""
+def export_command(output_path: str, encoding: str, envelope: bool, reader: str | None,
+                   card_id: str | None) -> None:
+    """Export the card's certificate (public data only), e.g. for `openssl` checks; with
+    --envelope the one others encrypt to (`openssl pkeyutl -encrypt -certin`)."""
     cli = state()
-    certificate = cli.client.certificate(selector(reader, card_id))
+    certificate = _certificate(envelope, reader, card_id)
     payload = certificate.pem.encode() if encoding == "pem" else certificate.der
     if not cli.output.json_mode or output_path != "-":
         write_output(output_path, payload)
     data = {"card_id": certificate.card_id, "certificate_number": certificate.certificate_number,
             "format": encoding, "output": None if output_path == "-" else output_path,
-            "pem": certificate.pem, "der_base64": base64.b64encode(certificate.der).decode()}
+            "pem": certificate.pem, "der_base64": base64.b64encode(certificate.der).decode(),
+            "envelope": envelope}
 
     def human(out: Output) -> None:
         if output_path != "-":

@@ -80,6 +80,9 @@ class DaemonClient:
     def certificate(self, card: pb.CardSelector) -> pb.Certificate:
         return self.call(self.stub.GetCertificate, card)
 
+    def envelope_certificate(self, card: pb.CardSelector) -> pb.Certificate:
+        return self.call(self.stub.GetEnvelopeCertificate, card)
+
     def watch(self) -> Iterator[pb.Event]:
         """Events until the caller stops iterating; no deadline (it runs until Ctrl-C)."""
         stream = self.stub.WatchEvents(pb.WatchEventsRequest())

@@ -15,6 +15,7 @@ import grpc
 from eport.clients.auth.commands import auth_group
 from eport.clients.bonded.commands import bonded_group
 from eport.clients.cli.commands_cert import cert_group
+from eport.clients.cli.commands_decrypt import decrypt_command
 from eport.clients.cli.commands_pin import pin_group
 from eport.clients.cli.commands_readers import card_group, readers_command, watch_command
 from eport.clients.cli.commands_sign import sign_command, verify_command
@@ -62,6 +63,7 @@ cli.add_command(pin_group)
 cli.add_command(cert_group)
 cli.add_command(sign_command)
 cli.add_command(verify_command)
+cli.add_command(decrypt_command)
 cli.add_command(doctor_command)
 cli.add_command(customs_group)
 cli.add_command(auth_group)

@@ -15,6 +15,7 @@ from eport.common.piv import (
     PIN_PAD,
     PIV_AID,
     TAG_AUTH_CHALLENGE,
+    TAG_AUTH_EXPONENTIATION,
     TAG_AUTH_RESPONSE,
     TAG_CERTIFICATE,
     TAG_CHUID_GUID,
@@ -160,8 +161,20 @@ class PivSession:
 
     def sign(self, algorithm: int, challenge: bytes, slot: Slot = Slot.SIGNATURE) -> bytes:
         """GENERAL AUTHENTICATE: the raw card operation (RSA block, or DER r,s for EC/SM2)."""
-        template = tlv(TAG_DYNAMIC_AUTH, tlv(TAG_AUTH_RESPONSE, b"")
-                       + tlv(TAG_AUTH_CHALLENGE, challenge))
+        return self._general_authenticate(algorithm, slot, TAG_AUTH_CHALLENGE, challenge)
+
+    def decrypt_step(self, algorithm: int, ciphertext_part: bytes, *, sm2: bool) -> bytes:
+        """GENERAL AUTHENTICATE with the envelope key (9D): the private step of decryption.
+
+        RSA: the ciphertext block as the witness (81), answered with c^d mod n, padding and all.
+        SM2: the point C1 in tag 85 (as PIV key agreement), answered with d·C1 (04 || x || y).
+        """
+        tag = TAG_AUTH_EXPONENTIATION if sm2 else TAG_AUTH_CHALLENGE
+        return self._general_authenticate(algorithm, Slot.KEY_MANAGEMENT, tag, ciphertext_part)
+
+    def _general_authenticate(self, algorithm: int, slot: Slot, input_tag: int,
+                              value: bytes) -> bytes:
+        template = tlv(TAG_DYNAMIC_AUTH, tlv(TAG_AUTH_RESPONSE, b"") + tlv(input_tag, value))
         data, sw = self._send(
             CommandApdu(0, Ins.GENERAL_AUTHENTICATE, algorithm, slot, template, le=256)
         )

@@ -1,5 +1,5 @@
 """The card service: reader state from the monitor, one worker per reader, and the operations
-the gRPC servicer calls (card info, PIN, sessions, certificates, signing).
+the gRPC servicer calls (card info, PIN, sessions, certificates, signing, decryption).
 
 Lock order: `self._lock` (reader state) before the event bus's lock; events are published
 while the state lock is held so that a subscriber's snapshot and the changes after it agree.
@@ -40,6 +40,11 @@ from eport.daemon.service.certificates import (
     check_certificate,
     load_trust_anchors,
     refuse_unusable,
+)
+from eport.daemon.service.decryption import (
+    Decryption,
+    envelope_certificate_of,
+    plan_decryption,
 )
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.events import Event, EventBus, EventKind, Subscription
@@ -630,9 +635,55 @@ class CardServiceApp:
 
     # ---- certificates and signing ----
 
+    def _run_authorised(self, slot: ReaderSlot, snapshot: CardSnapshot,
+                        operation: Callable[[CardAccess], T], *, pin: str,
+                        allow_last_attempt: bool, refuse_stored_pin: bool,
+                        caller_active: CallerActive) -> tuple[T, bool]:
+        """Run a private-key `operation` under the PIN rules of signing and decryption: the
+        request's PIN (with the last-try guard) if given, else the open session, else the PIN
+        stored for unattended use unless `refuse_stored_pin`. Answers the operation's result
+        and whether this call opened the session (none was open before it)."""
+        secret = (pin_policy.secret_bytes(pin, what="PIN", eport_card=snapshot.is_eport)
+                  if pin else None)
+
+        def job(access: CardAccess) -> tuple[T, bool]:
+            self._same_insertion(snapshot, access)
+            with self._lock:
+                session = self._session_for(slot.name, snapshot.insertion)
+                ended = slot.session_end_reason
+            opened = session is None
+            if secret is not None:
+                session = self._verify_on_card(slot, snapshot, access, secret,
+                                               allow_last_attempt=allow_last_attempt)
+            if session is None and not refuse_stored_pin:
+                session = self._unattended_verify(slot, snapshot, access)
+            if session is None:
+                if ended == "idle":
+                    raise EportError(Reason.SESSION_EXPIRED, reader=slot.name,
+                                     card_id=snapshot.card_id)
+                raise EportError(Reason.NOT_AUTHENTICATED, reader=slot.name,
+                                 card_id=snapshot.card_id)
+            try:
+                result = operation(access)
+            except SecurityStatusError:
+                # Something reset the card's security status behind our back.
+                with self._lock:
+                    self._close_session(slot, "card lost its verified state")
+                raise EportError(Reason.NOT_AUTHENTICATED, "the card is no longer verified",
+                                 reader=slot.name, card_id=snapshot.card_id) from None
+            session.last_used = time.monotonic()
+            return result, opened
+
+        try:
+            return self._run(slot, job, caller_active)
+        finally:
+            if secret is not None:
+                pin_policy.wipe(secret)
+
     def sign(self, selector: CardSelector, request: SignInput,
              algorithm: SignAlgorithm | None, *, pin: str = "", allow_last_attempt: bool = False,
-             caller_active: CallerActive = lambda: True) -> tuple[Signature, CardSnapshot]:
+             refuse_stored_pin: bool = False, caller_active: CallerActive = lambda: True
+             ) -> tuple[Signature, CardSnapshot]:
         slot, snapshot = self.card(selector, caller_active)
         check = self.check(snapshot.certificate)
         refuse_unusable(check)
@@ -642,41 +693,11 @@ class CardServiceApp:
         chosen = choose_algorithm(snapshot.key_kind, algorithm)
         digest = digest_of(chosen, snapshot.certificate, request)
         challenge = card_challenge(chosen, snapshot.certificate, digest)
-        secret = (pin_policy.secret_bytes(pin, what="PIN", eport_card=snapshot.is_eport)
-                  if pin else None)
-
-        def job(access: CardAccess) -> bytes:
-            self._same_insertion(snapshot, access)
-            with self._lock:
-                session = self._session_for(slot.name, snapshot.insertion)
-                ended = slot.session_end_reason
-            if secret is not None:
-                session = self._verify_on_card(slot, snapshot, access, secret,
-                                               allow_last_attempt=allow_last_attempt)
-            if session is None:
-                session = self._unattended_verify(slot, snapshot, access)
-            if session is None:
-                if ended == "idle":
-                    raise EportError(Reason.SESSION_EXPIRED, reader=slot.name,
-                                     card_id=snapshot.card_id)
-                raise EportError(Reason.NOT_AUTHENTICATED, reader=slot.name,
-                                 card_id=snapshot.card_id)
-            try:
-                raw = access.piv.sign(PIV_ALGORITHM[snapshot.key_kind], challenge)
-            except SecurityStatusError:
-                # Something reset the card's security status behind our back.
-                with self._lock:
-                    self._close_session(slot, "card lost its verified state")
-                raise EportError(Reason.NOT_AUTHENTICATED, "the card is no longer verified",
-                                 reader=slot.name, card_id=snapshot.card_id) from None
-            session.last_used = time.monotonic()
-            return raw
-
-        try:
-            raw = self._run(slot, job, caller_active)
-        finally:
-            if secret is not None:
-                pin_policy.wipe(secret)
+        raw, _opened = self._run_authorised(
+            slot, snapshot,
+            lambda access: access.piv.sign(PIV_ALGORITHM[snapshot.key_kind], challenge),
+            pin=pin, allow_last_attempt=allow_last_attempt,
+            refuse_stored_pin=refuse_stored_pin, caller_active=caller_active)
         signature = shape_signature(chosen, raw)
         # A faulty card must never yield a bad signature.
         if not verify_signature(chosen, snapshot.certificate, digest, signature.der_or_pkcs1):
@@ -684,6 +705,50 @@ class CardServiceApp:
                              "verify with its certificate", reader=slot.name,
                              card_id=snapshot.card_id)
         return signature, snapshot
+
+    # ---- the envelope key ----
+
+    def envelope_certificate(self, selector: CardSelector,
+                             caller_active: CallerActive = lambda: True
+                             ) -> tuple[CardCertificate, CardSnapshot]:
+        slot, snapshot = self.card(selector, caller_active)
+        return envelope_certificate_of(snapshot, slot.name), snapshot
+
+    def decrypt(self, selector: CardSelector, ciphertext: bytes, *, pin: str = "",
+                allow_last_attempt: bool = False, refuse_stored_pin: bool = False,
+                caller_active: CallerActive = lambda: True
+                ) -> tuple[Decryption, CardSnapshot]:
+        slot, snapshot = self.card(selector, caller_active)
+        # Everything that can be refused without the card is, so a ciphertext that is not
+        # this key's costs neither a PIN try nor a card operation.
+        plan = plan_decryption(snapshot, ciphertext, slot.name)
+        raw, opened = self._run_authorised(
+            slot, snapshot, plan.card_step, pin=pin, allow_last_attempt=allow_last_attempt,
+            refuse_stored_pin=refuse_stored_pin, caller_active=caller_active)
+        try:
+            return plan.finish(raw), snapshot
+        except EportError:
+            if opened:
+                # A ciphertext that does not decrypt leaves the session as it was: end the one
+                # that this call's PIN opened.
+                self._end_session(slot, snapshot, "decryption failed")
+            raise
+
+    def _end_session(self, slot: ReaderSlot, snapshot: CardSnapshot, reason: str) -> None:
+        """Log the card out and close its session, even if the caller has gone: this undoes
+        what the caller's own request did. A failure here is logged, never raised over the
+        error being answered."""
+        def job(access: CardAccess) -> None:
+            if access.insertion != snapshot.insertion:
+                return  # another card now: it has no session of ours
+            with self._lock:
+                self._close_session(slot, reason)
+            access.piv.logout()
+
+        try:
+            self._run(slot, job, lambda: True)
+        except Exception as exc:  # the card was pulled, pcscd went away: no session is left
+            logger.warning("ending the session failed: %s", exc, extra={"reader": slot.name})
 
 
 def build_service(settings: DaemonSettings) -> CardServiceApp:

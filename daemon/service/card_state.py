@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eport.common.apdu import SW
+from eport.common.piv import Slot
 from eport.common.profile import CardForm, EportProfile, ProfileError
 from eport.daemon.card.errors import CardError
 from eport.daemon.service.card_worker import CardAccess, CardWorker
 from eport.daemon.service.certificates import CardCertificate, KeyKind, load_certificate
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.signing import ALGORITHMS_FOR_KEY, SignAlgorithm
+
+logger = logging.getLogger(__name__)
 
 # The simulator's and real E-port ATR historical bytes name the form (firmware_sim/atr.py).
 _IKEY_ATR_MARK = b"EPORT-KEY"
@@ -28,6 +32,8 @@ class CardSnapshot:
     card_id: str
     certificate: CardCertificate
     profile: EportProfile | None  # None on a PIV card without the E-port object
+    # The envelope (encryption) certificate of slot 9D; None when the card has none.
+    envelope_certificate: CardCertificate | None = None
 
     @property
     def is_eport(self) -> bool:
@@ -130,4 +136,20 @@ def read_card(access: CardAccess) -> CardSnapshot:
     if not card_id:
         card_id = profile.card_id if profile is not None else certificate.serial_hex
     return CardSnapshot(access.reader, access.insertion, access.atr, card_id, certificate,
-                        profile)
+                        profile, _read_envelope_certificate(access))
+
+
+def _read_envelope_certificate(access: CardAccess) -> CardCertificate | None:
+    """The certificate of slot 9D, if the card has a usable one. Its absence (older cards,
+    P-256 cards, other PIV cards) never makes the card unusable for signing."""
+    try:
+        return load_certificate(access.piv.read_certificate(Slot.KEY_MANAGEMENT))
+    except CardError as exc:
+        if exc.sw != SW.FILE_NOT_FOUND:
+            logger.warning("the envelope certificate could not be read: %s", exc,
+                           extra={"reader": access.reader})
+        return None
+    except EportError as exc:
+        logger.warning("the envelope certificate is not usable: %s", exc,
+                       extra={"reader": access.reader})
+        return None

@@ -49,8 +49,11 @@ class EportError(Exception):
         status_word: int | None = None,
         reader: str = "",
         card_id: str = "",
+        variant: str = "",
     ) -> None:
         self.reason = reason
+        # A more precise message of the same reason (eport.daemon.service.messages.VARIANTS).
+        self.variant = variant
         self.detail = detail
         self.tries_left = tries_left
         self.status_word = status_word

@@ -73,7 +73,8 @@ _CATALOG: dict[Reason, Message] = {
         "解锁码(PUK)已锁定", "The PUK is blocked", _CARD_CENTRE_ZH, _CARD_CENTRE_EN),
     Reason.NOT_AUTHENTICATED: Message(
         "尚未验证口令", "The PIN has not been verified",
-        "请先验证口令(eport pin verify)再签名", "verify the PIN first, then sign"),
+        "请先验证口令(eport pin verify)再签名或解密",
+        "verify the PIN first (eport pin verify), then sign or decrypt"),
     Reason.SESSION_EXPIRED: Message(
         "会话已超时, 卡片已退出登录", "The session timed out; the card was logged out",
         "请重新验证口令", "verify the PIN again"),
@@ -111,8 +112,29 @@ _CATALOG: dict[Reason, Message] = {
 }
 
 
+# Messages more precise than their reason's, chosen by EportError.variant.
+NO_ENVELOPE_KEY = "no_envelope_key"
+CIPHERTEXT_NOT_FOR_CARD = "ciphertext_not_for_card"
+_VARIANTS: dict[tuple[Reason, str], Message] = {
+    (Reason.UNSUPPORTED_CARD, NO_ENVELOPE_KEY): Message(
+        "该卡没有加密证书(加密密钥), 无法解密",
+        "This card has no envelope (encryption) key and certificate, so it cannot decrypt",
+        "签名不受影响; 解密需要带加密证书的电子口岸卡(RSA 或 SM2 卡), 请换用这样的卡或到制卡中心"
+        "更新卡片",
+        "signing is not affected; decryption needs an E-port card with an envelope certificate "
+        "(RSA or SM2 cards): use such a card, or have this one renewed at the card centre"),
+    (Reason.INVALID_ARGUMENT, CIPHERTEXT_NOT_FOR_CARD): Message(
+        "密文无法用本卡的加密密钥解密(加密给了其他证书, 或已损坏); 未消耗口令重试次数",
+        "The ciphertext does not decrypt with this card's envelope key (it was encrypted to "
+        "another certificate, or damaged); no PIN try was spent",
+        "请确认发送方加密时使用的是本卡的加密证书(eport cert export --envelope), 再重新获取密文",
+        "make sure the sender encrypted to this card's envelope certificate (eport cert export "
+        "--envelope), then obtain the ciphertext again"),
+}
+
+
 def message_for(error: EportError) -> Message:
-    template = _CATALOG[error.reason]
+    template = _VARIANTS.get((error.reason, error.variant)) or _CATALOG[error.reason]
     tries = "?" if error.tries_left is None else str(error.tries_left)
     zh = template.message_zh.replace("{tries}", tries)
     en = template.message_en.replace("{tries}", tries)

@@ -19,6 +19,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from eport import __version__
+from eport.common.envelope_crypto import CiphertextForm
 from eport.common.profile import CardForm, CardKind
 from eport.daemon.card.errors import CardError
 from eport.daemon.service.app import CardSelector, CardServiceApp, PinState
@@ -76,6 +77,8 @@ _SIGN_TO_PB = {SignAlgorithm.SHA1_WITH_RSA: pb.SHA1_WITH_RSA,
                SignAlgorithm.ECDSA_P256_SHA256: pb.ECDSA_P256_SHA256,
                SignAlgorithm.SM2_WITH_SM3: pb.SM2_WITH_SM3}
 _SIGN_FROM_PB = {value: key for key, value in _SIGN_TO_PB.items()}
+_FORM_TO_PB = {CiphertextForm.RSA_PKCS1_V15: pb.RSA_PKCS1_V15,
+               CiphertextForm.SM2_ASN1: pb.SM2_ASN1, CiphertextForm.SM2_C1C3C2: pb.SM2_C1C3C2}
 _EVENT_KIND = {"READER_ADDED": pb.READER_ADDED, "READER_REMOVED": pb.READER_REMOVED,
                "CARD_INSERTED": pb.CARD_INSERTED, "CARD_REMOVED": pb.CARD_REMOVED_EVENT,
                "SERVICE_UP": pb.SERVICE_UP, "SERVICE_DOWN": pb.SERVICE_DOWN,
@@ -339,13 +342,39 @@ class CardServicer(pb_grpc.CardServiceServicer):
             signature, card = self.app.sign(
                 _selector(request.card), sign_input, _sign_algorithm(request.algorithm),
                 pin=request.pin, allow_last_attempt=request.allow_last_attempt,
-                caller_active=context.is_active)
+                refuse_stored_pin=request.refuse_stored_pin, caller_active=context.is_active)
             return pb.SignResponse(
                 signature=signature.der_or_pkcs1,
                 signature_base64=base64.b64encode(signature.der_or_pkcs1).decode("ascii"),
                 signature_raw_rs=signature.raw_rs,
                 certificate_number=card.certificate_number,
                 algorithm=_SIGN_TO_PB[signature.algorithm], card_id=card.card_id)
+
+        return self._call(context, work)
+
+    def GetEnvelopeCertificate(self, request: pb.CardSelector, context: grpc.ServicerContext
+                               ) -> pb.Certificate:
+        def work() -> pb.Certificate:
+            certificate, card = self.app.envelope_certificate(_selector(request),
+                                                              context.is_active)
+            return pb.Certificate(
+                der=certificate.der, pem=certificate.pem,
+                certificate_number=certificate.serial_hex, card_id=card.card_id,
+                check=certificate_check(certificate, self.app.check(certificate)))
+
+        return self._call(context, work)
+
+    def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext
+                ) -> pb.DecryptResponse:
+        def work() -> pb.DecryptResponse:
+            decryption, card = self.app.decrypt(
+                _selector(request.card), request.ciphertext, pin=request.pin,
+                allow_last_attempt=request.allow_last_attempt,
+                refuse_stored_pin=request.refuse_stored_pin, caller_active=context.is_active)
+            return pb.DecryptResponse(
+                plaintext=decryption.plaintext,
+                certificate_number=decryption.certificate_number, card_id=card.card_id,
+                form=_FORM_TO_PB[decryption.form])
 
         return self._call(context, work)
 

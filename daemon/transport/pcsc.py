@@ -161,6 +161,9 @@ class PcscConnection:
     reader: str
     _card: int
     _protocol: int
+    # True while the replies are those of a decryption with the envelope key (9D), GET
+    # RESPONSE continuations included: they carry the plaintext (RSA) or d·C1 (SM2).
+    _secret_replies: bool = False
 
     @property
     def atr(self) -> bytes:
@@ -171,6 +174,10 @@ class PcscConnection:
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         # VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER carry secrets: trace the
         # header only.
+        if apdu[1:2] == b"\x87":  # GENERAL AUTHENTICATE
+            self._secret_replies = apdu[3:4] == b"\x9d"
+        elif apdu[1:2] != b"\xc0":  # anything but GET RESPONSE ends the exchange
+            self._secret_replies = False
         if logger.isEnabledFor(TRAFFIC):
             shown = apdu[:5].hex() + " <redacted>" if apdu[1:2] in (b"\x20", b"\x24", b"\x2c") \
                 else apdu.hex()
@@ -182,7 +189,9 @@ class PcscConnection:
         data = bytes(response[:-2])
         sw = (response[-2] << 8) | response[-1]
         if logger.isEnabledFor(TRAFFIC):
-            logger.log(TRAFFIC, "RECV %s %04X", data.hex(), sw)
+            shown = f"<redacted {len(data)} bytes>" if self._secret_replies and data \
+                else data.hex()
+            logger.log(TRAFFIC, "RECV %s %04X", shown, sw)
         return data, sw
 
     def begin_transaction(self) -> None:

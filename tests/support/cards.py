@@ -25,6 +25,8 @@ def provision_test_card(
     days: int = 730,
     **overrides: object,
 ) -> CardImage:
+    """A card as `eport-sim provision` makes it: RSA and SM2 cards with an envelope key in
+    slot 9D (pass envelope_key=False for one without, like cards made before it existed)."""
     start = not_before or datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
     request = ProvisionRequest(
         kind=kind,

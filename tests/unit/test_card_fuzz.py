@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,18 @@ def test_mutational_fuzz_finds_no_violation(card_images: dict[str, CardImage]) -
     assert report.violations == []
     # The campaign reached the interesting paths, not only "wrong length".
     assert {0x9000, 0x6A80, 0x6A82, 0x6D00, 0x6E00, 0x6700} <= set(report.status_words)
+
+
+@pytest.mark.parametrize("algorithm", ["sm2", "rsa1024"])
+def test_fuzz_of_the_envelope_key_finds_no_violation(
+    card_images: dict[str, CardImage], algorithm: str
+) -> None:
+    # Cards with an envelope key in 9D: mutated decryption inputs (points off the curve,
+    # blocks of the wrong length) get a status word and change nothing.
+    count = int(os.environ.get("EPORT_FUZZ_COUNT", "20000")) // 4
+    report = run_fuzz(card_images[algorithm], count=count, seed=20261202)
+    assert report.violations == []
+    assert {0x9000, 0x6A80, 0x6A88, 0x6982} <= set(report.status_words)
 
 
 _cards: dict[str, CardOS] = {}
