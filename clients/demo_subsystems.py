@@ -10,7 +10,6 @@ a script would run the `eport` command line with --json:
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -23,6 +22,8 @@ from typing import Any
 from eport.clients.demo_support import (
     DEMO_CUSTOMS_CODE,
     DEMO_PIN,
+    DemoError,
+    DemoReader,
     bin_path,
     running_process,
     step,
@@ -50,22 +51,31 @@ Insert = Callable[[Path], None]  # puts this card image into the reader
 
 
 class _Eport:
-    """`eport GROUP WORDS --json` against the demo's eportd and data centre."""
+    """`eport GROUP WORDS --json` against the demo's eportd and data centre, naming the demo
+    card in the reader (--card) so that no other card is ever used."""
 
     def __init__(self, socket: Path, centre_socket: Path) -> None:
         self.environment = {**os.environ, "EPORTD_SOCKET": str(socket), "EPORT_LANG": "en",
                             "EPORT_DATACENTER": f"unix:{centre_socket}"}
+        self.card_id: str | None = None  # the demo card now in the reader
 
-    def __call__(self, *words: str, pin: bool = True) -> dict[str, Any]:
+    def __call__(self, *words: str, pin: bool = True, card: bool = True) -> dict[str, Any]:
         """The command's JSON answer ({"result": …} or {"error": …}); with `pin`, the PIN is
-        given on standard input as a script gives it."""
+        given on standard input as a script gives it; with `card`, the command names the demo
+        card now in the reader."""
         args = [bin_path("eport"), *words, "--json"] + (["--pin-stdin"] if pin else [])
+        if card:
+            if self.card_id is None:
+                raise DemoError("没有插入演示卡", "no demo card is in the reader")
+            args += ["--card", self.card_id]
         done = subprocess.run(args, env=self.environment, check=False, capture_output=True,
                               text=True, input=DEMO_PIN + "\n" if pin else None)
         try:
             answer: dict[str, Any] = json.loads(done.stdout)
         except json.JSONDecodeError:
-            raise SystemExit(f"`eport {' '.join(words)}` failed:\n{done.stderr}") from None
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DemoError(f"`eport {' '.join(words)}` 执行失败",
+                            f"`eport {' '.join(words)}` failed: {last}") from None
         return answer
 
 
@@ -76,7 +86,7 @@ def _registry_file(workdir: Path) -> Path:
 
 
 def subsystem_steps(stub: pb_grpc.CardServiceStub, socket: Path, workdir: Path, ca: Path,
-                    cards: DemoCards) -> None:
+                    cards: DemoCards, reader: DemoReader) -> None:
     centre_socket = workdir / "run" / "datacenter.sock"
     database = workdir / "datacenter.sqlite3"
     subprocess.run([bin_path("eport-datacenter"), "registry", "import", "--db", str(database),
@@ -85,7 +95,9 @@ def subsystem_steps(stub: pb_grpc.CardServiceStub, socket: Path, workdir: Path, 
               "--listen", f"unix:{centre_socket}", "--trust-anchor",
               str(ca / "trust-anchors.pem"), "--review-delay", "0.5"]
     eport = _Eport(socket, centre_socket)
-    insert: Insert = functools.partial(swap_card, stub, workdir / "run" / "sim.sock")
+
+    def insert(image: Path) -> None:
+        eport.card_id = swap_card(stub, reader, image)
     with running_process(centre, workdir / "datacenter.log"):
         wait_serving(centre_socket, what="eport-datacenter")
         _customs(eport, workdir, insert, cards)
@@ -97,7 +109,7 @@ def _customs(eport: _Eport, workdir: Path, insert: Insert, cards: DemoCards) -> 
     step("eport customs: save (暂存) with the operator card, declare (申报) with the declarant "
          "card, through eport-datacenter")
     entry = workdir / "entry.json"
-    eport("customs", "new", "--example", "-o", str(entry), pin=False)
+    eport("customs", "new", "--example", "-o", str(entry), pin=False, card=False)
     print(f"  a filled-in example declaration: {entry}")
     insert(cards.operator)
     saved = eport("customs", "save", str(entry))["result"]
@@ -139,7 +151,7 @@ def _bonded(eport: _Eport, workdir: Path, insert: Insert, cards: DemoCards) -> N
     step("eport bonded: the operator card declares a stock-taking document (保税核查, seed 000)")
     document = workdir / "stocktaking.json"
     eport("bonded", "new", "--example", "--enterprise-code", DEMO_CUSTOMS_CODE, "-o",
-          str(document), pin=False)
+          str(document), pin=False, card=False)
     insert(cards.operator)
     declared = eport("bonded", "declare", str(document), "--wait", "10")["result"]
     print(f"  declared {declared['internal_number']} of {declared['enterprise_name']}: "

@@ -7,6 +7,9 @@ from pathlib import Path
 
 DEFAULT_IDLE_TIMEOUT_S = 15 * 60
 DEFAULT_EXPIRY_WARNING_DAYS = 30
+# Calls in progress at once, and event streams open at once (eport.daemon.server.call_limits).
+DEFAULT_MAX_CALLS = 64
+DEFAULT_MAX_STREAMS = 32
 
 
 @dataclass(frozen=True)
@@ -26,3 +29,5 @@ class DaemonSettings:
     # Extra readers to ignore (by exact name), e.g. a laptop's built-in reader.
     ignored_readers: tuple[str, ...] = field(default_factory=tuple)
     systemd_activation: bool = True  # take the listening socket from LISTEN_FDS when present
+    max_calls: int = DEFAULT_MAX_CALLS
+    max_streams: int = DEFAULT_MAX_STREAMS

@@ -23,6 +23,8 @@ from eport.common.stop_signals import StopSignals
 from eport.daemon.config import (
     DEFAULT_EXPIRY_WARNING_DAYS,
     DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_CALLS,
+    DEFAULT_MAX_STREAMS,
     DaemonSettings,
 )
 from eport.daemon.server.bootstrap import run_server, sd_notify
@@ -79,6 +81,16 @@ def _days(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 10000: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eportd",
@@ -108,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="json")
     parser.add_argument("--ignore-reader", metavar="NAME", action="append", default=[],
                         help="ignore the reader with this exact name; repeatable")
+    parser.add_argument("--max-calls", metavar="N", type=_count, default=DEFAULT_MAX_CALLS,
+                        help="calls that run at once; more wait for a place until their "
+                             "deadline (default: %(default)s)")
+    parser.add_argument("--max-streams", metavar="N", type=_count, default=DEFAULT_MAX_STREAMS,
+                        help="event streams (eport watch, WatchEvents) open at once; one more "
+                             "is refused, and calls keep their own threads (default: "
+                             "%(default)s)")
     parser.add_argument("--no-systemd-activation", action="store_true",
                         help="bind the socket even when systemd passed one (LISTEN_FDS)")
     parser.add_argument("--version", action="version", version=f"eportd {_version()}")
@@ -135,6 +154,8 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
         log_json=args.log_format == "json",
         ignored_readers=tuple(args.ignore_reader),
         systemd_activation=not args.no_systemd_activation,
+        max_calls=args.max_calls,
+        max_streams=args.max_streams,
     )
 
 

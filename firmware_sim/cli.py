@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+from cryptography import x509
 
 from eport.common.profile import CardForm, CardKind
 from eport.firmware_sim.ca import CaError, default_ca_dir, init_ca, load_ca
@@ -105,13 +106,17 @@ def ca_show(ca_dir: Path | None) -> None:
 @click.option("--puk-tries", type=int, default=3, show_default=True)
 @click.option("--pin-tries-left", type=int, default=None,
               help="Start with fewer PIN tries left (for testing the last-try guard).")
+@click.option("--no-envelope-key", is_flag=True,
+              help="No envelope (encryption) key in slot 9D, like cards made before it "
+                   "existed. RSA and SM2 cards get one otherwise; P-256 cards never do.")
 @click.option("--kdf-iterations", type=int, default=None, hidden=True)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 def provision(output: Path, ca_dir: Path | None, kind: str, form: str, algorithm: str,
               holder: str, enterprise: str, customs_code: str | None, credit_code: str | None,
               card_id: str | None, pin: str, puk: str, not_before: datetime, days: int | None,
               not_after: datetime | None, pin_tries: int, puk_tries: int,
-              pin_tries_left: int | None, kdf_iterations: int | None, force: bool) -> None:
+              pin_tries_left: int | None, no_envelope_key: bool, kdf_iterations: int | None,
+              force: bool) -> None:
     """Issue a simulated card into the image file OUTPUT.
 
     \b
@@ -130,6 +135,7 @@ def provision(output: Path, ca_dir: Path | None, kind: str, form: str, algorithm
         not_before=not_before, not_after=end, holder_name=holder, enterprise_name=enterprise,
         customs_code=customs_code, credit_code=credit_code, card_id=card_id, pin=pin, puk=puk,
         pin_tries=pin_tries, puk_tries=puk_tries, pin_tries_left=pin_tries_left,
+        envelope_key=not no_envelope_key,
         **({"kdf_iterations": kdf_iterations} if kdf_iterations else {}),
     )
     try:
@@ -162,7 +168,14 @@ def card_summary(image: CardImage) -> dict[str, object]:
         "pin_max_tries": image.pin.max_tries,
         "puk_tries_left": image.puk.tries_left,
         "puk_max_tries": image.puk.max_tries,
+        "envelope_cert_number": _envelope_cert_number(image),
     }
+
+
+def _envelope_cert_number(image: CardImage) -> str | None:
+    if image.envelope_certificate is None:
+        return None
+    return format(x509.load_der_x509_certificate(image.envelope_certificate).serial_number, "x")
 
 
 def _print_card(image: CardImage, path: Path) -> None:
@@ -175,6 +188,9 @@ def _print_card(image: CardImage, path: Path) -> None:
         click.echo(f"  {key:16} {summary[key]}")
     click.echo(f"  {'PIN tries left':16} {summary['pin_tries_left']}/{summary['pin_max_tries']}")
     click.echo(f"  {'PUK tries left':16} {summary['puk_tries_left']}/{summary['puk_max_tries']}")
+    envelope = summary["envelope_cert_number"]
+    click.echo(f"  {'envelope key':16} "
+               + (f"slot 9D, certificate {envelope}" if envelope else "none"))
 
 
 @cli.command()

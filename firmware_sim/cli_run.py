@@ -12,7 +12,7 @@ import click
 from eport.common.stop_signals import StopSignals
 from eport.firmware_sim.control import ControlServer, control_request, default_control_path
 from eport.firmware_sim.image import CardImageError
-from eport.firmware_sim.vpcd import VPCD_BASE_PORT
+from eport.firmware_sim.vpcd import VPCD_BASE_PORT, reader_name
 
 _CONTROL_OPTION = click.option(
     "--control", "control_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -55,8 +55,8 @@ def run_command(cards: tuple[Path, ...], slot: int, port: int | None, host: str,
         runner.start()
         control.start()
         for status in runner.status():
-            click.echo(f"slot {status.slot}: {status.image} -> Virtual PCD 00 "
-                       f"{status.slot:02d} (vpcd {host}:{status.port})")
+            click.echo(f"slot {status.slot}: {status.image} -> {reader_name(status.slot)} "
+                       f"(vpcd {host}:{status.port})")
         click.echo(f"control socket: {path}  (eport-sim ctl --help)", err=False)
         try:
             stop.wait()
@@ -77,6 +77,21 @@ def _send(control_path: Path | None, request: dict[str, Any]) -> dict[str, Any]:
     if not reply.get("ok"):
         raise click.ClickException(str(reply.get("error")))
     return reply
+
+
+def _instruction(_ctx: click.Context, _param: click.Parameter, value: str | None
+                 ) -> int | None:
+    if value is None:
+        return None
+    text = value.lower().removeprefix("0x")
+    try:
+        ins = int(text, 16)
+    except ValueError:
+        ins = -1
+    if not 0 <= ins <= 0xFF or not text:
+        raise click.BadParameter(f"{value!r} is not an instruction byte in hex (00 to FF, "
+                                 "e.g. 87)")
+    return ins
 
 
 @click.group("ctl")
@@ -101,7 +116,8 @@ def ctl_status(control_path: Path | None, as_json: bool) -> None:
             else "removed"
         faults = []
         if s["delay_ms"]:
-            faults.append(f"delay {s['delay_ms']:g} ms")
+            only = "" if s.get("delay_ins") is None else f" for INS {s['delay_ins']:02X}"
+            faults.append(f"delay {s['delay_ms']:g} ms{only}")
         if s["mute"]:
             faults.append("mute")
         if s["pending_pull"]:
@@ -134,9 +150,22 @@ def ctl_insert(control_path: Path | None, slot: int, card: Path | None) -> None:
 @click.pass_obj
 @click.option("--slot", type=int, default=0, show_default=True)
 @click.option("--ms", type=float, required=True, help="Delay before each answer; 0 turns it off.")
-def ctl_delay(control_path: Path | None, slot: int, ms: float) -> None:
-    """Make the card slow."""
-    _send(control_path, {"command": "delay", "slot": slot, "ms": ms})
+@click.option("--ins", "ins", callback=_instruction, default=None, metavar="HEX",
+              help="Slow only this instruction, in hex (87: GENERAL AUTHENTICATE, i.e. each "
+                   "signature; the last APDU of a chain); default: every APDU.")
+def ctl_delay(control_path: Path | None, slot: int, ms: float, ins: int | None) -> None:
+    """Make the card slow (every APDU, or one instruction).
+
+    \b
+    Examples:
+      eport-sim ctl delay --ms 200              # every answer 200 ms late
+      eport-sim ctl delay --ms 250 --ins 87     # each signature takes 250 ms, like a USB key
+      eport-sim ctl delay --ms 0                # back to full speed
+    """
+    request: dict[str, Any] = {"command": "delay", "slot": slot, "ms": ms}
+    if ins is not None:
+        request["ins"] = ins
+    _send(control_path, request)
 
 
 @ctl_group.command("mute")

@@ -2,7 +2,8 @@
 
 Requests: {"command": "status"}, {"command": "remove", "slot": 0},
 {"command": "insert", "slot": 0, "image": "other.card"?}, {"command": "delay", "slot": 0,
-"ms": 200}, {"command": "mute", "slot": 0, "on": true},
+"ms": 200, "ins": 135?} (ins: only that instruction, e.g. 0x87 GENERAL AUTHENTICATE),
+{"command": "mute", "slot": 0, "on": true},
 {"command": "pull", "slot": 0, "after_execute": false}.
 Replies: {"ok": true, ...} or {"ok": false, "error": "..."}.
 
@@ -76,7 +77,10 @@ def handle_request(runner: SimulatorRunner, request: Any) -> dict[str, Any]:
             ms = request.get("ms")
             if not isinstance(ms, int | float) or isinstance(ms, bool):
                 raise ValueError("'ms' must be a number")
-            runner.slot(_slot_of(request)).set_delay(float(ms))
+            ins = request.get("ins")
+            if ins is not None and (not isinstance(ins, int) or isinstance(ins, bool)):
+                raise ValueError("'ins' must be an instruction byte (0 to 255)")
+            runner.slot(_slot_of(request)).set_delay(float(ms), ins)
         elif command == "mute":
             runner.slot(_slot_of(request)).set_mute(_flag(request, "on", True))
         elif command == "pull":

@@ -5,6 +5,13 @@ before the card answers, so a kill -9 at any instant leaves either the old or th
 never a mix, and never a spent PIN try restored. A corrupt image is refused with a clear
 error and is never overwritten. While a card is in use its image is locked, so two
 simulators cannot run the same card.
+
+The image holds the PIN try counters: whoever can replace the file can give a blocked card
+its tries back. So the temporary and lock files are created with O_EXCL / O_NOFOLLOW and mode
+0600 (a planted symlink or file is never followed or reused), and a directory other users can
+write to is refused: one writable by group or others without the sticky bit (they could rename
+or delete our files), or owned by another user who is not root (they could chmod it at will).
+A sticky directory such as /tmp is accepted: others can only add names of their own there.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +39,11 @@ class CardImageError(Exception):
     """The image file cannot be used; the message says why and what to do."""
 
 
+class UnsafeImageFileError(CardImageError, PermissionError):
+    """Another user could replace the image (its directory or lock file). Also an OSError, so
+    a card whose directory turns unsafe while it runs answers like a failed write."""
+
+
 @dataclass(frozen=True)
 class CardImage:
     profile: EportProfile
@@ -39,6 +53,15 @@ class CardImage:
     ca_certificate: bytes  # DER of the issuing CA, for building the chain
     pin: ReferenceData
     puk: ReferenceData
+    # The envelope key in slot 9D (same algorithm as the signing key; PKCS#8 DER or the SM2
+    # scalar) and its certificate. Cards provisioned before it existed, and P-256 cards,
+    # have neither.
+    envelope_private_key: bytes | None = None
+    envelope_certificate: bytes | None = None
+
+    @property
+    def has_envelope_key(self) -> bool:
+        return self.envelope_private_key is not None and self.envelope_certificate is not None
 
     def with_pin(self, pin: ReferenceData) -> CardImage:
         return replace(self, pin=pin)
@@ -57,6 +80,11 @@ class CardImage:
             "pin": self.pin.to_json(),
             "puk": self.puk.to_json(),
         }
+        # Written only when present, so that the image of a card without one (and its
+        # checksum) is exactly what older versions wrote.
+        if self.envelope_private_key is not None and self.envelope_certificate is not None:
+            body["envelope_private_key"] = base64.b64encode(self.envelope_private_key).decode()
+            body["envelope_certificate"] = base64.b64encode(self.envelope_certificate).decode()
         body["checksum"] = _checksum(body)
         return body
 
@@ -73,6 +101,12 @@ class CardImage:
         algorithm = ALGORITHM_BY_NAME.get(raw["algorithm"])
         if algorithm is None:
             raise ValueError(f"unknown algorithm {raw['algorithm']!r}")
+        if ("envelope_private_key" in raw) != ("envelope_certificate" in raw):
+            raise ValueError("the envelope key and its certificate must be present together")
+        envelope_key, envelope_certificate = None, None
+        if "envelope_private_key" in raw:
+            envelope_key = base64.b64decode(raw["envelope_private_key"], validate=True)
+            envelope_certificate = base64.b64decode(raw["envelope_certificate"], validate=True)
         return cls(
             profile=EportProfile.from_json_dict(raw["profile"]),
             algorithm=algorithm,
@@ -81,6 +115,8 @@ class CardImage:
             ca_certificate=base64.b64decode(raw["ca_certificate"], validate=True),
             pin=ReferenceData.from_json(raw["pin"]),
             puk=ReferenceData.from_json(raw["puk"]),
+            envelope_private_key=envelope_key,
+            envelope_certificate=envelope_certificate,
         )
 
 
@@ -112,11 +148,60 @@ def read_image(path: Path) -> CardImage:
         ) from None
 
 
+_PRIVATE_FILE_MODE = 0o600
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMPORARY_NAME_TRIES = 5
+
+
+def check_image_directory(directory: Path) -> None:
+    """Refuse a directory where another user could replace a card image (see the module
+    docstring for the rule)."""
+    try:
+        info = os.stat(directory)  # the directory itself, wherever a symlink to it points
+    except OSError as exc:
+        raise CardImageError(
+            f"无法访问卡片映像目录 / cannot use the card image directory {directory}: "
+            f"{exc.strerror}. Remedy: create it, or choose another path."
+        ) from None
+    mode = stat.S_IMODE(info.st_mode)
+    foreign_owner = info.st_uid not in (os.getuid(), 0)
+    writable_by_others = bool(mode & 0o022) and not mode & stat.S_ISVTX
+    if foreign_owner or writable_by_others:
+        reason_zh = "属于其他用户" if foreign_owner else "其他用户可以写入"
+        reason_en = (f"belongs to another user (uid {info.st_uid})" if foreign_owner
+                     else f"can be written by other users (mode {mode:04o}, no sticky bit)")
+        raise UnsafeImageFileError(
+            f"卡片映像目录{reason_zh}，别人可以替换卡片数据 (包括 PIN 重试次数) / the card image "
+            f"directory {directory} {reason_en}, so they could replace the card's memory, PIN "
+            f"tries included. Remedy: chmod go-w {directory}, or keep card images in a "
+            "directory of your own (e.g. mkdir -m 700 ~/eport-cards)."
+        )
+
+
+def _temporary_name(path: Path) -> Path:
+    # A name nobody can guess ahead of us; O_EXCL refuses one that exists anyway.
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    for _ in range(_TEMPORARY_NAME_TRIES):
+        tmp = _temporary_name(path)
+        try:
+            return os.open(tmp, _CREATE_NEW, _PRIVATE_FILE_MODE), tmp
+        except FileExistsError:
+            continue  # someone else's file (or symlink) by that name: never touch it
+    raise CardImageError(
+        f"无法创建临时文件 / cannot create a temporary file beside {path}: the names are taken. "
+        "Remedy: check the directory for files planted by other users."
+    )
+
+
 def write_image_atomically(path: Path, image: CardImage) -> None:
     data = json.dumps(image.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    check_image_directory(path.parent)
+    fd, tmp = _create_temporary(path)
     try:
+        os.fchmod(fd, _PRIVATE_FILE_MODE)  # whatever the umask, and before a byte is written
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
@@ -133,6 +218,34 @@ def write_image_atomically(path: Path, image: CardImage) -> None:
         os.close(dir_fd)
 
 
+def _open_lock_file(path: Path) -> IO[bytes]:
+    """`.<image>.lock`, created with O_EXCL / O_NOFOLLOW and 0600; one left by an earlier run
+    is reused only when it is a plain file of ours that nobody else can write."""
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock_path, _CREATE_NEW, _PRIVATE_FILE_MODE)
+    except FileExistsError:
+        try:
+            fd = os.open(lock_path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:  # ELOOP: a symlink
+            raise _foreign_lock_file(lock_path, exc.strerror or "not a plain file") from None
+        info = os.fstat(fd)
+        if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid()
+                or stat.S_IMODE(info.st_mode) & 0o022):
+            os.close(fd)
+            raise _foreign_lock_file(lock_path, f"owner uid {info.st_uid}, mode "
+                                                f"{stat.S_IMODE(info.st_mode):04o}") from None
+    return os.fdopen(fd, "wb")
+
+
+def _foreign_lock_file(lock_path: Path, what: str) -> CardImageError:
+    return UnsafeImageFileError(
+        f"锁文件不是本用户的普通文件 / the lock file {lock_path} is not a plain file of this "
+        f"user's ({what}); someone may have planted it. Remedy: remove it, and keep card "
+        "images in a directory of your own."
+    )
+
+
 class CardImageStore:
     """The persistent memory of one card in use: the image, held under an exclusive lock."""
 
@@ -145,8 +258,8 @@ class CardImageStore:
     def open(cls, path: Path) -> CardImageStore:
         path = Path(path)
         read_image(path)  # a clear error for a missing or corrupt image before locking
-        lock_path = path.with_name(f".{path.name}.lock")
-        lock_file = open(lock_path, "ab")  # noqa: SIM115 - held for the store's lifetime
+        check_image_directory(path.parent)
+        lock_file = _open_lock_file(path)
         try:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -160,6 +273,7 @@ class CardImageStore:
 
     def commit(self, image: CardImage) -> None:
         """Persist `image`; only when this returns is it the card's state."""
+        # (write_image_atomically checks the directory again: it may have changed since.)
         if self._lock_file is None:
             raise CardImageError("the card image store is closed")
         write_image_atomically(self.path, image)

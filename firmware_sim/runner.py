@@ -3,8 +3,9 @@
 One thread per slot keeps its card connected to pcscd's vpcd driver. When pcscd is not
 running or restarts, the slot reconnects with a short backoff and logs once per outage. A card
 can be removed and inserted at run time, and faults can be injected: a slow card (a delay per
-APDU), a mute card (receives the APDU and holds its answer until unmuted or removed) and a
-card pulled during an APDU (before or after the card executed it).
+APDU, or only for one instruction, e.g. GENERAL AUTHENTICATE), a mute card (receives the APDU
+and holds its answer until unmuted or removed) and a card pulled during an APDU (before or
+after the card executed it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SlotStatus:
     inserted: bool
     connected: bool
     delay_ms: float
+    delay_ins: int | None  # the delay applies to this instruction only; None: to every APDU
     mute: bool
     pending_pull: str | None  # "before" or "after" executing the next APDU
     apdus: int
@@ -80,6 +82,7 @@ class SlotRunner:
         self._link: VpcdLink | None = None
         self._serving = False  # a connection is being served (the card may be executing)
         self._delay_ms = 0.0
+        self._delay_ins: int | None = None
         self._mute = False
         self._pending_pull: str | None = None
         self._apdus = 0
@@ -148,11 +151,16 @@ class SlotRunner:
             self._lock.notify_all()
         _release(old_card)
 
-    def set_delay(self, milliseconds: float) -> None:
+    def set_delay(self, milliseconds: float, ins: int | None = None) -> None:
+        """Delay each answer by `milliseconds`; with `ins`, only answers to that instruction
+        (the last APDU of a command chain, so one signature costs one delay)."""
         if milliseconds < 0:
             raise ValueError("delay must not be negative")
+        if ins is not None and not 0 <= ins <= 0xFF:
+            raise ValueError("the instruction must be one byte (00 to FF)")
         with self._lock:
             self._delay_ms = float(milliseconds)
+            self._delay_ins = ins
             self._lock.notify_all()
 
     def set_mute(self, mute: bool) -> None:
@@ -169,7 +177,8 @@ class SlotRunner:
     def status(self) -> SlotStatus:
         with self._lock:
             return SlotStatus(self.slot, self.port, str(self._image_path), self._inserted,
-                              self._link is not None, self._delay_ms, self._mute,
+                              self._link is not None, self._delay_ms, self._delay_ins,
+                              self._mute,
                               self._pending_pull, self._apdus)
 
     # -- the slot thread -----------------------------------------------------------------
@@ -259,7 +268,7 @@ class SlotRunner:
                 self._pulled()
                 return None
             self._lock.wait_for(lambda: not self._mute or not self._inserted or self._stopping)
-            deadline = time.monotonic() + self._delay_ms / 1000
+            deadline = time.monotonic() + self._delay_for(apdu) / 1000
             while self._inserted and not self._stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -275,6 +284,15 @@ class SlotRunner:
             if not self._inserted or self._stopping:
                 return None
         return response
+
+    def _delay_for(self, apdu: bytes) -> float:
+        # Called with the lock held.
+        if self._delay_ins is None:
+            return self._delay_ms
+        chained = len(apdu) > 0 and apdu[0] & 0x10  # not the last APDU of a chain
+        if len(apdu) > 1 and apdu[1] == self._delay_ins and not chained:
+            return self._delay_ms
+        return 0.0
 
     def _pulled(self) -> None:
         # Called with the lock held: the card stays out until insert().

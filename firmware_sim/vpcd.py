@@ -5,6 +5,12 @@ TCP; the driver listens on 35963 + slot and the card connects. Every message bot
 00 power off, 01 power on, 02 reset (no reply), 04 get ATR (reply: the ATR). Longer messages
 are C-APDUs, answered with the R-APDU. Closing the socket is card removal.
 
+vpcd forwards whatever a PC/SC program transmits, so a 1-byte APDU arrives as a 1-byte message
+too. Any byte other than the four control codes is such an APDU and is answered 6700 (wrong
+length: a command has at least a 4-byte header); were it left unanswered, vpcd would wait for
+ever and the reader would be dead for every program. A 1-byte APDU that happens to equal a
+control code cannot be told apart on the wire and is taken as that control.
+
 Things the driver does that shape this module (vsmartcard's vpcd, as packaged in Debian 12):
 - pcscd asks "is the card present?" every 400 ms by sending GET ATR, and only accepts our
   connection during such a poll, so insertion and removal are seen 0-400 ms late;
@@ -32,10 +38,12 @@ CONTROL_POWER_OFF = 0x00
 CONTROL_POWER_ON = 0x01
 CONTROL_RESET = 0x02
 CONTROL_GET_ATR = 0x04
+CONTROL_CODES = frozenset({CONTROL_POWER_OFF, CONTROL_POWER_ON, CONTROL_RESET, CONTROL_GET_ATR})
 MAX_FRAME = 0xFFFF  # the length prefix is two bytes
 # Sent instead of an answer that cannot be framed (empty, or over 65535 bytes): "no precise
 # diagnosis" keeps the reader usable, where dropping the connection would look like removal.
 SW_NO_PRECISE_DIAGNOSIS = b"\x6f\x00"
+SW_WRONG_LENGTH = b"\x67\x00"  # the answer to a 1-byte APDU
 
 
 class VirtualCard(Protocol):
@@ -77,6 +85,22 @@ class LatencyTuning:
 
 def port_for_slot(slot: int, base_port: int = VPCD_BASE_PORT) -> int:
     return base_port + slot
+
+
+SLOTS_PER_READER_ENTRY = 2  # Debian builds the driver with two slots per reader entry
+
+
+def reader_name(slot: int) -> str:
+    """pcscd's name for a vpcd slot. The packaged entry (/etc/reader.conf.d/vpcd) serves slots
+    0 and 1: "Virtual PCD 00 00" and "Virtual PCD 00 01". More slots need more entries, each
+    serving the next two ports with its own copy of the driver (the driver keeps its sockets in
+    a global table indexed by slot, so two entries sharing one library would clash); pcscd
+    numbers readers of the same name per library, so each entry gets its own name,
+    "Virtual PCD NN", and pcscd calls its slots "Virtual PCD NN 00 00" and "... 00 01"."""
+    entry, index = divmod(slot, SLOTS_PER_READER_ENTRY)
+    if entry == 0:
+        return f"Virtual PCD 00 {index:02d}"
+    return f"Virtual PCD {entry:02d} 00 {index:02d}"
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -202,8 +226,12 @@ class VpcdLink:
             if frame is None or self.closed:
                 return
             self.frames_received += 1
-            if len(frame) == 1:
+            if len(frame) == 1 and frame[0] in CONTROL_CODES:
                 self._control(card, frame[0])
+                continue
+            if len(frame) == 1:
+                # A 1-byte APDU from some PC/SC program (see the module docstring).
+                self.send(SW_WRONG_LENGTH)
                 continue
             response = handle_apdu(card, frame)
             if response is None or self.closed:

@@ -32,8 +32,18 @@ LOG_LINES = 2000
 PACKAGES = ("pcscd", "libccid", "libpcsclite1", "vsmartcard-vpcd", "opensc", "libusb-1.0-0")
 
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+# A secret's name: pin, puk, user_pin, pin_code, new-pin (any case), newPin, oldPin, userPIN
+# (camel case), password, passwd, pwd, passcode, secret.
+_SECRET_KEY = (r"(?:[A-Za-z0-9]*[_-])?(?i:pin|puk)(?:[_-]?(?i:code|number|no|value))?"
+               r"|[A-Za-z0-9]*[a-z0-9](?:Pin|PIN|Puk|PUK)(?:Code)?"
+               r"|(?i:passw(?:or)?d|pwd|passcode|secret)")
+# Its value: "…" or '…' (backslash escapes allowed), \"…\" (JSON inside a JSON string), or a
+# bare word up to a separator. An object or list ("pin": {"tries_left": 3}) is not a secret.
+_SECRET_VALUE = (r'\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\]|\\.)*"|' r"'(?:[^'\\]|\\.)*'"
+                 r"""|[^\s,;&{}\[\]()"']+""")
 _SECRET_ASSIGNMENT = re.compile(
-    r"(?i)\b(pin|puk|new_pin|old_pin|password|passwd|secret)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+    rf"(?<![A-Za-z0-9_])(?P<key>{_SECRET_KEY})(?P<separator>\\?[\"']?\s*[=:]\s*)"
+    rf"(?P<value>{_SECRET_VALUE})")
 _LONG_HEX = re.compile(r"\b(?:[0-9A-Fa-f]{2}[ :]?){32,}\b")
 _LONG_BASE64 = re.compile(r"[A-Za-z0-9+/]{64,}={0,2}")
 
@@ -41,9 +51,15 @@ _LONG_BASE64 = re.compile(r"[A-Za-z0-9+/]{64,}={0,2}")
 def scrub(text: str) -> str:
     """Remove what could be a secret or key material from free text (logs, command output)."""
     text = _PEM.sub(lambda m: f"[{m.group(1)} removed]", text)
-    text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+    text = _SECRET_ASSIGNMENT.sub(_redact_value, text)
     text = _LONG_HEX.sub("[long hex removed]", text)
     return _LONG_BASE64.sub("[long base64 removed]", text)
+
+
+def _redact_value(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = next((q for q in ('\\"', '"', "'") if value.startswith(q)), "")
+    return f"{match.group('key')}{match.group('separator')}{quote}[redacted]{quote}"
 
 
 def mask_name(name: str) -> str:

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from eport.common.socket_location import SYSTEM_GROUP, SYSTEM_SOCKET_MODE, USER_SOCKET_MODE
 from eport.daemon.config import DaemonSettings
+from eport.daemon.server.call_limits import CallLimitInterceptor, CallLimits, worker_threads
 from eport.daemon.server.interceptor import CallLogInterceptor
 from eport.daemon.server.peer_proxy import PeerPolicy, PeerProxy, PeerRegistry
 from eport.daemon.server.socket_path import (
@@ -185,13 +186,15 @@ class RunningServer:
     """What run_server() yields: the live server and the means to stop it."""
 
     def __init__(self, socket_path: Path, server: grpc.Server, health_servicer: Any,
-                 peers: PeerRegistry, proxy: PeerProxy, systemd_activated: bool) -> None:
+                 peers: PeerRegistry, proxy: PeerProxy, systemd_activated: bool,
+                 limits: CallLimits | None = None) -> None:
         self.socket_path = socket_path
         self.server = server
         # grpc_health.v1.health.HealthServicer; the card service may set() its own status.
         self.health = health_servicer
         self.peers = peers
         self.systemd_activated = systemd_activated
+        self.limits = limits or CallLimits()
         self._proxy = proxy
         self._lock = threading.Lock()
         self._stopped = False
@@ -218,9 +221,11 @@ class RunningServer:
 
 @contextlib.contextmanager
 def run_server(settings: DaemonSettings, register: Callable[[grpc.Server], None], *,
-               max_workers: int = 64, environ: MutableMapping[str, str] | None = None
-               ) -> Iterator[RunningServer]:
+               environ: MutableMapping[str, str] | None = None) -> Iterator[RunningServer]:
     """Serve eportd at settings.socket_path until the block exits.
+
+    At most settings.max_calls calls run at once and settings.max_streams streams are open
+    at once, on a pool of both together (eport.daemon.server.call_limits).
 
     `register(server)` adds the card service; it runs after the socket is ours and before the
     first call can arrive. Health ("" and eport.v1.CardService: SERVING) and reflection are
@@ -253,9 +258,12 @@ def run_server(settings: DaemonSettings, register: Callable[[grpc.Server], None]
             raise RuntimeError(f"{private_dir} is not 0700")  # mkdtemp promises it
 
         peers = PeerRegistry()
-        executor = ThreadPoolExecutor(max_workers, thread_name_prefix="eportd-rpc")
+        limits = CallLimits(settings.max_calls, settings.max_streams)
+        executor = ThreadPoolExecutor(worker_threads(limits.max_calls, limits.max_streams),
+                                      thread_name_prefix="eportd-rpc")
         cleanup.callback(executor.shutdown, wait=False, cancel_futures=True)
-        server = grpc.server(executor, interceptors=[CallLogInterceptor(peers)],
+        server = grpc.server(executor,
+                             interceptors=[CallLogInterceptor(peers), CallLimitInterceptor(limits)],
                              options=[("grpc.so_reuseport", 0)])
         # Watch streams run as ordinary generators through the logging interceptor (its
         # wrapper hides grpc's experimental non-blocking mode), one worker thread each.
@@ -273,7 +281,7 @@ def run_server(settings: DaemonSettings, register: Callable[[grpc.Server], None]
 
         proxy = PeerProxy(listener, target, private_dir, peers, policy)
         running = RunningServer(socket_path, server, health_servicer, peers, proxy,
-                                systemd_activated=activated is not None)
+                                systemd_activated=activated is not None, limits=limits)
         cleanup.callback(running.stop, None)
         proxy.start()
         logger.debug("grpc listens on %s; proxy on %s", target, socket_path)

@@ -107,7 +107,8 @@ def check_socket_directory(directory: Path, mode: str) -> None:
     """Refuse a directory another user could tamper with; create a missing user one 0700.
 
     User mode: the directory must be ours and writable by nobody else. System mode: it must
-    belong to root and not be world-writable (group `eport` may need to traverse it).
+    belong to root and be writable by nobody else, neither group nor others (group `eport`
+    may traverse it, never write to it).
     A symlink is refused in both modes: it could be repointed after our checks.
     """
     our_uid = os.getuid()
@@ -179,6 +180,14 @@ def check_socket_directory(directory: Path, mode: str) -> None:
         if info.st_mode & 0o002:
             raise _unsafe(directory, f"可被任何用户写入 (权限 {info.st_mode & 0o7777:04o})",
                           f"is world-writable (mode {info.st_mode & 0o7777:04o})",
+                          f"chmod 755 {directory}", f"chmod 755 {directory}")
+        if info.st_mode & 0o020:
+            # Members of the group may call eportd, not replace its socket: one of them could
+            # put a socket of their own there and collect other users' PINs.
+            raise _unsafe(directory, f"可被用户组写入 (权限 {info.st_mode & 0o7777:04o})，组成员"
+                          "可以替换套接字",
+                          f"is group-writable (mode {info.st_mode & 0o7777:04o}), so a member "
+                          "of the group could replace the socket",
                           f"chmod 755 {directory}", f"chmod 755 {directory}")
 
 

@@ -4,6 +4,12 @@ Run the long campaign (the issue asks for at least 100,000 APDUs):
 
     .venv/bin/python -m tests.support.apdu_fuzz --count 100000 --seed 1
 
+and the same count through the real pcscd to a card in a vpcd slot (tests/support/
+apdu_fuzz_pcscd.py; the reader must answer throughout):
+
+    flock /tmp/eport-pcsc.lock .venv/bin/python -m tests.support.apdu_fuzz --through-pcscd \
+        --count 100000
+
 It checks, for every APDU, that the card answers with a status word (never an internal error,
 6F00), and that an APDU the card refuses leaves its persistent state and security status as
 they were. CI runs a shorter campaign through tests/unit/test_card_fuzz.py.
@@ -46,6 +52,12 @@ SEED_APDUS = [bytes.fromhex(h) for h in (
     "0087119C267C2482008120" + "11" * 32 + "00",
     "1087079C207C820104820081820100" + "00" * 16,
     "0087E89C267C2482008120" + "22" * 32 + "00",
+    # The envelope key (9D): GET DATA of its certificate, SM2's C1 in tag 85 (a point on the
+    # curve, 12345·G), and an RSA-1024 block in tag 81.
+    "00CB3FFF055C035FC10B00",
+    "0087E89D477C4582008541" + "04559ED850B19D627DADE377D29D2E6D31FD1DB186FBA1EBC0A0F4D790645A8"
+    "7417E3918FF4645AE2C04007FAC427B7910A363670A7D993B3CA82BB99B6841B06D" + "00",
+    "0087069D887C8185820081818000" + "5A" * 127 + "00",
 )]
 REFUSED_WITHOUT_EFFECT_EXEMPT_INS = {Ins.VERIFY, Ins.CHANGE_REFERENCE_DATA, Ins.RESET_RETRY_COUNTER}
 
@@ -123,8 +135,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--algorithm", default="p256", choices=["p256", "rsa2048", "sm2"])
+    parser.add_argument("--algorithm", default="p256",
+                        choices=["p256", "rsa2048", "rsa1024", "sm2"])
+    parser.add_argument("--through-pcscd", action="store_true",
+                        help="send the APDUs through the real pcscd to a simulated card in a "
+                             "vpcd slot (hold /tmp/eport-pcsc.lock)")
+    parser.add_argument("--slot", type=int, default=0, help="vpcd slot for --through-pcscd")
     args = parser.parse_args()
+    if args.through_pcscd:
+        return _main_through_pcscd(args.count, args.seed, args.algorithm, args.slot)
     from eport.firmware_sim.ca import init_ca
     from tests.support.cards import provision_test_card
 
@@ -141,6 +160,26 @@ def main() -> int:
         print("VIOLATION", violation)
     print(f"{len(report.violations)} violations")
     return 1 if report.violations else 0
+
+
+def _main_through_pcscd(count: int, seed: int, algorithm: str, slot: int) -> int:
+    from tests.support.apdu_fuzz_pcscd import run_on_new_card
+
+    try:
+        report = run_on_new_card(count, seed, algorithm, slot)
+    except BaseException as exc:  # pytest's skip (no pcscd, no vpcd driver) is a BaseException
+        if type(exc).__name__ not in ("Skipped", "Failed"):
+            raise
+        print(f"cannot run through pcscd: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary() + f", seed {seed}")
+    for sw, n in report.status_words.most_common(12):
+        print(f"  {sw:04X}  {n}")
+    for reason, n in report.refused_by_pcscd.most_common():
+        print(f"  refused by pcscd: {reason}  {n}")
+    for failure in report.failures[:20]:
+        print("FAILURE", failure)
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":

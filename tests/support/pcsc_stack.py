@@ -2,6 +2,12 @@
 
 pcscd is started when it is not running (and stopped at the end if we started it). When the
 stack cannot be had, pcsc tests skip, except with CI=true, where they fail.
+
+More than two vpcd slots: `more_vpcd_slots(pcscd, count, workdir)` restarts the pcscd the tests
+started with a reader configuration of its own (pcscd -c DIR: the packaged entries plus one
+entry per two further slots, each with its own copy of the driver, see
+eport.firmware_sim.vpcd.reader_name) and restarts it with the packaged configuration
+afterwards. /etc is never edited.
 """
 
 from __future__ import annotations
@@ -13,20 +19,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from eport.daemon.transport.pcsc import PcscContext, PcscError
-from eport.firmware_sim.demo import vpcd_reader_name
 from eport.firmware_sim.image import CardImage, load_card
 from eport.firmware_sim.runner import CardFactory, SimulatorRunner, SlotRunner
+from eport.firmware_sim.vpcd import SLOTS_PER_READER_ENTRY, port_for_slot, reader_name
 
 VPCD_READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
+VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
+PACKAGED_READER_CONF = Path("/etc/reader.conf.d")
 
-
-reader_for_slot = vpcd_reader_name
+reader_for_slot = reader_name
 
 
 def stack_unavailable(reason: str) -> None:
@@ -35,10 +43,10 @@ def stack_unavailable(reason: str) -> None:
     pytest.skip(f"pcsc test stack unavailable: {reason}")
 
 
-def vpcd_readers_present() -> bool:
+def vpcd_readers_present(readers: tuple[str, ...] = VPCD_READERS) -> bool:
     try:
         with PcscContext() as context:
-            return all(r in context.list_readers() for r in VPCD_READERS)
+            return all(r in context.list_readers() for r in readers)
     except PcscError:
         return False
 
@@ -71,17 +79,62 @@ class Pcscd:
                 self.process.kill()
                 self.process.wait()
 
-    def restart(self) -> None:
+    def restart(self, config: Path | None = None,
+                readers: tuple[str, ...] = VPCD_READERS) -> None:
+        """Stop and start again, with the reader configuration directory `config` (None: the
+        packaged one); returns once `readers` are listed."""
         self.stop()
-        self.process = _spawn_pcscd()
-        if not wait_for(vpcd_readers_present, 15):
+        self.process = _spawn_pcscd(config)
+        if not wait_for(lambda: vpcd_readers_present(readers), 15):
             raise RuntimeError("pcscd did not come back with the vpcd readers")
 
 
-def _spawn_pcscd() -> subprocess.Popen[bytes]:
+def _spawn_pcscd(config: Path | None = None) -> subprocess.Popen[bytes]:
     pcscd = shutil.which("pcscd") or "/usr/sbin/pcscd"
-    return subprocess.Popen([pcscd, "--foreground"], stdout=subprocess.DEVNULL,
+    extra = [] if config is None else ["--config", str(config)]
+    return subprocess.Popen([pcscd, "--foreground", *extra], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def _write_reader_conf(count: int, workdir: Path) -> Path:
+    """A reader.conf.d for `count` vpcd slots: the packaged files, and for every two slots
+    past the first two an entry with its own copy of the driver (outside the directory:
+    pcscd parses every file in it)."""
+    conf, drivers = workdir / "reader.conf.d", workdir / "drivers"
+    conf.mkdir(parents=True)
+    drivers.mkdir()
+    for packaged in sorted(PACKAGED_READER_CONF.iterdir()):
+        if packaged.is_file():
+            shutil.copyfile(packaged, conf / packaged.name)
+    entries = -(-count // SLOTS_PER_READER_ENTRY)
+    for entry in range(1, entries):
+        driver = drivers / f"libifdvpcd-{entry:02d}.so"
+        shutil.copyfile(VPCD_DRIVER, driver)
+        first_port = port_for_slot(entry * SLOTS_PER_READER_ENTRY)
+        (conf / f"vpcd-eport-test-{entry:02d}").write_text(
+            f'FRIENDLYNAME "Virtual PCD {entry:02d}"\n'
+            f"DEVICENAME   /dev/null:{first_port}\n"
+            f"LIBPATH      {driver}\n", encoding="ascii")
+    return conf
+
+
+@contextlib.contextmanager
+def more_vpcd_slots(pcscd: Pcscd, count: int, workdir: Path) -> Iterator[tuple[str, ...]]:
+    """pcscd with `count` vpcd slots (ports 35963 + slot) while the block runs; yields the
+    reader names. Only a pcscd the tests started can be restarted: with one that was running
+    before (the system's), the test is skipped, since it is not ours to stop."""
+    if not pcscd.restartable:
+        pytest.skip("pcscd was already running when the tests started, so it is not ours to "
+                    "restart with more vpcd slots (stop it first to run this test)")
+    if not VPCD_DRIVER.exists():
+        stack_unavailable(f"the vpcd driver {VPCD_DRIVER} is missing")
+    readers = tuple(reader_for_slot(slot) for slot in range(count))
+    conf = _write_reader_conf(count, workdir)
+    try:
+        pcscd.restart(conf, readers)
+        yield readers
+    finally:
+        pcscd.restart()  # the packaged configuration again
 
 
 def start_pcscd_if_needed() -> Pcscd:

@@ -246,6 +246,22 @@ def test_system_directory_must_belong_to_root_and_not_be_world_writable(short_di
             claim_socket_path(directory / "eportd.sock", "system")
 
 
+@pytest.mark.parametrize("mode", [0o775, 0o770, 0o1775])
+def test_system_mode_refuses_a_group_writable_directory(short_dir: Path, mode: int) -> None:
+    directory = short_dir / "run"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(ServerConfigError) as caught:
+        claim_socket_path(directory / "eportd.sock", "system")
+    message = str(caught.value)
+    assert "可被用户组写入" in message and f"is group-writable (mode {mode:04o})" in message
+    assert f"chmod 755 {directory}" in message
+    assert not (directory / "eportd.sock").exists() and not lock_path_of(
+        directory / "eportd.sock").exists()
+    directory.chmod(0o755)
+    claim_socket_path(directory / "eportd.sock", "system").release()  # then it is accepted
+
+
 def test_a_file_that_is_not_a_socket_is_not_removed(short_dir: Path) -> None:
     path = short_dir / "eportd.sock"
     path.write_text("precious")

@@ -221,6 +221,8 @@ def test_control_requests_and_their_errors(card_images: dict[str, CardImage],
             ({"command": "remove", "slot": 3}, "no card slot 3"),
             ({"command": "delay", "slot": 0, "ms": "fast"}, "number"),
             ({"command": "delay", "slot": 0, "ms": -1}, "negative"),
+            ({"command": "delay", "slot": 0, "ms": 5, "ins": "87"}, "instruction byte"),
+            ({"command": "delay", "slot": 0, "ms": 5, "ins": 300}, "one byte"),
             ({"command": "insert", "slot": 0}, "already holds"),
         ]
         for request, message in bad:
@@ -345,11 +347,16 @@ def test_link_reports_broken_frames(driver: Driver, linked: Any, raw: bytes, mes
     assert message in str(errors[0])
 
 
-def test_link_ignores_an_unknown_control_byte(driver: Driver, linked: Any,
-                                              caplog: pytest.LogCaptureFixture) -> None:
-    driver.send(b"\x07")
-    assert driver.transmit(b"\x04") == FAKE_ATR  # no stray reply in between
-    assert "unknown control byte 07" in caplog.text
+def test_a_one_byte_apdu_is_answered_6700_and_the_link_goes_on(driver: Driver, linked: Any
+                                                                ) -> None:
+    """vpcd passes a 1-byte APDU from any PC/SC program on as a 1-byte message: every byte
+    that is not a control code gets 6700, and the card still answers afterwards."""
+    _link, _card, thread, errors = linked
+    for byte in sorted(set(range(256)) - {0x00, 0x01, 0x02, 0x04}):
+        assert driver.transmit(bytes([byte])) == b"\x67\x00", f"{byte:02X}"
+    assert driver.transmit(b"\x04") == FAKE_ATR  # still a card, no stray reply in between
+    assert driver.transmit(SELECT)[-2:] == b"\x90\x00"
+    assert thread.is_alive() and not errors
 
 
 def test_unframeable_or_failed_answers_become_6f00(driver: Driver, linked: Any) -> None:
@@ -418,7 +425,8 @@ def test_status_reports_the_slot(driver: Driver, fake_slot: SlotRunner, tmp_path
     assert wait_until(lambda: fake_slot.status().connected)
     status = fake_slot.status().to_json()
     assert status == {"slot": 0, "port": driver.port, "image": str(tmp_path / "alpha.fake.json"),
-                      "inserted": True, "connected": True, "delay_ms": 5.0, "mute": False,
+                      "inserted": True, "connected": True, "delay_ms": 5.0, "delay_ins": None,
+                      "mute": False,
                       "pending_pull": "after", "apdus": 1}
 
 
@@ -518,6 +526,25 @@ def test_slow_card_and_removal_cuts_a_long_delay_short(driver: Driver,
     fake_slot.remove()
     assert driver.closed_by_card()
     assert time.monotonic() - started < 0.5
+
+
+def test_a_delay_for_one_instruction_slows_only_that_instruction(driver: Driver,
+                                                                fake_slot: SlotRunner) -> None:
+    general_authenticate = bytes.fromhex("0087119C047C028100")
+    chained = bytes.fromhex("1087119C047C028100")  # not the last APDU of its chain
+    fake_slot.set_delay(800, ins=0x87)
+    assert fake_slot.status().to_json()["delay_ins"] == 0x87
+    started = time.monotonic()
+    driver.transmit(general_authenticate)
+    assert time.monotonic() - started >= 0.8
+    for apdu in (ECHO, VERIFY, chained):
+        started = time.monotonic()
+        driver.transmit(apdu)
+        assert time.monotonic() - started < 0.4, apdu.hex()  # well under the 800 ms delay
+    fake_slot.set_delay(0)
+    assert fake_slot.status().to_json()["delay_ins"] is None
+    with pytest.raises(ValueError, match="one byte"):
+        fake_slot.set_delay(10, ins=0x100)
 
 
 def test_mute_card_holds_the_answer_until_unmuted(driver: Driver, fake_slot: SlotRunner,
@@ -755,6 +782,16 @@ def test_ctl_commands_against_a_running_control_server(fake_runner: SimulatorRun
                           ).exit_code == 0
         status = cli.invoke(ctl_group, ["--control", str(path), "status", "--json"])
         assert json.loads(status.output)[0]["delay_ms"] == 30 and '"mute": true' in status.output
+        assert cli.invoke(ctl_group, ["--control", str(path), "delay", "--slot", "0",
+                                      "--ms", "250", "--ins", "87"]).exit_code == 0
+        assert json.loads(cli.invoke(ctl_group, ["--control", str(path), "status", "--json"]
+                                     ).output)[0]["delay_ins"] == 0x87
+        assert "delay 250 ms for INS 87" in cli.invoke(
+            ctl_group, ["--control", str(path), "status"]).output
+        for wrong in ("GA", "1FF", ""):
+            refused = cli.invoke(ctl_group, ["--control", str(path), "delay", "--ms", "5",
+                                             "--ins", wrong])
+            assert refused.exit_code == 2 and "instruction byte in hex" in refused.output
         bad = cli.invoke(ctl_group, ["--control", str(path), "remove", "--slot", "4"])
         assert bad.exit_code != 0 and "no card slot 4" in bad.output
     gone = cli.invoke(ctl_group, ["--control", str(path), "status"])
