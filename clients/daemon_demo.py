@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import shlex
@@ -32,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
-from websockets.typing import Origin
 
 from eport.clients.cli.errors import error_detail_of
+from eport.clients.demo_gateway import gateway_steps
 from eport.clients.demo_subsystems import DemoCards, subsystem_steps
 from eport.clients.demo_support import (
     DEMO_CREDIT_CODE,
@@ -165,7 +162,7 @@ def run_demo(workdir: Path, ignored_readers: tuple[str, ...] = ()) -> int:
             selector = pb.CardSelector(reader=reader.name, card_id=card_id)
             result = _card_steps(stub, workdir, events, selector)
             _cli_steps(socket, card_id)
-            _gateway_steps(socket, workdir, reader.name)
+            gateway_steps(socket, workdir, reader.name)
             subsystem_steps(stub, socket, workdir, ca,
                             DemoCards(declarant=card, operator=operator,
                                       legal_person=legal_person), reader)
@@ -179,44 +176,6 @@ def _cli_steps(socket: Path, card_id: str) -> None:
         step(f"eport {' '.join(words)}")
         # doctor exits 20 for warnings (e.g. udev rules not installed): still a good run.
         subprocess.run([bin_path("eport"), *words], env=environment, check=False)
-
-
-def _gateway_steps(socket: Path, workdir: Path, reader: str) -> None:
-    """The E-port client's websocket API, as Single Window pages and ERP programs call it."""
-    step("eport-gateway: the E-port client's websocket API (ws://127.0.0.1:61232) on Linux")
-    gateway = [bin_path("eport-gateway"), "serve", "--port", "0", "--tls-port", "0",
-               "--socket", str(socket), "--reader", reader]
-    log = workdir / "gateway.log"
-    with running_process(gateway, log):
-        deadline = time.monotonic() + 15
-        while "listening on" not in log.read_text(encoding="utf-8", errors="replace"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"eport-gateway did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        # "listening on wss://… and ws://…" once `tls install` has run, else ws only.
-        url = re.search(r"listening on (?:wss://\S+ and )?(ws://\S+)",
-                        log.read_text(encoding="utf-8"))
-        assert url is not None
-        with connect(url.group(1), origin=Origin("https://www.singlewindow.cn")) as page:
-            print(f"  greeting {page.recv(decode=True)!s}")
-            for number, (method, args) in enumerate([
-                    ("cus-sec_SpcGetCardID", {}), ("cus-sec_SpcGetCertNo", {}),
-                    ("cus-sec_SpcSignDataAsPEM", {"inData": "<ceb:CEB311Message/>"}),
-                    ("cus-sec_SpcVerifyPIN", {"passwd": DEMO_PIN}),
-                    ("cus-sec_SpcSignDataAsPEM", {"inData": "<ceb:CEB311Message/>"}),
-                    ("cus-sec_SpcClearEnv", {})], 1):
-                page.send(json.dumps({"_method": method, "_id": number, "args": args}))
-                answer = json.loads(page.recv())
-                shown = [item[:40] + "..." if len(item) > 40 else item
-                         for item in answer["_args"]["Data"]]
-                print(f"  {method} -> Result {answer['_args']['Result']}, Data {shown}"
-                      + (f", Error {answer['_args']['Error']}" if answer["_args"]["Error"] else ""))
-        try:
-            with connect(url.group(1), origin=Origin("https://attacker.example")):
-                print("  UNEXPECTED: a foreign origin was let in")
-        except InvalidStatus as refused:
-            print(f"  a page from https://attacker.example is refused: HTTP "
-                  f"{refused.response.status_code}")
 
 
 def _card_steps(stub: pb_grpc.CardServiceStub, workdir: Path, events: Any,

@@ -714,6 +714,13 @@ def test_the_readme_demo_runs(pcscd: Pcscd, tmp_path: Path) -> None:
     assert "operator card: 非法人卡，不允许操作!" in result.stdout
     assert re.search(r"legal-person card: G\d{12} lets 深圳演示报关有限公司", result.stdout)
     assert re.search(r"unified number B\d{17}, BONDED_APPROVED", result.stdout)
+    # The Single Window path: tls install (twice: the second changes nothing), a page's calls
+    # over wss with the certificate checked, the envelope key, ws, a foreign origin refused.
+    assert "local CA: created" in result.stdout and "local CA: unchanged" in result.stdout
+    assert "wss: the certificate of wss.singlewindow.cn checks against the local CA" in \
+        result.stdout
+    assert "decrypted on the card: 加密证书 demo / envelope demo" in result.stdout
+    assert "a page from https://attacker.example is refused: HTTP 403" in result.stdout
 
 
 def test_a_card_another_program_holds_at_start_is_read_once_it_lets_go(
