@@ -26,8 +26,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -52,8 +54,8 @@ from eport.firmware_sim.demo import vpcd_reader_name
 from eport.firmware_sim.image import read_image
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
-from tests.support.daemon_stack import start_daemon
-from tests.support.gateway_stack import start_gateway
+from tests.support.daemon_stack import Daemon, start_daemon
+from tests.support.gateway_stack import Gateway, start_gateway
 
 PIN = "88888888"
 SIGN_ALGORITHM = {"rsa2048": pb.SHA1_WITH_RSA, "rsa1024": pb.SHA1_WITH_RSA,
@@ -61,11 +63,10 @@ SIGN_ALGORITHM = {"rsa2048": pb.SHA1_WITH_RSA, "rsa1024": pb.SHA1_WITH_RSA,
 IN_FLIGHT_PER_CONNECTION = 4
 
 
-@dataclass
-class Series:
-    algorithm: str
-    path: str
-    clients: int
+@dataclass(kw_only=True)
+class Tally:
+    """What a series of signatures counts (Series here, the TLS benchmark's Totals)."""
+
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -74,6 +75,13 @@ class Series:
     @property
     def per_second(self) -> float:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Series(Tally):
+    algorithm: str
+    path: str
+    clients: int
 
     def row(self, peer: Series | None) -> str:
         if not self.latencies:
@@ -108,6 +116,77 @@ class Verifier:
 def _data(tag: str, number: int) -> bytes:
     body = hashlib.sha256(str(number).encode()).hexdigest()
     return f"<ceb:Message seq='{number}' tag='{tag}'>{body}</ceb:Message>".encode()
+
+
+def add_card_arguments(parser: argparse.ArgumentParser, algorithms: str) -> None:
+    """--algorithms (default `algorithms`), --verify-every and --slot."""
+    parser.add_argument("--algorithms", default=algorithms,
+                        help="comma-separated of rsa2048, rsa1024, sm2 (default: %(default)s)")
+    parser.add_argument("--verify-every", type=int, default=25)
+    parser.add_argument("--slot", type=int, default=0)
+
+
+def chosen_algorithms(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated --algorithms, each one that SIGN_ALGORITHM knows."""
+    algorithms = [a.strip() for a in text.split(",") if a.strip()]
+    if not algorithms or set(algorithms) - set(SIGN_ALGORITHM):
+        parser.error(f"--algorithms: choose from {', '.join(SIGN_ALGORITHM)}")
+    return algorithms
+
+
+@contextlib.contextmanager
+def signing_stack(workdir: Path, algorithm: str, card: Path, trust_bundle: Path, slot: int,
+                  gateway_env: dict[str, str] | None = None
+                  ) -> Iterator[tuple[Verifier, Daemon, Gateway]]:
+    """The card in its vpcd slot, eportd trusting the test CA with the PIN verified once, and
+    eport-gateway on that eportd; a Verifier for the card's signatures."""
+    verifier = Verifier(algorithm, read_image(card).certificate)
+    with card_in_slot(card, slot, None):
+        daemon = start_daemon(workdir / f"run-{algorithm}", "--trust-anchor", str(trust_bundle))
+        try:
+            with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
+                pb_grpc.CardServiceStub(channel).VerifyPin(pb.VerifyPinRequest(pin=PIN),
+                                                           timeout=30)
+            gateway = start_gateway(daemon.socket, env=gateway_env)
+            try:
+                yield verifier, daemon, gateway
+            finally:
+                gateway.stop()
+        finally:
+            daemon.stop()
+
+
+async def sign_over_socket(socket: Any, tally: Tally, tag: str, numbers: Iterable[int],
+                           window: int, verifier: Verifier, verify_every: int) -> None:
+    """Sign one distinct message per number through a greeted gateway connection, keeping up
+    to `window` requests in flight; every `verify_every`-th signature is checked here."""
+    pending: dict[int, tuple[bytes, float]] = {}
+    queue = list(numbers)
+    while queue or pending:
+        while queue and len(pending) < window:
+            number = queue.pop(0)
+            data = _data(tag, number)
+            pending[number] = (data, time.perf_counter())
+            await socket.send(json.dumps({"_method": "cus-sec_SpcSignDataAsPEM",
+                                          "_id": number, "args": {"inData": data.decode()}}))
+        answer = json.loads(await socket.recv())
+        data, started = pending.pop(answer["_id"])
+        if not answer["_args"]["Result"]:
+            tally.errors.append(answer["_args"]["Error"][1])
+            continue
+        tally.latencies.append(time.perf_counter() - started)
+        if answer["_id"] % verify_every == 0:
+            verifier.check(data, base64.b64decode(answer["_args"]["Data"][0]))
+            tally.verified += 1
+
+
+def exit_status(tallies: Iterable[Tally]) -> int:
+    """1 (with the first errors printed) when any signature failed, else 0."""
+    failed = [e for tally in tallies for e in tally.errors]
+    if failed:
+        print(f"errors: {len(failed)}, first: {failed[:5]}")
+        return 1
+    return 0
 
 
 def bench_eportd(algorithm: str, socket: Path, clients: int, rounds: int, verifier: Verifier,
@@ -160,29 +239,10 @@ async def _gateway_connection(url: str, index: int, rounds: int, series: Series,
         greeting = json.loads(await socket.recv())
         assert greeting["_method"] == "open", greeting
         await start.wait()
-        pending: dict[int, tuple[bytes, float]] = {}
-        sent = 0
-        done = 0
         window = 1 if series.clients == 1 else IN_FLIGHT_PER_CONNECTION
-        while done < rounds:
-            while sent < rounds and len(pending) < window:
-                number = index * rounds + sent
-                data = _data(f"g{index}", number)
-                pending[number] = (data, time.perf_counter())
-                await socket.send(json.dumps({
-                    "_method": "cus-sec_SpcSignDataAsPEM", "_id": number,
-                    "args": {"inData": data.decode()}}))
-                sent += 1
-            answer = json.loads(await socket.recv())
-            data, started = pending.pop(answer["_id"])
-            done += 1
-            if not answer["_args"]["Result"]:
-                series.errors.append(answer["_args"]["Error"][1])
-                continue
-            series.latencies.append(time.perf_counter() - started)
-            if answer["_id"] % verify_every == 0:
-                verifier.check(data, base64.b64decode(answer["_args"]["Data"][0]))
-                series.verified += 1
+        await sign_over_socket(socket, series, f"g{index}",
+                               range(index * rounds, (index + 1) * rounds), window, verifier,
+                               verify_every)
 
 
 async def _bench_gateway(algorithm: str, url: str, clients: int, rounds: int,
@@ -211,14 +271,9 @@ def main() -> int:
                         help="signatures per client and series (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=8,
                         help="connections / clients of the concurrent series (default: 8)")
-    parser.add_argument("--algorithms", default="rsa2048",
-                        help="comma-separated of rsa2048, rsa1024, sm2 (default: %(default)s)")
-    parser.add_argument("--verify-every", type=int, default=25)
-    parser.add_argument("--slot", type=int, default=0)
+    add_card_arguments(parser, "rsa2048")
     args = parser.parse_args()
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    if not algorithms or set(algorithms) - set(SIGN_ALGORITHM):
-        parser.error(f"--algorithms: choose from {', '.join(SIGN_ALGORITHM)}")
+    algorithms = chosen_algorithms(parser, args.algorithms)
     if min(args.rounds, args.clients, args.verify_every) < 1:
         parser.error("--rounds, --clients and --verify-every must be at least 1")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -232,27 +287,15 @@ def main() -> int:
         print(f"{args.rounds} rounds per client, {args.clients} concurrent clients, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
         for algorithm in algorithms:
-            verifier = Verifier(algorithm, read_image(cards[algorithm]).certificate)
-            with card_in_slot(cards[algorithm], args.slot, None):
-                daemon = start_daemon(workdir / f"run-{algorithm}", "--trust-anchor",
-                                      str(trust_bundle))
-                try:
-                    with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
-                        pb_grpc.CardServiceStub(channel).VerifyPin(
-                            pb.VerifyPinRequest(pin=PIN), timeout=30)
-                    gateway = start_gateway(daemon.socket)
-                    try:
-                        for clients in (1, args.clients):
-                            print(f"{algorithm}: {clients} client(s) ...", flush=True)
-                            direct = bench_eportd(algorithm, daemon.socket, clients,
-                                                  args.rounds, verifier, args.verify_every)
-                            through = bench_gateway(algorithm, gateway.url, clients,
-                                                    args.rounds, verifier, args.verify_every)
-                            rows += [(direct, None), (through, direct)]
-                    finally:
-                        gateway.stop()
-                finally:
-                    daemon.stop()
+            with signing_stack(workdir, algorithm, cards[algorithm], trust_bundle,
+                               args.slot) as (verifier, daemon, gateway):
+                for clients in (1, args.clients):
+                    print(f"{algorithm}: {clients} client(s) ...", flush=True)
+                    direct = bench_eportd(algorithm, daemon.socket, clients, args.rounds,
+                                          verifier, args.verify_every)
+                    through = bench_gateway(algorithm, gateway.url, clients, args.rounds,
+                                            verifier, args.verify_every)
+                    rows += [(direct, None), (through, direct)]
     print()
     print("| algorithm | path | clients | signatures | p50 ms | p99 ms | sig/s | "
           "gateway / eportd | errors |")
@@ -267,11 +310,7 @@ def main() -> int:
             print(f"{series.algorithm}, {series.clients} client(s): the gateway adds "
                   f"{overhead:.1f} % to the time per signature "
                   f"({series.per_second:.1f} against {peer.per_second:.1f} sig/s)")
-    failed = [e for series, _ in rows for e in series.errors]
-    if failed:
-        print(f"errors: {len(failed)}, first: {failed[:5]}")
-        return 1
-    return 0
+    return exit_status(series for series, _ in rows)
 
 
 if __name__ == "__main__":

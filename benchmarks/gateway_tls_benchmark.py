@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -28,26 +27,28 @@ import ssl
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon_benchmark import card_in_slot, percentile, provision, start_pcscd_if_needed, stop_pcscd
-from gateway_benchmark import PIN, SIGN_ALGORITHM, Verifier, _data
+from daemon_benchmark import percentile, provision, start_pcscd_if_needed, stop_pcscd
+from gateway_benchmark import (
+    Tally,
+    Verifier,
+    add_card_arguments,
+    chosen_algorithms,
+    exit_status,
+    sign_over_socket,
+    signing_stack,
+)
 
 from eport.clients.gateway.tls_setup import TlsPaths, install
 from eport.firmware_sim.demo import vpcd_reader_name
-from eport.firmware_sim.image import read_image
-from eport.protos.v1 import eportd_pb2 as pb
-from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
-from tests.support.daemon_stack import start_daemon
-from tests.support.gateway_stack import start_gateway
 
 ORIGIN = "https://www.singlewindow.cn"
 HOST_NAME = "wss.singlewindow.cn"
@@ -56,19 +57,11 @@ SHAPES = ("1 connection", "N connections", "connection per call")
 
 
 @dataclass
-class Totals:
+class Totals(Tally):
     algorithm: str
     shape: str
     scheme: str
     clients: int
-    latencies: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
-    verified: int = 0
-
-    @property
-    def per_second(self) -> float:
-        return len(self.latencies) / self.seconds if self.seconds else 0.0
 
 
 @dataclass(frozen=True)
@@ -84,28 +77,6 @@ class Endpoint:
         # it to with the hosts line.
         return (f"wss://{HOST_NAME}:{self.port}",
                 {"ssl": self.tls, "host": "127.0.0.1", "server_hostname": HOST_NAME})
-
-
-async def _sign_on(socket: Any, totals: Totals, verifier: Verifier, verify_every: int,
-                   numbers: list[int], window: int) -> None:
-    pending: dict[int, tuple[bytes, float]] = {}
-    queue = list(numbers)
-    while queue or pending:
-        while queue and len(pending) < window:
-            number = queue.pop(0)
-            data = _data(totals.scheme, number)
-            pending[number] = (data, time.perf_counter())
-            await socket.send(json.dumps({"_method": "cus-sec_SpcSignDataAsPEM",
-                                          "_id": number, "args": {"inData": data.decode()}}))
-        answer = json.loads(await socket.recv())
-        data, started = pending.pop(answer["_id"])
-        if not answer["_args"]["Result"]:
-            totals.errors.append(answer["_args"]["Error"][1])
-            continue
-        totals.latencies.append(time.perf_counter() - started)
-        if answer["_id"] % verify_every == 0:
-            verifier.check(data, base64.b64decode(answer["_args"]["Data"][0]))
-            totals.verified += 1
 
 
 async def _greeted(endpoint: Endpoint) -> Any:
@@ -130,7 +101,8 @@ async def _block(endpoint: Endpoint, totals: Totals, shape: str, clients: int, r
             began, answered = time.perf_counter(), len(totals.latencies)
             socket = await _greeted(endpoint)
             try:
-                await _sign_on(socket, totals, verifier, verify_every, [number], 1)
+                await sign_over_socket(socket, totals, totals.scheme, [number], 1, verifier,
+                                       verify_every)
             finally:
                 await socket.close()
             if len(totals.latencies) > answered:
@@ -142,7 +114,8 @@ async def _block(endpoint: Endpoint, totals: Totals, shape: str, clients: int, r
     window = 1 if clients == 1 else IN_FLIGHT_PER_CONNECTION
     try:
         started = time.perf_counter()
-        await asyncio.gather(*(_sign_on(socket, totals, verifier, verify_every, mine, window)
+        await asyncio.gather(*(sign_over_socket(socket, totals, totals.scheme, mine, window,
+                                                verifier, verify_every)
                                for socket, mine in zip(sockets, numbers, strict=True)))
         totals.seconds += time.perf_counter() - started
     finally:
@@ -193,14 +166,9 @@ def main() -> int:
                         help="alternating blocks per scheme and shape (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=4,
                         help="connections of the concurrent shape (default: %(default)s)")
-    parser.add_argument("--algorithms", default="rsa2048,sm2",
-                        help="comma-separated of rsa2048, rsa1024, sm2 (default: %(default)s)")
-    parser.add_argument("--verify-every", type=int, default=25)
-    parser.add_argument("--slot", type=int, default=0)
+    add_card_arguments(parser, "rsa2048,sm2")
     args = parser.parse_args()
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    if not algorithms or set(algorithms) - set(SIGN_ALGORITHM):
-        parser.error(f"--algorithms: choose from {', '.join(SIGN_ALGORITHM)}")
+    algorithms = chosen_algorithms(parser, args.algorithms)
     if min(args.rounds, args.blocks, args.clients, args.verify_every) < 1:
         parser.error("--rounds, --blocks, --clients and --verify-every must be at least 1")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -221,26 +189,14 @@ def main() -> int:
               f"{args.clients} concurrent connections, {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.2f}", flush=True)
         for algorithm in algorithms:
-            verifier = Verifier(algorithm, read_image(cards[algorithm]).certificate)
-            with card_in_slot(cards[algorithm], args.slot, None):
-                daemon = start_daemon(workdir / f"run-{algorithm}", "--trust-anchor",
-                                      str(trust_bundle))
-                try:
-                    with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
-                        pb_grpc.CardServiceStub(channel).VerifyPin(
-                            pb.VerifyPinRequest(pin=PIN), timeout=30)
-                    gateway = start_gateway(daemon.socket, env=env)
-                    try:
-                        if gateway.wss_url is None:
-                            print("the gateway serves no wss:\n" + gateway.log())
-                            return 1
-                        endpoints = (Endpoint("ws", gateway.port, None),
-                                     Endpoint("wss", gateway.tls_port, client_tls))
-                        rows += asyncio.run(_compare(algorithm, endpoints, args, verifier))
-                    finally:
-                        gateway.stop()
-                finally:
-                    daemon.stop()
+            with signing_stack(workdir, algorithm, cards[algorithm], trust_bundle, args.slot,
+                               env) as (verifier, _daemon, gateway):
+                if gateway.wss_url is None:
+                    print("the gateway serves no wss:\n" + gateway.log())
+                    return 1
+                endpoints = (Endpoint("ws", gateway.port, None),
+                             Endpoint("wss", gateway.tls_port, client_tls))
+                rows += asyncio.run(_compare(algorithm, endpoints, args, verifier))
     print()
     print("| algorithm | client | scheme | signatures | p50 ms | p99 ms | sig/s | wss / ws | "
           "errors |")
@@ -257,11 +213,7 @@ def main() -> int:
             print(f"{totals.algorithm}, {totals.shape}: TLS adds {overhead:.1f} % to the time "
                   f"per signature ({totals.per_second:.1f} against {ws.per_second:.1f} sig/s; "
                   f"target: at most 10 %)")
-    failed = [e for totals in rows for e in totals.errors]
-    if failed:
-        print(f"errors: {len(failed)}, first: {failed[:5]}")
-        return 1
-    return 0
+    return exit_status(rows)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _GROUP_OPTIONS = ("--help", "-h", "--version")
+_T = TypeVar("_T")
 
 
 def default_db_path() -> Path:
@@ -144,6 +147,16 @@ def _open_store(db_path: Path, *, must_exist: bool = False) -> Store:
         raise click.ClickException(str(error)) from None
 
 
+def _read_store(db_path: Path, query: Callable[[sqlite3.Connection], _T]) -> _T:
+    """What `query` reads from the existing database at db_path (a listing command's)."""
+    store = _open_store(db_path, must_exist=True)
+    try:
+        with store.read() as connection:
+            return query(connection)
+    finally:
+        store.close()
+
+
 @registry.command("import")
 @_db_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -169,12 +182,7 @@ def registry_import(db_path: Path, file: Path) -> None:
 @_db_option
 def registry_list(db_path: Path) -> None:
     """Print the registry: customs code, credit code and name, tab-separated."""
-    store = _open_store(db_path, must_exist=True)
-    try:
-        with store.read() as connection:
-            enterprises = enterprise_registry.all_enterprises(connection)
-    finally:
-        store.close()
+    enterprises = _read_store(db_path, enterprise_registry.all_enterprises)
     for enterprise in enterprises:
         click.echo(f"{enterprise.customs_code}\t{enterprise.credit_code}\t{enterprise.name}")
 
@@ -212,12 +220,7 @@ def ebook_import(db_path: Path, file: Path) -> None:
 @_db_option
 def ebook_list(db_path: Path) -> None:
     """Print the e-books: number, enterprise and item count, tab-separated."""
-    store = _open_store(db_path, must_exist=True)
-    try:
-        with store.read() as connection:
-            summaries = ebooks.list_ebooks(connection)
-    finally:
-        store.close()
+    summaries = _read_store(db_path, ebooks.list_ebooks)
     for summary in summaries:
         click.echo(f"{summary.ebook_number}\t{summary.enterprise_code}\t"
                    f"{summary.item_count} item(s)")
@@ -288,12 +291,7 @@ def unrevoke(db_path: Path, certificate: str | None, card: str | None) -> None:
 def revoked(db_path: Path) -> None:
     """Print the deny-list: kind, certificate number or card id, since when (UTC), reason;
     tab-separated."""
-    store = _open_store(db_path, must_exist=True)
-    try:
-        with store.read() as connection:
-            entries = revocation.all_revocations(connection)
-    finally:
-        store.close()
+    entries = _read_store(db_path, revocation.all_revocations)
     for entry in entries:
         since = from_micros(entry.revoked_at).isoformat(timespec="seconds")
         click.echo(f"{entry.kind}\t{entry.value}\t{since}\t{entry.reason}")

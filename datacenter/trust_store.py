@@ -33,9 +33,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from eport.common import sm2
-from eport.common.sm2_cert import verify_certificate_signature
-from eport.daemon.service.certificates import CardCertificate, KeyKind, load_certificate
+from eport.daemon.service.certificates import (
+    CardCertificate,
+    KeyKind,
+    is_issued_by,
+    load_certificate,
+)
 from eport.daemon.service.errors import EportError
 
 logger = logging.getLogger(__name__)
@@ -127,34 +130,30 @@ def why_not_a_ca(certificate: x509.Certificate) -> str:
 
 
 def issued_by(certificate: CardCertificate, issuer: CardCertificate) -> bool:
-    """True when `issuer`'s subject is the certificate's issuer and its key signed it."""
-    if certificate.parsed.issuer != issuer.parsed.subject:
-        return False
+    """True when `issuer`'s subject is the certificate's issuer and its key signed it. Beyond
+    eportd's check: an issuer with neither an SM2, RSA nor EC key is refused, and SHA-1
+    signatures are checked here (the path check then decides whether SHA-1 is acceptable)."""
     if issuer.key_kind is KeyKind.SM2:
-        assert isinstance(issuer.public_key, tuple)
-        try:
-            return verify_certificate_signature(certificate.der, issuer.public_key)
-        except sm2.SM2Error:
-            return False
+        return is_issued_by(certificate, issuer)
     key = issuer.public_key
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         return False
     parsed = certificate.parsed
+    if signature_strength(parsed) != "sha1":
+        return is_issued_by(certificate, issuer)
+    if parsed.issuer != issuer.parsed.subject:
+        return False
+    # `cryptography` no longer checks SHA-1 certificate signatures itself; old RSA-1024 cards
+    # have them.
+    oid = parsed.signature_algorithm_oid.dotted_string
     try:
-        if signature_strength(parsed) == "sha1":
-            # `cryptography` no longer checks SHA-1 certificate signatures itself; old RSA-1024
-            # cards have them (the path check then decides whether SHA-1 is acceptable).
-            oid = parsed.signature_algorithm_oid.dotted_string
-            if isinstance(key, rsa.RSAPublicKey) and oid == _SHA1_RSA:
-                key.verify(parsed.signature, parsed.tbs_certificate_bytes, padding.PKCS1v15(),
-                           hashes.SHA1())
-            elif isinstance(key, ec.EllipticCurvePublicKey) and oid == _SHA1_ECDSA:
-                key.verify(parsed.signature, parsed.tbs_certificate_bytes,
-                           ec.ECDSA(hashes.SHA1()))
-            else:
-                return False
-            return True
-        parsed.verify_directly_issued_by(issuer.parsed)
+        if isinstance(key, rsa.RSAPublicKey) and oid == _SHA1_RSA:
+            key.verify(parsed.signature, parsed.tbs_certificate_bytes, padding.PKCS1v15(),
+                       hashes.SHA1())
+        elif isinstance(key, ec.EllipticCurvePublicKey) and oid == _SHA1_ECDSA:
+            key.verify(parsed.signature, parsed.tbs_certificate_bytes, ec.ECDSA(hashes.SHA1()))
+        else:
+            return False
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True

@@ -9,6 +9,7 @@ from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.image import CardImage, load_card
 from eport.firmware_sim.runner import CardFactory
 from tests.support.cards import provision_test_card, write_card
+from tests.support.openssl_tool import openssl_command
 from tests.support.pcsc_stack import Pcscd, SimCard, SimCards, SimSlots, start_pcscd_if_needed
 
 
@@ -21,6 +22,12 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
 def card_images(test_ca: TestCA) -> dict[str, CardImage]:
     """One provisioned card per algorithm; tests copy them (key generation is slow)."""
     return {alg: provision_test_card(test_ca, alg) for alg in ("rsa2048", "rsa1024", "p256", "sm2")}
+
+
+@pytest.fixture(scope="session")
+def openssl() -> str:
+    """The openssl 3 command (the test fails without it)."""
+    return openssl_command()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import base64
 
 import click
 
-from eport.clients.cli.commands_pin import blocked, with_guard
+from eport.clients.cli.commands_pin import send_with_pin
 from eport.clients.cli.context import (
     SECRET_COMMAND_SETTINGS,
     card_options,
@@ -20,7 +20,7 @@ from eport.clients.cli.errors import usage_error
 from eport.clients.cli.files import maybe_base64, read_input, write_output
 from eport.clients.cli.language import Bilingual
 from eport.clients.cli.output import Output
-from eport.clients.cli.pin_entry import PIN, SecretReader
+from eport.clients.cli.pin_entry import SecretReader
 from eport.protos.v1 import eportd_pb2 as pb
 
 
@@ -47,19 +47,12 @@ def decrypt_command(input_file: str, output_path: str, reader: str | None, card_
     chosen = pb.CardSelector(card_id=status.card_id)
     # Asked before the PIN: a card without an envelope key fails here, with nothing typed.
     cli.client.envelope_certificate(chosen)
-    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
-    pin = ""
-    needs_pin = pin_stdin or not (status.session_active or status.unattended_enabled)
-    if needs_pin:
-        if status.pin_blocked:
-            raise blocked(PIN, puk=False)
-        pin = secrets.read(PIN)
 
-    def send(allow: bool) -> pb.DecryptResponse:
+    def send(pin: str, allow: bool) -> pb.DecryptResponse:
         return cli.client.call(cli.client.stub.Decrypt, pb.DecryptRequest(
             card=chosen, ciphertext=ciphertext, pin=pin, allow_last_attempt=allow))
 
-    answer = with_guard(secrets, status.pin_tries_left if needs_pin else -1, PIN, send)
+    answer = send_with_pin(SecretReader(cli.output, pin_stdin, allow_last_attempt), status, send)
     if not cli.output.json_mode or output_path != "-":
         write_output(output_path, answer.plaintext)
     data = {

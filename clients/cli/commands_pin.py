@@ -56,6 +56,21 @@ def with_guard(secrets: SecretReader, tries_left: int, what: Bilingual,
         return send(True)
 
 
+def send_with_pin(secrets: SecretReader, status: pb.PinStatus,
+                  send: Callable[[str, bool], Reply]) -> Reply:
+    """send(pin, allow_last_attempt) for a card operation behind the PIN (sign, decrypt). The
+    PIN is asked for only when the daemon holds no session and no stored PIN for the card, or
+    when --pin-stdin says one comes; otherwise "" lets the daemon use what it holds."""
+    pin = ""
+    needs_pin = secrets.from_stdin or not (status.session_active or status.unattended_enabled)
+    if needs_pin:
+        if status.pin_blocked:
+            raise blocked(PIN, puk=False)
+        pin = secrets.read(PIN)
+    return with_guard(secrets, status.pin_tries_left if needs_pin else -1, PIN,
+                      lambda allow: send(pin, allow))
+
+
 def _status_for(cli: CliState, reader: str | None, card_id: str | None
                 ) -> tuple[pb.CardSelector, pb.PinStatus]:
     status = cli.client.pin_status(selector(reader, card_id))

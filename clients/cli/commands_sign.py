@@ -8,7 +8,7 @@ import hashlib
 import click
 from asn1crypto import pem
 
-from eport.clients.cli.commands_pin import blocked, with_guard
+from eport.clients.cli.commands_pin import send_with_pin
 from eport.clients.cli.context import (
     SECRET_COMMAND_SETTINGS,
     card_options,
@@ -23,7 +23,7 @@ from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.cli.files import maybe_base64, read_input, write_output
 from eport.clients.cli.language import Bilingual
 from eport.clients.cli.output import Output
-from eport.clients.cli.pin_entry import PIN, SecretReader
+from eport.clients.cli.pin_entry import SecretReader
 from eport.common import sm2
 from eport.common.sm2_cert import certificate_public_point
 from eport.protos.v1 import eportd_pb2 as pb
@@ -101,15 +101,8 @@ def sign_command(input_file: str, is_digest: bool, algorithm: str, encoding: str
     status = cli.client.pin_status(chosen)
     sign_algorithm = _algorithm_of(algorithm, card)
     payload, digest = _input_request(data, is_digest, sign_algorithm, chosen)
-    secrets = SecretReader(cli.output, pin_stdin, allow_last_attempt)
-    pin = ""
-    needs_pin = pin_stdin or not (status.session_active or status.unattended_enabled)
-    if needs_pin:
-        if status.pin_blocked:
-            raise blocked(PIN, puk=False)
-        pin = secrets.read(PIN)
 
-    def send(allow: bool) -> pb.SignResponse:
+    def send(pin: str, allow: bool) -> pb.SignResponse:
         request = pb.SignRequest(card=chosen, algorithm=sign_algorithm, pin=pin,
                                  allow_last_attempt=allow)
         if digest is not None:
@@ -118,7 +111,7 @@ def sign_command(input_file: str, is_digest: bool, algorithm: str, encoding: str
             request.data = payload or b""
         return cli.client.call(cli.client.stub.Sign, request)
 
-    answer = with_guard(secrets, status.pin_tries_left if needs_pin else -1, PIN, send)
+    answer = send_with_pin(SecretReader(cli.output, pin_stdin, allow_last_attempt), status, send)
     written = answer.signature if encoding == "raw" else (answer.signature_base64 + "\n").encode()
     if not cli.output.json_mode or output_path != "-":
         write_output(output_path, written)

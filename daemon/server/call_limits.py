@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -28,14 +28,12 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from eport.daemon.config import DEFAULT_MAX_CALLS, DEFAULT_MAX_STREAMS
+from eport.daemon.server.handler_wrap import Behaviour, TRequest, TResponse, wrap_handler
 from eport.protos.v1 import eportd_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
 _ANSWER_MARGIN_S = 0.1
-_TRequest = TypeVar("_TRequest")
-_TResponse = TypeVar("_TResponse")
-_Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
 
 def worker_threads(max_calls: int, max_streams: int) -> int:
@@ -117,29 +115,16 @@ class CallLimitInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails],
-                               grpc.RpcMethodHandler[_TRequest, _TResponse] | None],
+                               grpc.RpcMethodHandler[TRequest, TResponse] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_TRequest, _TResponse] | None:
+    ) -> grpc.RpcMethodHandler[TRequest, TResponse] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        deserializer = handler.request_deserializer
-        serializer = handler.response_serializer
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._limited_call(handler.unary_unary), deserializer, serializer)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._limited_call(handler.stream_unary), deserializer, serializer)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._limited_stream(handler.unary_stream), deserializer, serializer)
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._limited_stream(handler.stream_stream), deserializer, serializer)
-        return handler
+        return wrap_handler(handler, unary_response=self._limited_call,
+                            streaming_response=self._limited_stream)
 
-    def _limited_call(self, inner: _Behaviour) -> _Behaviour:
+    def _limited_call(self, inner: Behaviour) -> Behaviour:
         limits = self.limits
 
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
@@ -156,7 +141,7 @@ class CallLimitInterceptor(grpc.ServerInterceptor):
 
         return behaviour
 
-    def _limited_stream(self, inner: _Behaviour) -> _Behaviour:
+    def _limited_stream(self, inner: Behaviour) -> Behaviour:
         limits = self.limits
 
         def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:

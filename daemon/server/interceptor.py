@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
+from eport.daemon.server.handler_wrap import Behaviour, TRequest, TResponse, wrap_handler
 from eport.daemon.server.peer_proxy import PeerCred, PeerRegistry, serving_call
 
 logger = logging.getLogger(__name__)
 
-_TRequest = TypeVar("_TRequest")
-_TResponse = TypeVar("_TResponse")
-_Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
 
 def _status_name(context: grpc.ServicerContext, error: BaseException | None,
@@ -66,32 +64,19 @@ class CallLogInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails],
-                               grpc.RpcMethodHandler[_TRequest, _TResponse] | None],
+                               grpc.RpcMethodHandler[TRequest, TResponse] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_TRequest, _TResponse] | None:
+    ) -> grpc.RpcMethodHandler[TRequest, TResponse] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None  # grpc answers UNIMPLEMENTED itself
         method = handler_call_details.method
-        deserializer = handler.request_deserializer
-        serializer = handler.response_serializer
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary_response(handler.unary_unary, method), deserializer, serializer)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(handler.stream_unary, method), deserializer, serializer)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming_response(handler.unary_stream, method), deserializer,
-                serializer)
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._streaming_response(handler.stream_stream, method), deserializer,
-                serializer)
-        return handler
+        return wrap_handler(
+            handler,
+            unary_response=lambda inner: self._unary_response(inner, method),
+            streaming_response=lambda inner: self._streaming_response(inner, method))
 
-    def _unary_response(self, inner: _Behaviour, method: str) -> _Behaviour:
+    def _unary_response(self, inner: Behaviour, method: str) -> Behaviour:
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
             call = _CallRecord(method, self._peers.peer_of(context))
             error: BaseException | None = None
@@ -106,7 +91,7 @@ class CallLogInterceptor(grpc.ServerInterceptor):
 
         return behaviour
 
-    def _streaming_response(self, inner: _Behaviour, method: str) -> _Behaviour:
+    def _streaming_response(self, inner: Behaviour, method: str) -> Behaviour:
         def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             call = _CallRecord(method, self._peers.peer_of(context))
             error: BaseException | None = None

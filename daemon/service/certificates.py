@@ -136,17 +136,19 @@ def load_trust_anchors(paths: tuple[Path, ...]) -> list[CardCertificate]:
     return anchors
 
 
-def _issued_by(certificate: CardCertificate, anchor: CardCertificate) -> bool:
-    if certificate.parsed.issuer != anchor.parsed.subject:
+def is_issued_by(certificate: CardCertificate, issuer: CardCertificate) -> bool:
+    """True when `issuer`'s subject is the certificate's issuer and its key signed it (an SM2
+    key checked by eport.common; any other as `cryptography` checks, which refuses SHA-1)."""
+    if certificate.parsed.issuer != issuer.parsed.subject:
         return False
-    if anchor.key_kind is KeyKind.SM2:
-        assert isinstance(anchor.public_key, tuple)
+    if issuer.key_kind is KeyKind.SM2:
+        assert isinstance(issuer.public_key, tuple)
         try:
-            return verify_certificate_signature(certificate.der, anchor.public_key)
+            return verify_certificate_signature(certificate.der, issuer.public_key)
         except sm2.SM2Error:
             return False
     try:
-        certificate.parsed.verify_directly_issued_by(anchor.parsed)
+        certificate.parsed.verify_directly_issued_by(issuer.parsed)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True
@@ -158,7 +160,7 @@ def chain_of(certificate: CardCertificate, anchors: list[CardCertificate]
     SM2 check is a pure-Python verification of a few milliseconds)."""
     if not anchors:
         return ChainState.NO_ANCHORS, "no trust anchors configured"
-    issuer = next((a for a in anchors if _issued_by(certificate, a)), None)
+    issuer = next((a for a in anchors if is_issued_by(certificate, a)), None)
     if issuer is not None:
         return ChainState.TRUSTED, issuer.subject
     return ChainState.UNTRUSTED, (f"issuer {certificate.issuer!r} is not a configured trust "

@@ -44,10 +44,10 @@ from tests.support.browser_stack import (
     tls_install,
 )
 from tests.support.card_stack import CardStack, running_card_stack
-from tests.support.cards import provision_test_card, write_card
-from tests.support.daemon_stack import wait_for_card
+from tests.support.cards import provision_test_card
 from tests.support.gateway_stack import Gateway
-from tests.support.pcsc_stack import Pcscd, reader_for_slot
+from tests.support.pcsc_stack import Pcscd
+from tests.support.ws_protocol_client import PAGE_LIBRARY_METHODS
 
 pytestmark = [pytest.mark.browser, pytest.mark.pcsc]
 
@@ -59,19 +59,6 @@ INTRANET = "intranet.example"  # a plain-http origin the gateway is told to allo
 SINGLE_WINDOW_ORIGIN = f"https://{SINGLE_WINDOW}"
 INTRANET_ORIGIN = f"http://{INTRANET}"
 
-# The page library's card methods (DESIGN: the 35 of group cus-sec_).
-ALL_METHODS = frozenset({
-    "SpcSetInitEnvPriority", "SpcInitEnvEx", "SpcClearEnv", "SpcGetCardAttachInfo",
-    "SpcGetCardAttachInfoAsPEM", "SpcGetCardID", "SpcGetCertNo", "SpcGetUName", "SpcGetEntID",
-    "SpcGetEntName", "SpcGetEntMode", "SpcGetCardUserInfo", "SpcGetSignCert",
-    "SpcGetSignCertAsPEM", "SpcGetEnvCert", "SpcGetEnvCertAsPEM", "SpcGetValidTimeFromCert",
-    "SpcVerifyPIN", "SpcVerifyPINAll", "SpcChangePIN", "SpcEncodePEM", "SpcDecodePEM",
-    "SpcDecodePEMAsString", "SpcSignData", "SpcSignDataAsPEM", "SpcSignPemDataAsPem",
-    "SpcVerifySignData", "SpcSHA1Digest", "SpcSHA1DigestAsPEM", "SpcSignDataNoHash",
-    "SpcSignDataNoHashAsPEM", "SpcVerifySignDataNoHash", "SpcSignRandom", "SpcRSAEncrypt",
-    "SpcRSADecrypt",
-})
-assert len(ALL_METHODS) == 35
 
 
 # ---- independent checks (the openssl command line) ----
@@ -345,10 +332,7 @@ class Cards:
     workdir: Path
 
     def insert(self, image: CardImage) -> None:
-        path = write_card(image, self.workdir, f"card-{secrets.token_hex(4)}.json")
-        self.stack.remove(0)
-        self.stack.insert(0, path)
-        wait_for_card(self.stack.running().stub(), reader_for_slot(0))
+        self.stack.put(image, self.workdir)
 
 
 @pytest.fixture
@@ -613,7 +597,8 @@ def test_https_single_window_page_uses_every_card_method_over_wss(
     recipient = provision_test_card(test_ca, algorithm, card_id="3100000000011111")
     cards.insert(image)
     scenario = whole_api(image, recipient, tmp_path)
-    assert scenario.methods() == ALL_METHODS, ALL_METHODS ^ scenario.methods()
+    assert scenario.methods() == PAGE_LIBRARY_METHODS, \
+        PAGE_LIBRARY_METHODS ^ scenario.methods()
     result = browser.open_page(SINGLE_WINDOW_ORIGIN, scenario.script())
     assert_page_ran(result, scenario, SINGLE_WINDOW_ORIGIN,
                     f"wss://wss.singlewindow.cn:{WSS_PORT}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,6 +98,19 @@ class Client(Eport):
 
     def document(self, name: str, document: dict[str, Any]) -> Path:
         return self.file(name, json.dumps(document, ensure_ascii=False, indent=1))
+
+    def import_ebook(self, ebook_number: str, items: list[dict[str, str]]) -> None:
+        """The principal's e-book (or handbook) records loaded with `eport-datacenter ebook
+        import`, the data centre stopped meanwhile."""
+        records = self.file(f"{ebook_number}.json", json.dumps(
+            {"ebook_number": ebook_number, "enterprise_code": PRINCIPAL["customs_code"],
+             "items": items}, ensure_ascii=False))
+        self.centre.stop()
+        imported = subprocess.run([sys.executable, "-m", "eport.datacenter.command", "ebook",
+                                   "import", str(records), "--db", str(self.centre.db_path)],
+                                  capture_output=True, text=True)
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        self.centre.start()
 
 
 @pytest.fixture
@@ -346,22 +361,10 @@ def test_ebook_mode_takes_code_name_and_unit_from_the_record(
         client: Client, cards: dict[str, CardImage], tmp_path: Path) -> None:
     """Seed 000 §2.2.1.3: with an e-book management mode the item code, name and unit come
     from the e-book record and may not be changed."""
-    import subprocess
-    import sys
-
     from tests.support.bonded_documents import ebook_bonded, sample_ebook_items
 
     ebook = "E32059600011"
-    records = tmp_path / "ebook.json"
-    records.write_text(json.dumps({"ebook_number": ebook,
-                                   "enterprise_code": PRINCIPAL["customs_code"],
-                                   "items": sample_ebook_items(ebook, 3)}, ensure_ascii=False))
-    client.centre.stop()
-    imported = subprocess.run([sys.executable, "-m", "eport.datacenter.command", "ebook",
-                               "import", str(records), "--db", str(client.centre.db_path)],
-                              capture_output=True, text=True)
-    assert imported.returncode == 0, imported.stdout + imported.stderr
-    client.centre.start()
+    client.import_ebook(ebook, sample_ebook_items(ebook, 3))
     client.as_card(cards["principal_operator"])
     document = ebook_bonded(ebook, 3)
     document["header"].update(enterprise_code=PRINCIPAL["customs_code"],
@@ -392,23 +395,10 @@ def test_seed_000_2_2_1_3_a_handbook_agent_saves_a_paper_handbook_document_and_l
     handbook's records. Seed 001 §4 1.2: its query lists the principal's records of that
     subsystem, and none once the grant is deleted. Seed 001 §4 1.3: the grant to all operators,
     after a listed card, is one record without a card number."""
-    import subprocess
-    import sys
-
     from tests.support.bonded_documents import sample_ebook_items
 
     handbook = "B32059600021"
-    records = tmp_path / "handbook.json"
-    records.write_text(json.dumps({"ebook_number": handbook,
-                                   "enterprise_code": PRINCIPAL["customs_code"],
-                                   "items": sample_ebook_items(handbook, 2)},
-                                  ensure_ascii=False))
-    client.centre.stop()
-    imported = subprocess.run([sys.executable, "-m", "eport.datacenter.command", "ebook",
-                               "import", str(records), "--db", str(client.centre.db_path)],
-                              capture_output=True, text=True)
-    assert imported.returncode == 0, imported.stdout + imported.stderr
-    client.centre.start()
+    client.import_ebook(handbook, sample_ebook_items(handbook, 2))
     client.as_card(cards["principal_operator"])
     own = ok_json(client.run("bonded", "save", client.document("own.json",
                                                                principal_document()),

@@ -31,8 +31,7 @@ from eport.firmware_sim.image import CardImage, load_card, read_image
 from tests.support.cards import provision_test_card, write_card
 from tests.support.daemon_stack import (
     Daemon,
-    error_detail,
-    reason_of,
+    expect_error,
     running_daemon,
     start_daemon,
     wait_for_card,
@@ -56,15 +55,6 @@ def daemon(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd) -> Iterator[Daemon]:
 def card_file(images: dict[str, CardImage], algorithm: str, tmp_path: Path,
               name: str = "card.json") -> Path:
     return write_card(images[algorithm], tmp_path, name)
-
-
-def expect_error(call: Callable[[], object], reason: str) -> pb.ErrorDetail:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    assert reason_of(caught.value) == reason, error_detail(caught.value)
-    detail = error_detail(caught.value)
-    assert detail.message_zh and detail.message_en and detail.remedy_zh and detail.remedy_en
-    return detail
 
 
 def verifies_independently(cert_der: bytes, algorithm: int, data: bytes, signature: bytes

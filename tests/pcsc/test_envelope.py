@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from asn1crypto import core as asn1_core
 from cryptography import x509
@@ -28,8 +25,7 @@ from eport.firmware_sim.image import CardImage, read_image
 from tests.support.cards import provision_test_card, write_card
 from tests.support.daemon_stack import (
     Daemon,
-    error_detail,
-    reason_of,
+    expect_error,
     running_daemon,
     wait_for_card,
 )
@@ -42,6 +38,7 @@ from tests.support.eport_cli import (
     ok_json,
     run_eport,
 )
+from tests.support.openssl_tool import run_checked as run
 from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
 
 from eport.protos.v1 import eportd_pb2 as pb  # isort: skip
@@ -53,33 +50,10 @@ MESSAGE = "报关单加密 session key K-ABCDEF".encode()
 FORM = {"rsa2048": pb.RSA_PKCS1_V15, "sm2": pb.SM2_ASN1}
 
 
-@pytest.fixture(scope="module")
-def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.fail("these tests need the openssl 3 command (apt-get install openssl)")
-    return path
-
-
-def run(*args: str) -> bytes:
-    result = subprocess.run(args, capture_output=True, timeout=30)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stderr.decode()}"
-    return result.stdout
-
-
 @pytest.fixture
 def daemon(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd) -> Iterator[Daemon]:
     with running_daemon(tmp_path / "run", "--trust-anchor", str(test_ca.trust_bundle)) as d:
         yield d
-
-
-def expect_error(call: Callable[[], object], reason: str) -> pb.ErrorDetail:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    assert reason_of(caught.value) == reason, error_detail(caught.value)
-    detail = error_detail(caught.value)
-    assert detail.message_zh and detail.message_en and detail.remedy_zh and detail.remedy_en
-    return detail
 
 
 def insert(sim_slots: Callable[..., SimSlots], daemon: Daemon, image: CardImage,

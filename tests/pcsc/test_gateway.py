@@ -40,7 +40,7 @@ from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import eportd_pb2 as pb
 from tests.support.card_stack import CardStack as Stack
 from tests.support.card_stack import running_card_stack
-from tests.support.cards import provision_test_card, write_card
+from tests.support.cards import provision_test_card
 from tests.support.daemon_stack import wait_for_card
 from tests.support.gateway_stack import GATEWAY, Gateway, running_gateway, start_gateway
 from tests.support.pcsc_stack import Pcscd, reader_for_slot
@@ -275,9 +275,6 @@ def small_gateway(stack: Stack) -> Iterator[Gateway]:
         yield started
 
 
-_image_numbers = itertools.count()
-
-
 @dataclass
 class Env:
     """`put` inserts a fresh copy of a card image (its PIN state is the test's own)."""
@@ -288,15 +285,10 @@ class Env:
     gateways: list[Gateway] = field(default_factory=list)
 
     def put(self, image: CardImage, slot: int = 0) -> Path:
-        path = write_card(image, self.workdir, f"card-{next(_image_numbers)}.json")
-        self.stack.remove(slot)
-        self.stack.insert(slot, path)
-        wait_for_card(self.stack.running().stub(), reader_for_slot(slot))
-        return path
+        return self.stack.put(image, self.workdir, slot)
 
     def pull(self, slot: int = 0) -> None:
-        self.stack.remove(slot)
-        wait_for_card(self.stack.running().stub(), reader_for_slot(slot), present=False)
+        self.stack.pull(slot)
 
     def card(self, algorithm: str = "rsa2048", **kwargs: Any) -> CardImage:
         return provision_test_card(self.ca, algorithm, **kwargs)
@@ -851,9 +843,7 @@ def test_eportd_unreachable_and_card_held_elsewhere(env: Env, gateway: Gateway, 
             still_works(client)  # what needs no card still works
             assert gateway.alive()
             # Another program takes the card exclusively before eportd is back.
-            path = write_card(image, env.workdir, f"card-{next(_image_numbers)}.json")
-            stack.remove(0)
-            stack.insert(0, path)
+            stack.put(image, env.workdir, wait=False)
             with PcscContext() as context:
                 held = context.connect(READER0, exclusive=True)
                 try:

@@ -29,8 +29,8 @@ from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import eportd_pb2 as pb
 from tests.support.card_stack import CardStack, running_card_stack
-from tests.support.cards import provision_test_card, write_card
-from tests.support.daemon_stack import start_daemon, wait_for_card
+from tests.support.cards import provision_test_card
+from tests.support.daemon_stack import start_daemon
 from tests.support.gateway_stack import Gateway, running_gateway
 from tests.support.pcsc_stack import Pcscd, reader_for_slot
 from tests.support.ws_protocol_client import GatewayClient, Reply
@@ -234,19 +234,13 @@ def other_cards(test_ca: TestCA) -> dict[str, CardImage]:
     return {algorithm: provision_test_card(test_ca, algorithm) for algorithm in ALGORITHMS}
 
 
-_names = itertools.count()
-
-
 @dataclass
 class Env:
     stack: CardStack
     workdir: Path
 
     def put(self, image: CardImage) -> None:
-        path = write_card(image, self.workdir, f"card-{next(_names)}.json")
-        self.stack.remove(0)
-        self.stack.insert(0, path)
-        wait_for_card(self.stack.running().stub(), READER0)
+        self.stack.put(image, self.workdir)
 
     def status(self) -> pb.PinStatus:
         return self.stack.running().stub().GetPinStatus(pb.CardSelector(reader=READER0))

@@ -4,14 +4,18 @@ in vpcd slots that tests insert and remove."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from eport.firmware_sim.image import load_card
+from eport.firmware_sim.image import CardImage, load_card
 from eport.protos.v1 import eportd_pb2 as pb
-from tests.support.daemon_stack import Daemon, start_daemon
+from tests.support.cards import write_card
+from tests.support.daemon_stack import Daemon, start_daemon, wait_for_card
 from tests.support.pcsc_stack import SimSlots, reader_for_slot
+
+_image_numbers = itertools.count()
 
 
 @dataclass
@@ -52,6 +56,22 @@ class CardStack:
     def remove(self, slot: int) -> None:
         if self.has_card(slot):
             self.slots.remove(slot)
+
+    def put(self, image: CardImage, workdir: Path, slot: int = 0, *, wait: bool = True
+            ) -> Path:
+        """A fresh copy of `image` (in `workdir`, so its PIN state is the caller's own) in
+        `slot`, replacing what was there; unless `wait` is False, once eportd sees it."""
+        path = write_card(image, workdir, f"card-{next(_image_numbers)}.json")
+        self.remove(slot)
+        self.insert(slot, path)
+        if wait:
+            wait_for_card(self.running().stub(), reader_for_slot(slot))
+        return path
+
+    def pull(self, slot: int = 0) -> None:
+        """Take the card out of `slot`, once eportd sees it gone."""
+        self.remove(slot)
+        wait_for_card(self.running().stub(), reader_for_slot(slot), present=False)
 
     def pin_tries_left(self, reader: str = reader_for_slot(0)) -> int:
         status = self.running().stub().GetPinStatus(pb.CardSelector(reader=reader))

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
@@ -111,6 +112,17 @@ def error_detail(error: grpc.RpcError) -> pb.ErrorDetail:
 
 def reason_of(error: grpc.RpcError) -> str:
     return pb.ErrorReason.Name(error_detail(error).reason)
+
+
+def expect_error(call: Callable[[], object], reason: str) -> pb.ErrorDetail:
+    """The ErrorDetail of a call that must fail with `reason`; its message and remedy must be
+    there in both languages."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert reason_of(caught.value) == reason, error_detail(caught.value)
+    detail = error_detail(caught.value)
+    assert detail.message_zh and detail.message_en and detail.remedy_zh and detail.remedy_en
+    return detail
 
 
 def wait_for_card(stub: pb_grpc.CardServiceStub, reader: str, present: bool = True,

@@ -4,7 +4,6 @@ the exit code, the human error with its remedy, and that no secret or traceback 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -17,8 +16,6 @@ from typing import Any
 
 from eport.firmware_sim.image import CardImage
 from tests.support.card_stack import CardStack as Stack
-from tests.support.cards import write_card
-from tests.support.daemon_stack import wait_for_card
 from tests.support.pcsc_stack import reader_for_slot
 
 EPORT = str(Path(sys.executable).with_name("eport"))
@@ -112,9 +109,6 @@ def pin_lines(*secrets: str) -> str:
     return "".join(f"{secret}\n" for secret in secrets)
 
 
-_image_numbers = itertools.count()
-
-
 @dataclass
 class Eport:
     """`eport(...)` runs the command against the module's eportd; `put` inserts cards."""
@@ -130,16 +124,10 @@ class Eport:
 
     def put(self, image: CardImage, slot: int = 0, *, wait: bool = True) -> Path:
         """A fresh copy of `image` in `slot` (replacing what was there), read by eportd."""
-        path = write_card(image, self.workdir, f"card-{next(_image_numbers)}.json")
-        self.stack.remove(slot)
-        self.stack.insert(slot, path)
-        if wait:
-            wait_for_card(self.stack.running().stub(), reader_for_slot(slot))
-        return path
+        return self.stack.put(image, self.workdir, slot, wait=wait)
 
     def pull(self, slot: int = 0) -> None:
-        self.stack.remove(slot)
-        wait_for_card(self.stack.running().stub(), reader_for_slot(slot), present=False)
+        self.stack.pull(slot)
 
     def file(self, name: str, content: bytes | str) -> Path:
         path = self.workdir / name

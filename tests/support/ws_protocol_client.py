@@ -34,6 +34,18 @@ NEXT_BLOCK = "_nextBlock"
 HEADER_LENGTH = 128
 BLOCK_MAGIC = "BLOCKTXT"
 _CODE = re.compile(r"^Err:Custom([0-9A-Fa-f]+)$")
+# The page library's 35 card methods (group cus-sec_), as docs/gateway.md lists them.
+PAGE_LIBRARY_METHODS = frozenset({
+    "SpcSetInitEnvPriority", "SpcInitEnvEx", "SpcClearEnv", "SpcGetCardAttachInfo",
+    "SpcGetCardAttachInfoAsPEM", "SpcGetCardID", "SpcGetCertNo", "SpcGetUName", "SpcGetEntID",
+    "SpcGetEntName", "SpcGetEntMode", "SpcGetCardUserInfo", "SpcGetSignCert",
+    "SpcGetSignCertAsPEM", "SpcGetEnvCert", "SpcGetEnvCertAsPEM", "SpcGetValidTimeFromCert",
+    "SpcVerifyPIN", "SpcVerifyPINAll", "SpcChangePIN", "SpcEncodePEM", "SpcDecodePEM",
+    "SpcDecodePEMAsString", "SpcSignData", "SpcSignDataAsPEM", "SpcSignPemDataAsPem",
+    "SpcVerifySignData", "SpcSHA1Digest", "SpcSHA1DigestAsPEM", "SpcSignDataNoHash",
+    "SpcSignDataNoHashAsPEM", "SpcVerifySignDataNoHash", "SpcSignRandom", "SpcRSAEncrypt",
+    "SpcRSADecrypt",
+})
 
 
 class ProtocolViolation(AssertionError):

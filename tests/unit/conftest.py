@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,3 +58,29 @@ def operator(test_ca: TestCA) -> SigningCard:
 @pytest.fixture(scope="module")
 def declarant(test_ca: TestCA) -> SigningCard:
     return make_signing_card(test_ca, CardKind.DECLARANT)
+
+
+@pytest.fixture
+def trust_dir(tmp_path: Path, test_ca: TestCA) -> Path:
+    """A trust directory holding the test CA's bundle; a test adds anchors or CRLs to it."""
+    directory = tmp_path / "trust"
+    directory.mkdir()
+    shutil.copy(test_ca.trust_bundle, directory / "eport-test-ca.pem")
+    return directory
+
+
+@pytest.fixture
+def serve(tmp_path: Path, trust_dir: Path
+          ) -> Iterator[Callable[[], datacenter_pb2_grpc.DataCenterStub]]:
+    """Start the data centre on the trust directory as it is when called (so a test can change
+    the directory between starts); every server started is stopped at the end."""
+    started: list[Any] = []
+
+    def start() -> datacenter_pb2_grpc.DataCenterStub:
+        context = serving(tmp_path, trust_dir)
+        started.append(context)
+        return context.__enter__()[1]
+
+    yield start
+    for context in started:
+        context.__exit__(None, None, None)

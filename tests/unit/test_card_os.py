@@ -19,27 +19,15 @@ from eport.common.piv import PIV_AID, Algorithm, DataObject, KeyRef, pad_pin
 from eport.common.profile import CardForm, EportProfile
 from eport.common.tlv import parse_tlv, tlv, unwrap
 from eport.daemon.card.errors import InvalidPinError, ReferenceBlockedError, SecurityStatusError
-from eport.daemon.card.piv_session import PivSession
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.card_os import CardOS, load_card
 from eport.firmware_sim.image import CardImageError, read_image
-from eport.firmware_sim.inprocess import InProcessConnection
 from tests.support.cards import provision_test_card
+from tests.support.in_process_card import send, session
 
 CardFactory = Callable[..., tuple[CardOS, Path]]
 PIN = b"88888888"
 PUK = b"12345678"
-
-
-def send(card: CardOS, hex_apdu: str) -> tuple[bytes, int]:
-    response = card.execute(bytes.fromhex(hex_apdu.replace(" ", "")))
-    return response[:-2], int.from_bytes(response[-2:], "big")
-
-
-def session(card: CardOS) -> PivSession:
-    piv = PivSession(InProcessConnection(card))
-    piv.select()
-    return piv
 
 
 # -- SELECT and GET DATA -------------------------------------------------------------------

@@ -10,10 +10,8 @@ certificate.
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,29 +47,6 @@ DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
 def ca_of(test_ca: TestCA) -> Authority:
     return Authority(test_ca.rsa_key, test_ca.rsa_certificate)
-
-
-@pytest.fixture
-def trust_dir(tmp_path: Path, test_ca: TestCA) -> Path:
-    directory = tmp_path / "trust"
-    directory.mkdir()
-    shutil.copy(test_ca.trust_bundle, directory / "eport-test-ca.pem")
-    return directory
-
-
-@pytest.fixture
-def serve(tmp_path: Path, trust_dir: Path) -> Iterator[Any]:
-    """Start the data centre on the trust directory as it is when called."""
-    started: list[Any] = []
-
-    def start() -> pb_grpc.DataCenterStub:
-        context = serving(tmp_path, trust_dir)
-        started.append(context)
-        return context.__enter__()[1]
-
-    yield start
-    for context in started:
-        context.__exit__(None, None, None)
 
 
 def query(stub: pb_grpc.DataCenterStub, card: SigningCard, **options: Any) -> Any:

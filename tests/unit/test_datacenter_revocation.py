@@ -4,11 +4,9 @@ CERT_REVOKED, the others are served beside it, and unrevoke restores it."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +27,6 @@ from tests.support.trust_certificates import DAY, Authority, authority, crl, now
 
 def serial_of(card: SigningCard) -> int:
     return x509.load_der_x509_certificate(card.image.certificate).serial_number
-
-
-@pytest.fixture
-def trust_dir(tmp_path: Path, test_ca: TestCA) -> Path:
-    directory = tmp_path / "trust"
-    directory.mkdir()
-    shutil.copy(test_ca.trust_bundle, directory / "eport-test-ca.pem")
-    return directory
-
-
-@pytest.fixture
-def serve(tmp_path: Path, trust_dir: Path) -> Iterator[Any]:
-    contexts: list[Any] = []
-
-    def start() -> pb_grpc.DataCenterStub:
-        context = serving(tmp_path, trust_dir)
-        contexts.append(context)
-        return context.__enter__()[1]
-
-    yield start
-    for context in contexts:
-        context.__exit__(None, None, None)
 
 
 def accepted(stub: pb_grpc.DataCenterStub, card: SigningCard) -> bool:

@@ -22,24 +22,13 @@ from eport.daemon.card.piv_session import PivSession
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.card_os import CardOS
 from eport.firmware_sim.image import CardImage, CardImageError, _checksum, read_image
-from eport.firmware_sim.inprocess import InProcessConnection
 from tests.support.cards import provision_test_card, write_card
+from tests.support.in_process_card import send, session
 
 CardFactory = Callable[..., tuple[CardOS, Path]]
 PIN = b"88888888"
 ALGORITHM = {"rsa2048": Algorithm.RSA_2048, "rsa1024": Algorithm.RSA_1024,
              "sm2": Algorithm.SM2_SM3}
-
-
-def send(card: CardOS, hex_apdu: str) -> tuple[bytes, int]:
-    response = card.execute(bytes.fromhex(hex_apdu.replace(" ", "")))
-    return response[:-2], int.from_bytes(response[-2:], "big")
-
-
-def session(card: CardOS) -> PivSession:
-    piv = PivSession(InProcessConnection(card))
-    piv.select()
-    return piv
 
 
 def card_decrypt(piv: PivSession, algorithm: str, certificate: bytes, ciphertext: bytes) -> bytes:

@@ -29,6 +29,7 @@ from eport.clients.gateway.errors import BAD_ARGUMENTS, GatewayError
 from eport.clients.gateway.methods import METHODS
 from eport.common.customs.envelope import build_payload
 from eport.protos.v1 import eportd_pb2 as pb
+from tests.support.ws_protocol_client import PAGE_LIBRARY_METHODS
 
 NOT_BEFORE = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -52,19 +53,6 @@ def _pem(der: bytes) -> str:
 
 
 # ---- the page library's 35 card methods ----
-
-PAGE_LIBRARY_METHODS = {
-    "SpcSetInitEnvPriority", "SpcInitEnvEx", "SpcClearEnv", "SpcGetCardAttachInfo",
-    "SpcGetCardAttachInfoAsPEM", "SpcGetCardID", "SpcGetCertNo", "SpcGetUName", "SpcGetEntID",
-    "SpcGetEntName", "SpcGetEntMode", "SpcGetCardUserInfo", "SpcGetSignCert",
-    "SpcGetSignCertAsPEM", "SpcGetEnvCert", "SpcGetEnvCertAsPEM", "SpcGetValidTimeFromCert",
-    "SpcVerifyPIN", "SpcVerifyPINAll", "SpcChangePIN", "SpcEncodePEM", "SpcDecodePEM",
-    "SpcDecodePEMAsString", "SpcSignData", "SpcSignDataAsPEM", "SpcSignPemDataAsPem",
-    "SpcVerifySignData", "SpcSHA1Digest", "SpcSHA1DigestAsPEM", "SpcSignDataNoHash",
-    "SpcSignDataNoHashAsPEM", "SpcVerifySignDataNoHash", "SpcSignRandom", "SpcRSAEncrypt",
-    "SpcRSADecrypt",
-}
-
 
 def test_every_card_method_of_the_page_library_is_served() -> None:
     assert len(PAGE_LIBRARY_METHODS) == 35

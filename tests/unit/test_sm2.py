@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import subprocess
 import textwrap
 from dataclasses import dataclass
@@ -38,14 +37,6 @@ GMT_E = bytes.fromhex("F0B43E94BA45ACCAACE692ED534382EB17E6AB5A19CE7B31F4486FDFC
 GMT_K = 0x59276E27_D506861A_16680F3A_D9C02DCC_EF3CC1FA_3CDBE4CE_6D54B80D_EAC1BC21
 GMT_R = 0xF5A03B06_48D2C463_0EEAC513_E1BB81A1_5944DA38_27D5B741_43AC7EAC_EEE720B3
 GMT_S = 0xB1B6AA29_DF212FD8_763182BC_0D421CA1_BB9038FD_1F7F42D4_840B69C4_85BBC1AA
-
-
-@pytest.fixture(scope="module")
-def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.fail("these tests need the openssl 3 command (apt-get install openssl)")
-    return path
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

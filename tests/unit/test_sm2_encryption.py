@@ -7,8 +7,6 @@ needs no -pkeyopt; it reads and writes the GM/T 0009 ASN.1 form only.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,23 +24,10 @@ from eport.common.envelope_crypto import (
     UnsuitableCertificateError,
 )
 from eport.firmware_sim import sm2_x509
+from tests.support.openssl_tool import run_checked as run
 
 # GM/T 0003.5-2012 Appendix C encryption example uses a test curve, not sm2p256v1, so the
 # interoperability checks below use OpenSSL as the independent implementation instead.
-
-
-@pytest.fixture(scope="module")
-def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.fail("these tests need the openssl 3 command (apt-get install openssl)")
-    return path
-
-
-def run(*args: str) -> bytes:
-    result = subprocess.run(args, capture_output=True, timeout=30)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stderr.decode()}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
