@@ -32,6 +32,8 @@ class _Service:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.sleeping = 0  # Sleep calls that have started
+        self._lock = threading.Lock()
 
     def hold(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"open"
@@ -39,7 +41,9 @@ class _Service:
             pass
 
     def sleep(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        time.sleep(float(request.decode()))
+        with self._lock:
+            self.sleeping += 1
+        time.sleep(float(request.decode()))  # the slow call's own work, not a wait
         return b"slept"
 
     def echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -122,7 +126,7 @@ def test_calls_beyond_their_cap_wait_their_turn_until_their_deadline(short_dir: 
         sleep: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
             f"/{SERVICE}/Sleep")
         slow = [sleep.future(b"1.5", timeout=10) for _ in range(2)]
-        time.sleep(0.3)  # both are running now
+        assert _wait(lambda: service.sleeping == 2)  # both hold their places now
         with pytest.raises(grpc.RpcError) as caught:
             _unary(channel, "Echo", b"hurry", timeout=0.5)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
