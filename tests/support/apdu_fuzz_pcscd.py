@@ -69,8 +69,9 @@ def next_pcscd_apdu(rng: random.Random) -> bytes:
 class _Watchdog:
     """Pulls the card out (and puts it back) when an APDU has been waiting too long."""
 
-    def __init__(self, slot: SlotRunner, report: PcscdFuzzReport) -> None:
+    def __init__(self, slot: SlotRunner, reader: str, report: PcscdFuzzReport) -> None:
         self._slot = slot
+        self._reader = reader
         self._report = report
         self._lock = threading.Lock()
         self._pending: tuple[bytes, float] | None = None
@@ -105,7 +106,10 @@ class _Watchdog:
                     f"{pending[0].hex() or '(empty)'}: no answer within {STALL_SECONDS:g} s "
                     "(the card was pulled to free the reader)")
                 self._slot.remove()
-                time.sleep(0.6)  # pcscd must see the absence (it polls every 400 ms)
+                # Put it back only once pcscd has seen it gone, or pcscd takes the reinsertion
+                # for the same insertion. If pcscd cannot say, the reinsertion still goes ahead.
+                with contextlib.suppress(PcscError), PcscContext() as context:
+                    context.wait_for_presence(self._reader, present=False, timeout=5)
                 self._slot.insert()
 
 
@@ -143,7 +147,7 @@ def fuzz_through_pcscd(slot: SlotRunner, reader: str, count: int, seed: int,
     rng = random.Random(seed)
     report = PcscdFuzzReport()
     started = time.perf_counter()
-    with PcscContext() as context, _Watchdog(slot, report) as watchdog:
+    with PcscContext() as context, _Watchdog(slot, reader, report) as watchdog:
         connection = context.connect(reader)
         try:
             for n in range(count):
