@@ -70,10 +70,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from eport.cardlib.pcsc.transport import PcscContext, PcscError
 from eport.common import sm2
 from eport.common.profile import CardForm, CardKind
 from eport.common.sm2_cert import certificate_public_point
-from eport.daemon.transport.pcsc import PcscContext, PcscError
 from eport.firmware_sim.ca import init_ca
 from eport.firmware_sim.demo import vpcd_reader_name
 from eport.firmware_sim.image import load_card, read_image, write_image_atomically

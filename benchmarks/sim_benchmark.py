@@ -21,11 +21,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from eport.cardlib.pcsc.piv_session import PivSession
+from eport.cardlib.pcsc.transport import PcscContext
 from eport.common import sm2
 from eport.common.piv import Algorithm
 from eport.common.profile import CardForm, CardKind
-from eport.daemon.card.piv_session import PivSession
-from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.ca import init_ca
 from eport.firmware_sim.card_os import CardOS, load_card
 from eport.firmware_sim.demo import ensure_pcscd, vpcd_reader_name

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_IDLE_TIMEOUT_S = 15 * 60
 DEFAULT_EXPIRY_WARNING_DAYS = 30
 # Calls in progress at once, and event streams open at once (eport.daemon.server.call_limits).
 DEFAULT_MAX_CALLS = 64
 DEFAULT_MAX_STREAMS = 32
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One configured card backend: its kind and the keyword options of its factory
+    (eport.daemon.service.backends.FACTORIES)."""
+
+    kind: str  # "pcsc", "pkcs11", "remote"
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -31,3 +41,5 @@ class DaemonSettings:
     systemd_activation: bool = True  # take the listening socket from LISTEN_FDS when present
     max_calls: int = DEFAULT_MAX_CALLS
     max_streams: int = DEFAULT_MAX_STREAMS
+    # The card backends, in order; empty means PC/SC alone.
+    backends: tuple[BackendSpec, ...] = ()

@@ -20,6 +20,7 @@ import grpc
 
 from eport.common.socket_location import SYSTEM_GROUP
 from eport.common.stop_signals import StopSignals
+from eport.daemon.backend_config import backend_specs
 from eport.daemon.config import (
     DEFAULT_EXPIRY_WARNING_DAYS,
     DEFAULT_IDLE_TIMEOUT_S,
@@ -127,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="event streams (eport watch, WatchEvents) open at once; one more "
                              "is refused, and calls keep their own threads (default: "
                              "%(default)s)")
+    backends = parser.add_argument_group("card backends (docs/backends.md)")
+    backends.add_argument("--config", metavar="FILE",
+                          help="a TOML file with [[backend]] tables; the flags below add to it")
+    backends.add_argument("--backend", metavar="KIND", action="append", default=[],
+                          choices=["pcsc"],
+                          help="run this backend (pcsc, the default when nothing else is "
+                               "configured); repeatable")
+    backends.add_argument("--pkcs11-module", metavar="PATH", action="append", default=[],
+                          help="a PKCS#11 module (.so) whose tokens show as readers")
+    backends.add_argument("--pkcs11-sm2-mechanism", metavar="0xID",
+                          help="the module vendor's mechanism id for SM2 with SM3")
+    backends.add_argument("--remote-client", metavar="URL", action="append", default=[],
+                          help="the official E-port client's websocket, e.g. "
+                               "ws://WINDOWS-HOST:61232")
+    backends.add_argument("--allow-insecure-remote", action="store_true",
+                          help="allow plain ws:// to a host that is not this machine")
     parser.add_argument("--no-systemd-activation", action="store_true",
                         help="bind the socket even when systemd passed one (LISTEN_FDS)")
     parser.add_argument("--version", action="version", version=f"eportd {_version()}")
@@ -156,6 +173,9 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
         systemd_activation=not args.no_systemd_activation,
         max_calls=args.max_calls,
         max_streams=args.max_streams,
+        backends=backend_specs(args.config, args.backend, args.pkcs11_module,
+                               args.pkcs11_sm2_mechanism, args.remote_client,
+                               args.allow_insecure_remote),
     )
 
 

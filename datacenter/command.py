@@ -36,6 +36,7 @@ from eport.datacenter.clock import from_micros, now, to_micros
 from eport.datacenter.review import PolicyError, ReviewPolicy
 from eport.datacenter.server import DataCenterSettings, ServerConfigError, run_server
 from eport.datacenter.storage import StorageError, Store
+from eport.datacenter.tls import ServerTls
 from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW
 
 logger = logging.getLogger(__name__)
@@ -93,19 +94,24 @@ def cli() -> None:
               help="Seconds between a declaration and its review receipt.")
 @click.option("--max-clock-skew", type=click.FloatRange(min=1), default=DEFAULT_MAX_CLOCK_SKEW,
               show_default=True, help="Seconds a request's signed_at may differ from our clock.")
-@click.option("--allow-non-loopback", is_flag=True,
-              help="Allow a TCP address that is not loopback (the channel is not encrypted).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="The server certificate (PEM, chain after it) for TLS; needed off loopback.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="The private key of --tls-cert (unencrypted PEM).")
+@click.option("--tls-client-ca", type=click.Path(dir_okay=False, path_type=Path),
+              help="CA certificates (PEM) clients must present a certificate from.")
 @click.option("--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False),
               default="INFO", show_default=True)
 def serve(db_path: Path, listen: str, trust_anchors: tuple[Path, ...], review: ReviewPolicy,
-          review_delay: float, max_clock_skew: float, allow_non_loopback: bool,
-          log_level: str) -> None:
+          review_delay: float, max_clock_skew: float, tls_cert: Path | None,
+          tls_key: Path | None, tls_client_ca: Path | None, log_level: str) -> None:
     """Serve the data centre until SIGTERM or SIGINT (the default command)."""
     _configure_logging(log_level)
+    tls = _server_tls(tls_cert, tls_key, tls_client_ca)
     settings = DataCenterSettings(db_path=db_path, listen=listen, trust_anchors=trust_anchors,
                                   review=review, review_delay=review_delay,
                                   max_clock_skew=max_clock_skew,
-                                  allow_non_loopback=allow_non_loopback)
+                                  tls=tls)
     with StopSignals.installed() as stop:
         try:
             with run_server(settings) as running:
@@ -116,6 +122,20 @@ def serve(db_path: Path, listen: str, trust_anchors: tuple[Path, ...], review: R
                 running.stop(grace=5.0)
         except (ServerConfigError, StorageError) as error:
             raise click.ClickException(str(error)) from None
+
+
+def _server_tls(certificate: Path | None, key: Path | None, client_ca: Path | None
+                ) -> ServerTls | None:
+    if certificate is None and key is None:
+        if client_ca is not None:
+            raise click.UsageError("--tls-client-ca 需要 --tls-cert 和 --tls-key / needs "
+                                   "--tls-cert and --tls-key (client certificates are asked "
+                                   "for in a TLS handshake).")
+        return None
+    if certificate is None or key is None:
+        raise click.UsageError("--tls-cert 和 --tls-key 须同时给出 / give both --tls-cert and "
+                               "--tls-key.")
+    return ServerTls(certificate, key, client_ca)
 
 
 @cli.command()

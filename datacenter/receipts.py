@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from eport.datacenter.clock import timestamp
+from eport.datacenter.receipt_feed import order_receipt_commits
 from eport.protos.v1 import datacenter_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def add_receipt(connection: sqlite3.Connection, kind: pb.ReceiptKind.ValueType,
     # The CHECK of migration 0003 pairs the subsystem with its document column.
     customs_id, bonded_id = ((facts.document_id, None) if subsystem == CUSTOMS
                              else (None, facts.document_id))
+    order_receipt_commits(connection)  # PostgreSQL: commit in sequence order (receipt_feed)
     cursor = connection.execute(
         "INSERT INTO receipts (subsystem, document_id, bonded_document_id, enterprise_code, "
         "kind, temporary_number, unified_number, entry_number, pre_entry_number, reason_code, "

@@ -36,8 +36,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from eport.cardlib.certificates import KeyKind
 from eport.common import sm2
-from eport.daemon.service.certificates import KeyKind
 from eport.datacenter.storage import Store
 from eport.datacenter.trust_store import TrustConfigError, TrustedCA, crl_files
 

@@ -2,14 +2,13 @@
 
 main() and the tests share it (as in grpc's Python examples). Listening: a Unix socket (its
 directory made 0700 when we create it, the socket itself 0600) or, for a networked test bed,
-TCP host:port, loopback only unless explicitly allowed: requests are signed, but the channel
-is not encrypted.
+TCP host:port. Off loopback only with TLS (datacenter/tls.py): requests are signed, but a
+plaintext channel would show every declaration to the network.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -30,11 +29,19 @@ from eport.datacenter.bonded import BondedLedger
 from eport.datacenter.bonded_servicer import SERVICE_NAME as BONDED_SERVICE_NAME
 from eport.datacenter.bonded_servicer import BondedVerificationServicer
 from eport.datacenter.documents import Ledger, Validator
+from eport.datacenter.receipt_feed import ReceiptFeed
 from eport.datacenter.receipts import ReceiptHub
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
 from eport.datacenter.revocation import CrlIndex, DenyList
 from eport.datacenter.servicer import DataCenterServicer
 from eport.datacenter.storage import Store
+from eport.datacenter.tls import (
+    ServerTls,
+    TlsConfigError,
+    check_listen_security,
+    server_credentials,
+    unix_socket_with_tls,
+)
 from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW, RequestVerifier
 from eport.datacenter.trust_store import TrustConfigError, load_trust
 from eport.protos.v1 import datacenter_pb2
@@ -60,7 +67,8 @@ class DataCenterSettings:
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
     review_delay: float = 0.0
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
-    allow_non_loopback: bool = False
+    # Required for a TCP address off loopback; optional on loopback; refused on a Unix socket.
+    tls: ServerTls | None = None
     # WatchReceipts streams hold a worker thread each.
     max_workers: int = 64
 
@@ -95,19 +103,27 @@ def _claim_unix_path(path: Path) -> None:
                             "or choose another --listen path.")
 
 
-def _tcp_address(address: str, allow_non_loopback: bool) -> str:
+def _tcp_address(address: str, tls: ServerTls | None) -> str:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
         raise ServerConfigError(f"--listen {address!r}: use unix:/path, /path or host:port")
-    loopback = host == "localhost"
-    with contextlib.suppress(ValueError):
-        loopback = ipaddress.ip_address(host).is_loopback
-    if not loopback and not allow_non_loopback:
-        raise ServerConfigError(f"--listen {address!r} is not a loopback address. Remedy: "
-                                "use 127.0.0.1, or pass --allow-non-loopback on a trusted "
-                                "network (the channel is not encrypted).")
+    try:
+        check_listen_security(host, address, tls)
+    except TlsConfigError as error:
+        raise ServerConfigError(str(error)) from None
     return address
+
+
+def _credentials(settings: DataCenterSettings, unix: bool) -> grpc.ServerCredentials | None:
+    if settings.tls is None:
+        return None
+    if unix:
+        raise ServerConfigError(unix_socket_with_tls(settings.listen))
+    try:
+        return server_credentials(settings.tls)
+    except TlsConfigError as error:
+        raise ServerConfigError(str(error)) from None
 
 
 class RunningDataCenter:
@@ -157,7 +173,8 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
                                 "Remedy: pass --trust-anchor with the card CA's PEM file.")
     socket_path = unix_socket_path(settings.listen)
     target = (f"unix:{socket_path.absolute()}" if socket_path is not None
-              else _tcp_address(settings.listen, settings.allow_non_loopback))
+              else _tcp_address(settings.listen, settings.tls))
+    credentials = _credentials(settings, socket_path is not None)
     with contextlib.ExitStack() as cleanup:
         store = Store(settings.db_path)
         cleanup.callback(store.close)
@@ -187,7 +204,8 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         # The socket is born 0600 (umask) rather than chmod-ed after a window of default mode.
         previous_umask = os.umask(0o177) if socket_path is not None else None
         try:
-            port = server.add_insecure_port(target)
+            port = (server.add_insecure_port(target) if credentials is None
+                    else server.add_secure_port(target, credentials))
             server.start()
         except RuntimeError as error:
             raise ServerConfigError(f"cannot listen on {settings.listen}: {error}") from None
@@ -203,14 +221,21 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
             os.chmod(socket_path, _SOCKET_MODE)
             cleanup.callback(_remove_socket, socket_path)
         worker.start()  # resumes reviews left pending by a previous run
+        # Receipts saved through another process on the same database wake our streams.
+        feed = ReceiptFeed(store.read, hub)
+        feed.start()
+        cleanup.callback(feed.stop)
         running = RunningDataCenter(address, store, server, health_servicer, hub, worker)
         cleanup.callback(running.stop, None)
         for service in ("", SERVICE_NAME):
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         health_servicer.set(AUTHORIZATION_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         health_servicer.set(BONDED_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("eport-datacenter ready on %s (database %s, schema %d)", address,
-                    settings.db_path, store.schema_version)
+        logger.info("eport-datacenter ready on %s (database %s, schema %d, %s)", address,
+                    settings.db_path, store.schema_version,
+                    "plaintext" if credentials is None else
+                    "TLS with client certificates" if settings.tls and settings.tls.client_ca
+                    else "TLS")
         yield running
 
 

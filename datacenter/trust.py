@@ -41,11 +41,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from eport.cardlib.certificates import (
+    CardCertificate,
+    CertificateError,
+    KeyKind,
+    load_certificate,
+)
 from eport.common import sm2
 from eport.common.customs.envelope import AUDIENCE, EnvelopeError, parse_payload
 from eport.common.profile import EPORT_EXTENSION_OID, CardKind, EportProfile, ProfileError
-from eport.daemon.service.certificates import CardCertificate, KeyKind, load_certificate
-from eport.daemon.service.errors import EportError
 from eport.datacenter import trust_store
 from eport.datacenter.errors import DataCenterError, bad_request
 from eport.datacenter.revocation import CrlIndex, Revocation
@@ -256,7 +260,7 @@ class RequestVerifier:
     def _examine(self, der: bytes) -> _CertEntry:
         try:
             certificate = load_certificate(der)
-        except EportError:
+        except CertificateError:
             return _CertEntry(None, None, bad_request("the certificate is not a usable X.509 "
                                                       "certificate"))
         paths = self._paths(certificate)

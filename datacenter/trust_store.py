@@ -33,13 +33,13 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from eport.daemon.service.certificates import (
+from eport.cardlib.certificates import (
     CardCertificate,
+    CertificateError,
     KeyKind,
     is_issued_by,
     load_certificate,
 )
-from eport.daemon.service.errors import EportError
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def load_trust(paths: Iterable[Path], *, now: datetime) -> TrustConfig:
         for block in _certificate_blocks(data):
             try:
                 certificate = load_certificate(block)
-            except EportError:
+            except CertificateError:
                 logger.warning("skipping %s: not a certificate", file)
                 continue
             reason = why_not_a_ca(certificate.parsed)

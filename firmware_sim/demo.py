@@ -20,11 +20,11 @@ from pathlib import Path
 
 import click
 
+from eport.cardlib.pcsc.piv_session import PivSession
+from eport.cardlib.pcsc.transport import PcscContext, PcscError
 from eport.common import sm2
 from eport.common.piv import Algorithm
 from eport.common.profile import CardForm, CardKind
-from eport.daemon.card.piv_session import PivSession
-from eport.daemon.transport.pcsc import PcscContext, PcscError
 from eport.firmware_sim.ca import CaError, init_ca, load_ca
 from eport.firmware_sim.provision import ProvisionRequest, provision_card, save_new_card
 from eport.firmware_sim.sm2_x509 import certificate_public_point

@@ -10,7 +10,8 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 packages=(pcscd vsmartcard-vpcd libpcsclite-dev swig opensc yubico-piv-tool pcsc-tools openssl
           python3 python3-venv python3-dev gcc procps libusb-1.0-0 shellcheck
-          fonts-wqy-microhei poppler-utils faketime libnss3-tools chromium)
+          fonts-wqy-microhei poppler-utils faketime libnss3-tools chromium
+          softhsm2 postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

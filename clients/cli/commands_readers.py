@@ -64,7 +64,10 @@ def readers_command() -> None:
             out.line(Bilingual("未找到读卡器 (运行 eport doctor 检查驱动)",
                                "No reader found (run `eport doctor` to check drivers)"))
         for reader in answer.readers:
-            out.line(f"{reader.name}: {out.text(_reader_state(reader))}")
+            # The backend first, as a column: a PKCS#11 token or a remote client's key shows
+            # as a reader too.
+            out.line(f"{reader.backend or 'pcsc':<7} {reader.name}: "
+                     f"{out.text(_reader_state(reader))}")
 
     cli.output.result(command_name(), data, human)
 

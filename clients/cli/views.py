@@ -42,6 +42,7 @@ def when(value: Timestamp) -> datetime | None:
 def reader_view(reader: pb.Reader) -> dict[str, Any]:
     return {
         "name": reader.name,
+        "backend": reader.backend or None,
         "card_present": reader.card_present,
         "atr": reader.atr.hex().upper() or None,
         "card_id": reader.card_id or None,

@@ -8,8 +8,12 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from eport.clients.cli.errors import CliError
+from eport.clients.cli.exit_codes import ExitCode
+from eport.clients.cli.language import Bilingual
+from eport.clients.datacenter.channel import ChannelConfigError, ClientTls, open_channel
 from eport.clients.datacenter.errors import datacenter_unavailable, from_datacenter_error
-from eport.common.customs.endpoint import channel_target, unix_socket_path
+from eport.common.customs.endpoint import unix_socket_path
 from eport.protos.v1 import datacenter_pb2 as dc
 from eport.protos.v1 import datacenter_pb2_grpc as dc_grpc
 
@@ -24,9 +28,11 @@ _STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
 
 
 class DataCenterClient:
-    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT_SECONDS,
+                 tls: ClientTls | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.tls = tls  # None: from $EPORT_DATACENTER_CA/_CERT/_KEY (clients/datacenter/channel)
         self._channel: grpc.Channel | None = None
         self._stubs: dict[str, Any] = {}
 
@@ -34,10 +40,14 @@ class DataCenterClient:
     def channel(self) -> grpc.Channel:
         if self._channel is None:
             try:
-                target = channel_target(self.address)
+                self._channel = open_channel(self.address, self.tls)
             except ValueError:
                 raise datacenter_unavailable(self.address) from None
-            self._channel = grpc.insecure_channel(target)
+            except ChannelConfigError as error:
+                raise CliError("DATACENTER_TLS", Bilingual(str(error), str(error)),
+                               Bilingual("修正数据中心的 TLS 设置后重试",
+                                         "correct the data centre TLS settings and retry"),
+                               ExitCode.USAGE, {"datacenter": self.address}) from None
         return self._channel
 
     def stub_for(self, service: str) -> Any:

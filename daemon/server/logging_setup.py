@@ -13,10 +13,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-# Same value as eport.daemon.transport.pcsc.TRAFFIC. Importing it from there would import
+# Same value as eport.cardlib.pcsc.transport.TRAFFIC. Importing it from there would import
 # pyscard, which only the transport may do.
 TRAFFIC = 5
-PCSC_LOGGER = "eport.daemon.transport.pcsc"
+PCSC_LOGGER = "eport.cardlib.pcsc.transport"
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("TRAFFIC", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

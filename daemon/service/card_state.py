@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eport.common.apdu import SW
-from eport.common.piv import Slot
+from eport.cardlib.certificates import CardCertificate, KeyKind
+from eport.cardlib.errors import CardError
+from eport.cardlib.token import CertificateRole
 from eport.common.profile import CardForm, EportProfile, ProfileError
-from eport.daemon.card.errors import CardError
 from eport.daemon.service.card_worker import CardAccess, CardWorker
-from eport.daemon.service.certificates import CardCertificate, KeyKind, load_certificate
+from eport.daemon.service.certificates import load_certificate
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.signing import ALGORITHMS_FOR_KEY, SignAlgorithm
 
@@ -64,6 +64,9 @@ class CardSnapshot:
 class Session:
     insertion: int
     card_id: str
+    # The uid of the caller whose PIN opened it (None: not known, e.g. in-process callers).
+    # In --system mode only that uid may use it (docs/backends.md, "Who can sign").
+    uid: int | None = None
     opened_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     last_used: float = field(default_factory=time.monotonic)
 
@@ -75,6 +78,7 @@ class Session:
 class ReaderSlot:
     name: str
     worker: CardWorker
+    backend: str = ""  # the name of the backend the reader belongs to
     present: bool = False
     atr: bytes = b""
     exclusive_elsewhere: bool = False
@@ -111,28 +115,27 @@ def may_pass(error: BaseException) -> bool:
 
 def read_card(access: CardAccess) -> CardSnapshot:
     """Certificate, E-port profile and card id, in one job on the card."""
-    piv = access.piv
+    token = access.token
     try:
-        certificate = load_certificate(piv.read_certificate())
+        der = token.read_certificate(CertificateRole.SIGNING)
     except CardError as exc:
         raise EportError(Reason.UNSUPPORTED_CARD, "no signing certificate on the card",
                          status_word=exc.sw, reader=access.reader) from None
+    if der is None:
+        raise EportError(Reason.UNSUPPORTED_CARD, "no signing certificate on the card",
+                         reader=access.reader)
+    try:
+        certificate = load_certificate(der)
     except EportError as exc:
         raise exc.located(access.reader) from None
     profile: EportProfile | None
     try:
-        profile = piv.read_profile()
-    except CardError as exc:
-        if exc.sw != SW.FILE_NOT_FOUND:
-            raise
-        profile = None  # a plain PIV card: still usable for signing
+        # None: a plain PIV card (or a token without the E-port object): still usable.
+        profile = token.read_profile()
     except ProfileError:
         raise EportError(Reason.UNSUPPORTED_CARD, "the E-port data object is malformed",
                          reader=access.reader) from None
-    try:
-        card_id = piv.read_card_id()
-    except (CardError, KeyError):
-        card_id = ""
+    card_id = token.read_card_id()
     if not card_id:
         card_id = profile.card_id if profile is not None else certificate.serial_hex
     return CardSnapshot(access.reader, access.insertion, access.atr, card_id, certificate,
@@ -143,11 +146,11 @@ def _read_envelope_certificate(access: CardAccess) -> CardCertificate | None:
     """The certificate of slot 9D, if the card has a usable one. Its absence (older cards,
     P-256 cards, other PIV cards) never makes the card unusable for signing."""
     try:
-        return load_certificate(access.piv.read_certificate(Slot.KEY_MANAGEMENT))
+        der = access.token.read_certificate(CertificateRole.ENVELOPE)
+        return load_certificate(der) if der is not None else None
     except CardError as exc:
-        if exc.sw != SW.FILE_NOT_FOUND:
-            logger.warning("the envelope certificate could not be read: %s", exc,
-                           extra={"reader": access.reader})
+        logger.warning("the envelope certificate could not be read: %s", exc,
+                       extra={"reader": access.reader})
         return None
     except EportError as exc:
         logger.warning("the envelope certificate is not usable: %s", exc,

@@ -1,10 +1,10 @@
 """One worker thread and one FIFO queue per reader: the only path to that reader's card.
 
-Jobs run one at a time, each inside a PC/SC transaction, so no two commands are ever
-interleaved on the card, ours or another program's. A job whose caller has gone (deadline
-passed, cancelled) is dropped before it reaches the card. PC/SC failures become EportErrors;
-after a removal the connection is dropped (disconnect with LEAVE, as the simulator's notes ask)
-and the next job connects afresh, so reinsertion needs no restart.
+Jobs run one at a time, each inside the backend's transaction (PC/SC: SCardBeginTransaction),
+so no two commands are ever interleaved on the card, ours or another program's. A job whose
+caller has gone (deadline passed, cancelled) is dropped before it reaches the card. A backend's
+TokenUnavailable becomes an EportError; after a removal the connection is dropped and the next
+job connects afresh, so reinsertion needs no restart.
 """
 
 from __future__ import annotations
@@ -18,26 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eport.daemon.card.errors import CardError, NotPivCardError
-from eport.daemon.card.piv_session import PivSession
+from eport.cardlib.errors import CardError, NotPivCardError, TokenUnavailable, Unavailable
+from eport.cardlib.token import Backend, Token, TokenConnection
 from eport.daemon.service.errors import EportError, Reason
-from eport.daemon.transport.pcsc import (
-    PcscConnection,
-    PcscContext,
-    PcscError,
-    card_removed_error,
-)
 
 logger = logging.getLogger(__name__)
 
-_PCSC_REASONS = {
-    "SERVICE_NOT_RUNNING": Reason.SERVICE_NOT_RUNNING,
-    "NO_READER": Reason.NO_READER,
-    "NO_CARD": Reason.NO_CARD,
-    "CARD_REMOVED": Reason.CARD_REMOVED,
-    "CARD_TIMEOUT": Reason.CARD_TIMEOUT,
-    "SHARING_VIOLATION": Reason.SHARING_VIOLATION,
-    "UNSUPPORTED_CARD": Reason.UNSUPPORTED_CARD,
+_UNAVAILABLE_REASONS = {
+    Unavailable.SERVICE_NOT_RUNNING: Reason.SERVICE_NOT_RUNNING,
+    Unavailable.NO_READER: Reason.NO_READER,
+    Unavailable.NO_CARD: Reason.NO_CARD,
+    Unavailable.CARD_REMOVED: Reason.CARD_REMOVED,
+    Unavailable.CARD_TIMEOUT: Reason.CARD_TIMEOUT,
+    Unavailable.SHARING_VIOLATION: Reason.SHARING_VIOLATION,
+    Unavailable.UNSUPPORTED_CARD: Reason.UNSUPPORTED_CARD,
 }
 
 
@@ -51,9 +45,9 @@ class CallerGone(Exception):
 
 @dataclass(frozen=True)
 class CardAccess:
-    """What a job gets: the card's PIV session, for the insertion it was connected for."""
+    """What a job gets: the card's token, for the insertion it was connected for."""
 
-    piv: PivSession
+    token: Token
     reader: str
     insertion: int
     atr: bytes
@@ -79,27 +73,32 @@ class _Job:
 _STOP = object()
 
 
-def pcsc_error(exc: PcscError, reader: str) -> EportError:
-    if exc.reason == "CARD_RESET":
+def unavailable_error(exc: TokenUnavailable, reader: str) -> EportError:
+    if exc.reason == Unavailable.CARD_RESET:
         return EportError(Reason.CARD_ERROR, "the card was reset by another program",
                           reader=reader)
-    return EportError(_PCSC_REASONS.get(exc.reason, Reason.CARD_ERROR), str(exc), reader=reader)
+    reason = _UNAVAILABLE_REASONS.get(Unavailable(exc.reason), Reason.CARD_ERROR) \
+        if exc.reason in Unavailable.__members__ else Reason.CARD_ERROR
+    return EportError(reason, str(exc), reader=reader)
 
 
 class CardWorker:
-    def __init__(self, reader: str, owner: WorkerOwner) -> None:
+    def __init__(self, reader: str, owner: WorkerOwner, backend: Backend) -> None:
         self.reader = reader
         self._owner = owner
+        self._backend = backend
         self._queue: queue.Queue[_Job | object] = queue.Queue()
-        self._context: PcscContext | None = None
-        self._connection: PcscConnection | None = None
+        self._connection: TokenConnection | None = None
         self._connected_insertion = -1
-        self._piv: PivSession | None = None
         self._atr = b""
         self._thread = threading.Thread(target=self._loop, name=f"card:{reader}", daemon=True)
         self._stopping = False
-        # Set by the service when pcscd went away: every handle of the old pcscd is dead.
+        # Set by the service when the backend went away (pcscd stopped): every handle is dead.
         self._context_stale = threading.Event()
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
 
     def start(self) -> None:
         self._thread.start()
@@ -113,8 +112,12 @@ class CardWorker:
         self._queue.put(_Job(run, future, caller_active))
         return future
 
+    def pending(self) -> int:
+        """Jobs waiting in the queue (not counting the one on the card)."""
+        return self._queue.qsize()
+
     def drop_context(self) -> None:
-        """pcscd stopped: the worker opens a new context before its next command."""
+        """The backend stopped: the worker connects afresh before its next command."""
         self._context_stale.set()
 
     def wake(self) -> None:
@@ -122,8 +125,10 @@ class CardWorker:
         self._queue.put(_Job(lambda _access: None, concurrent.futures.Future(), lambda: True,
                              needs_card=False))
 
-    def stop(self, timeout: float) -> None:
-        """Finish the job in progress; fail the queued ones; close the connection."""
+    def stop(self, timeout: float,
+             last: Callable[[CardAccess], None] | None = None) -> None:
+        """Finish the job in progress; fail the queued ones; run `last` on the card (the
+        shutdown logout), then close the connection."""
         self._stopping = True
         while True:
             try:
@@ -133,6 +138,8 @@ class CardWorker:
             if isinstance(item, _Job) and item.future.set_running_or_notify_cancel():
                 item.future.set_exception(EportError(Reason.DAEMON_SHUTTING_DOWN,
                                                      reader=self.reader))
+        if last is not None:
+            self._queue.put(_Job(last, concurrent.futures.Future(), lambda: True))
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
@@ -159,9 +166,6 @@ class CardWorker:
             except BaseException as exc:  # the caller receives it; the worker goes on
                 item.future.set_exception(exc)
         self._disconnect()
-        if self._context is not None:
-            with contextlib.suppress(PcscError):
-                self._context.close()
 
     def _run_housekeeping(self, run: Callable[[CardAccess], None]) -> None:
         """Run `run` on the card (idle logout); failures are logged, not raised: a card that
@@ -177,52 +181,41 @@ class CardWorker:
             access = self._connect()
             assert self._connection is not None
             try:
-                self._connection.begin_transaction()
-                try:
+                with self._connection.transaction():
                     return job.run(access)
-                finally:
-                    with contextlib.suppress(PcscError):
-                        self._connection.end_transaction()
-            except PcscError as exc:
-                if exc.reason == "CARD_RESET" and attempt == 1:
+            except TokenUnavailable as exc:
+                if exc.reason == Unavailable.CARD_RESET and attempt == 1:
                     # Another program reset the card: its security status is gone. Reconnect
                     # and run the job once more; the session layer sees no session.
                     logger.info("card reset by another program", extra={"reader": self.reader})
                     self._owner.card_was_reset(self.reader)
                     self._disconnect()
                     continue
-                exc = self._explain(exc)
-                self._after_failure(exc)
-                raise pcsc_error(exc, self.reader) from None
+                error = self._explain(exc)
+                self._after_failure(exc if error is None else error)
+                raise unavailable_error(exc if error is None else error,
+                                        self.reader) from None
             except CardError as exc:
                 raise card_error(exc, self.reader) from None
         raise AssertionError("unreachable")
 
-    def _explain(self, exc: PcscError) -> PcscError:
-        """A transmit that broke off (no status word, a communication error) is most often a
-        card pulled mid-command. Wait up to one pcscd polling period for PC/SC to report the
-        card gone (event-driven: it returns as soon as pcscd knows); CARD_REMOVED if so."""
-        if exc.reason not in ("CARD_ERROR", "CARD_TIMEOUT") or self._context is None:
-            return exc
-        try:
-            self._context.wait_for_presence(self.reader, present=False,
-                                            timeout=_REMOVAL_NOTICE_S)
-        except PcscError:
-            return exc  # still present (or PC/SC itself failed): the first error stands
-        return card_removed_error("the card was removed during the command")
+    def _explain(self, exc: TokenUnavailable) -> TokenUnavailable | None:
+        """A command that broke off (no status word, a communication error) is most often a
+        card pulled mid-command. Ask the backend to wait up to one polling period for the card
+        to be seen gone (event-driven for PC/SC); CARD_REMOVED if so, else None."""
+        if exc.reason not in (Unavailable.CARD_ERROR, Unavailable.CARD_TIMEOUT):
+            return None
+        if not self._backend.card_gone(self.reader, _REMOVAL_NOTICE_S):
+            return None
+        return TokenUnavailable(Unavailable.CARD_REMOVED, "the card was removed during the "
+                                "command")
 
-    def _after_failure(self, exc: PcscError) -> None:
-        if exc.reason in ("CARD_REMOVED", "NO_CARD", "CARD_TIMEOUT", "CARD_ERROR"):
+    def _after_failure(self, exc: TokenUnavailable) -> None:
+        if exc.reason in (Unavailable.CARD_REMOVED, Unavailable.NO_CARD,
+                          Unavailable.CARD_TIMEOUT, Unavailable.CARD_ERROR,
+                          Unavailable.SERVICE_NOT_RUNNING, Unavailable.NO_READER,
+                          Unavailable.INVALID_HANDLE):
             self._disconnect()
-        elif exc.reason in ("SERVICE_NOT_RUNNING", "NO_READER", "INVALID_HANDLE"):
-            self._forget_context()
-
-    def _forget_context(self) -> None:
-        self._disconnect()
-        if self._context is not None:
-            with contextlib.suppress(PcscError):
-                self._context.close()
-            self._context = None
 
     def _connect(self) -> CardAccess:
         insertion = self._owner.current_insertion(self.reader)
@@ -230,47 +223,29 @@ class CardWorker:
             raise EportError(Reason.NO_CARD, reader=self.reader)
         if self._context_stale.is_set():
             self._context_stale.clear()
-            self._forget_context()
+            self._disconnect()
         if self._connection is not None and self._connected_insertion == insertion:
-            assert self._piv is not None
-            return CardAccess(self._piv, self.reader, insertion, self._atr)
+            return CardAccess(self._connection.token, self.reader, insertion, self._atr)
         self._disconnect()
         try:
-            if self._context is None:
-                self._context = PcscContext()
-            connection = self._context.connect(self.reader)
-        except PcscError as exc:
+            connection = self._backend.connect(self.reader)
+        except TokenUnavailable as exc:
             self._after_failure(exc)
-            raise pcsc_error(exc, self.reader) from None
-        piv = PivSession(connection)
-        try:
-            atr = connection.atr
-            connection.begin_transaction()
-            try:
-                piv.select()
-            finally:
-                with contextlib.suppress(PcscError):
-                    connection.end_transaction()
-        except PcscError as exc:
-            with contextlib.suppress(PcscError):
-                connection.close()
-            self._after_failure(exc)
-            raise pcsc_error(exc, self.reader) from None
+            raise unavailable_error(exc, self.reader) from None
         except NotPivCardError as exc:
-            with contextlib.suppress(PcscError):
-                connection.close()
             raise EportError(Reason.UNSUPPORTED_CARD, "no PIV application",
                              status_word=exc.sw, reader=self.reader) from None
-        self._connection, self._piv, self._atr = connection, piv, atr
+        except CardError as exc:
+            raise card_error(exc, self.reader) from None
+        self._connection, self._atr = connection, connection.token.atr
         self._connected_insertion = insertion
-        return CardAccess(piv, self.reader, insertion, atr)
+        return CardAccess(connection.token, self.reader, insertion, self._atr)
 
     def _disconnect(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(PcscError):
-                self._connection.close(reset=False)
+            with contextlib.suppress(TokenUnavailable):
+                self._connection.close()
         self._connection = None
-        self._piv = None
         self._connected_insertion = -1
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eport.cardlib.certificates import CardCertificate
+from eport.cardlib.errors import CardError
+from eport.cardlib.token import CertificateRole
 from eport.common.apdu import SW
 from eport.common.envelope_crypto import (
     CiphertextDoesNotDecryptError,
@@ -23,13 +26,10 @@ from eport.common.envelope_crypto import (
     rsa_remove_padding,
     sm2_finish,
 )
-from eport.daemon.card.errors import CardError
 from eport.daemon.service.card_state import CardSnapshot
 from eport.daemon.service.card_worker import CardAccess
-from eport.daemon.service.certificates import CardCertificate
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.messages import CIPHERTEXT_NOT_FOR_CARD, NO_ENVELOPE_KEY
-from eport.daemon.service.signing import PIV_ALGORITHM
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,11 @@ class DecryptionPlan:
 
     def card_step(self, access: CardAccess) -> bytes:
         """On the card's worker thread, with the PIN verified: the private-key step."""
-        algorithm = PIV_ALGORITHM[self.certificate.key_kind]
         is_rsa = isinstance(self.key, RsaEnvelopeKey)
         try:
-            return access.piv.decrypt_step(
-                algorithm, self.parsed.rsa_block if is_rsa else self.parsed.sm2_c1,
-                sm2=not is_rsa)
+            return access.token.private_step(
+                CertificateRole.ENVELOPE,
+                self.parsed.rsa_block if is_rsa else self.parsed.sm2_c1, sm2=not is_rsa)
         except CardError as exc:
             if exc.sw == SW.REFERENCE_NOT_FOUND:
                 # A certificate in 5FC10B but no key in 9D.

@@ -8,7 +8,7 @@ manuals advise stopping after two wrong tries.
 
 from __future__ import annotations
 
-from eport.daemon.card.piv_session import ReferenceStatus
+from eport.cardlib.token import CredentialStatus
 from eport.daemon.service.errors import EportError, Reason
 
 EPORT_PIN_LENGTH = 8
@@ -36,10 +36,11 @@ def wipe(buffer: bytearray) -> None:
         buffer[index] = 0
 
 
-def guard(status: ReferenceStatus, *, allow_last_attempt: bool, puk: bool = False) -> None:
+def guard(status: CredentialStatus, *, allow_last_attempt: bool, puk: bool = False) -> None:
     """Refuse to send the secret when it is blocked, or on the last try unless allowed."""
     if status.blocked:
         raise EportError(Reason.PUK_BLOCKED if puk else Reason.PIN_BLOCKED, tries_left=0)
-    if status.tries_left == 1 and not allow_last_attempt:
+    # on_last_try: one try left, or a token that only says "final try" (tries_left -1).
+    if status.on_last_try and not allow_last_attempt:
         raise EportError(Reason.PIN_LAST_ATTEMPT_GUARD,
                          "PUK" if puk else "PIN", tries_left=1)

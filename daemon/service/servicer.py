@@ -19,13 +19,15 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from eport import __version__
+from eport.cardlib.certificates import CardCertificate, KeyKind
+from eport.cardlib.errors import CardError
 from eport.common.envelope_crypto import CiphertextForm
 from eport.common.profile import CardForm, CardKind
-from eport.daemon.card.errors import CardError
+from eport.daemon.server.peer_proxy import peer_of
 from eport.daemon.service.app import CardSelector, CardServiceApp, PinState
 from eport.daemon.service.card_state import CardSnapshot
 from eport.daemon.service.card_worker import CallerGone, card_error
-from eport.daemon.service.certificates import CardCertificate, CertCheck, KeyKind, load_certificate
+from eport.daemon.service.certificates import CertCheck, load_certificate
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.events import Event
 from eport.daemon.service.messages import message_for
@@ -190,8 +192,10 @@ class CardServicer(pb_grpc.CardServiceServicer):
         self.app = app
 
     def _call(self, context: grpc.ServicerContext, work: Callable[[], R]) -> R:
+        peer = peer_of(context)
         try:
-            return work()
+            with self.app.caller(peer.uid if peer is not None else None):
+                return work()
         except EportError as exc:
             _abort(context, exc)
         except CardError as exc:
@@ -214,7 +218,11 @@ class CardServicer(pb_grpc.CardServiceServicer):
             unattended_allowed=settings.allow_unattended,
             session_idle_timeout_seconds=int(settings.session_idle_timeout_s),
             expiry_warning_days=settings.expiry_warning_days, pid=os.getpid(),
-            pcsc_error=self.app.service_error, pcsc_error_code=self.app.service_error_code)
+            pcsc_error=self.app.service_error, pcsc_error_code=self.app.service_error_code,
+            backends=[pb.BackendStatus(name=name, detail=detail, readers=readers,
+                                       state=pb.SERVICE_RUNNING if up
+                                       else pb.SERVICE_NOT_RUNNING_STATE)
+                      for name, up, detail, readers in self.app.backend_states()])
 
     def ListReaders(self, request: pb.ListReadersRequest, context: grpc.ServicerContext
                     ) -> pb.ListReadersResponse:
@@ -227,7 +235,7 @@ class CardServicer(pb_grpc.CardServiceServicer):
                 exclusive_elsewhere=view.exclusive_elsewhere,
                 insertion=max(view.insertion, 0), error=view.error,
                 card_removed_at=_timestamp(view.removed_at),
-                removed_card_id=view.removed_card_id)
+                removed_card_id=view.removed_card_id, backend=view.backend)
             if view.card is not None:
                 reader.card_id = view.card.card_id
                 if view.card.form is not None:

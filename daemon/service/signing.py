@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from eport.cardlib.certificates import CardCertificate, KeyKind
+from eport.cardlib.token import SignMechanism
 from eport.common import sm2
-from eport.common.piv import Algorithm
-from eport.daemon.service.certificates import CardCertificate, KeyKind
 from eport.daemon.service.errors import EportError, Reason
 
 
@@ -47,11 +47,12 @@ ALGORITHMS_FOR_KEY = {
     KeyKind.EC_P256: (SignAlgorithm.ECDSA_P256_SHA256,),
     KeyKind.SM2: (SignAlgorithm.SM2_WITH_SM3,),
 }
-PIV_ALGORITHM = {
-    KeyKind.RSA_1024: Algorithm.RSA_1024,
-    KeyKind.RSA_2048: Algorithm.RSA_2048,
-    KeyKind.EC_P256: Algorithm.ECC_P256,
-    KeyKind.SM2: Algorithm.SM2_SM3,
+# What the token is asked to do with the digest (the PKCS#1 block, if any, is the backend's).
+SIGN_MECHANISM = {
+    SignAlgorithm.SHA1_WITH_RSA: SignMechanism.RSA_PKCS1_SHA1,
+    SignAlgorithm.SHA256_WITH_RSA: SignMechanism.RSA_PKCS1_SHA256,
+    SignAlgorithm.ECDSA_P256_SHA256: SignMechanism.ECDSA_P256,
+    SignAlgorithm.SM2_WITH_SM3: SignMechanism.SM2,
 }
 # DER DigestInfo prefixes (RFC 8017 §9.2, note 1).
 _DIGEST_INFO = {
@@ -104,16 +105,6 @@ def digest_of(algorithm: SignAlgorithm, certificate: CardCertificate, request: S
         assert isinstance(certificate.public_key, tuple)
         return sm2.message_digest(certificate.public_key, data)
     return hashlib.sha256(data).digest()
-
-
-def card_challenge(algorithm: SignAlgorithm, certificate: CardCertificate, digest: bytes
-                   ) -> bytes:
-    """What GENERAL AUTHENTICATE signs: the padded block for RSA, the digest otherwise."""
-    if algorithm in _DIGEST_INFO:
-        size = 128 if certificate.key_kind is KeyKind.RSA_1024 else 256
-        info = _DIGEST_INFO[algorithm] + digest
-        return b"\x00\x01" + b"\xff" * (size - len(info) - 3) + b"\x00" + info
-    return digest
 
 
 def shape_signature(algorithm: SignAlgorithm, from_card: bytes) -> Signature:

@@ -410,6 +410,7 @@ class DaemonInfo(google.protobuf.message.Message):
     PID_FIELD_NUMBER: builtins.int
     PCSC_ERROR_FIELD_NUMBER: builtins.int
     PCSC_ERROR_CODE_FIELD_NUMBER: builtins.int
+    BACKENDS_FIELD_NUMBER: builtins.int
     version: builtins.str
     socket_path: builtins.str
     pcsc_state: global___ServiceState.ValueType
@@ -426,6 +427,10 @@ class DaemonInfo(google.protobuf.message.Message):
     def started_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     @property
     def trust_anchor_subjects(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
+    @property
+    def backends(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___BackendStatus]:
+        """Every configured card backend (pcsc, pkcs11, remote), in configuration order."""
+
     def __init__(
         self,
         *,
@@ -440,11 +445,40 @@ class DaemonInfo(google.protobuf.message.Message):
         pid: builtins.int = ...,
         pcsc_error: builtins.str = ...,
         pcsc_error_code: builtins.int = ...,
+        backends: collections.abc.Iterable[global___BackendStatus] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["started_at", b"started_at"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["expiry_warning_days", b"expiry_warning_days", "pcsc_error", b"pcsc_error", "pcsc_error_code", b"pcsc_error_code", "pcsc_state", b"pcsc_state", "pid", b"pid", "session_idle_timeout_seconds", b"session_idle_timeout_seconds", "socket_path", b"socket_path", "started_at", b"started_at", "trust_anchor_subjects", b"trust_anchor_subjects", "unattended_allowed", b"unattended_allowed", "version", b"version"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["backends", b"backends", "expiry_warning_days", b"expiry_warning_days", "pcsc_error", b"pcsc_error", "pcsc_error_code", b"pcsc_error_code", "pcsc_state", b"pcsc_state", "pid", b"pid", "session_idle_timeout_seconds", b"session_idle_timeout_seconds", "socket_path", b"socket_path", "started_at", b"started_at", "trust_anchor_subjects", b"trust_anchor_subjects", "unattended_allowed", b"unattended_allowed", "version", b"version"]) -> None: ...
 
 global___DaemonInfo = DaemonInfo
+
+@typing.final
+class BackendStatus(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: builtins.int
+    STATE_FIELD_NUMBER: builtins.int
+    DETAIL_FIELD_NUMBER: builtins.int
+    READERS_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """"pcsc", "pkcs11", "remote": as Reader.backend shows it"""
+    state: global___ServiceState.ValueType
+    """SERVICE_RUNNING, or SERVICE_NOT_RUNNING_STATE when down"""
+    detail: builtins.str
+    """why it is down (the backend's own words), when it is"""
+    readers: builtins.int
+    """readers it shows now"""
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+        state: global___ServiceState.ValueType = ...,
+        detail: builtins.str = ...,
+        readers: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["detail", b"detail", "name", b"name", "readers", b"readers", "state", b"state"]) -> None: ...
+
+global___BackendStatus = BackendStatus
 
 @typing.final
 class ListReadersRequest(google.protobuf.message.Message):
@@ -470,6 +504,7 @@ class Reader(google.protobuf.message.Message):
     ERROR_FIELD_NUMBER: builtins.int
     CARD_REMOVED_AT_FIELD_NUMBER: builtins.int
     REMOVED_CARD_ID_FIELD_NUMBER: builtins.int
+    BACKEND_FIELD_NUMBER: builtins.int
     name: builtins.str
     card_present: builtins.bool
     atr: builtins.bytes
@@ -483,6 +518,8 @@ class Reader(google.protobuf.message.Message):
     error: builtins.str
     """why the card could not be read (reason name), if so"""
     removed_card_id: builtins.str
+    backend: builtins.str
+    """the backend the reader belongs to ("pcsc", "pkcs11", "remote")"""
     @property
     def card_removed_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
         """Set while the reader is empty after a card was pulled out of it (since eportd started)."""
@@ -500,9 +537,10 @@ class Reader(google.protobuf.message.Message):
         error: builtins.str = ...,
         card_removed_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         removed_card_id: builtins.str = ...,
+        backend: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["card_removed_at", b"card_removed_at"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["atr", b"atr", "card_id", b"card_id", "card_present", b"card_present", "card_removed_at", b"card_removed_at", "error", b"error", "exclusive_elsewhere", b"exclusive_elsewhere", "form", b"form", "insertion", b"insertion", "name", b"name", "removed_card_id", b"removed_card_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["atr", b"atr", "backend", b"backend", "card_id", b"card_id", "card_present", b"card_present", "card_removed_at", b"card_removed_at", "error", b"error", "exclusive_elsewhere", b"exclusive_elsewhere", "form", b"form", "insertion", b"insertion", "name", b"name", "removed_card_id", b"removed_card_id"]) -> None: ...
 
 global___Reader = Reader
 

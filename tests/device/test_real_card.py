@@ -13,8 +13,8 @@ import os
 import pytest
 from cryptography import x509
 
-from eport.daemon.card.piv_session import PivSession
-from eport.daemon.transport.pcsc import PcscContext, PcscError
+from eport.cardlib.pcsc.piv_session import PivSession
+from eport.cardlib.pcsc.transport import PcscContext, PcscError
 
 pytestmark = [
     pytest.mark.device,

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
+from eport.cardlib.pcsc.transport import PcscContext
 from eport.common.profile import CardKind
-from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.image import CardImage, read_image
 from tests.support.card_stack import CardStack as Stack
@@ -121,9 +121,12 @@ def test_readers_human_and_json(eport: Eport, cards: dict[str, CardImage]) -> No
     eport.put(cards["p256"])
     human = eport("readers")
     assert human.returncode == 0 and human.stderr == "", describe(human)
-    assert human.stdout.splitlines() == [f"{READER0}: IC card {card_id}", f"{READER1}: no card"]
+    assert human.stdout.splitlines() == [f"pcsc    {READER0}: IC card {card_id}",
+                                         f"pcsc    {READER1}: no card"]
     chinese = eport("readers", lang="zh")
-    assert chinese.stdout.splitlines() == [f"{READER0}: IC卡 {card_id}", f"{READER1}: 无卡"]
+    assert chinese.stdout.splitlines() == [f"pcsc    {READER0}: IC卡 {card_id}",
+                                           f"pcsc    {READER1}: 无卡"]
+    assert readers_backends(eport) == {READER0: "pcsc", READER1: "pcsc"}
 
     result = ok_json(eport("readers", "--json"), "readers")
     assert result["pcsc_state"] == "SERVICE_RUNNING"
@@ -135,6 +138,11 @@ def test_readers_human_and_json(eport: Eport, cards: dict[str, CardImage]) -> No
     assert readers[READER1]["card_id"] is None and readers[READER1]["atr"] is None
     # --json before the command works as well.
     assert ok_json(eport("--json", "readers"), "readers") == result
+
+
+def readers_backends(eport: Eport) -> dict[str, str]:
+    result = ok_json(eport("readers", "--json"), "readers")
+    return {reader["name"]: reader["backend"] for reader in result["readers"]}
 
 
 def test_card_info_human_json_and_chinese(eport: Eport, cards: dict[str, CardImage]) -> None:

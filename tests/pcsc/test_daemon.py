@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from eport.cardlib.pcsc.piv_session import PivSession
+from eport.cardlib.pcsc.transport import PcscContext
 from eport.common import sm2
 from eport.common.profile import CardForm
 from eport.common.sm2_cert import certificate_public_point
-from eport.daemon.card.piv_session import PivSession
-from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.image import CardImage, load_card, read_image
 from tests.support.cards import provision_test_card, write_card

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from eport.daemon.transport.pcsc import PcscContext
+from eport.cardlib.pcsc.transport import PcscContext
 from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.image import CardImage, read_image
 from tests.support.cards import provision_test_card, write_card

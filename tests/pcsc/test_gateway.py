@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from websockets.exceptions import InvalidStatus
 
+from eport.cardlib.pcsc.transport import PcscContext
 from eport.common.profile import CardKind
-from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import eportd_pb2 as pb

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from eport.cardlib.pcsc.piv_session import PivSession
+from eport.cardlib.pcsc.transport import PcscContext
 from eport.common import sm2
 from eport.common.piv import Algorithm, KeyRef
-from eport.daemon.card.piv_session import PivSession
-from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.image import CardImage
 from eport.firmware_sim.sm2_x509 import certificate_public_point
 

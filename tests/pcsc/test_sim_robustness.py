@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from eport.cardlib.pcsc.piv_session import PivSession
+from eport.cardlib.pcsc.transport import PcscContext
 from eport.common.piv import Algorithm
-from eport.daemon.card.piv_session import PivSession
-from eport.daemon.transport.pcsc import PcscContext
 from eport.firmware_sim.image import CardImage, load_card
 from tests.support.apdu_fuzz_pcscd import fuzz_through_pcscd
 from tests.support.cards import write_card

@@ -19,9 +19,9 @@ import pytest
 from smartcard.Exceptions import CardConnectionException
 from smartcard.System import readers
 
-from eport.daemon.card.errors import InvalidPinError, ReferenceBlockedError
-from eport.daemon.card.piv_session import PivSession
-from eport.daemon.transport.pcsc import PcscConnection, PcscContext, PcscError
+from eport.cardlib.errors import InvalidPinError, ReferenceBlockedError
+from eport.cardlib.pcsc.piv_session import PivSession
+from eport.cardlib.pcsc.transport import PcscConnection, PcscContext, PcscError
 from eport.firmware_sim.control import ControlServer, control_request
 from eport.firmware_sim.image import CardImage, read_image
 from tests.support.cards import write_card

@@ -26,8 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eport.cardlib.pcsc.transport import PcscConnection, PcscContext, PcscError
 from eport.common.apdu import SW
-from eport.daemon.transport.pcsc import PcscConnection, PcscContext, PcscError
 from eport.firmware_sim.image import load_card
 from eport.firmware_sim.runner import SimulatorRunner, SlotRunner
 from eport.firmware_sim.vpcd import CONTROL_CODES

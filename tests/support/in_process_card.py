@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eport.daemon.card.piv_session import PivSession
+from eport.cardlib.pcsc.piv_session import PivSession
 from eport.firmware_sim.card_os import CardOS
 from eport.firmware_sim.inprocess import InProcessConnection
 

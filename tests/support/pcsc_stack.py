@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from eport.daemon.transport.pcsc import PcscContext, PcscError
+from eport.cardlib.pcsc.transport import PcscContext, PcscError
 from eport.firmware_sim.image import CardImage, load_card
 from eport.firmware_sim.runner import CardFactory, SimulatorRunner, SlotRunner
 from eport.firmware_sim.vpcd import SLOTS_PER_READER_ENTRY, port_for_slot, reader_name

@@ -14,11 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from eport.cardlib.errors import InvalidPinError, ReferenceBlockedError, SecurityStatusError
 from eport.common.apdu import SW, CommandApdu
 from eport.common.piv import PIV_AID, Algorithm, DataObject, KeyRef, pad_pin
 from eport.common.profile import CardForm, EportProfile
 from eport.common.tlv import parse_tlv, tlv, unwrap
-from eport.daemon.card.errors import InvalidPinError, ReferenceBlockedError, SecurityStatusError
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.card_os import CardOS, load_card
 from eport.firmware_sim.image import CardImageError, read_image

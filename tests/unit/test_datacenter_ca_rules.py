@@ -21,8 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 
+from eport.cardlib.certificates import load_certificate
 from eport.common.profile import CardKind
-from eport.daemon.service.certificates import load_certificate
 from eport.datacenter.errors import DataCenterError
 from eport.datacenter.server import ServerConfigError
 from eport.datacenter.trust import RequestVerifier

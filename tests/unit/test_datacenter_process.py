@@ -48,7 +48,7 @@ def test_the_command_line_refuses_bad_options(tmp_path: Path, test_ca: TestCA) -
     no_anchor = run_command("serve", "--db", db)
     assert no_anchor.returncode == 2 and "--trust-anchor" in no_anchor.stderr
     public = run_command("--trust-anchor", anchor, "--db", db, "--listen", "0.0.0.0:0")
-    assert public.returncode == 1 and "--allow-non-loopback" in public.stderr
+    assert public.returncode == 1 and "--tls-cert" in public.stderr
     empty = tmp_path / "empty.pem"
     empty.write_text("no certificates here\n")
     no_certificates = run_command("--trust-anchor", str(empty), "--db", db)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from eport.cardlib.errors import CardError, SecurityStatusError
+from eport.cardlib.pcsc.piv_session import PivSession
 from eport.common import envelope_crypto, sm2, sm2_encryption
 from eport.common.apdu import SW
 from eport.common.piv import Algorithm, DataObject, Slot
 from eport.common.tlv import tlv
-from eport.daemon.card.errors import CardError, SecurityStatusError
-from eport.daemon.card.piv_session import PivSession
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.card_os import CardOS
 from eport.firmware_sim.image import CardImage, CardImageError, _checksum, read_image

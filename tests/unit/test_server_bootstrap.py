@@ -679,7 +679,7 @@ def test_apdu_trace_lets_traffic_records_through() -> None:
     configure_logging("INFO", json_format=False, apdu_trace=False, stream=stream)
     logging.getLogger(PCSC_LOGGER).log(TRAFFIC, "SEND hidden")
     text = stream.getvalue()
-    assert "TRAFFIC eport.daemon.transport.pcsc: SEND 00A40400" in text
+    assert "TRAFFIC eport.cardlib.pcsc.transport: SEND 00A40400" in text
     assert "not shown" not in text and "hidden" not in text
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-from eport.daemon.transport.pcsc import (
+from eport.cardlib.pcsc.transport import (
     INFINITE,
     PNP_NOTIFICATION,
     STATE_CHANGED,
@@ -26,28 +24,15 @@ from eport.daemon.transport.pcsc import (
     PcscContext,
     PcscError,
 )
+from eport.cardlib.token import PresenceListener, ReaderPresence
 
 logger = logging.getLogger(__name__)
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 1.0
 
 
-@dataclass(frozen=True)
-class ReaderPresence:
-    name: str
-    present: bool
-    atr: bytes
-    exclusive: bool
-    card_events: int  # pcsc-lite's per-reader card event counter (upper 16 bits)
-
-
-class MonitorListener(Protocol):
-    def service_up(self) -> None: ...
-    def service_down(self, cause: str = "", code: int = 0) -> None: ...
-    def reader_added(self, presence: ReaderPresence) -> None: ...
-    def reader_removed(self, name: str) -> None: ...
-    def presence_changed(self, presence: ReaderPresence, *, reinserted: bool) -> None: ...
-    def scan_complete(self) -> None: ...
+# ReaderPresence.card_events: pcsc-lite's per-reader card event counter (upper 16 bits).
+MonitorListener = PresenceListener
 
 
 def _presence(name: str, state: int, atr: bytes) -> ReaderPresence:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from eport.cardlib.pcsc.connection import SmartCardConnection
 from eport.common.apdu import CommandApdu
 from eport.common.piv import CLA_CHAINING, Ins
-from eport.daemon.card.connection import SmartCardConnection
 
 _SHORT_MAX = 255
 _MAX_GET_RESPONSE = 1024  # a card that keeps answering 61xx forever must not hang us

@@ -1,9 +1,9 @@
 """PC/SC transport over pcsc-lite, through pyscard's low-level `scard` module.
 
 This module is the only one in the project that imports pyscard. pcsc-lite return codes become
-`PcscError` with the code's name, mapped to the project's error taxonomy the way Web eID maps
-them (NO_SERVICE / SERVICE_STOPPED: the service is not running; REMOVED_CARD: card removed;
-SHARING_VIOLATION: another program holds the card).
+`PcscError` (a cardlib TokenUnavailable) with the code's name as its reason, mapped to the
+project's error taxonomy the way Web eID maps them (NO_SERVICE / SERVICE_STOPPED: the service
+is not running; REMOVED_CARD: card removed; SHARING_VIOLATION: another program holds the card).
 """
 
 from __future__ import annotations
@@ -14,18 +14,21 @@ from dataclasses import dataclass
 
 from smartcard import scard
 
+from eport.cardlib.errors import TokenUnavailable
+
 logger = logging.getLogger(__name__)
 TRAFFIC = 5  # below DEBUG: APDU traces only when asked for
 
 
-class PcscError(Exception):
-    """A PC/SC call failed; `code` is the pcsc-lite return code and `reason` our name for it."""
+class PcscError(TokenUnavailable):
+    """A PC/SC call failed; `code` is the pcsc-lite return code and `reason` our name for it
+    (one of cardlib.errors.Unavailable)."""
 
     def __init__(self, operation: str, code: int) -> None:
-        self.code = code & 0xFFFFFFFF
-        self.reason = _REASONS.get(self.code, "CARD_ERROR")
-        super().__init__(f"{operation}: {scard.SCardGetErrorMessage(code)} "
-                         f"(0x{self.code:08X}, {self.reason})")
+        unsigned = code & 0xFFFFFFFF
+        reason = _REASONS.get(unsigned, "CARD_ERROR")
+        super().__init__(reason, f"{operation}: {scard.SCardGetErrorMessage(code)} "
+                         f"(0x{unsigned:08X}, {reason})", code=unsigned)
 
 
 _REASONS = {

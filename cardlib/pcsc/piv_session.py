@@ -1,6 +1,6 @@
 """The PIV card driver with the E-port profile: what the daemon asks of a card.
 
-Status words become domain errors here (eport.daemon.card.errors); layers above never see a
+Status words become domain errors here (eport.cardlib.errors); layers above never see a
 raw status word unless its meaning is unknown.
 """
 
@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eport.cardlib.errors import (
+    CardError,
+    InvalidPinError,
+    NotPivCardError,
+    ReferenceBlockedError,
+    SecurityStatusError,
+)
+from eport.cardlib.pcsc.apdu_processing import ApduProcessor
+from eport.cardlib.pcsc.connection import SmartCardConnection
 from eport.common.apdu import SW, CommandApdu
 from eport.common.piv import (
     CERT_OBJECT_FOR_SLOT,
@@ -29,15 +38,6 @@ from eport.common.piv import (
 )
 from eport.common.profile import EportProfile
 from eport.common.tlv import TlvError, iter_tlv, parse_tlv, tlv, unwrap
-from eport.daemon.card.apdu_processing import ApduProcessor
-from eport.daemon.card.connection import SmartCardConnection
-from eport.daemon.card.errors import (
-    CardError,
-    InvalidPinError,
-    NotPivCardError,
-    ReferenceBlockedError,
-    SecurityStatusError,
-)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Backend: pcsc (see cardlib/token.py)."""

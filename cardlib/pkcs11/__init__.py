@@ -1,0 +1,1 @@
+"""Backend: pkcs11 (see cardlib/token.py)."""

@@ -1,0 +1,1 @@
+"""Backend: remote (see cardlib/token.py)."""

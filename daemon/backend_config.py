@@ -1,0 +1,126 @@
+"""Which card backends eportd runs: a TOML file (--config) plus flags, into BackendSpecs.
+
+The file (docs/backends.md):
+
+    [[backend]]
+    kind = "pcsc"
+
+    [[backend]]
+    kind = "pkcs11"
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    sm2_mechanism = "0x80000001"   # optional, vendor specific
+
+    [[backend]]
+    kind = "remote"
+    url = "ws://127.0.0.1:61232"
+    allow_insecure = false
+
+Flags add to what the file says: --backend pcsc, --pkcs11-module PATH (with
+--pkcs11-sm2-mechanism), --remote-client URL (with --allow-insecure-remote). With neither,
+PC/SC alone runs, as before backends existed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from eport.daemon.config import BackendSpec
+from eport.daemon.server.socket_path import ServerConfigError
+
+KINDS = ("pcsc", "pkcs11", "remote")
+
+
+def _bad(zh: str, en: str) -> ServerConfigError:
+    return ServerConfigError(zh, en)
+
+
+def mechanism_id(text: str | int, where: str) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    try:
+        return int(str(text), 0)
+    except ValueError:
+        raise _bad(f"{where}: SM2 机制号 {text!r} 不是数字。解决办法: 写成 0x80000001 这样的形式。",
+                   f"{where}: the SM2 mechanism id {text!r} is not a number. Remedy: write it "
+                   "as 0x80000001 or similar (the module's vendor documents it).") from None
+
+
+def _pkcs11(module: str, sm2: str | int | None, where: str) -> BackendSpec:
+    if not module:
+        raise _bad(f"{where}: pkcs11 后端缺少 module。解决办法: 给出 PKCS#11 模块 (.so) 的路径。",
+                   f"{where}: the pkcs11 backend has no module. Remedy: give the path of the "
+                   "PKCS#11 module (.so).")
+    options: tuple[tuple[str, Any], ...] = (("module_path", module),)
+    if sm2 is not None:
+        options += (("sm2_mechanism", mechanism_id(sm2, where)),)
+    return BackendSpec("pkcs11", options)
+
+
+def _remote(url: str, allow_insecure: bool, where: str) -> BackendSpec:
+    if not url:
+        raise _bad(f"{where}: remote 后端缺少 url。解决办法: 给出官方客户端的地址, 如 "
+                   "ws://WINDOWS-HOST:61232。",
+                   f"{where}: the remote backend has no url. Remedy: give the official "
+                   "client's address, e.g. ws://WINDOWS-HOST:61232.")
+    return BackendSpec("remote", (("url", url), ("allow_insecure", bool(allow_insecure))))
+
+
+def from_file(path: Path) -> list[BackendSpec]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _bad(f"无法读取配置文件 {path}: {exc.strerror}。解决办法: 检查路径和权限。",
+                   f"Cannot read the configuration file {path}: {exc.strerror}. Remedy: "
+                   "check the path and its permissions.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _bad(f"配置文件 {path} 不是有效的 TOML: {exc}。解决办法: 按 docs/backends.md 修改。",
+                   f"The configuration file {path} is not valid TOML: {exc}. Remedy: fix it "
+                   "as docs/backends.md shows.") from None
+    entries = data.get("backend", [])
+    if not isinstance(entries, list):
+        raise _bad(f"{path}: backend 应写成 [[backend]] 表。解决办法: 按 docs/backends.md 修改。",
+                   f"{path}: `backend` must be [[backend]] tables. Remedy: fix it as "
+                   "docs/backends.md shows.")
+    specs: list[BackendSpec] = []
+    for number, entry in enumerate(entries, 1):
+        where = f"{path} backend #{number}"
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind not in KINDS:
+            raise _bad(f"{where}: kind {kind!r} 未知。解决办法: 使用 pcsc、pkcs11 或 remote。",
+                       f"{where}: unknown kind {kind!r}. Remedy: use pcsc, pkcs11 or remote.")
+        if kind == "pcsc":
+            specs.append(BackendSpec("pcsc"))
+        elif kind == "pkcs11":
+            specs.append(_pkcs11(str(entry.get("module", "")), entry.get("sm2_mechanism"),
+                                 where))
+        else:
+            specs.append(_remote(str(entry.get("url", "")),
+                                 bool(entry.get("allow_insecure", False)), where))
+    return specs
+
+
+def backend_specs(config: str | None, backends: list[str], pkcs11_modules: list[str],
+                  sm2_mechanism: str | None, remote_urls: list[str],
+                  allow_insecure_remote: bool) -> tuple[BackendSpec, ...]:
+    """The file's backends, then the flags'; PC/SC alone when nothing is configured."""
+    specs = from_file(Path(config)) if config else []
+    for kind in backends:
+        if kind != "pcsc":
+            raise _bad(f"--backend {kind}: 请用 --pkcs11-module 或 --remote-client 配置该后端。",
+                       f"--backend {kind}: configure it with --pkcs11-module or "
+                       "--remote-client instead.")
+        specs.append(BackendSpec("pcsc"))
+    if sm2_mechanism is not None and not pkcs11_modules:
+        raise _bad("--pkcs11-sm2-mechanism 需要 --pkcs11-module。解决办法: 同时给出模块路径。",
+                   "--pkcs11-sm2-mechanism needs --pkcs11-module. Remedy: give the module "
+                   "path as well.")
+    specs += [_pkcs11(module, sm2_mechanism, "--pkcs11-module") for module in pkcs11_modules]
+    specs += [_remote(url, allow_insecure_remote, "--remote-client") for url in remote_urls]
+    # One backend of each kind and module: a PC/SC named twice is one backend.
+    unique: list[BackendSpec] = []
+    for spec in specs:
+        if spec not in unique:
+            unique.append(spec)
+    return tuple(unique) or (BackendSpec("pcsc"),)

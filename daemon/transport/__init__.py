@@ -1,1 +1,0 @@
-"""Transports: the only place pyscard is imported (pcsc.py)."""
