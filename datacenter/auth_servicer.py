@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -26,7 +25,7 @@ from eport.datacenter.documents import store_nonce
 from eport.datacenter.errors import DataCenterError, Problem, bad_request
 from eport.datacenter.registry import CUSTOMS_CODE, remember_enterprise, require_enterprise
 from eport.datacenter.rpc import run_signed
-from eport.datacenter.storage import Store
+from eport.datacenter.storage import Connection, Store
 from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
@@ -144,7 +143,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServicer):
 
     @contextlib.contextmanager
     def _transaction(self, verified: VerifiedRequest, moment: datetime
-                     ) -> Iterator[sqlite3.Connection]:
+                     ) -> Iterator[Connection]:
         with self._store.write() as connection:
             store_nonce(connection, verified)
             remember_enterprise(connection, verified.identity, to_micros(moment))

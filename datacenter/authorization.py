@@ -18,7 +18,6 @@ takes the caller's open connection: the caller owns the transaction and its nonc
 from __future__ import annotations
 
 import logging
-import sqlite3
 from dataclasses import dataclass
 from datetime import date
 
@@ -26,6 +25,7 @@ from eport.common.profile import CardKind
 from eport.datacenter.errors import DataCenterError, Problem
 from eport.datacenter.numbering import next_value
 from eport.datacenter.registry import Enterprise, require_enterprise
+from eport.datacenter.storage import Connection, Row
 from eport.datacenter.trust import Identity
 from eport.protos.v1 import datacenter_pb2 as pb
 
@@ -81,7 +81,7 @@ def subsystem_label(subsystem: str) -> tuple[str, str]:
 
 # ---- check_acting_for --------------------------------------------------------------------------
 
-def check_acting_for(connection: sqlite3.Connection, identity: Identity,
+def check_acting_for(connection: Connection, identity: Identity,
                      principal_customs_code: str, subsystem: str, today: date) -> None:
     """Return when the card may enter `subsystem` data of `principal_customs_code` today.
 
@@ -139,7 +139,7 @@ def check_acting_for(connection: sqlite3.Connection, identity: Identity,
                       "card or to all operators: eport auth grant-operators")
 
 
-def acting_for_scopes(connection: sqlite3.Connection, identity: Identity, today: date
+def acting_for_scopes(connection: Connection, identity: Identity, today: date
                       ) -> list[tuple[str, str]]:
     """(principal customs code, subsystem) for which `check_acting_for` passes today: what the
     card may see and enter for other enterprises (§4 1.2 "被授权的企业操作员可以对授权企业、授权
@@ -158,16 +158,16 @@ def acting_for_scopes(connection: sqlite3.Connection, identity: Identity, today:
 
 # ---- enterprise grants (企业间授权) -------------------------------------------------------------
 
-def _party(row: sqlite3.Row, prefix: str) -> pb.Enterprise:
+def _party(row: Row, prefix: str) -> pb.Enterprise:
     return pb.Enterprise(customs_code=row[f"{prefix}_code"],
                          credit_code=row[f"{prefix}_credit_code"], name=row[f"{prefix}_name"])
 
 
-def _valid(row: sqlite3.Row, today: date) -> bool:
+def _valid(row: Row, today: date) -> bool:
     return bool(row["valid_from"] <= today.isoformat() <= row["valid_until"])
 
 
-def grant_message(row: sqlite3.Row, today: date) -> pb.EnterpriseGrant:
+def grant_message(row: Row, today: date) -> pb.EnterpriseGrant:
     return pb.EnterpriseGrant(
         grant_id=row["grant_id"], principal=_party(row, "principal"),
         agent=_party(row, "agent"), subsystem=row["subsystem"], grant_type=row["grant_type"],
@@ -176,10 +176,9 @@ def grant_message(row: sqlite3.Row, today: date) -> pb.EnterpriseGrant:
         valid_now=_valid(row, today))
 
 
-def _grant_row(connection: sqlite3.Connection, grant_id: str) -> sqlite3.Row | None:
+def _grant_row(connection: Connection, grant_id: str) -> Row | None:
     row = connection.execute(f"SELECT {_GRANT_COLUMNS} FROM enterprise_grants g "
                              "WHERE g.grant_id = ?", (grant_id,)).fetchone()
-    assert row is None or isinstance(row, sqlite3.Row)
     return row
 
 
@@ -192,8 +191,8 @@ def _grant_not_found(grant_id: str, customs_code: str) -> DataCenterError:
         remedy_en="List the grants first (eport auth list) and pick one of your enterprise's")
 
 
-def own_grant(connection: sqlite3.Connection, grant_id: str, customs_code: str, *,
-              as_agent: bool) -> sqlite3.Row:
+def own_grant(connection: Connection, grant_id: str, customs_code: str, *,
+              as_agent: bool) -> Row:
     """The grant given (as_agent False) or received (True) by the enterprise; another
     enterprise's is "not found", so grant ids cannot be probed."""
     row = _grant_row(connection, grant_id)
@@ -203,7 +202,7 @@ def own_grant(connection: sqlite3.Connection, grant_id: str, customs_code: str, 
     return row
 
 
-def grant_enterprise(connection: sqlite3.Connection, identity: Identity, agent_code: str,
+def grant_enterprise(connection: Connection, identity: Identity, agent_code: str,
                      subsystem: str, grant_type: str, valid_from: date, valid_until: date,
                      today: date, at: int) -> pb.EnterpriseGrant:
     """Insert the grant, or replace the validity of the existing one (see the module doc).
@@ -239,7 +238,7 @@ def grant_enterprise(connection: sqlite3.Connection, identity: Identity, agent_c
     return grant_message(row, today)
 
 
-def list_grants(connection: sqlite3.Connection, customs_code: str, selection: GrantFilter,
+def list_grants(connection: Connection, customs_code: str, selection: GrantFilter,
                 today: date) -> list[pb.EnterpriseGrant]:
     where = ["g.agent_code = ?" if selection.received else "g.principal_code = ?"]
     parameters: list[str] = [customs_code]
@@ -255,7 +254,7 @@ def list_grants(connection: sqlite3.Connection, customs_code: str, selection: Gr
     return [grant_message(row, today) for row in rows]
 
 
-def delete_enterprise_grant(connection: sqlite3.Connection, identity: Identity,
+def delete_enterprise_grant(connection: Connection, identity: Identity,
                             grant_id: str) -> pb.DeleteGrantResult:
     """The principal's grant and every operator grant resting on it (§4 1.1 注3)."""
     own_grant(connection, grant_id, identity.customs_code, as_agent=False)
@@ -275,7 +274,7 @@ _OPERATOR_SELECT = (
     "FROM operator_grants o JOIN enterprise_grants g ON g.grant_id = o.grant_id")
 
 
-def operator_message(row: sqlite3.Row, today: date) -> pb.OperatorGrant:
+def operator_message(row: Row, today: date) -> pb.OperatorGrant:
     return pb.OperatorGrant(
         operator_grant_id=row["operator_grant_id"], grant_id=row["grant_id"],
         principal=_party(row, "principal"), agent=_party(row, "agent"),
@@ -285,7 +284,7 @@ def operator_message(row: sqlite3.Row, today: date) -> pb.OperatorGrant:
         valid_now=_valid(row, today))
 
 
-def grant_operators(connection: sqlite3.Connection, identity: Identity, grant_id: str,
+def grant_operators(connection: Connection, identity: Identity, grant_id: str,
                     card_ids: list[str], today: date, at: int) -> list[pb.OperatorGrant]:
     """One operator grant per card id (ALL_OPERATORS for all) on a grant the card's
     enterprise received; a card id granted before keeps its record (idempotent)."""
@@ -310,7 +309,7 @@ def grant_operators(connection: sqlite3.Connection, identity: Identity, grant_id
     return [operator_message(row, today) for row in rows]
 
 
-def _keep_one_all_operators_record(connection: sqlite3.Connection, grant_id: str,
+def _keep_one_all_operators_record(connection: Connection, grant_id: str,
                                    card_ids: list[str]) -> None:
     """A grant to all operators is one record with no card number (§4 1.3 说明1), never
     beside listed cards: granting all replaces the cards listed before (it covers them); while
@@ -343,7 +342,7 @@ def _keep_one_all_operators_record(connection: sqlite3.Connection, grant_id: str
                               _SECTION_OPERATORS)])
 
 
-def delete_operator_grant(connection: sqlite3.Connection, identity: Identity,
+def delete_operator_grant(connection: Connection, identity: Identity,
                           operator_grant_id: str) -> pb.DeleteGrantResult:
     row = connection.execute(
         "SELECT o.grant_id FROM operator_grants o JOIN enterprise_grants g "
@@ -358,7 +357,7 @@ def delete_operator_grant(connection: sqlite3.Connection, identity: Identity,
     return pb.DeleteGrantResult(grant_id=str(row[0]), operator_grants_deleted=1)
 
 
-def operator_permissions(connection: sqlite3.Connection, customs_code: str, subsystem: str,
+def operator_permissions(connection: Connection, customs_code: str, subsystem: str,
                          today: date) -> list[pb.OperatorGrant]:
     """§4 1.3: the enterprise's operator grants (as agent) for the subsystem."""
     rows = connection.execute(

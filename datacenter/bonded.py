@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -54,7 +53,7 @@ from eport.datacenter.errors import DataCenterError, Problem, bad_request
 from eport.datacenter.numbering import new_temporary_number, next_value
 from eport.datacenter.receipts import BONDED, ReceiptFacts, add_receipt
 from eport.datacenter.roles import require_bonded_right
-from eport.datacenter.storage import Store
+from eport.datacenter.storage import Connection, Row, Store
 from eport.datacenter.trust import Identity, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
 
@@ -100,7 +99,7 @@ def _yyyymmdd(moment: datetime) -> str:
     return china_day(moment).strftime("%Y%m%d")
 
 
-def new_bonded_unified_number(connection: sqlite3.Connection, moment: datetime) -> str:
+def new_bonded_unified_number(connection: Connection, moment: datetime) -> str:
     year = china_year(moment)
     sequence = next_value(connection, f"bonded-unified:{year}")
     if not 0 < sequence < 10**_UNIFIED_DIGITS:
@@ -163,7 +162,7 @@ def _not_found(number: str, identity: Identity) -> DataCenterError:
                   "(inter-enterprise and intra-enterprise)")
 
 
-def _wrong_state(row: sqlite3.Row, action_zh: str, action_en: str, *, remedy_zh: str = "",
+def _wrong_state(row: Row, action_zh: str, action_en: str, *, remedy_zh: str = "",
                  remedy_en: str = "") -> DataCenterError:
     status = pb.BondedStatus.Name(row["status"])
     return DataCenterError(
@@ -182,7 +181,7 @@ def _subsystem(header: dict[str, Any]) -> str | None:
         return None
 
 
-def record_message(row: sqlite3.Row, *, full: bool = True) -> pb.BondedRecord:
+def record_message(row: Row, *, full: bool = True) -> pb.BondedRecord:
     record = pb.BondedRecord(
         temporary_number=row["temporary_number"], unified_number=row["unified_number"] or "",
         status=row["status"], document_json=row["document_json"] if full else "",
@@ -204,10 +203,10 @@ def record_message(row: sqlite3.Row, *, full: bool = True) -> pb.BondedRecord:
     return record
 
 
-def _reread(connection: sqlite3.Connection, row_id: int) -> sqlite3.Row:
+def _reread(connection: Connection, row_id: int) -> Row:
     row = connection.execute("SELECT * FROM bonded_documents WHERE id = ?",
                              (row_id,)).fetchone()
-    assert isinstance(row, sqlite3.Row)
+    assert row is not None
     return row
 
 
@@ -217,8 +216,8 @@ def _who(identity: Identity) -> str:
 
 # ---- who may see a record --------------------------------------------------------------------
 
-def visible_record(connection: sqlite3.Connection, identity: Identity, body: dict[str, Any],
-                   today: date, *, deleted: bool = False) -> sqlite3.Row:
+def visible_record(connection: Connection, identity: Identity, body: dict[str, Any],
+                   today: date, *, deleted: bool = False) -> Row:
     """The record named by body["number"] when the card's enterprise is its principal or acts
     for it under valid grants today; DOCUMENT_NOT_FOUND otherwise (never "forbidden"). A
     deleted record is DOCUMENT_NOT_FOUND saying when it was deleted, unless `deleted`."""
@@ -227,7 +226,7 @@ def visible_record(connection: sqlite3.Connection, identity: Identity, body: dic
                              (number,)).fetchone()
     if row is None:
         raise _not_found(number, identity)
-    assert isinstance(row, sqlite3.Row)
+    assert row is not None
     if row["enterprise_code"] != identity.customs_code:
         subsystem = _subsystem({"management_mode": row["management_mode"]}) or "ebook"
         try:
@@ -242,7 +241,7 @@ def visible_record(connection: sqlite3.Connection, identity: Identity, body: dic
     return row
 
 
-def _was_deleted(row: sqlite3.Row) -> DataCenterError:
+def _was_deleted(row: Row) -> DataCenterError:
     when = datetime.fromtimestamp(row["deleted_at"] / 1e6, CHINA_TIME).strftime("%Y-%m-%d %H:%M")
     return DataCenterError(
         pb.DOCUMENT_NOT_FOUND, f"bonded {row['temporary_number']} was deleted",
@@ -255,7 +254,7 @@ def _was_deleted(row: sqlite3.Row) -> DataCenterError:
                   "enter and save it anew (it gets a new number)")
 
 
-def _check_principal(connection: sqlite3.Connection, identity: Identity,
+def _check_principal(connection: Connection, identity: Identity,
                      document: dict[str, Any], today: date, check: _Check) -> None:
     """An agent saving or re-declaring for another enterprise needs its grants (NOT_AUTHORIZED
     says which one is missing: the agent named the principal, so there is nothing to hide).
@@ -284,7 +283,7 @@ class BondedLedger:
     # ---- SaveBonded --------------------------------------------------------------------------
 
     @staticmethod
-    def _entry(connection: sqlite3.Connection, identity: Identity, raw: Any, today: date, *,
+    def _entry(connection: Connection, identity: Identity, raw: Any, today: date, *,
                declaring: bool) -> _Entry:
         """The checked document as it will be stored (acting-for check first, so that an
         agent without grants learns nothing of the principal's e-books)."""
@@ -307,12 +306,12 @@ class BondedLedger:
         return _Entry(document, text, _header_of(document))
 
     @staticmethod
-    def _check_unique(connection: sqlite3.Connection, header: dict[str, Any],
+    def _check_unique(connection: Connection, header: dict[str, Any],
                       row_id: int | None) -> None:
         internal, principal = _text(header, "internal_number"), _text(header, "enterprise_code")
         clash = connection.execute(
             "SELECT temporary_number FROM bonded_documents WHERE enterprise_code = ? AND "
-            "internal_number = ? AND id IS NOT ? AND deleted_at IS NULL",
+            "internal_number = ? AND id IS DISTINCT FROM ? AND deleted_at IS NULL",
             (principal, internal, row_id)).fetchone()
         if clash is not None:
             raise _field_problem(
@@ -332,7 +331,7 @@ class BondedLedger:
         reference = reference if isinstance(reference, str) and reference else None
         with self._store.write() as connection:
             store_nonce(connection, request)
-            row: sqlite3.Row | None = None
+            row: Row | None = None
             if "number" in body:
                 row = visible_record(connection, identity, body, today)
                 if row["status"] == pb.BONDED_STORED:
@@ -375,22 +374,21 @@ class BondedLedger:
                 logger.info("bonded: modified %s%s", row["temporary_number"], _who(identity))
                 return BondedOutcome(record_message(_reread(connection, row["id"])))
             number = new_temporary_number(connection, moment)
-            cursor = connection.execute(
+            created = connection.execute(
                 "INSERT INTO bonded_documents (document_json, internal_number, enterprise_code, "
                 "enterprise_name, management_mode, stocktaking_date, modified_at, "
                 "temporary_number, status, agent_code, client_reference, saved_by_card, "
-                "saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (*values, number, pb.BONDED_SAVED, identity.customs_code, reference,
-                 identity.card_id, at))
-            assert cursor.lastrowid is not None
+                 identity.card_id, at)).fetchone()
             logger.info("bonded: saved %s for %s%s", number, _text(header, "enterprise_code"),
                         _who(identity))
-            return BondedOutcome(record_message(_reread(connection, cursor.lastrowid)))
+            return BondedOutcome(record_message(_reread(connection, created["id"])))
 
     # ---- DeclareBonded and RedeclareStock ----------------------------------------------------
 
-    def _enter(self, connection: sqlite3.Connection, row: sqlite3.Row, document: dict[str, Any],
-               identity: Identity, moment: datetime, *, redeclared: bool) -> sqlite3.Row:
+    def _enter(self, connection: Connection, row: Row, document: dict[str, Any],
+               identity: Identity, moment: datetime, *, redeclared: bool) -> Row:
         """申报: date, unified number, STORED with its 入库成功 receipt, review queued."""
         day, at = _yyyymmdd(moment), to_micros(moment)
         header = _header_of(document)
@@ -409,8 +407,10 @@ class BondedLedger:
                     ReceiptFacts(row["id"], row["agent_code"], row["temporary_number"], unified),
                     at, subsystem=BONDED)
         connection.execute(
-            "INSERT OR REPLACE INTO bonded_reviews (bonded_document_id, due_at, declaration) "
-            "VALUES (?, ?, ?)", (row["id"], to_micros(moment + self._review_delay), count))
+            "INSERT INTO bonded_reviews (bonded_document_id, due_at, declaration) "
+            "VALUES (?, ?, ?) ON CONFLICT (bonded_document_id) DO UPDATE SET "
+            "due_at = excluded.due_at, declaration = excluded.declaration",
+            (row["id"], to_micros(moment + self._review_delay), count))
         logger.info("bonded: declared %s as %s, declaration %d%s", row["temporary_number"],
                     unified, count, _who(identity))
         return _reread(connection, row["id"])
@@ -654,7 +654,7 @@ def _modes_of(subsystem: str) -> list[str]:
                   if key == subsystem)
 
 
-def _visible_clause(connection: sqlite3.Connection, identity: Identity, today: date
+def _visible_clause(connection: Connection, identity: Identity, today: date
                     ) -> tuple[str, list[str | int]]:
     """SQL for "records this card may see" (seed 001 §4 1.2): its own enterprise's, and a
     principal's in the subsystems of the grants this card holds today (as check_acting_for:
@@ -683,7 +683,7 @@ def _date_of(body: dict[str, Any], key: str) -> str:
 
 # ---- the review stand-in's part (review.ReviewWorker calls these) ----------------------------
 
-def due_reviews(connection: sqlite3.Connection, at: int, limit: int) -> list[sqlite3.Row]:
+def due_reviews(connection: Connection, at: int, limit: int) -> list[Row]:
     rows = connection.execute(
         "SELECT r.bonded_document_id, r.declaration, d.* FROM bonded_reviews r "
         "JOIN bonded_documents d ON d.id = r.bonded_document_id WHERE r.due_at <= ? "
@@ -691,7 +691,7 @@ def due_reviews(connection: sqlite3.Connection, at: int, limit: int) -> list[sql
     return list(rows)
 
 
-def decide(connection: sqlite3.Connection, row: sqlite3.Row, accepted: bool, reason_code: str,
+def decide(connection: Connection, row: Row, accepted: bool, reason_code: str,
            reason: str, moment: datetime) -> None:
     """审批通过 (APPROVED_RECEIPT) or 退单 (REJECTED_RECEIPT with the reason), in the worker's
     transaction; the receipt goes to the enterprise that saved the document, as customs."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,14 @@ from eport.datacenter import registry as enterprise_registry
 from eport.datacenter.clock import from_micros, now, to_micros
 from eport.datacenter.review import PolicyError, ReviewPolicy
 from eport.datacenter.server import DataCenterSettings, ServerConfigError, run_server
-from eport.datacenter.storage import StorageError, Store
+from eport.datacenter.storage import (
+    Connection,
+    StorageError,
+    Store,
+    database_exists,
+    is_postgres_url,
+    open_store,
+)
 from eport.datacenter.tls import ServerTls
 from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW
 
@@ -46,9 +52,19 @@ _GROUP_OPTIONS = ("--help", "-h", "--version")
 _T = TypeVar("_T")
 
 
-def default_db_path() -> Path:
+def default_db_path() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "eport-datacenter" / "datacenter.sqlite3"
+    return str(Path(base) / "eport-datacenter" / "datacenter.sqlite3")
+
+
+def _database(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """--db: a postgresql:// URL as given, a file path made absolute-safe (not a directory)."""
+    if is_postgres_url(value):
+        return value
+    if not value or Path(value).is_dir():
+        raise click.BadParameter(f"{value!r} 不是数据库文件 / is not a database file: give a "
+                                 "file path (SQLite) or a postgresql://USER@HOST/DATABASE URL")
+    return value
 
 
 class _ServeByDefault(click.Group):
@@ -67,10 +83,11 @@ def _policy(_ctx: click.Context, _param: click.Parameter, value: str) -> ReviewP
         raise click.BadParameter(str(error)) from None
 
 
-_db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-                          default=default_db_path, show_default="$XDG_DATA_HOME/eport-"
-                          "datacenter/datacenter.sqlite3",
-                          help="The SQLite database file (created when missing).")
+_db_option = click.option("--db", "db_path", callback=_database, default=default_db_path,
+                          show_default="$XDG_DATA_HOME/eport-datacenter/datacenter.sqlite3",
+                          help="The SQLite database file (created when missing), or a "
+                          "PostgreSQL database as postgresql://USER[:PASSWORD]@HOST[:PORT]/NAME "
+                          "(the schema is created in it; see docs/datacenter.md).")
 
 
 @click.group(cls=_ServeByDefault, context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +119,7 @@ def cli() -> None:
               help="CA certificates (PEM) clients must present a certificate from.")
 @click.option("--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False),
               default="INFO", show_default=True)
-def serve(db_path: Path, listen: str, trust_anchors: tuple[Path, ...], review: ReviewPolicy,
+def serve(db_path: str, listen: str, trust_anchors: tuple[Path, ...], review: ReviewPolicy,
           review_delay: float, max_clock_skew: float, tls_cert: Path | None,
           tls_key: Path | None, tls_client_ca: Path | None, log_level: str) -> None:
     """Serve the data centre until SIGTERM or SIGINT (the default command)."""
@@ -140,13 +157,13 @@ def _server_tls(certificate: Path | None, key: Path | None, client_ca: Path | No
 
 @cli.command()
 @_db_option
-def migrate(db_path: Path) -> None:
+def migrate(db_path: str) -> None:
     """Create the database or bring its schema up to date, then exit."""
     try:
-        store = Store(db_path)
+        store = open_store(db_path)
     except StorageError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"{db_path}: schema version {store.schema_version}")
+    click.echo(f"{store.description}: schema version {store.schema_version}")
     store.close()
 
 
@@ -156,18 +173,32 @@ def registry() -> None:
     inter-enterprise grants take the agent's data from."""
 
 
-def _open_store(db_path: Path, *, must_exist: bool = False) -> Store:
+def _open_store(db_path: str, *, must_exist: bool = False) -> Store:
     """The store for an admin command; with must_exist, a missing file is an error rather
     than a new empty database (a listing of a mistyped path should not create it)."""
-    if must_exist and not db_path.exists():
-        raise click.ClickException(f"{db_path} does not exist. Remedy: check --db.")
     try:
-        return Store(db_path)
+        missing = must_exist and not database_exists(db_path)
+    except StorageError as error:
+        raise click.ClickException(str(error)) from None
+    if missing:
+        raise click.ClickException(f"没有数据中心数据库 / {_shown(db_path)} does not exist or "
+                                   "holds no data centre database. Remedy: check --db.")
+    try:
+        return open_store(db_path)
     except StorageError as error:
         raise click.ClickException(str(error)) from None
 
 
-def _read_store(db_path: Path, query: Callable[[sqlite3.Connection], _T]) -> _T:
+def _shown(db: str) -> str:
+    """The database for a message: a PostgreSQL URL without its password."""
+    if is_postgres_url(db):
+        from eport.datacenter.storage_postgres import redacted
+
+        return redacted(db)
+    return db
+
+
+def _read_store(db_path: str, query: Callable[[Connection], _T]) -> _T:
     """What `query` reads from the existing database at db_path (a listing command's)."""
     store = _open_store(db_path, must_exist=True)
     try:
@@ -180,7 +211,7 @@ def _read_store(db_path: Path, query: Callable[[sqlite3.Connection], _T]) -> _T:
 @registry.command("import")
 @_db_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def registry_import(db_path: Path, file: Path) -> None:
+def registry_import(db_path: str, file: Path) -> None:
     """Add or update enterprises from FILE: a JSON list of {"customs_code", "credit_code",
     "name"} or CSV lines customs_code,credit_code,name (header optional). Nothing is written
     when any entry is bad."""
@@ -200,7 +231,7 @@ def registry_import(db_path: Path, file: Path) -> None:
 
 @registry.command("list")
 @_db_option
-def registry_list(db_path: Path) -> None:
+def registry_list(db_path: str) -> None:
     """Print the registry: customs code, credit code and name, tab-separated."""
     enterprises = _read_store(db_path, enterprise_registry.all_enterprises)
     for enterprise in enterprises:
@@ -215,7 +246,7 @@ def ebook() -> None:
 @ebook.command("import")
 @_db_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def ebook_import(db_path: Path, file: Path) -> None:
+def ebook_import(db_path: str, file: Path) -> None:
     """Add or replace e-books from FILE: JSON {"ebook_number", "enterprise_code", "items":
     [{"record_item_number", "hs_code", "name", "specification", "unit"}]} or a list of those.
     An e-book imported again gets the new items; nothing is written when any entry is bad."""
@@ -238,7 +269,7 @@ def ebook_import(db_path: Path, file: Path) -> None:
 
 @ebook.command("list")
 @_db_option
-def ebook_list(db_path: Path) -> None:
+def ebook_list(db_path: str) -> None:
     """Print the e-books: number, enterprise and item count, tab-separated."""
     summaries = _read_store(db_path, ebooks.list_ebooks)
     for summary in summaries:
@@ -265,7 +296,7 @@ _card_option = click.option(
 @_certificate_option
 @_card_option
 @click.option("--reason", default="", help="A note for the listing (e.g. 挂失 lost).")
-def revoke(db_path: Path, certificate: str | None, card: str | None, reason: str) -> None:
+def revoke(db_path: str, certificate: str | None, card: str | None, reason: str) -> None:
     """Refuse a certificate or a card from now on (the data centre's deny-list; the CAs' own
     lists are the *.crl files of the trust directory). Takes effect at once, also while the
     server runs."""
@@ -288,7 +319,7 @@ def revoke(db_path: Path, certificate: str | None, card: str | None, reason: str
 @_db_option
 @_certificate_option
 @_card_option
-def unrevoke(db_path: Path, certificate: str | None, card: str | None) -> None:
+def unrevoke(db_path: str, certificate: str | None, card: str | None) -> None:
     """Take a certificate or a card off the deny-list (a CA's CRL still counts)."""
     kind, value = _revocation_target(certificate, card)
     store = _open_store(db_path, must_exist=True)
@@ -308,7 +339,7 @@ def unrevoke(db_path: Path, certificate: str | None, card: str | None) -> None:
 
 @cli.command()
 @_db_option
-def revoked(db_path: Path) -> None:
+def revoked(db_path: str) -> None:
     """Print the deny-list: kind, certificate number or card id, since when (UTC), reason;
     tab-separated."""
     entries = _read_store(db_path, revocation.all_revocations)

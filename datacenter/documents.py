@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +33,7 @@ from eport.datacenter.errors import DataCenterError, Problem, bad_request
 from eport.datacenter.numbering import new_temporary_number, new_unified_number
 from eport.datacenter.receipts import ReceiptFacts, add_receipt
 from eport.datacenter.roles import require_declare_right, require_entry_right
-from eport.datacenter.storage import Store
+from eport.datacenter.storage import Connection, Row, Store
 from eport.datacenter.trust import Identity, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
 
@@ -72,15 +71,17 @@ class Outcome:
     review_queued: bool = False
 
 
-def store_nonce(connection: sqlite3.Connection, request: VerifiedRequest) -> None:
-    try:
-        connection.execute("INSERT INTO nonces (nonce, signed_at) VALUES (?, ?)",
-                           (request.nonce, to_micros(request.signed_at)))
-    except sqlite3.IntegrityError:
+def store_nonce(connection: Connection, request: VerifiedRequest) -> None:
+    # ON CONFLICT rather than catching the constraint error: on PostgreSQL a failed
+    # statement aborts the whole transaction.
+    stored = connection.execute(
+        "INSERT INTO nonces (nonce, signed_at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING "
+        "RETURNING nonce", (request.nonce, to_micros(request.signed_at))).fetchone()
+    if stored is None:
         raise DataCenterError(pb.REPLAY, f"nonce of card {request.identity.card_id}") from None
 
 
-def record_message(row: sqlite3.Row, *, full: bool = True) -> pb.DocumentRecord:
+def record_message(row: Row, *, full: bool = True) -> pb.DocumentRecord:
     return pb.DocumentRecord(
         temporary_number=row["temporary_number"], unified_number=row["unified_number"] or "",
         entry_number=row["entry_number"] or "", pre_entry_number=row["pre_entry_number"] or "",
@@ -95,8 +96,8 @@ def record_message(row: sqlite3.Row, *, full: bool = True) -> pb.DocumentRecord:
         deleted_at=timestamp(row["deleted_at"]), deleted_by_card=row["deleted_by_card"])
 
 
-def find_document(connection: sqlite3.Connection, identity: Identity, column: str,
-                  number: str, *, deleted: bool = False) -> sqlite3.Row:
+def find_document(connection: Connection, identity: Identity, column: str,
+                  number: str, *, deleted: bool = False) -> Row:
     """The caller's enterprise's document; another enterprise's is "not found" (not
     "forbidden"), so numbers of other enterprises cannot be probed. A deleted one is "not
     found" saying when it was deleted, unless `deleted`."""
@@ -108,7 +109,7 @@ def find_document(connection: sqlite3.Connection, identity: Identity, column: st
         raise DataCenterError(pb.DOCUMENT_NOT_FOUND, f"{number} for {identity.customs_code}",
                               message_zh=f"本企业没有编号为 {number} 的单据",
                               message_en=f"Your enterprise has no document {number}")
-    assert isinstance(row, sqlite3.Row)
+    assert row is not None
     if row["deleted_at"] is not None and not deleted:
         when = datetime.fromtimestamp(row["deleted_at"] / 1e6, CHINA_TIME).strftime(
             "%Y-%m-%d %H:%M")
@@ -124,13 +125,13 @@ def find_document(connection: sqlite3.Connection, identity: Identity, column: st
     return row
 
 
-def _reread(connection: sqlite3.Connection, document_id: int) -> sqlite3.Row:
+def _reread(connection: Connection, document_id: int) -> Row:
     row = connection.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
-    assert isinstance(row, sqlite3.Row)
+    assert row is not None
     return row
 
 
-def _wrong_state(row: sqlite3.Row, action_zh: str, action_en: str) -> DataCenterError:
+def _wrong_state(row: Row, action_zh: str, action_en: str) -> DataCenterError:
     status = pb.DocumentStatus.Name(row["status"])
     return DataCenterError(
         pb.WRONG_STATE, f"{action_en} in state {status}",
@@ -213,21 +214,20 @@ class Ledger:
                     record.already_saved = True
                     return Outcome(record)
             number = new_temporary_number(connection, moment)
-            cursor = connection.execute(
+            created = connection.execute(
                 "INSERT INTO documents (temporary_number, status, document_json, document_type, "
                 "direction, declaration_customs, enterprise_code, client_reference, "
                 "saved_by_card, saved_at, save_date, modified_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (number, pb.SAVED, text, document["document_type"], document["direction"],
                  str(district), identity.customs_code, reference, identity.card_id, at,
-                 china_date(moment), at))
-            assert cursor.lastrowid is not None
+                 china_date(moment), at)).fetchone()
             logger.info("saved %s%s", number, _who(identity), extra=_log(identity))
-            return Outcome(record_message(_reread(connection, cursor.lastrowid)))
+            return Outcome(record_message(_reread(connection, created["id"])))
 
     # ---- Upload and Declare --------------------------------------------------------------
 
-    def _upload(self, connection: sqlite3.Connection, row: sqlite3.Row, moment: datetime
+    def _upload(self, connection: Connection, row: Row, moment: datetime
                 ) -> None:
         unified = row["unified_number"] or new_unified_number(connection, row["direction"],
                                                               moment)
@@ -278,7 +278,7 @@ class Ledger:
                 continue
         raise _wrong_state(seen, "申报 (正在被修改)", "declared while it is being modified")
 
-    def _declare(self, request: VerifiedRequest, moment: datetime, seen: sqlite3.Row,
+    def _declare(self, request: VerifiedRequest, moment: datetime, seen: Row,
                  problems: list[ProblemLike]) -> Outcome:
         identity = request.identity
         with self._store.write() as connection:
@@ -305,8 +305,10 @@ class Ledger:
             fees.charge_once(connection, row["id"], row["enterprise_code"], at,
                              china_date(moment))
             connection.execute(
-                "INSERT OR REPLACE INTO reviews (document_id, due_at, declaration) "
-                "VALUES (?, ?, ?)", (row["id"], to_micros(moment + self._review_delay), count))
+                "INSERT INTO reviews (document_id, due_at, declaration) VALUES (?, ?, ?) "
+                "ON CONFLICT (document_id) DO UPDATE SET due_at = excluded.due_at, "
+                "declaration = excluded.declaration",
+                (row["id"], to_micros(moment + self._review_delay), count))
             row = _reread(connection, row["id"])
         logger.info("declared %s (%s), declaration %d%s", row["unified_number"],
                     row["temporary_number"], count, _who(identity), extra=_log(identity))

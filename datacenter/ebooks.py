@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eport.common.bonded.document import EBookItem, EBookLookup
 from eport.datacenter.clock import now, to_micros
+from eport.datacenter.storage import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def read_ebook_file(path: Path) -> list[EBook]:
     return parse_ebooks(data)
 
 
-def import_ebooks(connection: sqlite3.Connection, books: list[EBook], at: int | None = None
+def import_ebooks(connection: Connection, books: list[EBook], at: int | None = None
                   ) -> None:
     """Store the e-books in the caller's transaction; the items of each replace its old ones."""
     at = to_micros(now()) if at is None else at
@@ -144,7 +144,7 @@ def import_ebooks(connection: sqlite3.Connection, books: list[EBook], at: int | 
                     book.enterprise_code, len(book.items))
 
 
-def list_ebooks(connection: sqlite3.Connection) -> list[EBookSummary]:
+def list_ebooks(connection: Connection) -> list[EBookSummary]:
     rows = connection.execute(
         "SELECT e.ebook_number, e.enterprise_code, COUNT(i.record_item_number) FROM ebooks e "
         "LEFT JOIN ebook_items i ON i.ebook_number = e.ebook_number "
@@ -152,13 +152,13 @@ def list_ebooks(connection: sqlite3.Connection) -> list[EBookSummary]:
     return [EBookSummary(str(row[0]), str(row[1]), int(row[2])) for row in rows]
 
 
-def ebook_owner(connection: sqlite3.Connection, ebook_number: str) -> str | None:
+def ebook_owner(connection: Connection, ebook_number: str) -> str | None:
     row = connection.execute("SELECT enterprise_code FROM ebooks WHERE ebook_number = ?",
                              (ebook_number,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def find_item(connection: sqlite3.Connection, ebook_number: str, record_item_number: str
+def find_item(connection: Connection, ebook_number: str, record_item_number: str
               ) -> EBookItem | None:
     row = connection.execute(
         "SELECT hs_code, name, specification, unit FROM ebook_items "
@@ -171,7 +171,7 @@ def find_item(connection: sqlite3.Connection, ebook_number: str, record_item_num
                      unit=str(row[3]))
 
 
-def lookup_for(connection: sqlite3.Connection, enterprise_code: str) -> EBookLookup:
+def lookup_for(connection: Connection, enterprise_code: str) -> EBookLookup:
     """The document checks' e-book lookup over `enterprise_code`'s own e-books, reading the
     caller's transaction (so the records checked are those of the same instant)."""
 

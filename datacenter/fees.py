@@ -9,9 +9,9 @@ second charge is impossible even by mistake. Statement periods are China dates (
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from eport.datacenter.clock import timestamp
+from eport.datacenter.storage import Connection
 from eport.protos.v1 import datacenter_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 FEE_PER_ENTRY_FEN = 1500
 
 
-def charge_once(connection: sqlite3.Connection, document_id: int, enterprise_code: str,
+def charge_once(connection: Connection, document_id: int, enterprise_code: str,
                 at_micros: int, charge_date: str) -> bool:
     """Charge the entry unless it was charged before; True when this call charged it."""
     cursor = connection.execute(
@@ -33,7 +33,7 @@ def charge_once(connection: sqlite3.Connection, document_id: int, enterprise_cod
     return False
 
 
-def statement(connection: sqlite3.Connection, enterprise_code: str, start: str, end: str
+def statement(connection: Connection, enterprise_code: str, start: str, end: str
               ) -> pb.Statement:
     """The enterprise's fees charged on China dates start..end (inclusive)."""
     rows = connection.execute(

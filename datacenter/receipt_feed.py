@@ -12,10 +12,9 @@ The price: a receipt saved through another process shows up to one interval (0.1
 one saved through this process wakes its streams at once (ReceiptHub.published()).
 
 Order: a stream resumes after the last sequence it sent, so a receipt must never become
-visible after one with a larger sequence. SQLite's writes are serial, so that holds there. On
-PostgreSQL two transactions can take sequence values 10 and 11 and commit 11 first;
-order_receipt_commits() makes receipt-writing transactions take a transaction-scoped advisory
-lock before their sequence value, so they commit in sequence order.
+visible after one with a larger sequence. Writes are serial on both stores (SQLite's BEGIN
+IMMEDIATE; on PostgreSQL the advisory lock every write transaction takes first, see
+storage_postgres), so receipts commit in sequence order.
 """
 
 from __future__ import annotations
@@ -32,23 +31,7 @@ if TYPE_CHECKING:  # receipts.py imports this module
 logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_SECONDS = 0.1
-# Any constant: the one advisory lock that orders receipt commits ("eport" receipts).
-_RECEIPT_LOCK_KEY = 0x6570_6F72_7452
 _NEWEST = "SELECT COALESCE(MAX(sequence), 0) FROM receipts"
-
-
-def is_postgresql(connection: Any) -> bool:
-    """Whether a store connection is PostgreSQL's (psycopg's, or a wrapper that says so)."""
-    dialect = getattr(connection, "dialect", None)
-    if isinstance(dialect, str):
-        return dialect.startswith("postgres")
-    return type(connection).__module__.split(".")[0] == "psycopg"
-
-
-def order_receipt_commits(connection: Any) -> None:
-    """Call in a writing transaction before its first receipt INSERT; a no-op on SQLite."""
-    if is_postgresql(connection):
-        connection.execute(f"SELECT pg_advisory_xact_lock({_RECEIPT_LOCK_KEY})")
 
 
 ReadConnection = Callable[[], contextlib.AbstractContextManager[Any]]

@@ -8,12 +8,11 @@ ReceiptHub wakes watchers after each commit that wrote receipts.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from dataclasses import dataclass
 
 from eport.datacenter.clock import timestamp
-from eport.datacenter.receipt_feed import order_receipt_commits
+from eport.datacenter.storage import Connection, Row
 from eport.protos.v1 import datacenter_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class ReceiptFacts:
     reason: str = ""
 
 
-def add_receipt(connection: sqlite3.Connection, kind: pb.ReceiptKind.ValueType,
+def add_receipt(connection: Connection, kind: pb.ReceiptKind.ValueType,
                 facts: ReceiptFacts, at_micros: int, *, subsystem: str = CUSTOMS) -> int:
     """Write one receipt; `subsystem` BONDED makes facts.document_id a bonded document's."""
     zh, en = _TEXTS[kind]
@@ -61,19 +60,18 @@ def add_receipt(connection: sqlite3.Connection, kind: pb.ReceiptKind.ValueType,
     # The CHECK of migration 0003 pairs the subsystem with its document column.
     customs_id, bonded_id = ((facts.document_id, None) if subsystem == CUSTOMS
                              else (None, facts.document_id))
-    order_receipt_commits(connection)  # PostgreSQL: commit in sequence order (receipt_feed)
-    cursor = connection.execute(
+    row = connection.execute(
         "INSERT INTO receipts (subsystem, document_id, bonded_document_id, enterprise_code, "
         "kind, temporary_number, unified_number, entry_number, pre_entry_number, reason_code, "
-        "reason, time, message_zh, message_en) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "reason, time, message_zh, message_en) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING sequence",
         (subsystem, customs_id, bonded_id, facts.enterprise_code, kind, facts.temporary_number,
          facts.unified_number, facts.entry_number, facts.pre_entry_number, facts.reason_code,
-         facts.reason, at_micros, zh, en))
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+         facts.reason, at_micros, zh, en)).fetchone()
+    return int(row[0])
 
 
-def receipt_message(row: sqlite3.Row) -> pb.Receipt:
+def receipt_message(row: Row) -> pb.Receipt:
     return pb.Receipt(
         sequence=row["sequence"], kind=row["kind"], temporary_number=row["temporary_number"],
         unified_number=row["unified_number"], entry_number=row["entry_number"],
@@ -82,7 +80,7 @@ def receipt_message(row: sqlite3.Row) -> pb.Receipt:
         message_en=row["message_en"], subsystem=row["subsystem"])
 
 
-def list_receipts(connection: sqlite3.Connection, enterprise_code: str, after: int, *,
+def list_receipts(connection: Connection, enterprise_code: str, after: int, *,
                   document_id: int | None = None, limit: int = LIST_LIMIT) -> list[pb.Receipt]:
     if document_id is None:
         rows = connection.execute(

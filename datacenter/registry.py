@@ -15,13 +15,13 @@ import io
 import json
 import logging
 import re
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from eport.common.profile import is_valid_credit_code
 from eport.datacenter.errors import DataCenterError
+from eport.datacenter.storage import Connection
 from eport.datacenter.trust import Identity
 from eport.protos.v1 import datacenter_pb2 as pb
 
@@ -47,7 +47,7 @@ class Enterprise:
                              name=self.name)
 
 
-def remember_enterprise(connection: sqlite3.Connection, identity: Identity, at: int) -> None:
+def remember_enterprise(connection: Connection, identity: Identity, at: int) -> None:
     """Record the card's enterprise; one statement, and a write only when unknown or changed
     (the WHERE of the upsert), so calling it on every request costs an index probe."""
     connection.execute(
@@ -55,18 +55,19 @@ def remember_enterprise(connection: sqlite3.Connection, identity: Identity, at: 
         "VALUES (?, ?, ?, ?) ON CONFLICT (customs_code) DO UPDATE SET "
         "credit_code = excluded.credit_code, name = excluded.name, "
         "updated_at = excluded.updated_at "
-        "WHERE credit_code != excluded.credit_code OR name != excluded.name",
+        "WHERE enterprises.credit_code != excluded.credit_code "
+            "OR enterprises.name != excluded.name",
         (identity.customs_code, identity.credit_code, identity.enterprise_name, at))
 
 
-def lookup(connection: sqlite3.Connection, customs_code: str) -> Enterprise | None:
+def lookup(connection: Connection, customs_code: str) -> Enterprise | None:
     row = connection.execute(
         "SELECT customs_code, credit_code, name FROM enterprises WHERE customs_code = ?",
         (customs_code,)).fetchone()
     return None if row is None else Enterprise(str(row[0]), str(row[1]), str(row[2]))
 
 
-def require_enterprise(connection: sqlite3.Connection, customs_code: str) -> Enterprise:
+def require_enterprise(connection: Connection, customs_code: str) -> Enterprise:
     """The registered enterprise, or UNKNOWN_ENTERPRISE saying how it gets registered."""
     found = lookup(connection, customs_code)
     if found is not None:
@@ -81,13 +82,13 @@ def require_enterprise(connection: sqlite3.Connection, customs_code: str) -> Ent
                   "its card, or import the registry (eport-datacenter registry import)")
 
 
-def all_enterprises(connection: sqlite3.Connection) -> list[Enterprise]:
+def all_enterprises(connection: Connection) -> list[Enterprise]:
     rows = connection.execute(
         "SELECT customs_code, credit_code, name FROM enterprises ORDER BY customs_code")
     return [Enterprise(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
-def import_enterprises(connection: sqlite3.Connection, entries: list[Enterprise], at: int
+def import_enterprises(connection: Connection, entries: list[Enterprise], at: int
                        ) -> int:
     """Insert or replace each entry (the file is the newer word); the number written."""
     written = 0
@@ -97,7 +98,8 @@ def import_enterprises(connection: sqlite3.Connection, entries: list[Enterprise]
             "VALUES (?, ?, ?, ?) ON CONFLICT (customs_code) DO UPDATE SET "
             "credit_code = excluded.credit_code, name = excluded.name, "
             "updated_at = excluded.updated_at "
-            "WHERE credit_code != excluded.credit_code OR name != excluded.name",
+            "WHERE enterprises.credit_code != excluded.credit_code "
+            "OR enterprises.name != excluded.name",
             (entry.customs_code, entry.credit_code, entry.name, at))
         written += cursor.rowcount
     return written

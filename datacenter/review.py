@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from eport.datacenter.clock import now as utc_now
 from eport.datacenter.clock import to_micros
 from eport.datacenter.numbering import new_entry_number
 from eport.datacenter.receipts import ReceiptFacts, ReceiptHub, add_receipt
-from eport.datacenter.storage import StorageError, Store
+from eport.datacenter.storage import Connection, Row, StorageError, StorageUnavailable, Store
 from eport.protos.v1 import datacenter_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -112,6 +111,11 @@ class ReviewWorker:
                 decided = self.process_due()
                 self._prune_nonces()
                 delay = self._seconds_to_next_due()
+            except StorageUnavailable as error:
+                logger.warning("the review worker cannot reach the database; retrying in a "
+                               "second (%s)", error)
+                delay = 1.0
+                decided = 0
             except StorageError:
                 return  # the store closed under us: the server is stopping
             except Exception:
@@ -131,7 +135,7 @@ class ReviewWorker:
         with self._store.read() as connection:
             row = connection.execute(
                 "SELECT MIN(due_at) FROM (SELECT due_at FROM reviews "
-                "UNION ALL SELECT due_at FROM bonded_reviews)").fetchone()
+                "UNION ALL SELECT due_at FROM bonded_reviews) AS due").fetchone()
         if row[0] is None:
             return _IDLE_WAKE_SECONDS
         left = (int(row[0]) - to_micros(self._clock())) / 1_000_000
@@ -190,7 +194,7 @@ class ReviewWorker:
             if len(rows) < _BATCH:
                 return total
 
-    def _decide(self, connection: sqlite3.Connection, row: sqlite3.Row, moment: datetime
+    def _decide(self, connection: Connection, row: Row, moment: datetime
                 ) -> None:
         document_id = row["document_id"]
         connection.execute("DELETE FROM reviews WHERE document_id = ?", (document_id,))

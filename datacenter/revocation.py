@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -38,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from eport.cardlib.certificates import KeyKind
 from eport.common import sm2
-from eport.datacenter.storage import Store
+from eport.datacenter.storage import Connection, Store
 from eport.datacenter.trust_store import TrustConfigError, TrustedCA, crl_files
 
 logger = logging.getLogger(__name__)
@@ -249,21 +248,21 @@ def normalise(kind: str, value: str) -> str:
     raise ValueError(f"unknown revocation kind {kind!r}")
 
 
-def revoke(connection: sqlite3.Connection, kind: str, value: str, reason: str,
+def revoke(connection: Connection, kind: str, value: str, reason: str,
            now_micros: int) -> tuple[Revocation, bool]:
     """Add to the deny-list; (the entry, whether it is new). Revoking again keeps the first
     entry (its time and reason)."""
     stored = normalise(kind, value)
-    connection.execute(
+    created = connection.execute(
         "INSERT INTO revocations (kind, value, reason, revoked_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (kind, value) DO NOTHING", (kind, stored, reason, now_micros))
-    created = connection.execute("SELECT changes()").fetchone()[0] == 1
+        "ON CONFLICT (kind, value) DO NOTHING RETURNING kind",
+        (kind, stored, reason, now_micros)).fetchone() is not None
     entry = _lookup_one(connection, kind, stored)
     assert entry is not None
     return entry, created
 
 
-def unrevoke(connection: sqlite3.Connection, kind: str, value: str) -> bool:
+def unrevoke(connection: Connection, kind: str, value: str) -> bool:
     """Remove from the deny-list; False when it was not on it."""
     stored = normalise(kind, value)
     cursor = connection.execute("DELETE FROM revocations WHERE kind = ? AND value = ?",
@@ -271,21 +270,21 @@ def unrevoke(connection: sqlite3.Connection, kind: str, value: str) -> bool:
     return cursor.rowcount == 1
 
 
-def all_revocations(connection: sqlite3.Connection) -> list[Revocation]:
+def all_revocations(connection: Connection) -> list[Revocation]:
     rows = connection.execute(
         "SELECT kind, value, reason, revoked_at FROM revocations ORDER BY revoked_at, kind, "
         "value").fetchall()
     return [Revocation(*tuple(row)) for row in rows]
 
 
-def _lookup_one(connection: sqlite3.Connection, kind: str, value: str) -> Revocation | None:
+def _lookup_one(connection: Connection, kind: str, value: str) -> Revocation | None:
     row = connection.execute(
         "SELECT kind, value, reason, revoked_at FROM revocations WHERE kind = ? AND value = ?",
         (kind, value)).fetchone()
     return Revocation(*tuple(row)) if row is not None else None
 
 
-def find_revocation(connection: sqlite3.Connection, *, certificate_numbers: Iterable[str],
+def find_revocation(connection: Connection, *, certificate_numbers: Iterable[str],
                     card_id: str) -> Revocation | None:
     """The deny-list entry that refuses this card, if any (a card id entry first)."""
     found = _lookup_one(connection, "card", card_id)

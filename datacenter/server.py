@@ -34,7 +34,7 @@ from eport.datacenter.receipts import ReceiptHub
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
 from eport.datacenter.revocation import CrlIndex, DenyList
 from eport.datacenter.servicer import DataCenterServicer
-from eport.datacenter.storage import Store
+from eport.datacenter.storage import Store, open_store
 from eport.datacenter.tls import (
     ServerTls,
     TlsConfigError,
@@ -44,6 +44,7 @@ from eport.datacenter.tls import (
 )
 from eport.datacenter.trust import DEFAULT_MAX_CLOCK_SKEW, RequestVerifier
 from eport.datacenter.trust_store import TrustConfigError, load_trust
+from eport.datacenter.unavailable import UnavailableInterceptor
 from eport.protos.v1 import datacenter_pb2
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 
@@ -61,7 +62,7 @@ class ServerConfigError(Exception):
 
 @dataclass(frozen=True)
 class DataCenterSettings:
-    db_path: Path
+    db_path: str | Path  # a SQLite file or a postgresql:// URL (storage.open_store)
     listen: str
     trust_anchors: tuple[Path, ...]
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
@@ -176,7 +177,7 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
               else _tcp_address(settings.listen, settings.tls))
     credentials = _credentials(settings, socket_path is not None)
     with contextlib.ExitStack() as cleanup:
-        store = Store(settings.db_path)
+        store = open_store(settings.db_path)
         cleanup.callback(store.close)
         hub = ReceiptHub()
         cleanup.callback(hub.close)
@@ -190,7 +191,8 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         executor = ThreadPoolExecutor(settings.max_workers,
                                       thread_name_prefix="eport-datacenter-rpc")
         cleanup.callback(executor.shutdown, wait=False, cancel_futures=True)
-        server = grpc.server(executor, options=[("grpc.so_reuseport", 0)])
+        server = grpc.server(executor, options=[("grpc.so_reuseport", 0)],
+                             interceptors=[UnavailableInterceptor()])
         pb_grpc.add_DataCenterServicer_to_server(
             DataCenterServicer(store, verifier, ledger, hub, worker, settings.review), server)
         pb_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(store, verifier), server)
@@ -232,7 +234,7 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         health_servicer.set(AUTHORIZATION_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         health_servicer.set(BONDED_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         logger.info("eport-datacenter ready on %s (database %s, schema %d, %s)", address,
-                    settings.db_path, store.schema_version,
+                    store.description, store.schema_version,
                     "plaintext" if credentials is None else
                     "TLS with client certificates" if settings.tls and settings.tls.client_ca
                     else "TLS")

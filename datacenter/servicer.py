@@ -25,7 +25,7 @@ from eport.datacenter.errors import bad_request
 from eport.datacenter.receipts import LIST_LIMIT, ReceiptHub, list_receipts
 from eport.datacenter.review import ReviewPolicy, ReviewWorker
 from eport.datacenter.rpc import announce, run_signed
-from eport.datacenter.storage import StorageError, Store
+from eport.datacenter.storage import StorageError, StorageUnavailable, Store
 from eport.datacenter.trust import RequestVerifier, VerifiedRequest
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
@@ -138,6 +138,10 @@ class DataCenterServicer(pb_grpc.DataCenterServicer):
             try:
                 with self._store.read() as connection:
                     batch = list_receipts(connection, enterprise, after)
+            except StorageUnavailable:
+                # A restarting database: keep the stream, try again shortly.
+                self._hub.wait(generation, _WATCH_POLL_SECONDS)
+                continue
             except StorageError:
                 return  # the server is stopping
             for receipt in batch:

@@ -1,37 +1,75 @@
-"""The data centre's SQLite file: opening it durably, migrations, one write transaction at a time.
+"""The data centre's store: one interface over SQLite (the embedded default) and PostgreSQL.
 
-Durability: WAL with synchronous=FULL, so a transaction is on disk when COMMIT returns, and
-the servicer answers only after COMMIT: a kill -9 after an answer loses nothing. Writes are
-serialised by a lock around one connection and BEGIN IMMEDIATE (which also keeps another
-process, e.g. `eport-datacenter migrate`, out while we write).
+`open_store(db)` opens `db`: a file path is SQLite (storage_sqlite), a `postgresql://` URL is
+PostgreSQL (storage_postgres). Both apply the same numbered migrations (migrations/0001_...
+.sql; a statement after a `-- only: sqlite` or `-- only: postgresql` line is for that one
+database) and give the same guarantees:
+  - `write()` is one transaction, and writes are serial: on SQLite by BEGIN IMMEDIATE, on
+    PostgreSQL by a transaction-scoped advisory lock that every writer of the database takes
+    first, across all data-centre processes. So the ledger's read-check-write steps see no
+    concurrent change, numbers come from counters bumped inside that transaction (unique, and
+    gapless: a rolled-back transaction rolls its bump back), and receipts commit in sequence
+    order (receipt_feed);
+  - an acknowledged write is durable: COMMIT returns after the log is on disk (SQLite
+    synchronous=FULL; PostgreSQL synchronous_commit on, its default), and servicers answer
+    only after COMMIT;
+  - bad input raises inside the block and rolls everything back.
+SQL in the ledger modules is written once, in the subset both speak: `?` placeholders,
+ON CONFLICT upserts, RETURNING instead of lastrowid, no SQLite-only functions.
 
-Migrations are the numbered files in migrations/ (0001_initial.sql, ...); PRAGMA user_version
-holds the last one applied. Each runs in its own transaction with the version bump.
+A lost database connection (a PostgreSQL restart) raises StorageUnavailable, which the RPCs
+answer with UNAVAILABLE so that clients retry; the next call reconnects.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import re
-import sqlite3
-import stat
-import threading
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
+from typing import Any, Protocol, TypeAlias
 
 _MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
-_BUSY_TIMEOUT_MS = 10_000
-_FILE_MODE = 0o600  # documents, nonces and grants are nobody else's business
+_ONLY = re.compile(r"--\s*only:\s*(sqlite|postgresql)\s*")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+# A row of a result: by position (row[0]) and by column name (row["id"]); sqlite3.Row on
+# SQLite, storage_postgres.Row on PostgreSQL.
+Row: TypeAlias = Any
 
 
 class StorageError(Exception):
     """The database cannot be used; the message says why and what to do."""
+
+
+class StorageUnavailable(StorageError):
+    """The database server is not reachable now (restarting, network); retry later."""
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the ledger modules use of a connection: sqlite3.Connection has it, and so does
+    storage_postgres's wrapper around psycopg's."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +77,28 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    def statements(self, dialect: str) -> list[str]:
+        """The statements for `dialect`, split at lines ending in ';' outside quotes."""
+        found: list[str] = []
+        pending: list[str] = []
+        only: str | None = None
+        for line in self.sql.splitlines():
+            marker = _ONLY.fullmatch(line.strip())
+            if marker and not pending:
+                only = marker.group(1)
+                continue
+            if not pending and (not line.strip() or line.lstrip().startswith("--")):
+                continue
+            pending.append(line)
+            ends = line.rstrip().endswith(";") and not line.lstrip().startswith("--")
+            if ends and "\n".join(pending).count("'") % 2 == 0:
+                if only in (None, dialect):
+                    found.append("\n".join(pending))
+                pending, only = [], None
+        if pending:
+            raise StorageError(f"{self.name} ends with an incomplete statement")
+        return found
 
 
 def migrations() -> list[Migration]:
@@ -53,131 +113,60 @@ def migrations() -> list[Migration]:
     return found
 
 
-def _statements(sql: str) -> Iterator[str]:
-    """The script's statements one by one (executescript would COMMIT our transaction)."""
-    pending = ""
-    for line in sql.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
-    if pending.strip() and not all(part.strip().startswith("--") or not part.strip()
-                                   for part in pending.splitlines()):
-        raise StorageError("a migration ends with an incomplete statement")
+def newer_schema_error(version: int, known: int) -> StorageError:
+    return StorageError(f"数据库的结构版本 {version} 比本程序认识的 ({known}) 新 / the database "
+                        f"has schema version {version}, newer than this program knows "
+                        f"({known}). Remedy: run a newer eport-datacenter.")
 
 
-def _create_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite opens it (SQLite would make it 0644 under
-    the usual umask); SQLite gives its -wal and -shm files the database file's mode. A file
-    that exists with group or other bits (made by an older version) is tightened."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
-    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            mode = stat.S_IMODE(file.stat().st_mode)
-            if mode & 0o077:
-                os.chmod(file, mode & ~0o077)
-                logger.warning("%s was readable by others (mode %o); made it %o", file, mode,
-                               mode & ~0o077)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _create_private(path)
-        # isolation_level=None: we issue BEGIN / COMMIT ourselves.
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                     timeout=_BUSY_TIMEOUT_MS / 1000)
-    except (OSError, sqlite3.Error) as error:
-        raise StorageError(f"数据库无法打开 / cannot open the database {path}: {error}. "
-                           "Remedy: check the path and its permissions (--db).") from None
-    try:
-        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StorageError(f"{path}: the WAL journal is not available ({mode}); use a "
-                               "local file system for --db")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-    except sqlite3.DatabaseError as error:
-        connection.close()
-        raise StorageError(f"{path} is not a data centre database: {error}. Remedy: point "
-                           "--db at the right file, or at a new one.") from None
-    return connection
-
-
-def migrate(connection: sqlite3.Connection) -> int:
-    """Apply the migrations the file lacks; the resulting schema version."""
-    known = migrations()
-    for migration in known:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-            if version > len(known):
-                raise StorageError(
-                    f"the database has schema version {version}, newer than this program "
-                    f"knows ({len(known)}). Remedy: run a newer eport-datacenter.")
-            if version >= migration.version:
-                connection.execute("ROLLBACK")
-                continue
-            for statement in _statements(migration.sql):
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {migration.version}")
-            connection.execute("COMMIT")
-            logger.info("applied migration %s", migration.name)
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-    return int(connection.execute("PRAGMA user_version").fetchone()[0])
-
-
-class Store:
+class Store(ABC):
     """The open database. `write()` is the only way to change it; `read()` sees committed
-    state. Both serialise on one connection: SQLite's own writes are serial anyway, and the
-    reads here are a few indexed rows."""
+    state."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._connection = _connect(self.path)
-        try:
-            self.schema_version = migrate(self._connection)
-        except (sqlite3.Error, StorageError) as error:
-            self._connection.close()
-            if isinstance(error, StorageError):
-                raise
-            raise StorageError(f"{path}: migration failed: {error}") from None
-        self._connection.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        self._closed = False
+    dialect: str
+    schema_version: int
+    location: str  # what --db said: the file path or the postgresql:// URL
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, committed (durably) when the block ends without an error and
-        rolled back when it raises: bad input never changes state."""
-        with self._lock:
-            self._check_open()
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the data is, for logs and messages (never a password)."""
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._check_open()
-            yield self._connection
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Connection]:
+        """A write transaction, committed durably when the block ends without an error and
+        rolled back when it raises."""
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("the database is closed")
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Connection]:
+        """A connection for reading committed state."""
 
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._connection.close()
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def is_postgres_url(db: str | Path) -> bool:
+    return str(db).startswith(POSTGRES_SCHEMES)
+
+
+def open_store(db: str | Path) -> Store:
+    """The store at `db` (a SQLite file path or a postgresql:// URL), migrated to the newest
+    schema. Raises StorageError with the reason and a remedy."""
+    if is_postgres_url(db):
+        from eport.datacenter.storage_postgres import PostgresStore
+
+        return PostgresStore(str(db))
+    from eport.datacenter.storage_sqlite import SqliteStore
+
+    return SqliteStore(Path(db))
+
+
+def database_exists(db: str | Path) -> bool:
+    """Whether `db` already holds a data-centre database (for admin listings, which must not
+    create one at a mistyped location)."""
+    if is_postgres_url(db):
+        from eport.datacenter.storage_postgres import schema_present
+
+        return schema_present(str(db))
+    return Path(db).exists()
+

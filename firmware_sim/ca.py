@@ -17,8 +17,14 @@ from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
+from eport.cardlib.eport_certificate_profile import (
+    EPORT_ARC,
+    OID_ENTERPRISE_NAME,
+    encode_gbk_ia5,
+)
 from eport.common import sm2
 from eport.common.profile import EPORT_EXTENSION_OID, EportProfile
 from eport.firmware_sim import sm2_x509
@@ -75,18 +81,20 @@ class TestCA:
 
     def issue(
         self, profile: EportProfile, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-        | tuple[int, int], *, envelope_serial: int | None = None
+        | tuple[int, int], *, envelope_serial: int | None = None, real_profile: bool = False
     ) -> bytes:
         """Sign the card's certificate; return its DER.
 
         With `envelope_serial` it is the envelope (encryption) certificate of slot 9D instead:
         same subject and E-port extension, its own serial, and an encryption keyUsage.
         """
-        subject = card_subject(profile)
+        subject = real_card_subject(profile) if real_profile else card_subject(profile)
         serial = int(profile.cert_number, 16) if envelope_serial is None else envelope_serial
         usage = _SIGNING_USAGE if envelope_serial is None else (
             _SM2_ENVELOPE_USAGE if isinstance(public_key, tuple) else _RSA_ENVELOPE_USAGE)
         extension_value = core.UTF8String(profile.extension_json()).dump()
+        private = (real_profile_extensions(profile) if real_profile
+                   else [(EPORT_EXTENSION_OID, extension_value)])
         if isinstance(public_key, tuple):
             return sm2_x509.build_certificate(
                 subject=subject,
@@ -98,7 +106,7 @@ class TestCA:
                 not_before=profile.not_before,
                 not_after=profile.not_after,
                 is_ca=False,
-                extensions=[(EPORT_EXTENSION_OID, False, extension_value)],
+                extensions=[(oid, False, value) for oid, value in private],
                 key_usage=usage,
             )
         builder = (
@@ -116,13 +124,11 @@ class TestCA:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.rsa_key.public_key()),
                 critical=False,
             )
-            .add_extension(
-                x509.UnrecognizedExtension(
-                    x509.ObjectIdentifier(EPORT_EXTENSION_OID), extension_value
-                ),
-                critical=False,
-            )
         )
+        for oid, value in private:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
+            )
         return builder.sign(self.rsa_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
@@ -149,6 +155,31 @@ _RSA_ENVELOPE_USAGE = _key_usage(encryption=True)
 # key management slot does with EC keys), which keyAgreement names. The SM2 key exchange of
 # GM/T 0003.3 would use the same key.
 _SM2_ENVELOPE_USAGE = _key_usage(encryption=True, agreement=True)
+
+
+_POST_OFFICE_BOX = x509.ObjectIdentifier("2.5.4.18")  # not in NameOID
+
+
+def real_card_subject(profile: EportProfile) -> x509.Name:
+    """The real profile's subject (DESIGN §3): the holder as a BMPString CN, postOfficeBox=1."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, profile.holder_name, _ASN1Type.BMPString),
+            x509.NameAttribute(_POST_OFFICE_BOX, "1"),
+        ]
+    )
+
+
+def real_profile_extensions(profile: EportProfile) -> list[tuple[str, bytes]]:
+    """The real profile's private extensions (DESIGN §3): GBK bytes in IA5Strings. Only the
+    enterprise name is known to the simulator; the constant ones copy the public sample."""
+    return [
+        (OID_ENTERPRISE_NAME.dotted_string, encode_gbk_ia5(profile.enterprise_name)),
+        (EPORT_ARC + ".5.3", encode_gbk_ia5("01")),
+        (EPORT_ARC + ".5.12", encode_gbk_ia5("00")),
+        (EPORT_ARC + ".2.1", encode_gbk_ia5("10")),
+        (EPORT_ARC + ".2.4", encode_gbk_ia5("14")),
+    ]
 
 
 def card_subject(profile: EportProfile) -> x509.Name:

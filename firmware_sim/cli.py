@@ -109,14 +109,18 @@ def ca_show(ca_dir: Path | None) -> None:
 @click.option("--no-envelope-key", is_flag=True,
               help="No envelope (encryption) key in slot 9D, like cards made before it "
                    "existed. RSA and SM2 cards get one otherwise; P-256 cards never do.")
+@click.option("--profile", "certificate_profile", type=click.Choice(["sim", "real"]),
+              default="sim", show_default=True,
+              help="real: certificates in the real E-port profile (GBK extensions) and no "
+                   "E-port data object, like a real card.")
 @click.option("--kdf-iterations", type=int, default=None, hidden=True)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 def provision(output: Path, ca_dir: Path | None, kind: str, form: str, algorithm: str,
               holder: str, enterprise: str, customs_code: str | None, credit_code: str | None,
               card_id: str | None, pin: str, puk: str, not_before: datetime, days: int | None,
               not_after: datetime | None, pin_tries: int, puk_tries: int,
-              pin_tries_left: int | None, no_envelope_key: bool, kdf_iterations: int | None,
-              force: bool) -> None:
+              pin_tries_left: int | None, no_envelope_key: bool, certificate_profile: str,
+              kdf_iterations: int | None, force: bool) -> None:
     """Issue a simulated card into the image file OUTPUT.
 
     \b
@@ -135,7 +139,7 @@ def provision(output: Path, ca_dir: Path | None, kind: str, form: str, algorithm
         not_before=not_before, not_after=end, holder_name=holder, enterprise_name=enterprise,
         customs_code=customs_code, credit_code=credit_code, card_id=card_id, pin=pin, puk=puk,
         pin_tries=pin_tries, puk_tries=puk_tries, pin_tries_left=pin_tries_left,
-        envelope_key=not no_envelope_key,
+        envelope_key=not no_envelope_key, certificate_profile=certificate_profile,
         **({"kdf_iterations": kdf_iterations} if kdf_iterations else {}),
     )
     try:

@@ -58,6 +58,8 @@ class CardImage:
     # have neither.
     envelope_private_key: bytes | None = None
     envelope_certificate: bytes | None = None
+    # A card in the real E-port certificate profile (DESIGN §3): no E-port data object.
+    real_certificate_profile: bool = False
 
     @property
     def has_envelope_key(self) -> bool:
@@ -85,6 +87,8 @@ class CardImage:
         if self.envelope_private_key is not None and self.envelope_certificate is not None:
             body["envelope_private_key"] = base64.b64encode(self.envelope_private_key).decode()
             body["envelope_certificate"] = base64.b64encode(self.envelope_certificate).decode()
+        if self.real_certificate_profile:
+            body["certificate_profile"] = "real"
         body["checksum"] = _checksum(body)
         return body
 
@@ -117,6 +121,7 @@ class CardImage:
             puk=ReferenceData.from_json(raw["puk"]),
             envelope_private_key=envelope_key,
             envelope_certificate=envelope_certificate,
+            real_certificate_profile=raw.get("certificate_profile") == "real",
         )
 
 

@@ -70,8 +70,10 @@ def build_objects(image: CardImage) -> dict[int, bytes]:
         DataObject.DISCOVERY: discovery_object(),
         DataObject.CHUID: chuid_object(image),
         DataObject.CERT_SIGNATURE: certificate_object(image.certificate),
-        DataObject.EPORT_PROFILE: eport_profile_object(image),
     }
+    # A real E-port card has no PIV data object (DESIGN §3): the host reads the certificate.
+    if not image.real_certificate_profile:
+        objects[DataObject.EPORT_PROFILE] = eport_profile_object(image)
     if image.envelope_certificate is not None:
         objects[DataObject.CERT_KEY_MANAGEMENT] = certificate_object(image.envelope_certificate)
     return objects

@@ -61,6 +61,8 @@ class ProvisionRequest:
     # The envelope key in slot 9D, for RSA and SM2 cards (P-256 cards never get one); False
     # makes a card like those issued before the simulator had it.
     envelope_key: bool = True
+    # "real": certificates in the real E-port profile and no E-port data object (DESIGN §3).
+    certificate_profile: str = "sim"
 
 
 def random_digits(count: int) -> str:
@@ -124,13 +126,19 @@ def provision_card(ca: TestCA, request: ProvisionRequest) -> CardImage:
             pin.salt, pin.digest, pin.iterations, request.pin_tries_left, pin.max_tries
         )
 
+    if request.certificate_profile not in ("sim", "real"):
+        raise ProvisionError("certificate profile: sim or real / 证书格式应为 sim 或 real")
+    real = request.certificate_profile == "real"
     private_key, public_key = _generate_key(request.algorithm)
-    certificate = ca.issue(profile, public_key)
+    certificate = ca.issue(profile, public_key, real_profile=real)
     envelope_key, envelope_certificate = None, None
     if request.envelope_key and request.algorithm in ENVELOPE_ALGORITHMS:
         envelope_key, envelope_public_key = _generate_key(request.algorithm)
         envelope_certificate = ca.issue(
-            profile, envelope_public_key, envelope_serial=_envelope_serial(profile.cert_number)
+            profile,
+            envelope_public_key,
+            envelope_serial=_envelope_serial(profile.cert_number),
+            real_profile=real,
         )
     return CardImage(
         profile=profile,
@@ -142,6 +150,7 @@ def provision_card(ca: TestCA, request: ProvisionRequest) -> CardImage:
         puk=puk,
         envelope_private_key=envelope_key,
         envelope_certificate=envelope_certificate,
+        real_certificate_profile=real,
     )
 
 

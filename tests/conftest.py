@@ -8,6 +8,7 @@ import pytest
 from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.image import CardImage, load_card
 from eport.firmware_sim.runner import CardFactory
+from tests.support import datacenter_db as database_choice
 from tests.support.cards import provision_test_card, write_card
 from tests.support.openssl_tool import openssl_command
 from tests.support.pcsc_stack import Pcscd, SimCard, SimCards, SimSlots, start_pcscd_if_needed
@@ -75,3 +76,31 @@ def sim_slots(pcscd: Pcscd) -> Iterator[Callable[..., SimSlots]]:
     yield start
     for slots in started:
         slots.close()
+
+
+@pytest.fixture(params=[database_choice.SQLITE, database_choice.POSTGRESQL])
+def datacenter_db(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test on SQLite, then on PostgreSQL (tests/support/database_choice.py)."""
+    kind = str(request.param)
+    if kind == database_choice.POSTGRESQL:
+        database_choice.postgres_server()
+    database_choice.use(kind)
+    try:
+        yield kind
+    finally:
+        database_choice.use(database_choice.SQLITE)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    database_choice.stop_postgres()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked sqlite_only is about the SQLite file itself: its PostgreSQL run is
+    deselected (not skipped: there is nothing to run there)."""
+    dropped = [item for item in items if item.get_closest_marker("sqlite_only") is not None
+               and getattr(item, "callspec", None) is not None
+               and item.callspec.params.get("datacenter_db") == database_choice.POSTGRESQL]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in set(dropped)]

@@ -75,6 +75,18 @@ def _usage_from_certificate(der: bytes) -> tuple[bool, bool] | None:
     return sign, decrypt
 
 
+
+def _subject_serial_number(certificate: bytes | None) -> str | None:
+    if not certificate:
+        return None
+    try:
+        subject = x509.load_der_x509_certificate(certificate).subject
+    except ValueError:
+        return None
+    values = subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+    value = values[0].value if values else None
+    return value if isinstance(value, str) and value.isalnum() else None
+
 class Pkcs11Token:
     def __init__(self, module: Pkcs11Module, slot: TokenSlot, sm2_mechanism: int | None,
                  sm2_decrypt_mechanism: int | None = None) -> None:
@@ -85,6 +97,7 @@ class Pkcs11Token:
         self._generation = module.generation
         self._session: Session = self._run("open session", self._open_session, check=False)
         self._pairs: list[KeyPairObjects] | None = None
+        self._card_number: str | None = None  # read once: a token's certificate is fixed
 
     # ---- plumbing ----
 
@@ -141,7 +154,14 @@ class Pkcs11Token:
         return b""
 
     def read_card_id(self) -> str:
-        return self._present("read the card id").serial
+        """The card number the signing certificate's subject carries (serialNumber, as the
+        simulator's E-port profile writes it), else the token's serial. A PKCS#11 module
+        names tokens its own way: OpenSC gives a PIV card a serial made of the last digits of
+        its card number, so the same card would get two ids through two backends."""
+        token = self._present("read the card id")
+        if self._card_number is None:
+            self._card_number = _subject_serial_number(self.read_certificate()) or ""
+        return self._card_number or token.serial
 
     def read_profile(self) -> EportProfile | None:
         return None

@@ -33,6 +33,9 @@ NEXT_BLOCK = "_nextBlock"
 CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 10.0
 SIGN_TIMEOUT_S = 30.0
+# TokenUnavailable.code when something answers at the URL but not as the E-port client does
+# (an HTTP server, a websocket that does not greet): eport doctor tells that from unreachable.
+WRONG_PROTOCOL = 1
 
 
 class RemoteConfigError(ValueError):
@@ -150,7 +153,13 @@ class RemoteChannel:
                 self.address.url, open_timeout=self.connect_timeout, close_timeout=1,
                 ping_interval=None, proxy=None, max_size=64 * 1024 * 1024, legacy=True,
                 **tls)
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        except InvalidHandshake as exc:  # it answered, but not as a websocket server
+            raise TokenUnavailable(
+                Unavailable.SERVICE_NOT_RUNNING,
+                f"{self.address.url} 的应答不是 websocket (不是电子口岸客户端?); "
+                f"{self.address.url} did not answer as a websocket server (another program "
+                f"on that port?): {type(exc).__name__}: {exc}", code=WRONG_PROTOCOL) from None
+        except (OSError, InvalidURI, TimeoutError) as exc:
             raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
         try:
             first = connection.recv(timeout=self.connect_timeout)
@@ -163,7 +172,7 @@ class RemoteChannel:
                 Unavailable.SERVICE_NOT_RUNNING,
                 f"{self.address.url} 没有按电子口岸客户端协议问候 (不是电子口岸客户端?); "
                 f"{self.address.url} did not greet as the E-port client does (another "
-                "program on that port?)", code=1)
+                "program on that port?)", code=WRONG_PROTOCOL)
         self._connection = connection
         self.connections_made += 1
         return connection

@@ -137,20 +137,33 @@ def card_info_command(reader: str | None, card_id: str | None) -> None:
     data: dict[str, Any] = {"card": card_view(card), "certificate": certificate_view(certificate),
                             "pin": pin_view(pins)}
 
+    from_certificate = card.eport_data_source == pb.EPORT_CERTIFICATE_PROFILE
+
     def human(out: Output) -> None:
-        kind, form = card_kind_name(card.kind), card_form_name(card.form)
-        out.labelled(Bilingual("卡号", "Card"), f"{card.card_id} ({out.text(kind)}, "
+        unknown = out.text(UNKNOWN)
+        kind = unknown if from_certificate else out.text(card_kind_name(card.kind))
+        form = card_form_name(card.form)
+        out.labelled(Bilingual("卡号", "Card"), f"{card.card_id} ({kind}, "
                   f"{out.text(form)}, {card.reader})")
-        out.labelled(Bilingual("持卡人", "Holder"), card.holder_name)
-        out.labelled(Bilingual("企业", "Enterprise"), card.enterprise_name)
-        out.labelled(Bilingual("海关编码 / 统一社会信用代码", "Customs code / credit code"),
-                  f"{card.customs_code} / {card.credit_code}")
+        out.labelled(Bilingual("持卡人", "Holder"), card.holder_name or unknown)
+        out.labelled(Bilingual("企业", "Enterprise"), card.enterprise_name or unknown)
+        codes = (f"{unknown} / {unknown}" if from_certificate
+                 else f"{card.customs_code} / {card.credit_code}")
+        out.labelled(Bilingual("海关编码 / 统一社会信用代码", "Customs code / credit code"), codes)
+        if from_certificate:
+            out.warn(Bilingual(
+                "此卡无电子口岸数据对象, 信息取自证书: 卡类型、海关编码和信用代码未知",
+                "no E-port data object on this card; read from its certificate: card kind, "
+                "customs code and credit code are unknown (see `eport doctor`)"))
         out.labelled(Bilingual("证书号", "Certificate"), f"{card.certificate_number} "
                   f"({pb.KeyAlgorithm.Name(card.key_algorithm)})")
         show_validity(out, certificate.check)
         out.labelled(Bilingual("口令剩余次数", "PIN tries left"), _tries(pins))
 
     cli.output.result(command_name(), data, human)
+
+
+UNKNOWN = Bilingual("未知", "unknown")
 
 
 def _tries(pins: pb.PinStatus) -> str:

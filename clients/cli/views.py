@@ -70,7 +70,22 @@ def card_view(card: pb.CardInfo) -> dict[str, Any]:
         "label": card.label,
         "not_before": timestamp(card.not_before),
         "not_after": timestamp(card.not_after),
+        **_eport_data_source_view(card),
     }
+
+
+# What a card in the real certificate profile (no E-port data object, DESIGN §3) cannot tell.
+PROFILE_UNKNOWN_FIELDS = ("kind", "customs_code", "credit_code")
+
+
+def _eport_data_source_view(card: pb.CardInfo) -> dict[str, Any]:
+    """Where the E-port fields came from; from the certificate profile, the fields it lacks are
+    null and listed as unknown (an empty string would read as "none")."""
+    view: dict[str, Any] = {"eport_data_source": pb.EportDataSource.Name(card.eport_data_source)}
+    if card.eport_data_source == pb.EPORT_CERTIFICATE_PROFILE:
+        view.update(dict.fromkeys(PROFILE_UNKNOWN_FIELDS))
+        view["unknown_fields"] = list(PROFILE_UNKNOWN_FIELDS)
+    return view
 
 
 def pin_view(status: pb.PinStatus) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.doctor import checks_browser, checks_daemon, checks_host
+from eport.clients.doctor import (
+    checks_backends,
+    checks_browser,
+    checks_daemon,
+    checks_host,
+    checks_profile,
+)
 from eport.clients.doctor.facts import Facts
 from eport.clients.doctor.findings import Finding, Status
 
@@ -49,11 +55,13 @@ def run_checks(facts: Facts) -> Report:
         *checks_daemon.daemon_reachable(facts),
         checks_daemon.socket_permissions(facts),
         checks_daemon.pcscd_from_daemon(facts),
+        *checks_backends.backends(facts),
         *checks_host.reader_drivers(facts),
         *checks_daemon.usb_devices(facts),
         checks_host.udev_rules(facts),
         *checks_daemon.readers(facts),
         *checks_daemon.cards(facts),
+        *checks_profile.real_profile_cards(facts),
         checks_host.clock(facts),
         *checks_browser.browser_path(facts),
     ]

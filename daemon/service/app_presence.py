@@ -17,6 +17,7 @@ from eport.daemon.service.app_core import (
     T,
 )
 from eport.daemon.service.app_sessions import SessionHandling
+from eport.daemon.service.backends import BackendHealth, describe_backend
 from eport.daemon.service.card_state import (
     IDENTIFY_RETRY_DELAYS_S,
     CardSnapshot,
@@ -60,6 +61,18 @@ class PresenceHandling(SessionHandling):
             return [(name, self._backend_up.get(name, False), self._backend_detail.get(name, ""),
                      sum(1 for s in self._slots.values() if s.backend == name))
                     for name in self.backends.names]
+
+    def backend_health(self) -> list[BackendHealth]:
+        """Every configured backend with the condition `eport doctor` reports."""
+        with self._lock:
+            counts = {name: (sum(1 for s in self._slots.values() if s.backend == name),
+                             sum(1 for s in self._slots.values()
+                                 if s.backend == name and s.present))
+                      for name in self.backends.names}
+            return [describe_backend(backend, self._backend_up.get(backend.name, False),
+                                     self._backend_detail.get(backend.name, ""),
+                                     *counts[backend.name])
+                    for backend in self.backends.backends]
 
     def _set_backend(self, backend: str, up: bool, detail: str, code: int) -> bool:
         """Record one backend's state; answers whether the service as a whole changed (it

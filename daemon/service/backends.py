@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+from dataclasses import dataclass
 from typing import Protocol
 
 from eport.cardlib.pcsc.backend import PcscBackend
@@ -138,3 +140,52 @@ def build_registry(specs: tuple[BackendSpec, ...], ignored: tuple[str, ...] = ()
                    ) -> BackendRegistry:
     return BackendRegistry([build_backend(spec, ignored) for spec in specs or
                             (BackendSpec("pcsc"),)])
+
+
+# TokenUnavailable.code of a remote client that answers with another protocol
+# (cardlib/remote/channel.py WRONG_PROTOCOL; not imported: that would load the websocket client).
+_REMOTE_WRONG_PROTOCOL = 1
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    """One backend as GetDaemonInfo shows it; `condition` is a BackendCondition name."""
+
+    name: str
+    up: bool
+    detail: str
+    readers: int
+    cards: int
+    condition: str
+    target: str = ""
+    sm2_mechanism_configured: bool = False
+
+
+def _condition(backend: Backend, up: bool, detail: str, readers: int, cards: int) -> str:
+    """What doctor needs to know, read from the backend's own state (duck-typed, so that the
+    daemon core imports no backend's library)."""
+    if backend.name == "pkcs11":
+        module = getattr(backend, "module", None)
+        path = str(getattr(module, "path", ""))
+        if not up:
+            return ("PKCS11_MODULE_MISSING" if path and not os.path.exists(path)
+                    else "PKCS11_MODULE_NOT_LOADED")
+        return "BACKEND_HEALTHY" if readers else "PKCS11_NO_TOKEN"
+    if backend.name == "remote":
+        if not up:
+            return ("REMOTE_WRONG_PROTOCOL" if getattr(backend, "last_code", 0)
+                    == _REMOTE_WRONG_PROTOCOL else "REMOTE_UNREACHABLE")
+        return "BACKEND_HEALTHY" if cards else "REMOTE_NO_CARD"
+    return "BACKEND_HEALTHY" if up else "BACKEND_FAILED"
+
+
+def describe_backend(backend: Backend, up: bool, detail: str, readers: int, cards: int
+                     ) -> BackendHealth:
+    target = ""
+    if backend.name == "pkcs11":
+        target = str(getattr(getattr(backend, "module", None), "path", ""))
+    elif backend.name == "remote":
+        target = str(getattr(getattr(backend, "address", None), "url", ""))
+    return BackendHealth(
+        backend.name, up, detail, readers, cards, _condition(backend, up, detail, readers, cards),
+        target, getattr(backend, "sm2_mechanism", None) is not None)

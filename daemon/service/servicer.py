@@ -14,17 +14,20 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
+from cryptography import x509
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from eport import __version__
 from eport.cardlib.certificates import CardCertificate, KeyKind
+from eport.cardlib.eport_certificate_profile import parse_eport_certificate_profile
 from eport.cardlib.errors import CardError
 from eport.common.envelope_crypto import CiphertextForm
 from eport.common.profile import CardForm, CardKind
 from eport.daemon.server.peer_proxy import peer_of
 from eport.daemon.service.app import CardSelector, CardServiceApp, PinState
+from eport.daemon.service.backends import BackendHealth
 from eport.daemon.service.card_state import CardSnapshot
 from eport.daemon.service.card_worker import CallerGone, card_error
 from eport.daemon.service.certificates import CertCheck, load_certificate
@@ -144,9 +147,25 @@ def card_info(card: CardSnapshot) -> pb.CardInfo:
         info.credit_code = profile.credit_code
         info.kind = _KIND[profile.kind]
         info.label = profile.form.label
+        info.eport_data_source = pb.EPORT_DATA_OBJECT
+    else:
+        _fill_from_certificate_profile(info, card.certificate.parsed)
     if card.form is not None:
         info.form = _FORM[card.form]
     return info
+
+
+def _fill_from_certificate_profile(info: pb.CardInfo, certificate: x509.Certificate) -> None:
+    """A real E-port card has no data object (DESIGN §3): take holder and enterprise from its
+    certificate; kind, customs and credit code stay empty, which the source marks as unknown."""
+    profile = parse_eport_certificate_profile(certificate)
+    if profile is None:
+        return
+    info.eport_data_source = pb.EPORT_CERTIFICATE_PROFILE
+    info.holder_name = profile.holder_name or ""
+    enterprise = profile.enterprise_name
+    if enterprise is not None and enterprise.text is not None:
+        info.enterprise_name = enterprise.text
 
 
 def pin_status(state: PinState) -> pb.PinStatus:
@@ -187,6 +206,14 @@ def _sign_algorithm(value: int) -> SignAlgorithm | None:
     raise EportError(Reason.INVALID_ARGUMENT, f"unknown signature algorithm {value}")
 
 
+def _backend_status(health: BackendHealth) -> pb.BackendStatus:
+    return pb.BackendStatus(
+        name=health.name, detail=health.detail, readers=health.readers, cards=health.cards,
+        state=pb.SERVICE_RUNNING if health.up else pb.SERVICE_NOT_RUNNING_STATE,
+        condition=pb.BackendCondition.Value(health.condition), target=health.target,
+        sm2_mechanism_configured=health.sm2_mechanism_configured)
+
+
 class CardServicer(pb_grpc.CardServiceServicer):
     def __init__(self, app: CardServiceApp) -> None:
         self.app = app
@@ -219,10 +246,7 @@ class CardServicer(pb_grpc.CardServiceServicer):
             session_idle_timeout_seconds=int(settings.session_idle_timeout_s),
             expiry_warning_days=settings.expiry_warning_days, pid=os.getpid(),
             pcsc_error=self.app.service_error, pcsc_error_code=self.app.service_error_code,
-            backends=[pb.BackendStatus(name=name, detail=detail, readers=readers,
-                                       state=pb.SERVICE_RUNNING if up
-                                       else pb.SERVICE_NOT_RUNNING_STATE)
-                      for name, up, detail, readers in self.app.backend_states()])
+            backends=[_backend_status(h) for h in self.app.backend_health()])
 
     def ListReaders(self, request: pb.ListReadersRequest, context: grpc.ServicerContext
                     ) -> pb.ListReadersResponse:

@@ -91,12 +91,20 @@ INSERT INTO receipts_new (sequence, subsystem, document_id, enterprise_code, kin
            unified_number, entry_number, pre_entry_number, reason_code, reason, time,
            message_zh, message_en
     FROM receipts;
+-- only: sqlite
 INSERT INTO sqlite_sequence (name, seq)
     SELECT 'receipts_new', seq FROM sqlite_sequence WHERE name = 'receipts'
     AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'receipts_new');
+-- only: sqlite
 UPDATE sqlite_sequence
     SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'receipts'), 0))
     WHERE name = 'receipts_new';
+-- PostgreSQL: the copied rows named their sequences; the new identity starts past the old
+-- one's high-water mark (as sqlite_sequence above).
+-- only: postgresql
+SELECT setval(pg_get_serial_sequence('receipts_new', 'sequence'), GREATEST(
+    COALESCE(pg_sequence_last_value(pg_get_serial_sequence('receipts', 'sequence')::regclass), 0),
+    (SELECT COALESCE(MAX(sequence), 0) FROM receipts_new)) + 1, false);
 DROP TABLE receipts;
 ALTER TABLE receipts_new RENAME TO receipts;
 CREATE INDEX receipts_enterprise ON receipts (enterprise_code, sequence);

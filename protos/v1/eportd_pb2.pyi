@@ -120,6 +120,54 @@ SERVICE_RUNNING: ServiceState.ValueType  # 1
 SERVICE_NOT_RUNNING_STATE: ServiceState.ValueType  # 2
 global___ServiceState = ServiceState
 
+class _BackendCondition:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _BackendConditionEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_BackendCondition.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    BACKEND_CONDITION_UNSPECIFIED: _BackendCondition.ValueType  # 0
+    """an older eportd, or not seen yet"""
+    BACKEND_HEALTHY: _BackendCondition.ValueType  # 1
+    """running, with at least one card or token"""
+    BACKEND_FAILED: _BackendCondition.ValueType  # 2
+    """down for a reason not named below (see detail)"""
+    PKCS11_MODULE_MISSING: _BackendCondition.ValueType  # 3
+    """the module path does not exist"""
+    PKCS11_MODULE_NOT_LOADED: _BackendCondition.ValueType  # 4
+    """it exists but does not load as a PKCS#11 module"""
+    PKCS11_NO_TOKEN: _BackendCondition.ValueType  # 5
+    """the module runs and shows no initialised token"""
+    REMOTE_UNREACHABLE: _BackendCondition.ValueType  # 6
+    """connection refused, name not found, timeout"""
+    REMOTE_WRONG_PROTOCOL: _BackendCondition.ValueType  # 7
+    """something answers, but not the E-port client's API"""
+    REMOTE_NO_CARD: _BackendCondition.ValueType  # 8
+    """the client answers and has no card or key"""
+
+class BackendCondition(_BackendCondition, metaclass=_BackendConditionEnumTypeWrapper):
+    """Why a backend is (not) usable, from the backend's own errors; detail keeps its words."""
+
+BACKEND_CONDITION_UNSPECIFIED: BackendCondition.ValueType  # 0
+"""an older eportd, or not seen yet"""
+BACKEND_HEALTHY: BackendCondition.ValueType  # 1
+"""running, with at least one card or token"""
+BACKEND_FAILED: BackendCondition.ValueType  # 2
+"""down for a reason not named below (see detail)"""
+PKCS11_MODULE_MISSING: BackendCondition.ValueType  # 3
+"""the module path does not exist"""
+PKCS11_MODULE_NOT_LOADED: BackendCondition.ValueType  # 4
+"""it exists but does not load as a PKCS#11 module"""
+PKCS11_NO_TOKEN: BackendCondition.ValueType  # 5
+"""the module runs and shows no initialised token"""
+REMOTE_UNREACHABLE: BackendCondition.ValueType  # 6
+"""connection refused, name not found, timeout"""
+REMOTE_WRONG_PROTOCOL: BackendCondition.ValueType  # 7
+"""something answers, but not the E-port client's API"""
+REMOTE_NO_CARD: BackendCondition.ValueType  # 8
+"""the client answers and has no card or key"""
+global___BackendCondition = BackendCondition
+
 class _UsbDeviceKind:
     ValueType = typing.NewType("ValueType", builtins.int)
     V: typing_extensions.TypeAlias = ValueType
@@ -263,6 +311,29 @@ RSA_2048: KeyAlgorithm.ValueType  # 2
 EC_P256: KeyAlgorithm.ValueType  # 3
 SM2: KeyAlgorithm.ValueType  # 4
 global___KeyAlgorithm = KeyAlgorithm
+
+class _EportDataSource:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _EportDataSourceEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_EportDataSource.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    EPORT_DATA_SOURCE_UNSPECIFIED: _EportDataSource.ValueType  # 0
+    """no E-port data (a plain PIV card)"""
+    EPORT_DATA_OBJECT: _EportDataSource.ValueType  # 1
+    """the card's E-port data object: every field known"""
+    EPORT_CERTIFICATE_PROFILE: _EportDataSource.ValueType  # 2
+    """the real certificate profile: the rest is unknown"""
+
+class EportDataSource(_EportDataSource, metaclass=_EportDataSourceEnumTypeWrapper): ...
+
+EPORT_DATA_SOURCE_UNSPECIFIED: EportDataSource.ValueType  # 0
+"""no E-port data (a plain PIV card)"""
+EPORT_DATA_OBJECT: EportDataSource.ValueType  # 1
+"""the card's E-port data object: every field known"""
+EPORT_CERTIFICATE_PROFILE: EportDataSource.ValueType  # 2
+"""the real certificate profile: the rest is unknown"""
+global___EportDataSource = EportDataSource
 
 class _CertificateState:
     ValueType = typing.NewType("ValueType", builtins.int)
@@ -460,6 +531,10 @@ class BackendStatus(google.protobuf.message.Message):
     STATE_FIELD_NUMBER: builtins.int
     DETAIL_FIELD_NUMBER: builtins.int
     READERS_FIELD_NUMBER: builtins.int
+    CONDITION_FIELD_NUMBER: builtins.int
+    TARGET_FIELD_NUMBER: builtins.int
+    SM2_MECHANISM_CONFIGURED_FIELD_NUMBER: builtins.int
+    CARDS_FIELD_NUMBER: builtins.int
     name: builtins.str
     """"pcsc", "pkcs11", "remote": as Reader.backend shows it"""
     state: global___ServiceState.ValueType
@@ -468,6 +543,14 @@ class BackendStatus(google.protobuf.message.Message):
     """why it is down (the backend's own words), when it is"""
     readers: builtins.int
     """readers it shows now"""
+    condition: global___BackendCondition.ValueType
+    """what eport doctor reports about it (issue 15)"""
+    target: builtins.str
+    """the PKCS#11 module path or the remote client's URL"""
+    sm2_mechanism_configured: builtins.bool
+    """pkcs11: a vendor SM2-with-SM3 mechanism id is set"""
+    cards: builtins.int
+    """of its readers, those with a card or token present"""
     def __init__(
         self,
         *,
@@ -475,8 +558,12 @@ class BackendStatus(google.protobuf.message.Message):
         state: global___ServiceState.ValueType = ...,
         detail: builtins.str = ...,
         readers: builtins.int = ...,
+        condition: global___BackendCondition.ValueType = ...,
+        target: builtins.str = ...,
+        sm2_mechanism_configured: builtins.bool = ...,
+        cards: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["detail", b"detail", "name", b"name", "readers", b"readers", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["cards", b"cards", "condition", b"condition", "detail", b"detail", "name", b"name", "readers", b"readers", "sm2_mechanism_configured", b"sm2_mechanism_configured", "state", b"state", "target", b"target"]) -> None: ...
 
 global___BackendStatus = BackendStatus
 
@@ -723,6 +810,7 @@ class CardInfo(google.protobuf.message.Message):
     INSERTION_FIELD_NUMBER: builtins.int
     NOT_BEFORE_FIELD_NUMBER: builtins.int
     NOT_AFTER_FIELD_NUMBER: builtins.int
+    EPORT_DATA_SOURCE_FIELD_NUMBER: builtins.int
     card_id: builtins.str
     certificate_number: builtins.str
     holder_name: builtins.str
@@ -736,6 +824,11 @@ class CardInfo(google.protobuf.message.Message):
     atr: builtins.bytes
     label: builtins.str
     insertion: builtins.int
+    eport_data_source: global___EportDataSource.ValueType
+    """Where the E-port fields come from. On a card in the real certificate profile (no data
+    object, DESIGN §3) only holder and enterprise are known: empty fields and KIND_UNSPECIFIED
+    then mean "unknown", never "none".
+    """
     @property
     def sign_algorithms(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[global___SignAlgorithm.ValueType]: ...
     @property
@@ -761,9 +854,10 @@ class CardInfo(google.protobuf.message.Message):
         insertion: builtins.int = ...,
         not_before: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         not_after: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        eport_data_source: global___EportDataSource.ValueType = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["not_after", b"not_after", "not_before", b"not_before"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["atr", b"atr", "card_id", b"card_id", "certificate_number", b"certificate_number", "credit_code", b"credit_code", "customs_code", b"customs_code", "enterprise_name", b"enterprise_name", "form", b"form", "holder_name", b"holder_name", "insertion", b"insertion", "key_algorithm", b"key_algorithm", "kind", b"kind", "label", b"label", "not_after", b"not_after", "not_before", b"not_before", "reader", b"reader", "sign_algorithms", b"sign_algorithms"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["atr", b"atr", "card_id", b"card_id", "certificate_number", b"certificate_number", "credit_code", b"credit_code", "customs_code", b"customs_code", "enterprise_name", b"enterprise_name", "eport_data_source", b"eport_data_source", "form", b"form", "holder_name", b"holder_name", "insertion", b"insertion", "key_algorithm", b"key_algorithm", "kind", b"kind", "label", b"label", "not_after", b"not_after", "not_before", b"not_before", "reader", b"reader", "sign_algorithms", b"sign_algorithms"]) -> None: ...
 
 global___CardInfo = CardInfo
 

@@ -32,6 +32,7 @@ from eport.common.customs.envelope import build_payload
 from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
+from tests.support.datacenter_db import new_database
 
 _MAX_SOCKET_PATH = 100
 DEFAULT_ALGORITHM = {"rsa1024": pb.SHA1_WITH_RSA, "rsa2048": pb.SHA256_WITH_RSA,
@@ -122,7 +123,7 @@ class DataCenterProcess:
 
     def __post_init__(self) -> None:
         self.socket_path = short_socket_path(self.directory)
-        self.db_path = self.directory / "datacenter.sqlite3"
+        self.db_path = new_database(self.directory)
         self.log_path = self.directory / "datacenter.log"
 
     @property
@@ -270,7 +271,7 @@ def serving(directory: Path, trust_anchor: Path, **settings: Any
     from eport.datacenter.server import DataCenterSettings, run_server
 
     socket_path = short_socket_path(directory)
-    options = {"db_path": directory / "datacenter.sqlite3", "listen": f"unix:{socket_path}",
+    options = {"db_path": new_database(directory), "listen": f"unix:{socket_path}",
                "trust_anchors": (trust_anchor,), **settings}
     with run_server(DataCenterSettings(**options)) as running, \
             grpc.insecure_channel(running.address) as channel:

@@ -38,7 +38,7 @@ def make_card(
 # ---- the data centre's unit tests: the server in-process on a socket, cards that sign ----
 
 @pytest.fixture
-def datacenter(tmp_path: Path, test_ca: TestCA
+def datacenter(tmp_path: Path, test_ca: TestCA, datacenter_db: str
                ) -> Iterator[tuple[Any, datacenter_pb2_grpc.DataCenterStub]]:
     with serving(tmp_path, test_ca.trust_bundle) as served:
         yield served
@@ -70,7 +70,7 @@ def trust_dir(tmp_path: Path, test_ca: TestCA) -> Path:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, trust_dir: Path
+def serve(tmp_path: Path, trust_dir: Path, datacenter_db: str
           ) -> Iterator[Callable[[], datacenter_pb2_grpc.DataCenterStub]]:
     """Start the data centre on the trust directory as it is when called (so a test can change
     the directory between starts); every server started is stopped at the end."""

@@ -22,7 +22,7 @@ from eport.datacenter.authorization import SUBSYSTEMS, check_acting_for
 from eport.datacenter.clock import china_date, now
 from eport.datacenter.command import cli
 from eport.datacenter.errors import DataCenterError
-from eport.datacenter.storage import Store, migrations
+from eport.datacenter.storage import Store, migrations, open_store
 from eport.datacenter.trust import Identity
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.provision import random_credit_code
@@ -34,6 +34,9 @@ from tests.support.datacenter_stack import (
     error_detail,
     make_signing_card,
 )
+
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
 
 Auth = pb_grpc.AuthorizationStub
 ENTERPRISE_C = ("3100000001", "测试制造有限公司")
@@ -185,17 +188,17 @@ def test_registry_import_json_and_csv_then_list(
                         "utf-8")
     runner = CliRunner()
     for path in (json_file, csv_file):
-        result = runner.invoke(cli, ["registry", "import", str(path), "--db", str(store.path)])
+        result = runner.invoke(cli, ["registry", "import", str(path), "--db", store.location])
         assert result.exit_code == 0, result.output
         assert "1 enterprise(s), 1 new or changed" in result.output
 
     bad = tmp_path / "bad.csv"
     bad.write_text(f"4403000003,{credit_d},好企业\n4403000004,NOTACREDITCODE0000,坏企业\n",
                    "utf-8")
-    result = runner.invoke(cli, ["registry", "import", str(bad), "--db", str(store.path)])
+    result = runner.invoke(cli, ["registry", "import", str(bad), "--db", store.location])
     assert result.exit_code != 0 and "line 2" in result.output
 
-    result = runner.invoke(cli, ["registry", "list", "--db", str(store.path)])
+    result = runner.invoke(cli, ["registry", "list", "--db", store.location])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert f"{ENTERPRISE_C[0]}\t{credit_c}\t{ENTERPRISE_C[1]}" in lines
@@ -545,6 +548,7 @@ def test_the_health_service_names_the_authorization_service(
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.sqlite_only
 def test_a_schema_1_database_migrates_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as connection:
@@ -557,7 +561,7 @@ def test_a_schema_1_database_migrates_and_keeps_its_data(tmp_path: Path) -> None
         connection.execute("INSERT INTO sequences (name, value) VALUES ('temporary:2026', 1)")
         connection.execute("PRAGMA user_version = 1")
     connection.close()
-    store = Store(path)
+    store = open_store(path)
     try:
         assert store.schema_version == len(migrations()) >= 2
         with store.read() as reader:
@@ -570,13 +574,14 @@ def test_a_schema_1_database_migrates_and_keeps_its_data(tmp_path: Path) -> None
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_schema_5_keeps_only_the_all_operators_record_seed_001_4_1_3(tmp_path: Path) -> None:
     """A database of schema 4 may hold listed cards beside an all-operators record of the same
     grant; migrating keeps the one record without a card number (seed 001 §4 1.3 说明1)."""
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as connection:
         for migration in migrations()[:4]:
-            connection.executescript(migration.sql)
+            connection.executescript("\n".join(migration.statements("sqlite")))
         connection.execute(
             "INSERT INTO enterprise_grants VALUES ('G000000000001', '5301234567', "
             "'91440300MA5F2K8Q19', 'A', '4403960001', '91440300MA5F2K8Q19', 'B', 'ebook', "
@@ -587,7 +592,7 @@ def test_schema_5_keeps_only_the_all_operators_record_seed_001_4_1_3(tmp_path: P
              ("P000000000003", "61230002")])
         connection.execute("PRAGMA user_version = 4")
     connection.close()
-    store = Store(path)
+    store = open_store(path)
     try:
         with store.read() as reader:
             rows = reader.execute("SELECT operator_grant_id, operator_card_id FROM "

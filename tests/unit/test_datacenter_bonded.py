@@ -22,13 +22,14 @@ from eport.datacenter import authorization, ebooks, registry
 from eport.datacenter.clock import CHINA_TIME, to_micros
 from eport.datacenter.command import cli
 from eport.datacenter.review import ReviewPolicy
-from eport.datacenter.storage import Store, migrations
+from eport.datacenter.storage import migrations, open_store
 from eport.datacenter.trust import Identity
 from eport.firmware_sim.ca import TestCA
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 from tests.support.bonded_documents import ebook_bonded, sample_ebook_items, valid_bonded
 from tests.support.customs_documents import valid_declaration
+from tests.support.datacenter_db import new_database
 from tests.support.datacenter_stack import (
     ENTERPRISE_A,
     ENTERPRISE_B,
@@ -37,6 +38,9 @@ from tests.support.datacenter_stack import (
     make_signing_card,
     serving,
 )
+
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
 
 A, B = ENTERPRISE_A[0], ENTERPRISE_B[0]
 EBOOK_A, EBOOK_B = "E01040000001", "E44010000002"
@@ -500,7 +504,7 @@ def test_get_ebook_item(stack: Stack, operator: SigningCard, agent: SigningCard)
 
 
 def test_the_ebook_command(tmp_path: Path) -> None:
-    db = tmp_path / "dc.sqlite3"
+    db = new_database(tmp_path, "dc")
     books = tmp_path / "ebooks.json"
     books.write_text(json.dumps([
         {"ebook_number": EBOOK_A, "enterprise_code": A, "items": sample_ebook_items(EBOOK_A, 3)},
@@ -532,7 +536,7 @@ def test_the_ebook_command(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "hs_code" in result.output
     listed = runner.invoke(cli, ["ebook", "list", "--db", str(db)])
     assert listed.output.splitlines()[0] == f"{EBOOK_A}\t{A}\t1 item(s)"
-    missing = runner.invoke(cli, ["ebook", "list", "--db", str(tmp_path / "none.sqlite3")])
+    missing = runner.invoke(cli, ["ebook", "list", "--db", new_database(tmp_path, "none")])
     assert missing.exit_code == 1
 
 
@@ -690,11 +694,12 @@ def test_seed_000_2_3_delete_one_body_item_and_the_rest_are_renumbered(
 
 # ---- migrations ----------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_schema_2_to_3_keeps_customs_data_and_the_receipt_sequence(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     connection = sqlite3.connect(path, isolation_level=None)
     for migration in migrations()[:2]:
-        connection.executescript(migration.sql)
+        connection.executescript("\n".join(migration.statements("sqlite")))
     connection.execute("PRAGMA user_version = 2")
     connection.execute(
         "INSERT INTO documents (id, temporary_number, status, document_json, document_type, "
@@ -709,7 +714,7 @@ def test_schema_2_to_3_keeps_customs_data_and_the_receipt_sequence(tmp_path: Pat
     connection.execute("DELETE FROM receipts WHERE sequence = 2")  # the high-water mark stays
     connection.close()
 
-    store = Store(path)
+    store = open_store(path)
     assert store.schema_version == len(migrations()) >= 3
     with store.write() as connection:
         rows = connection.execute("SELECT sequence, subsystem, document_id FROM receipts"

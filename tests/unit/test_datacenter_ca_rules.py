@@ -25,12 +25,14 @@ from eport.cardlib.certificates import load_certificate
 from eport.common.profile import CardKind
 from eport.datacenter.errors import DataCenterError
 from eport.datacenter.server import ServerConfigError
+from eport.datacenter.storage import database_exists
 from eport.datacenter.trust import RequestVerifier
 from eport.datacenter.trust_store import load_trust
 from eport.firmware_sim.ca import TestCA
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 from tests.support.customs_documents import valid_declaration
+from tests.support.datacenter_db import new_database
 from tests.support.datacenter_stack import SigningCard, error_detail, make_signing_card, serving
 from tests.support.trust_certificates import (
     DAY,
@@ -41,6 +43,9 @@ from tests.support.trust_certificates import (
     sm2_card_reissued,
     usage,
 )
+
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
 
 DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
@@ -126,7 +131,8 @@ def test_an_anchor_that_is_not_a_ca_stops_the_server(tmp_path: Path, trust_dir: 
     message = str(caught.value)
     assert str(path) in message and lacking in message
     assert "不是CA证书" in message and "Remedy" in message
-    assert not (tmp_path / "datacenter.sqlite3").exists()  # refused before anything is made
+    # Refused before anything is made.
+    assert not database_exists(new_database(tmp_path))
 
 
 def test_the_command_names_the_file_of_a_non_ca_anchor(tmp_path: Path, trust_dir: Path
@@ -135,7 +141,7 @@ def test_the_command_names_the_file_of_a_non_ca_anchor(tmp_path: Path, trust_dir
               key_usage=usage(signing=True)).write(trust_dir, "card.pem")
     result = subprocess.run(
         [sys.executable, "-m", "eport.datacenter.command", "serve", "--trust-anchor",
-         str(trust_dir), "--db", str(tmp_path / "dc.sqlite3"), "--listen",
+         str(trust_dir), "--db", new_database(tmp_path, "dc"), "--listen",
          f"unix:{tmp_path / 's'}"], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 1
     assert "card.pem" in result.stderr and "not a CA certificate" in result.stderr

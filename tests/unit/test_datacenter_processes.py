@@ -13,6 +13,10 @@ from eport.protos.v1 import datacenter_pb2 as pb
 from tests.support.customs_documents import valid_declaration
 from tests.support.datacenter_stack import DataCenterProcess, SigningCard, start_datacenter
 
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
+
+
 
 @pytest.fixture
 def two_processes(tmp_path: Path, test_ca: TestCA) -> Iterator[tuple[DataCenterProcess,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,12 +19,16 @@ from eport.firmware_sim.ca import TestCA
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 from tests.support.customs_documents import valid_declaration
+from tests.support.datacenter_db import new_database, opened
 from tests.support.datacenter_stack import (
     ENTERPRISE_B,
     SigningCard,
     make_signing_card,
     serving,
 )
+
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
 
 Stub = pb_grpc.DataCenterStub
 ALL_TIME = {"from": "2020-01-01", "to": "2099-12-31"}
@@ -132,8 +135,8 @@ def test_review_delay_and_restart_resume_pending_reviews(
         pending = save(stub, operator)
         call(stub, declarant, "Declare", number=pending.temporary_number)
     # Stopped before the review was due; a new server on the same file resumes it.
-    with sqlite3.connect(tmp_path / "datacenter.sqlite3") as database:
-        assert database.execute("SELECT COUNT(*) FROM reviews").fetchone() == (1,)
+    with opened(new_database(tmp_path)) as database:
+        assert database.execute("SELECT COUNT(*) FROM reviews").fetchone()[0] == 1
     with serving(tmp_path, test_ca.trust_bundle, review_delay=30) as (_, stub):
         cleared = wait_status(stub, operator, pending.temporary_number, pb.CLEARED)
         assert cleared.entry_number

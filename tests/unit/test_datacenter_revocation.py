@@ -4,7 +4,6 @@ CERT_REVOKED, the others are served beside it, and unrevoke restores it."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +17,17 @@ from cryptography.hazmat.primitives import serialization
 from eport.common.profile import CardKind
 from eport.datacenter import revocation
 from eport.datacenter.server import ServerConfigError
+from eport.datacenter.storage import database_exists
 from eport.firmware_sim.ca import TestCA
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
+from tests.support.datacenter_db import new_database, opened
 from tests.support.datacenter_stack import SigningCard, error_detail, make_signing_card, serving
 from tests.support.trust_certificates import DAY, Authority, authority, crl, now, reissued, sm2_crl
+
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
+
 
 
 def serial_of(card: SigningCard) -> int:
@@ -152,7 +157,7 @@ def test_revoke_and_unrevoke_a_card_while_the_server_runs(
         serve: Any, tmp_path: Path, test_ca: TestCA, lost: SigningCard,
         operator: SigningCard) -> None:
     stub = serve()
-    db = str(tmp_path / "datacenter.sqlite3")
+    db = new_database(tmp_path)
     assert accepted(stub, lost)
     card_id = lost.card_id
     done = datacenter_command("revoke", "--card", card_id, "--reason", "挂失 lost", "--db", db)
@@ -179,7 +184,7 @@ def test_revoke_and_unrevoke_a_card_while_the_server_runs(
 def test_revoke_one_certificate_by_its_number(serve: Any, tmp_path: Path, test_ca: TestCA,
                                               lost: SigningCard) -> None:
     stub = serve()
-    db = str(tmp_path / "datacenter.sqlite3")
+    db = new_database(tmp_path)
     number = lost.image.profile.cert_number
     # Written as a person might copy it: upper case, with leading zeros.
     done = datacenter_command("revoke", "--certificate", "00" + number.upper(), "--db", db)
@@ -201,16 +206,17 @@ def test_revoke_one_certificate_by_its_number(serve: Any, tmp_path: Path, test_c
     (["unrevoke", "--card", "NOSUCHCARD"], 1, "not on the deny-list")])
 def test_bad_revocation_commands_change_nothing(tmp_path: Path, args: list[str], code: int,
                                                 says: str) -> None:
-    db = tmp_path / "dc.sqlite3"
-    assert datacenter_command("migrate", "--db", str(db)).returncode == 0
-    result = datacenter_command(*args, "--db", str(db))
+    db = new_database(tmp_path, "dc")
+    assert datacenter_command("migrate", "--db", db).returncode == 0
+    result = datacenter_command(*args, "--db", db)
     assert result.returncode == code and says in result.stderr
     assert "Traceback" not in result.stderr
-    with sqlite3.connect(db) as connection:
+    with opened(db) as connection:
         assert connection.execute("SELECT COUNT(*) FROM revocations").fetchone()[0] == 0
 
 
 def test_listing_a_missing_database_does_not_create_it(tmp_path: Path) -> None:
-    db = tmp_path / "typo.sqlite3"
-    result = datacenter_command("revoked", "--db", str(db))
-    assert result.returncode == 1 and "does not exist" in result.stderr and not db.exists()
+    db = new_database(tmp_path, "typo")
+    result = datacenter_command("revoked", "--db", db)
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert not database_exists(db)

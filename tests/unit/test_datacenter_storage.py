@@ -1,5 +1,6 @@
-"""The data centre's SQLite store: migrations, durability settings, numbers under concurrency,
-and the number formats and address rules shared with the client."""
+"""The data centre's store on SQLite and on PostgreSQL: migrations, durability settings,
+numbers under concurrency, a lost server, and the number formats and address rules shared
+with the client."""
 
 from __future__ import annotations
 
@@ -16,35 +17,70 @@ from eport.common.customs import numbers
 from eport.common.customs.endpoint import channel_target, default_datacenter_address
 from eport.common.profile import CardKind
 from eport.datacenter.command import cli
-from eport.datacenter.storage import StorageError, Store, migrations
+from eport.datacenter.storage import (
+    SQLITE,
+    StorageError,
+    Store,
+    is_postgres_url,
+    migrations,
+    open_store,
+)
 from eport.firmware_sim.ca import TestCA
 from eport.protos.v1 import datacenter_pb2 as pb
 from tests.support.customs_documents import valid_declaration
+from tests.support.datacenter_db import new_database, opened
 from tests.support.datacenter_stack import make_signing_card, serving
+
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
+
+
+
+def _tables(store: Store) -> set[str]:
+    query = ("SELECT name FROM sqlite_master WHERE type = 'table'" if store.dialect == SQLITE
+             else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    with store.read() as connection:
+        return {row[0] for row in connection.execute(query)}
 
 
 def test_migrations_create_the_schema_and_reopening_keeps_the_data(tmp_path: Path) -> None:
-    path = tmp_path / "new" / "datacenter.sqlite3"
-    store = Store(path)
+    db = new_database(tmp_path / "new")
+    store = open_store(db)
     assert store.schema_version == len(migrations()) >= 1
     with store.write() as connection:
         connection.execute("INSERT INTO sequences (name, value) VALUES ('probe', 7)")
     store.close()
-    reopened = Store(path)
+    reopened = open_store(db)
     assert reopened.schema_version == len(migrations())
     with reopened.read() as connection:
         assert connection.execute("SELECT value FROM sequences").fetchone()[0] == 7
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        tables = {row[0] for row in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"documents", "receipts", "fees", "reviews", "nonces", "sequences"} <= tables
+        if reopened.dialect == SQLITE:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        else:  # an acknowledged COMMIT is on disk
+            assert connection.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+            assert connection.execute("SHOW fsync").fetchone()[0] == "on"
+    assert {"documents", "receipts", "fees", "reviews", "nonces", "sequences"} <= \
+        _tables(reopened)
     reopened.close()
 
 
+def test_times_in_microseconds_fit_on_both_databases(tmp_path: Path) -> None:
+    """SQLite's INTEGER is 64-bit, PostgreSQL's 32-bit: the migrations' INTEGER columns must
+    hold a microsecond time of 2026 (about 1.8e15) on both."""
+    store = open_store(new_database(tmp_path))
+    moment = 1_796_000_000_000_000
+    with store.write() as connection:
+        connection.execute("INSERT INTO nonces (nonce, signed_at) VALUES ('n', ?)", (moment,))
+    with store.read() as connection:
+        assert connection.execute("SELECT signed_at FROM nonces").fetchone()[0] == moment
+    store.close()
+
+
+@pytest.mark.sqlite_only
 def test_the_database_and_its_wal_are_private(tmp_path: Path) -> None:
     path = tmp_path / "private" / "datacenter.sqlite3"
-    store = Store(path)
+    store = open_store(path)
     with store.write() as connection:
         connection.execute("INSERT INTO sequences (name, value) VALUES ('probe', 1)")
     files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
@@ -55,16 +91,17 @@ def test_the_database_and_its_wal_are_private(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.sqlite_only
 def test_an_older_world_readable_database_is_made_private(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    Store(path).close()
+    open_store(path).close()
     path.chmod(0o644)
-    Store(path).close()
+    open_store(path).close()
     assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db.sqlite3")
+    store = open_store(new_database(tmp_path))
     with pytest.raises(RuntimeError), store.write() as connection:
         connection.execute("INSERT INTO sequences (name, value) VALUES ('x', 1)")
         raise RuntimeError("refused half-way")
@@ -73,25 +110,30 @@ def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_newer_schema_or_another_file_is_refused(tmp_path: Path) -> None:
     newer = tmp_path / "newer.sqlite3"
     with sqlite3.connect(newer) as connection:
         connection.execute(f"PRAGMA user_version = {len(migrations()) + 1}")
     with pytest.raises(StorageError, match="newer"):
-        Store(newer)
+        open_store(newer)
     junk = tmp_path / "junk.sqlite3"
     junk.write_bytes(b"this is not a database, just text " * 100)
     with pytest.raises(StorageError, match="not a data centre database"):
-        Store(junk)
+        open_store(junk)
 
 
 def test_the_migrate_command(tmp_path: Path) -> None:
-    path = tmp_path / "db" / "datacenter.sqlite3"
-    result = CliRunner().invoke(cli, ["migrate", "--db", str(path)])
+    db = new_database(tmp_path / "db")
+    result = CliRunner().invoke(cli, ["migrate", "--db", db])
     assert result.exit_code == 0, result.output
     assert f"schema version {len(migrations())}" in result.output
-    with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
+    version_query = ("PRAGMA user_version" if not is_postgres_url(db)
+                     else "SELECT version FROM eport_schema")
+    with opened(db) as connection:
+        assert connection.execute(version_query).fetchone()[0] == len(migrations())
+    again = CliRunner().invoke(cli, ["migrate", "--db", db])
+    assert again.exit_code == 0 and f"schema version {len(migrations())}" in again.output
 
 
 def test_number_formats() -> None:

@@ -27,7 +27,12 @@ from eport.datacenter.server import (
 )
 from eport.datacenter.tls import ServerTls
 from eport.firmware_sim.ca import TestCA
+from tests.support.datacenter_db import new_database
 from tests.support.openssl_tool import openssl_command, run_checked
+
+# Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
+pytestmark = pytest.mark.usefixtures("datacenter_db")
+
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @contextlib.contextmanager
 def _serving(tmp_path: Path, test_ca: TestCA, listen: str, tls: ServerTls | None
              ) -> Iterator[RunningDataCenter]:
-    settings = DataCenterSettings(db_path=tmp_path / "datacenter.sqlite3", listen=listen,
+    settings = DataCenterSettings(db_path=new_database(tmp_path), listen=listen,
                                   trust_anchors=(test_ca.trust_bundle,), tls=tls)
     with run_server(settings) as running:
         yield running
@@ -128,7 +133,7 @@ def test_off_loopback_without_tls_is_refused_with_its_remedy(tmp_path: Path,
     # The console command says the same and exits 1, serving nothing.
     result = subprocess.run(
         [sys.executable, "-m", "eport.datacenter.command", "--trust-anchor",
-         str(test_ca.trust_bundle), "--db", str(tmp_path / "cli.sqlite3"), "--listen",
+         str(test_ca.trust_bundle), "--db", new_database(tmp_path, "cli"), "--listen",
          "0.0.0.0:0"], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 1, result.stderr
     assert "--tls-cert FILE --tls-key FILE" in result.stderr
