@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 import tempfile
 import threading
@@ -30,6 +29,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from daemon_benchmark import percentile, run_clients
+
 from eport.common.profile import CardKind
 from eport.firmware_sim.ca import init_ca
 from eport.protos.v1 import datacenter_pb2 as pb
@@ -40,39 +41,6 @@ from tests.support.datacenter_stack import (
     make_signing_card,
     start_datacenter,
 )
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered), max(1, math.ceil(fraction * len(ordered)))) - 1]
-
-
-def run_clients(clients: int, rounds: int, make_worker: Callable[[int], Callable[[int], None]]
-                ) -> float:
-    """Threads that set up (make_worker), start together and run `rounds` actions each; the
-    wall time from the start to the last one done. A failed action ends its thread (printed)."""
-    barrier = threading.Barrier(clients + 1)
-
-    def thread_main(client: int) -> None:
-        try:
-            action = make_worker(client)
-        except BaseException:
-            barrier.abort()
-            raise
-        barrier.wait()
-        for index in range(rounds):
-            action(index)
-
-    threads = [threading.Thread(target=thread_main, args=(client,), name=f"client-{client}")
-               for client in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ class _PinState:
 
 
 class RemoteToken:
+    # The official client signs RSA only as SHA1withRSA (its page library's SpcSignData);
+    # the daemon picks from these (CardSnapshot.sign_algorithms).
+    sign_mechanisms = frozenset(_DIGEST_LENGTH)
+
     def __init__(self, channel: RemoteChannel, card_id: str) -> None:
         self._channel = channel
         self._card_id = card_id

@@ -51,6 +51,10 @@ def _algorithm_of(name: str, card: pb.CardInfo) -> pb.SignAlgorithm.ValueType:
     chosen = ALGORITHMS[name]
     if chosen != pb.SIGN_ALGORITHM_UNSPECIFIED:
         return chosen
+    # What eportd says the card can make, its default first (a remote E-port client signs
+    # RSA only with SHA-1); the key's usual algorithm for an older eportd that lists none.
+    if card.sign_algorithms:
+        return card.sign_algorithms[0]
     return CARD_ALGORITHMS.get(card.key_algorithm, pb.SIGN_ALGORITHM_UNSPECIFIED)
 
 

@@ -111,7 +111,7 @@ class KeyOperations(PinOperations):
         if check.chain is ChainState.UNTRUSTED:
             raise EportError(Reason.CERT_UNTRUSTED, check.chain_detail, reader=slot.name,
                              card_id=snapshot.card_id)
-        chosen = choose_algorithm(snapshot.key_kind, algorithm)
+        chosen = choose_algorithm(snapshot.key_kind, algorithm, snapshot.sign_algorithms)
         digest = digest_of(chosen, snapshot.certificate, request)
         mechanism = SIGN_MECHANISM[chosen]
         raw, _opened = self._run_authorised(

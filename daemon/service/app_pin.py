@@ -57,7 +57,9 @@ class PinOperations(PresenceHandling):
                 with self._lock:
                     self._close_session(slot, "wrong PIN")
             raise EportError(Reason.PUK_INCORRECT if puk else Reason.PIN_INCORRECT,
-                             tries_left=exc.tries_left, reader=slot.name,
+                             # -1: the token does not say (PKCS#11 flags only)
+                             tries_left=exc.tries_left if exc.tries_left >= 0 else None,
+                             reader=slot.name,
                              card_id=snapshot.card_id) from None
         except ReferenceBlockedError:
             if not puk:

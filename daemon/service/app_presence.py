@@ -28,6 +28,7 @@ from eport.daemon.service.card_state import (
 from eport.daemon.service.card_worker import CardAccess, CardWorker
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.events import Event, EventKind
+from eport.daemon.service.messages import backend_variant
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +255,8 @@ class PresenceHandling(SessionHandling):
             if self._shutting_down:
                 raise EportError(Reason.DAEMON_SHUTTING_DOWN)
             if not self.service_running:
-                raise EportError(Reason.SERVICE_NOT_RUNNING)
+                raise EportError(Reason.SERVICE_NOT_RUNNING,
+                                 variant=backend_variant(selector.reader or ""))
             if selector.reader:
                 slot = self._slots.get(selector.reader)
                 if slot is None:

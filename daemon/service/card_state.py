@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from eport.cardlib.certificates import CardCertificate, KeyKind
 from eport.cardlib.errors import CardError
-from eport.cardlib.token import CertificateRole
+from eport.cardlib.token import CertificateRole, SignMechanism
 from eport.common.profile import CardForm, EportProfile, ProfileError
 from eport.daemon.service.card_worker import CardAccess, CardWorker
 from eport.daemon.service.certificates import load_certificate
 from eport.daemon.service.errors import EportError, Reason
-from eport.daemon.service.signing import ALGORITHMS_FOR_KEY, SignAlgorithm
+from eport.daemon.service.signing import ALGORITHMS_FOR_KEY, SIGN_MECHANISM, SignAlgorithm
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class CardSnapshot:
     profile: EportProfile | None  # None on a PIV card without the E-port object
     # The envelope (encryption) certificate of slot 9D; None when the card has none.
     envelope_certificate: CardCertificate | None = None
+    # What the token can sign (Token.sign_mechanisms, when a backend offers only some);
+    # None: every mechanism of the key.
+    offered_mechanisms: frozenset[SignMechanism] | None = None
 
     @property
     def is_eport(self) -> bool:
@@ -45,7 +48,10 @@ class CardSnapshot:
 
     @property
     def sign_algorithms(self) -> tuple[SignAlgorithm, ...]:
-        return ALGORITHMS_FOR_KEY[self.key_kind]
+        every = ALGORITHMS_FOR_KEY[self.key_kind]
+        if self.offered_mechanisms is None:
+            return every
+        return tuple(a for a in every if SIGN_MECHANISM[a] in self.offered_mechanisms)
 
     @property
     def certificate_number(self) -> str:
@@ -138,8 +144,10 @@ def read_card(access: CardAccess) -> CardSnapshot:
     card_id = token.read_card_id()
     if not card_id:
         card_id = profile.card_id if profile is not None else certificate.serial_hex
+    offered = getattr(token, "sign_mechanisms", None)
     return CardSnapshot(access.reader, access.insertion, access.atr, card_id, certificate,
-                        profile, _read_envelope_certificate(access))
+                        profile, _read_envelope_certificate(access),
+                        frozenset(offered) if offered is not None else None)
 
 
 def _read_envelope_certificate(access: CardAccess) -> CardCertificate | None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from eport.cardlib.errors import CardError, NotPivCardError, TokenUnavailable, Unavailable
 from eport.cardlib.token import Backend, Token, TokenConnection
 from eport.daemon.service.errors import EportError, Reason
+from eport.daemon.service.messages import backend_variant
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def unavailable_error(exc: TokenUnavailable, reader: str) -> EportError:
                           reader=reader)
     reason = _UNAVAILABLE_REASONS.get(Unavailable(exc.reason), Reason.CARD_ERROR) \
         if exc.reason in Unavailable.__members__ else Reason.CARD_ERROR
-    return EportError(reason, str(exc), reader=reader)
+    variant = backend_variant(reader) if reason is Reason.SERVICE_NOT_RUNNING else ""
+    return EportError(reason, str(exc), reader=reader, variant=variant)
 
 
 class CardWorker:

@@ -114,8 +114,22 @@ _CATALOG: dict[Reason, Message] = {
 
 # Messages more precise than their reason's, chosen by EportError.variant.
 NO_ENVELOPE_KEY = "no_envelope_key"
+# SERVICE_NOT_RUNNING of a reader on another backend than pcscd (reader names "remote:…",
+# "pkcs11:…", docs/backends.md): backend_variant(reader).
+REMOTE_BACKEND = "remote"
+PKCS11_BACKEND = "pkcs11"
 CIPHERTEXT_NOT_FOR_CARD = "ciphertext_not_for_card"
 _VARIANTS: dict[tuple[Reason, str], Message] = {
+    (Reason.SERVICE_NOT_RUNNING, REMOTE_BACKEND): Message(
+        "远程电子口岸客户端无法连接", "The remote E-port client cannot be reached",
+        "请确认远端计算机上的电子口岸客户端(及其卡片或IKEY)正在运行且网络可达; eportd 会自动重连",
+        "make sure the E-port client on the remote machine (with its card or key) is running "
+        "and reachable; eportd reconnects by itself"),
+    (Reason.SERVICE_NOT_RUNNING, PKCS11_BACKEND): Message(
+        "PKCS#11 模块不可用", "The PKCS#11 module is not available",
+        "请运行 eport doctor 查看模块路径和令牌 (EP-H01/EP-H02); eportd 会自动重试",
+        "run `eport doctor` to see the module path and its tokens (EP-H01/EP-H02); eportd "
+        "retries by itself"),
     (Reason.UNSUPPORTED_CARD, NO_ENVELOPE_KEY): Message(
         "该卡没有加密证书(加密密钥), 无法解密",
         "This card has no envelope (encryption) key and certificate, so it cannot decrypt",
@@ -133,11 +147,25 @@ _VARIANTS: dict[tuple[Reason, str], Message] = {
 }
 
 
+def backend_variant(reader: str) -> str:
+    """The message variant of a reader's backend, from its name's prefix."""
+    for variant in (REMOTE_BACKEND, PKCS11_BACKEND):
+        if reader.startswith(f"{variant}:"):
+            return variant
+    return ""
+
+
 def message_for(error: EportError) -> Message:
     template = _VARIANTS.get((error.reason, error.variant)) or _CATALOG[error.reason]
-    tries = "?" if error.tries_left is None else str(error.tries_left)
-    zh = template.message_zh.replace("{tries}", tries)
-    en = template.message_en.replace("{tries}", tries)
+    if error.tries_left is None or error.tries_left < 0:
+        # A PKCS#11 token with only flags does not say how many tries are left (cardlib
+        # token.CredentialStatus): say so rather than "tries left: -1".
+        zh = template.message_zh.replace(",还可以重试{tries}次", "(该设备不报告剩余重试次数)")
+        en = template.message_en.replace("; tries left: {tries}",
+                                         " (this device does not say how many tries are left)")
+    else:
+        zh = template.message_zh.replace("{tries}", str(error.tries_left))
+        en = template.message_en.replace("{tries}", str(error.tries_left))
     if error.detail:
         en = f"{en} ({error.detail})"
     if error.status_word is not None:

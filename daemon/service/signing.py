@@ -80,12 +80,24 @@ class Signature:
     algorithm: SignAlgorithm
 
 
-def choose_algorithm(key: KeyKind, requested: SignAlgorithm | None) -> SignAlgorithm:
+def choose_algorithm(key: KeyKind, requested: SignAlgorithm | None,
+                     possible: tuple[SignAlgorithm, ...] | None = None) -> SignAlgorithm:
+    """The algorithm to sign with: the requested one, or the key's default. `possible` is what
+    the token can make (CardSnapshot.sign_algorithms): the official E-port client behind the
+    remote backend signs RSA only as SHA1withRSA, so its RSA-2048 default is that."""
+    offered = ALGORITHMS_FOR_KEY[key] if possible is None else possible
     if requested is None:
-        return DEFAULT_ALGORITHM[key]
+        default = DEFAULT_ALGORITHM[key]
+        if default in offered or not offered:
+            return default
+        return offered[0]
     if requested not in ALGORITHMS_FOR_KEY[key]:
         raise EportError(Reason.INVALID_ARGUMENT,
                          f"{requested.value} cannot be made with a {key.value} key")
+    if requested not in offered:
+        raise EportError(Reason.INVALID_ARGUMENT,
+                         f"{requested.value} is not offered by this token (it offers "
+                         f"{', '.join(a.value for a in offered)}) / 该设备不支持此签名算法")
     return requested
 
 

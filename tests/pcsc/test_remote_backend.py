@@ -220,10 +220,26 @@ def test_acceptance_through_a_second_eportd_and_the_cli(
         signature = signature_file.read_bytes()
         digest = hashlib.sha1(data.read_bytes()).digest()
         assert openssl_verifies_digest(image, digest, signature, tmp_path, sm2=False)
+        # The card's own algorithm (the default) is what the remote client can make, as
+        # card info says; SHA-256 is refused with a reason, before the PIN or the card.
+        assert info["card"]["sign_algorithms"] == ["SHA1_WITH_RSA"], info
+        by_default = run_eport("sign", str(data), "--reader", reader, "--format", "raw",
+                               "-o", str(tmp_path / "default.bin"), socket_path=second.socket)
+        assert by_default.returncode == 0, describe(by_default)
+        assert openssl_verifies_digest(image, digest, (tmp_path / "default.bin").read_bytes(),
+                                       tmp_path, sm2=False)
+        refused = run_eport("sign", str(data), "--reader", reader, "--algorithm", "sha256-rsa",
+                            "--json", socket_path=second.socket)
+        assert refused.returncode != 0 and "not offered by this token" in refused.stdout, \
+            describe(refused)
 
         # The remote client restarts on its port: the next call works.
         port = gateway.port
         gateway.stop()
+        down = run_eport("card", "info", "--reader", reader, "--json",
+                         socket_path=second.socket)
+        # While it is down, the error names the remote client, not pcscd (which is fine).
+        assert down.returncode != 0 and "pcscd" not in down.stdout, describe(down)
         restarted = start_gateway(stack.socket, "--no-tls", "--port", str(port))
         try:
             wait_for_card(second.stub(), reader, timeout=20)

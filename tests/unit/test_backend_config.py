@@ -1,0 +1,94 @@
+"""eportd's backend configuration (daemon/backend_config.py): the --config TOML file and the
+flags, what each combination runs, and a clear bilingual refusal, with a remedy, of each
+mistake a person writing the file or the command line can make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eport.daemon.backend_config import backend_specs, from_file
+from eport.daemon.config import BackendSpec
+from eport.daemon.server.socket_path import ServerConfigError
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def specs(config: Path | None = None, *, backends: tuple[str, ...] = (),
+          modules: tuple[str, ...] = (), sm2: str | None = None,
+          remotes: tuple[str, ...] = (), insecure: bool = False) -> tuple[BackendSpec, ...]:
+    return backend_specs(str(config) if config else None, list(backends), list(modules), sm2,
+                         list(remotes), insecure)
+
+
+def refused(call: object) -> ServerConfigError:
+    with pytest.raises(ServerConfigError) as caught:
+        call()  # type: ignore[operator]
+    error = caught.value
+    assert error.message_zh and error.message_en
+    assert "解决办法" in error.message_zh or "请用" in error.message_zh, error.message_zh
+    assert "Remedy" in error.message_en or "instead" in error.message_en, error.message_en
+    return error
+
+
+def test_nothing_configured_runs_pcsc_alone() -> None:
+    assert specs() == (BackendSpec("pcsc"),)
+
+
+def test_the_file_and_the_flags_add_up_and_a_backend_named_twice_is_one(
+        tmp_path: Path) -> None:
+    config = tmp_path / "eportd.toml"
+    config.write_text(f'''
+[[backend]]
+kind = "pcsc"
+
+[[backend]]
+kind = "pkcs11"
+module = "{MODULE}"
+sm2_mechanism = "0x80000001"
+
+[[backend]]
+kind = "remote"
+url = "ws://127.0.0.1:61232"
+''', encoding="utf-8")
+    got = specs(config, backends=("pcsc",), remotes=("ws://10.0.0.5:61232",), insecure=True)
+    assert got == (
+        BackendSpec("pcsc"),
+        BackendSpec("pkcs11", (("module_path", MODULE), ("sm2_mechanism", 0x80000001))),
+        BackendSpec("remote", (("url", "ws://127.0.0.1:61232"), ("allow_insecure", False))),
+        BackendSpec("remote", (("url", "ws://10.0.0.5:61232"), ("allow_insecure", True))))
+
+
+def test_flags_alone_run_only_what_they_name() -> None:
+    assert specs(modules=(MODULE,), sm2="2147483649") == (
+        BackendSpec("pkcs11", (("module_path", MODULE), ("sm2_mechanism", 0x80000001))),)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('[[backend]]\nkind = "usb"\n', "unknown kind 'usb'"),
+    ('[[backend]]\nkind = "pkcs11"\n', "has no module"),
+    ('[[backend]]\nkind = "pkcs11"\nmodule = "/x.so"\nsm2_mechanism = "sm2"\n', "not a number"),
+    ('[[backend]]\nkind = "remote"\n', "has no url"),
+    ('backend = "pcsc"\n', "[[backend]] tables"),
+    ('[[backend]\nkind = ', "not valid TOML")])
+def test_a_bad_file_is_refused_with_its_place_and_remedy(tmp_path: Path, text: str,
+                                                          says: str) -> None:
+    config = tmp_path / "eportd.toml"
+    config.write_text(text, encoding="utf-8")
+    error = refused(lambda: from_file(config))
+    assert says in error.message_en and str(config) in error.message_en
+
+
+def test_a_missing_file_is_refused() -> None:
+    error = refused(lambda: specs(Path("/nonexistent/eportd.toml")))
+    assert "Cannot read the configuration file /nonexistent/eportd.toml" in error.message_en
+
+
+@pytest.mark.parametrize(("kwargs", "says"), [
+    ({"backends": ("pkcs11",)}, "--pkcs11-module or --remote-client"),
+    ({"sm2": "0x80000001"}, "needs --pkcs11-module"),
+    ({"modules": (MODULE,), "sm2": "zero"}, "not a number")])
+def test_bad_flags_are_refused(kwargs: dict[str, object], says: str) -> None:
+    error = refused(lambda: specs(**kwargs))  # type: ignore[arg-type]
+    assert says in error.message_en
