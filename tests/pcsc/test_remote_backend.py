@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,10 +237,17 @@ def test_acceptance_through_a_second_eportd_and_the_cli(
         # The remote client restarts on its port: the next call works.
         port = gateway.port
         gateway.stop()
-        down = run_eport("card", "info", "--reader", reader, "--json",
-                         socket_path=second.socket)
-        # While it is down, the error names the remote client, not pcscd (which is fine).
+        # Once eportd has noticed (it polls the card id every second), the error names the
+        # remote client, not pcscd (which is fine).
+        deadline = time.monotonic() + 15
+        while True:
+            down = run_eport("card", "info", "--reader", reader, "--json",
+                             socket_path=second.socket)
+            if down.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # polling eportd until it reports the client gone
         assert down.returncode != 0 and "pcscd" not in down.stdout, describe(down)
+        assert "The remote E-port client cannot be reached" in down.stdout, describe(down)
         restarted = start_gateway(stack.socket, "--no-tls", "--port", str(port))
         try:
             wait_for_card(second.stub(), reader, timeout=20)
