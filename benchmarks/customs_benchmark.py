@@ -41,6 +41,8 @@ from daemon_benchmark import (
     stop_pcscd,
 )
 
+from eport.cardlib.key_kind import KeyKind
+from eport.cardlib.signing_algorithms import default_algorithm
 from eport.common.customs.envelope import build_payload
 from eport.common.profile import CardForm, CardKind
 from eport.firmware_sim.ca import init_ca
@@ -56,8 +58,9 @@ from tests.support.daemon_stack import start_daemon
 from tests.support.datacenter_stack import start_datacenter
 
 PIN = "88888888"
-CARD_ALGORITHM = {"sm2": pb.SM2_WITH_SM3, "rsa2048": pb.SHA256_WITH_RSA,
-                  "rsa1024": pb.SHA1_WITH_RSA, "p256": pb.ECDSA_P256_SHA256}
+# Each card key's own algorithm, from the one table (cardlib.signing_algorithms).
+CARD_ALGORITHM = {kind: pb.SignAlgorithm.Value(default_algorithm(KeyKind(kind)).value)
+                  for kind in ("sm2", "rsa2048", "rsa1024", "p256")}
 
 
 @dataclass

@@ -48,6 +48,8 @@ from daemon_benchmark import (
     stop_pcscd,
 )
 
+from eport.cardlib.key_kind import KeyKind
+from eport.cardlib.signing_algorithms import e_port_client_algorithm
 from eport.common import sm2
 from eport.common.sm2_cert import certificate_public_point
 from eport.firmware_sim.demo import vpcd_reader_name
@@ -58,8 +60,9 @@ from tests.support.daemon_stack import Daemon, start_daemon
 from tests.support.gateway_stack import Gateway, start_gateway
 
 PIN = "88888888"
-SIGN_ALGORITHM = {"rsa2048": pb.SHA1_WITH_RSA, "rsa1024": pb.SHA1_WITH_RSA,
-                  "sm2": pb.SM2_WITH_SM3}
+# What the gateway signs with, as the E-port client does (SHA1withRSA on every RSA card).
+SIGN_ALGORITHM = {kind: pb.SignAlgorithm.Value(e_port_client_algorithm(KeyKind(kind)).value)
+                  for kind in ("rsa2048", "rsa1024", "sm2")}
 IN_FLIGHT_PER_CONNECTION = 4
 
 

@@ -1,4 +1,4 @@
-"""Scale (issue 15): K slow simulated cards signing at once, through eportd and eport-gateway.
+"""Scale: K slow simulated cards signing at once, through eportd and eport-gateway.
 
     flock /tmp/eport-pcsc.lock .venv/bin/python benchmarks/scale_cards.py [--signatures 40]
 
@@ -39,6 +39,20 @@ Figures (2026-12-02, 2 CPUs, N=40, one client per card; overhead = latency − c
   SoftHSM2, one client: RSA-2048 752.7 sig/s in-process against 207.2 through eportd (0.275,
   +3.75 ms p50); P-256 5699.5 against 351.0 (0.062, +2.65 ms); a cached GetCardInfo costs
   1.18 ms p50 through eportd.
+
+Where the overhead goes (2026-12-03, same machine, N=40): the same signature straight through
+PC/SC from this process (the "pcsc" path: no daemon) against eportd, p50 ms over the card's
+APDU time:
+    K   PC/SC alone  eportd  eportd's share  eportd ÷ PC/SC sig/s
+    1   1.09         3.94    2.85            0.988
+    2   1.34         4.15    2.80            0.993
+    4   0.85         4.79    3.94            0.965
+    8   1.00         8.78    7.78            0.932
+  pcscd and vpcd cost about 1 ms whatever the program; a call eportd answers from its cache
+  costs 1.11 ms (gRPC's Python server; the socket proxy adds nothing measurable: the same call
+  on the private grpc socket took 1.08-1.22 ms), and the card-service core about 0.34 ms (the
+  in-process backend: app.sign 0.42 ms against the token's own 0.09 ms). At K = 8 on 2 CPUs the
+  cards' own time grows too (259.5 ms p50 against 251.7 ms without eportd): CPU is shared.
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -76,6 +91,8 @@ from scale_pkcs11 import (
     print_pkcs11_table,
 )
 
+from eport.cardlib.pcsc.backend import PcscBackend
+from eport.cardlib.token import SignMechanism
 from eport.firmware_sim.ca import init_ca
 from eport.firmware_sim.image import load_card, read_image
 from eport.firmware_sim.runner import CardFactory, SimulatorRunner, SlotRunner
@@ -214,7 +231,7 @@ class CardSeries:
 
 @dataclass
 class Run:
-    path: str  # "eportd" or "gateway"
+    path: str  # "eportd", "gateway" or "pcsc" (no daemon: the floor any PC/SC program pays)
     cards: int
     cards_series: list[CardSeries]
     seconds: float
@@ -277,6 +294,48 @@ def sign_through_eportd(socket: Path, card_ids: list[str], verifiers: list[Verif
                     mine.bad_signatures += 1
 
     threads = [threading.Thread(target=client, args=(card,)) for card in range(len(card_ids))]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    began = time.monotonic()
+    for thread in threads:
+        thread.join()
+    return series, time.monotonic() - began
+
+
+def sign_through_pcsc(readers: list[str], verifiers: list[Verifier], signatures: int
+                      ) -> tuple[list[CardSeries], float]:
+    """The same card operation with no daemon: one thread per card, each with a PC/SC handle
+    of its own, sending what eportd sends for a signature (a transaction around GENERAL
+    AUTHENTICATE, chained, and GET RESPONSE) through the same host-side card library. This
+    is what any PC/SC program pays for pcscd and vpcd; eportd's share is the rest."""
+    series = [CardSeries() for _ in readers]
+    barrier = threading.Barrier(len(readers) + 1)
+
+    def client(card: int) -> None:
+        connection = PcscBackend().connect(readers[card])
+        mine = series[card]
+        try:
+            barrier.wait()
+            for index in range(signatures):
+                data = _message("pcsc", card, index)
+                began = time.monotonic()
+                try:
+                    with connection.transaction():
+                        signature = connection.token.sign_digest(SignMechanism.RSA_PKCS1_SHA1,
+                                                                 hashlib.sha1(data).digest())
+                except Exception as error:  # every failure is a figure here, not a crash
+                    mine.errors.append(f"{type(error).__name__}: {error}")
+                    continue
+                mine.windows.append((began, time.monotonic()))
+                try:
+                    verifiers[card].check(data, signature)
+                except Exception:
+                    mine.bad_signatures += 1
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(card,)) for card in range(len(readers))]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -426,6 +485,9 @@ def measure(stack: Stack, path: str, count: int, signatures: int) -> Run:
     if path == "eportd":
         series, seconds = sign_through_eportd(stack.daemon.socket, stack.card_ids[:count],
                                               stack.verifiers[:count], signatures)
+    elif path == "pcsc":
+        series, seconds = sign_through_pcsc([reader_name(slot) for slot in range(count)],
+                                            stack.verifiers[:count], signatures)
     else:
         series, seconds = sign_through_gateways([g.url for g in stack.gateways[:count]],
                                                 stack.verifiers[:count], signatures)
@@ -438,6 +500,19 @@ def measure(stack: Stack, path: str, count: int, signatures: int) -> Run:
         run.cpu_ms = {group: (cpu_after[group] - cpu_before[group]) * 1000 / run.signatures
                       for group in cpu_after if group in cpu_before}
     return run
+
+
+def rpc_floor_ms(stack: Stack, calls: int) -> float:
+    """p50 of a call eportd answers from its cache (GetCardInfo): gRPC, the socket proxy, the
+    interceptors and the call log, with no card and no worker thread involved."""
+    stub = stack.daemon.stub()
+    selector = pb.CardSelector(card_id=stack.card_ids[0])
+    took = []
+    for _ in range(max(calls, 50)):
+        began = time.monotonic()
+        stub.GetCardInfo(selector, timeout=10)
+        took.append((time.monotonic() - began) * 1000)
+    return percentile(took, 0.5)
 
 
 # ---- output ----
@@ -479,6 +554,30 @@ def print_table(runs: list[Run], baseline: Run, signatures: int, delay_ms: float
               + " | ".join(f"{run.cpu_ms.get(g, 0.0):.2f}" for g in groups) + " |")
 
 
+def print_breakdown(runs: list[Run], baseline: Run, bare: Run, floor_ms: float) -> None:
+    """Where the overhead goes: PC/SC itself (pcscd and vpcd, paid by any program), and eportd's
+    share above it, of which the cached-call floor is gRPC and the socket proxy."""
+    def p50(run: Run) -> float:
+        overheads = run.overheads_ms()
+        return percentile(overheads, 0.5) if overheads else float("nan")
+
+    print("\nOverhead by layer, p50 ms (over the card's own APDU time):")
+    print("| K | through PC/SC, no daemon | through eportd | eportd's share | "
+          "eportd ÷ PC/SC sig/s |")
+    print("|---|---|---|---|---|")
+    pairs = [(baseline, bare)] + [
+        (run, next(r for r in runs if r.path == "pcsc" and r.cards == run.cards))
+        for run in runs if run.path == "eportd"]
+    for daemon_run, pcsc_run in pairs:
+        ratio = (daemon_run.per_second / pcsc_run.per_second if pcsc_run.per_second
+                 else float("nan"))
+        label = f"{daemon_run.cards}{' (undelayed)' if daemon_run is baseline else ''}"
+        print(f"| {label} | {p50(pcsc_run):.2f} | {p50(daemon_run):.2f} | "
+              f"{p50(daemon_run) - p50(pcsc_run):.2f} | {ratio:.3f} |")
+    print(f"A call eportd answers from its cache (GetCardInfo): {floor_ms:.2f} ms p50 "
+          "(gRPC, the socket proxy, interceptors, the call log).")
+
+
 def run_cards(args: argparse.Namespace, counts: list[int], workdir: Path) -> tuple[int, int]:
     """The PC/SC part; returns (failed signatures, bad signatures)."""
     print(f"provisioning {SLOTS} cards ...", flush=True)
@@ -495,6 +594,8 @@ def run_cards(args: argparse.Namespace, counts: list[int], workdir: Path) -> tup
                 card_stack(workdir, test_ca.trust_bundle, images, pcscd) as stack:
             print("undelayed baseline ...", flush=True)
             baseline = measure(stack, "eportd", 1, args.signatures)
+            bare = measure(stack, "pcsc", 1, args.signatures)
+            floor_ms = rpc_floor_ms(stack, args.signatures)
             # The simulator needs some ms of its own per signature: the injected delay makes
             # up the rest, so that a signature costs the card 250 ms in all.
             delay_ms = max(0.0, CARD_MS - percentile(baseline.card_ms(), 0.5))
@@ -502,8 +603,9 @@ def run_cards(args: argparse.Namespace, counts: list[int], workdir: Path) -> tup
             stack.cards.set_delay(delay_ms)
             runs = []
             for count in counts:
-                print(f"K={count} through eportd ...", flush=True)
+                print(f"K={count} through eportd, then straight through PC/SC ...", flush=True)
                 runs.append(measure(stack, "eportd", count, args.signatures))
+                runs.append(measure(stack, "pcsc", count, args.signatures))
             stack.gateways = [start_gateway(stack.daemon.socket, "--reader", reader_name(slot))
                               for slot in range(max(counts))]
             for count in counts:
@@ -512,10 +614,11 @@ def run_cards(args: argparse.Namespace, counts: list[int], workdir: Path) -> tup
     finally:
         pcscd.stop()
     print_table(runs, baseline, args.signatures, delay_ms)
-    failed = [e for run in [*runs, baseline] for e in run.errors()]
+    print_breakdown(runs, baseline, bare, floor_ms)
+    failed = [e for run in [*runs, baseline, bare] for e in run.errors()]
     if failed:
         print(f"errors: {len(failed)} (first: {failed[:3]})")
-    return len(failed), sum(run.bad_signatures() for run in [*runs, baseline])
+    return len(failed), sum(run.bad_signatures() for run in [*runs, baseline, bare])
 
 
 def run_pkcs11(args: argparse.Namespace, workdir: Path) -> tuple[int, int]:

@@ -145,7 +145,7 @@ def bench_in_process(workdir: Path, rounds: int) -> tuple[list[Pkcs11Series], So
 
 def bench_through_eportd(workdir: Path, hsm: SoftHsm, rounds: int) -> list[Pkcs11Series]:
     """eportd with the PKCS#11 backend on the same tokens. Each token shows as a reader named
-    after its label (issue 15); it is found by that label. The tokens are those
+    after its label; it is found by that label. The tokens are those
 bench_in_process made (its session closed and logged out), so both sides sign with one key."""
     # The OpenSSL certificates are self-signed: each is its own trust anchor.
     anchors = [arg for key in KEYS

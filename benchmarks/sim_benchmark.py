@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import statistics
 import tempfile
 import time
@@ -21,9 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from eport.cardlib.key_kind import KeyKind
 from eport.cardlib.pcsc.piv_session import PivSession
 from eport.cardlib.pcsc.transport import PcscContext
-from eport.common import sm2
+from eport.cardlib.signing_algorithms import default_algorithm, message_digest, spec
 from eport.common.piv import Algorithm
 from eport.common.profile import CardForm, CardKind
 from eport.firmware_sim.ca import init_ca
@@ -33,7 +33,6 @@ from eport.firmware_sim.image import read_image, write_image_atomically
 from eport.firmware_sim.inprocess import InProcessConnection
 from eport.firmware_sim.provision import ProvisionRequest, provision_card
 from eport.firmware_sim.runner import SimulatorRunner
-from eport.firmware_sim.sm2_x509 import certificate_public_point
 from eport.firmware_sim.vpcd import LatencyTuning
 
 STATUS_QUERY = bytes.fromhex("00200080")
@@ -63,13 +62,14 @@ def report(label: str, samples: list[float]) -> float:
     return median
 
 
-def challenge_for(algorithm: Algorithm, certificate: bytes, message: bytes) -> bytes:
-    if algorithm is Algorithm.SM2_SM3:
-        return sm2.message_digest(certificate_public_point(certificate), message)
-    digest = hashlib.sha256(message).digest()
-    if algorithm is Algorithm.ECC_P256:
+def challenge_for(key: KeyKind, certificate: bytes, message: bytes) -> bytes:
+    """What GENERAL AUTHENTICATE is given: the digest of the key's own algorithm (SM2: Z from
+    the certificate), in the PKCS#1 v1.5 block for RSA."""
+    signed_with = spec(default_algorithm(key))
+    digest = message_digest(signed_with.algorithm, message, certificate)
+    if not signed_with.is_rsa:
         return digest
-    t = bytes.fromhex("3031300d060960864801650304020105000420") + digest
+    t = signed_with.digest_info + digest
     return b"\x00\x01" + b"\xff" * (256 - len(t) - 3) + b"\x00" + t
 
 
@@ -150,7 +150,7 @@ def main() -> None:
 
         def measure(piv: PivSession, _connection: object, algorithm: Algorithm = algorithm,
                     message: bytes = message, name: str = name) -> None:
-            challenge = challenge_for(algorithm, piv.read_certificate(), message)
+            challenge = challenge_for(KeyKind(name), piv.read_certificate(), message)
             piv.verify_pin(b"88888888")
             report(f"{name} through pcscd",
                    timed(lambda: piv.sign(algorithm, challenge), args.signatures, warmup=5))
@@ -159,7 +159,7 @@ def main() -> None:
         card = CardOS(read_image(cards[name]))
         local = PivSession(InProcessConnection(card))
         local.select()
-        challenge = challenge_for(algorithm, local.read_certificate(), message)
+        challenge = challenge_for(KeyKind(name), local.read_certificate(), message)
         local.verify_pin(b"88888888")
         sign_locally = functools.partial(local.sign, algorithm, challenge)
         report(f"{name} in-process (peer)", timed(sign_locally, args.signatures, warmup=5))

@@ -20,26 +20,22 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from eport.cardlib.key_kind import KeyKind as KeyKind  # re-exported: its old home
 from eport.common import sm2
+from eport.common.failure import EportFailure
 from eport.common.sm2_cert import certificate_public_point, verify_certificate_signature
 
 logger = logging.getLogger(__name__)
 
 
-class CertificateError(ValueError):
+class CertificateError(EportFailure, ValueError):
     """Not a usable certificate. `reason`: INVALID_ARGUMENT (not X.509 at all) or
     UNSUPPORTED_CARD (a key that is not RSA, P-256 or SM2); the daemon maps it to its taxonomy."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class KeyKind(StrEnum):
-    RSA_1024 = "rsa1024"
-    RSA_2048 = "rsa2048"
-    EC_P256 = "p256"
-    SM2 = "sm2"
+        self.code = reason
 
 
 class CertState(StrEnum):

@@ -1,12 +1,13 @@
-"""The real E-port certificate profile (DESIGN §3): what a card certificate alone tells us.
+"""The real E-port certificate profile (docs/sources.md): what a card certificate alone tells us.
 
 A real E-port card has no PIV E-port data object; what the host can know about it comes from
 its certificate. The issuer is the card centre (O=中国电子口岸, OU=证书管理中心), the holder is
 the subject CN (a BMPString), and private extensions under 1.3.6.1.4.1.5315.100 are IA5Strings
 whose bytes are GBK (not ASCII, so strict IA5 decoders reject them: we read the DER ourselves).
 
-Only what DESIGN §3 says an OID holds gets a named field. Customs code, credit code, card kind
-and form are not in the profile, so they stay None ("unknown"): we never guess them.
+Only what the E-port certificate profile says an OID holds gets a named field. Customs code,
+credit code, card kind and form are not in the profile, so they stay None ("unknown"): we
+never guess them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
+from eport.common.failure import EportFailure
 
 EPORT_ARC = "1.3.6.1.4.1.5315.100"
 OID_ENTERPRISE_NAME = x509.ObjectIdentifier(EPORT_ARC + ".5.1")
@@ -30,8 +33,10 @@ ISSUER_UNIT = "证书管理中心"
 _STRING_TAGS = {0x16: "IA5String", 0x0C: "UTF8String", 0x13: "PrintableString"}
 
 
-class ProfileDecodeError(ValueError):
+class ProfileDecodeError(EportFailure, ValueError):
     """An E-port extension whose value is not a DER string or not valid GBK."""
+
+    code = "PROFILE_UNDECODABLE"
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class EportCertificateProfile:
     personal_id_number: ProfileField | None
     organisation_code: ProfileField | None
     other_extensions: dict[str, ProfileField]
-    # Not carried by the real profile (DESIGN §3): always unknown here.
+    # Not carried by the real profile: always unknown here.
     customs_code: None = None
     credit_code: None = None
     card_kind: None = None

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
+
 
 class Unavailable(StrEnum):
     SERVICE_NOT_RUNNING = "SERVICE_NOT_RUNNING"  # pcscd, the PKCS#11 module, the remote client
@@ -23,17 +26,34 @@ class Unavailable(StrEnum):
     CARD_ERROR = "CARD_ERROR"          # communication failed, cause unknown
 
 
-class TokenUnavailable(Exception):
-    """The token could not be reached; `reason` says how, the message what was attempted."""
+# The daemon tells people what these mean (eport.daemon.service.messages); these texts are only
+# what a program that uses cardlib on its own can show.
+_UNAVAILABLE = Bilingual("无法访问卡片", "The card cannot be reached")
+_REFUSED = Bilingual("卡片拒绝了该操作", "The card refused the operation")
+_RETRY = Bilingual("请检查卡片和读卡器后重试; 运行 eport doctor 查看详情",
+                   "check the card and the reader and retry; `eport doctor` tells more")
+
+
+class TokenUnavailable(EportFailure):
+    """The token could not be reached; `reason` (also `code`) says how, the message what was
+    attempted. `native_code` is the backend's own number (a pcsc-lite return code, 0 if none)."""
+
+    message = _UNAVAILABLE
+    remedy = _RETRY
 
     def __init__(self, reason: Unavailable | str, message: str, *, code: int = 0) -> None:
         super().__init__(message)
-        self.reason = str(reason)
-        self.code = code
+        self.reason = Unavailable(reason)
+        self.code = self.reason.value
+        self.native_code = code
 
 
-class CardError(Exception):
+class CardError(EportFailure):
     """The token answered and refused the operation."""
+
+    code = "CARD_ERROR"
+    message = _REFUSED
+    remedy = _RETRY
 
     def __init__(self, sw: int | None, operation: str, detail: str = "") -> None:
         what = f"status word {sw:04X}" if sw is not None else (detail or "an error")

@@ -1,1 +1,1 @@
-"""Thin clients of eportd (see issues 4-7)."""
+"""Thin clients of eportd and of the data centre."""

@@ -11,7 +11,9 @@ It touches only the cards it made: it refuses to start while any other card is i
 (a person's own card must never get the demo's wrong PINs), unless told to leave that reader
 alone with --ignore-reader (its eportd then does not see that reader at all); it waits for its
 own card ids and names them in every call. Every failure is one line in Chinese and English
-and an exit code: 1 a step failed, 3 another card is present, 130 interrupted.
+and an exit code (DemoExit, docs/exit-codes.md): 1 a step failed, 2 a bad option, 3 another
+card is present, 130 interrupted. A bad option goes through the shared funnel
+(eport.common.funnel): both languages, or JSON with --json.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import sys
 import tempfile
 import threading
 import time
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from eport.clients.cli.errors import error_detail_of
 from eport.clients.demo_gateway import gateway_steps
 from eport.clients.demo_subsystems import DemoCards, subsystem_steps
 from eport.clients.demo_support import (
@@ -48,13 +50,22 @@ from eport.clients.demo_support import (
     wait_for_card,
     wait_serving,
 )
+from eport.clients.kit.errors import error_detail_of
+from eport.common.funnel import FunnelArgumentParser, run_console
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
 
 SM2_DISTID = "distid:1234567812345678"
-EXIT_FAILED = 1
-EXIT_FOREIGN_CARD = 3
-EXIT_INTERRUPTED = 130
+
+
+class DemoExit(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    FAILED = 1         # a step failed: the line says which, the logs say more
+    USAGE = 2
+    FOREIGN_CARD = 3   # a card the demo did not make is in a reader: nothing was sent to it
+    INTERRUPTED = 130
 # The packaged vpcd slots (the driver's reader entry in /etc/reader.conf.d/vpcd).
 _VPCD_READER = re.compile(r"Virtual PCD 00 (\d\d)")
 _READERS_WAIT_S = 10
@@ -74,14 +85,17 @@ def _ensure_pcscd(stub: pb_grpc.CardServiceStub) -> None:
         return
     pcscd = shutil.which("pcscd") or "/usr/sbin/pcscd"
     if not Path(pcscd).exists():
-        raise DemoError("pcscd 未安装", "pcscd is not installed. Remedy: scripts/setup.sh")
+        raise DemoError(
+            Bilingual("pcscd 未安装", "pcscd is not installed. Remedy: scripts/setup.sh"))
     print("eportd reports pcscd not running (SERVICE_NOT_RUNNING): starting pcscd ...")
     subprocess.run([pcscd], check=False)  # it daemonizes itself
     deadline = time.monotonic() + 15
     while stub.GetDaemonInfo(pb.GetDaemonInfoRequest()).pcsc_state != pb.SERVICE_RUNNING:
         if time.monotonic() > deadline:
-            raise DemoError("pcscd 未能启动", "pcscd did not start. Remedy: run as root, or "
-                            "`sudo systemctl start pcscd.socket`")
+            raise DemoError(
+                Bilingual("pcscd 未能启动",
+                          "pcscd did not start. Remedy: run as root, or `sudo systemctl start "
+                          "pcscd.socket`"))
         time.sleep(0.05)
     print("  eportd reconnected to pcscd by itself")
 
@@ -93,9 +107,10 @@ def _choose_reader(stub: pb_grpc.CardServiceStub, control: Path) -> DemoReader:
     readers = stub.ListReaders(pb.ListReadersRequest()).readers
     while not any(_VPCD_READER.fullmatch(r.name) for r in readers):
         if time.monotonic() > deadline:
-            raise DemoError("找不到空闲的 vpcd 虚拟读卡器",
-                            "no free vpcd reader (Virtual PCD 00 NN) is listed. Remedy: "
-                            "install vsmartcard-vpcd (scripts/setup.sh) and restart pcscd")
+            raise DemoError(
+                Bilingual("找不到空闲的 vpcd 虚拟读卡器",
+                          "no free vpcd reader (Virtual PCD 00 NN) is listed. Remedy: install "
+                          "vsmartcard-vpcd (scripts/setup.sh) and restart pcscd"))
         time.sleep(0.05)
         readers = stub.ListReaders(pb.ListReadersRequest()).readers
     occupied = [r for r in readers if r.card_present]
@@ -104,10 +119,11 @@ def _choose_reader(stub: pb_grpc.CardServiceStub, control: Path) -> DemoReader:
                           for r in occupied)
         flags = " ".join(f"--ignore-reader {shlex.quote(r.name)}" for r in occupied)
         raise DemoError(
-            f"读卡器中有不是演示创建的卡: {shown}; 演示不会碰它",
-            f"another card is in {shown}: the demo uses only the cards it makes, and will not "
-            f"start while another is present. Remedy: take it out, or run eport-demo {flags}",
-            EXIT_FOREIGN_CARD)
+            Bilingual(f"读卡器中有不是演示创建的卡: {shown}; 演示不会碰它",
+                      f"another card is in {shown}: the demo uses only the cards it makes, and "
+                      "will not start while another is present. Remedy: take it out, or run "
+                      f"eport-demo {flags}"),
+            DemoExit.FOREIGN_CARD)
     free = sorted((int(match.group(1)), r.name) for r in readers
                   if (match := _VPCD_READER.fullmatch(r.name)))
     slot, name = free[0]
@@ -236,7 +252,11 @@ def _fail(message: str, exit_code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return run_console("eport-demo", _demo, argv, exit_codes=DemoExit, languages="both")
+
+
+def _demo(argv: list[str]) -> int:
+    parser = FunnelArgumentParser(
         prog="eport-demo", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temp dir)")
@@ -250,20 +270,20 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as error:
         return _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
-        return _fail("已中断 / interrupted", EXIT_INTERRUPTED)
+        return _fail("已中断 / interrupted", DemoExit.INTERRUPTED)
     except grpc.RpcError as error:
         return _fail(f"eportd 调用失败 / a call to eportd failed: {_reason(error)}{keep}",
-                     EXIT_FAILED)
+                     DemoExit.FAILED)
     except subprocess.CalledProcessError as error:
         command = " ".join(Path(str(word)).name if n == 0 else str(word)
                            for n, word in enumerate(error.cmd))
         return _fail(f"命令失败 / a command failed (exit {error.returncode}): {command}{keep}",
-                     EXIT_FAILED)
+                     DemoExit.FAILED)
     except OSError as error:
-        return _fail(f"系统错误 / a system error: {error}{keep}", EXIT_FAILED)
+        return _fail(f"系统错误 / a system error: {error}{keep}", DemoExit.FAILED)
     except Exception as error:  # the demo must end with a message, never a traceback
         return _fail(f"演示失败 / the demo failed: {type(error).__name__}: {error}{keep}",
-                     EXIT_FAILED)
+                     DemoExit.FAILED)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """eport-demo's subsystem steps, through the reference data centre (`eport-datacenter`), each as
 a script would run the `eport` command line with --json:
 
-- 报关申报 (seed 003): the operator card saves, its declare is refused before anything is sent,
+- 报关申报 (QP FAQ): the operator card saves, its declare is refused before anything is sent,
   the declarant card declares; receipts, the printed PDF, the fee statement;
-- 委托授权 (seed 001 §4): the operator card may not grant (非法人卡，不允许操作!), the
+- 委托授权 (e-book manual §4): the operator card may not grant (非法人卡，不允许操作!), the
   legal-person card grants an agent enterprise the 加工贸易手册 subsystem;
-- 保税核查 (seed 000): the operator card declares a stock-taking document; the review's receipts.
+- 保税核查 (bonded manual): the operator card declares a stock-taking document; the review's
+  receipts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from eport.clients.demo_support import (
     wait_serving,
 )
 from eport.common.profile import credit_code_check_char
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
 
 # The agent enterprise (a customs broker) the legal-person card grants; the data centre's
@@ -66,7 +68,8 @@ class _Eport:
         args = [bin_path("eport"), *words, "--json"] + (["--pin-stdin"] if pin else [])
         if card:
             if self.card_id is None:
-                raise DemoError("没有插入演示卡", "no demo card is in the reader")
+                raise DemoError(
+                    Bilingual("没有插入演示卡", "no demo card is in the reader"))
             args += ["--card", self.card_id]
         done = subprocess.run(args, env=self.environment, check=False, capture_output=True,
                               text=True, input=DEMO_PIN + "\n" if pin else None)
@@ -74,8 +77,9 @@ class _Eport:
             answer: dict[str, Any] = json.loads(done.stdout)
         except json.JSONDecodeError:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DemoError(f"`eport {' '.join(words)}` 执行失败",
-                            f"`eport {' '.join(words)}` failed: {last}") from None
+            raise DemoError(
+                Bilingual(f"`eport {' '.join(words)}` 执行失败",
+                          f"`eport {' '.join(words)}` failed: {last}")) from None
         return answer
 
 
@@ -133,7 +137,7 @@ def _customs(eport: _Eport, workdir: Path, insert: Insert, cards: DemoCards) -> 
 
 
 def _authorization(eport: _Eport, insert: Insert, cards: DemoCards) -> None:
-    step("eport auth: only the legal-person card grants (委托授权, seed 001 §4)")
+    step("eport auth: only the legal-person card grants (委托授权, e-book manual §4)")
     until = (date.today() + timedelta(days=365)).isoformat()
     grant = ("auth", "grant", "--agent", DEMO_AGENT["customs_code"], "--subsystem", "handbook",
              "--until", until)
@@ -148,7 +152,8 @@ def _authorization(eport: _Eport, insert: Insert, cards: DemoCards) -> None:
 
 
 def _bonded(eport: _Eport, workdir: Path, insert: Insert, cards: DemoCards) -> None:
-    step("eport bonded: the operator card declares a stock-taking document (保税核查, seed 000)")
+    step("eport bonded: the operator card declares a stock-taking document "
+         "(保税核查, bonded manual)")
     document = workdir / "stocktaking.json"
     eport("bonded", "new", "--example", "--enterprise-code", DEMO_CUSTOMS_CODE, "-o",
           str(document), pin=False, card=False)

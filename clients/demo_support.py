@@ -16,7 +16,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from eport.common.failure import EportFailure
 from eport.common.profile import credit_code_check_char
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
 
@@ -28,11 +30,16 @@ DEMO_CREDIT_CODE = "91440300MA5DXW801" + credit_code_check_char("91440300MA5DXW8
 CARD_WAIT_S = 15
 
 
-class DemoError(Exception):
-    """A failure the demo reports as one line in Chinese and English, with an exit code."""
+class DemoError(EportFailure):
+    """A failure the demo reports as one line in Chinese and English, with an exit code; the
+    line says what to do when there is something to do."""
 
-    def __init__(self, message_zh: str, message_en: str, exit_code: int = 1) -> None:
-        super().__init__(f"{message_zh} / {message_en}")
+    code = "DEMO_FAILED"
+    remedy = Bilingual("", "")
+
+    def __init__(self, message: Bilingual, exit_code: int = 1) -> None:
+        super().__init__(f"{message.zh} / {message.en}")
+        self.message = message
         self.exit_code = exit_code
 
 
@@ -71,7 +78,7 @@ def wait_serving(socket: Path, timeout: float = 20, *, what: str = "eportd") -> 
                 if answer.status == health_pb2.HealthCheckResponse.SERVING:
                     return
         time.sleep(0.05)
-    raise DemoError(f"{what} 未能启动", f"{what} did not start; see its log")
+    raise DemoError(Bilingual(f"{what} 未能启动", f"{what} did not start; see its log"))
 
 
 def card_id_of(image: Path) -> str:
@@ -85,9 +92,10 @@ def wait_for_card(stub: pb_grpc.CardServiceStub, reader: str, card_id: str) -> N
     while not any(r.name == reader and r.card_id == card_id
                   for r in stub.ListReaders(pb.ListReadersRequest()).readers):
         if time.monotonic() > deadline:
-            raise DemoError(f"演示卡 {card_id} 没有出现在读卡器 {reader} 中",
-                            f"the demo card {card_id} never appeared in {reader!r}; is "
-                            "vsmartcard-vpcd installed? Remedy: scripts/setup.sh")
+            raise DemoError(
+                Bilingual(f"演示卡 {card_id} 没有出现在读卡器 {reader} 中",
+                          f"the demo card {card_id} never appeared in {reader!r}; is "
+                          "vsmartcard-vpcd installed? Remedy: scripts/setup.sh"))
         time.sleep(0.05)
 
 
@@ -101,7 +109,7 @@ class DemoReader:
 
 
 def swap_card(stub: pb_grpc.CardServiceStub, reader: DemoReader, image: Path) -> str:
-    """Another card into the reader, as a person switches cards (seed 003 十一(二)); returns
+    """Another card into the reader, as a person switches cards (QP FAQ §十一(二)); returns
     its card id once eportd has read it."""
     for words in (["remove"], ["insert", str(image)]):
         subprocess.run([bin_path("eport-sim"), "ctl", "--control", str(reader.control),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from eport.common.failure import EportFailure
+
 
 class SW(IntEnum):
     """Status words the E-port card profile uses."""
@@ -38,8 +40,10 @@ def tries_left_sw(tries: int) -> int:
     return SW.AUTH_METHOD_BLOCKED if tries <= 0 else SW.WARNING_TRIES_LEFT | min(tries, 0xF)
 
 
-class ApduFormatError(ValueError):
+class ApduFormatError(EportFailure, ValueError):
     """The bytes are not a well-formed command APDU; `sw` is the status word to answer."""
+
+    code = "APDU_FORMAT"
 
     def __init__(self, message: str, sw: int = SW.WRONG_LENGTH) -> None:
         super().__init__(message)

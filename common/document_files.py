@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from eport.common.customs.fields import Problem, shown
+from eport.common.failure import EportFailure
 
 # Makes the importer's error for one whole-file problem: fail(path, message_zh, message_en).
 Fail = Callable[[str, str, str], Exception]
@@ -88,7 +89,9 @@ def capped(problems: Sequence[Problem], most: int, zh: str, en: str) -> list[Pro
 # -- JSON -----------------------------------------------------------------------------------
 
 
-class _Duplicate(ValueError):
+class _Duplicate(EportFailure, ValueError):
+    code = "DUPLICATE_KEY"
+
     pass
 
 

@@ -27,14 +27,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from eport.common import sm2, sm2_encryption
+from eport.common.failure import EportFailure
 from eport.common.sm2_cert import certificate_public_point
 
 _PKCS1_OVERHEAD = 11  # 00 02, at least 8 nonzero padding bytes, 00
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(EportFailure, ValueError):
     """Something about an envelope (certificate, plaintext or ciphertext) that does not fit;
     the message is English and says what."""
+
+    code = "ENVELOPE_CRYPTO"
 
 
 class UnsuitableCertificateError(EnvelopeError):

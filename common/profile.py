@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from eport.common.failure import EportFailure
 from eport.common.tlv import TlvError, parse_tlv, tlv
 
 # An OID under the UUID arc 2.25 (ITU-T X.667): ours without registering a private arc.
@@ -39,8 +40,10 @@ class CardForm(StrEnum):
         return {"ic": "E-port IC card", "ikey": "E-port IKEY"}[self.value]
 
 
-class ProfileError(ValueError):
+class ProfileError(EportFailure, ValueError):
     """E-port card data that breaks a format rule; the message names the field."""
+
+    code = "PROFILE_INVALID"
 
 
 _CUSTOMS_CODE = re.compile(r"[0-9A-Z]{10}")

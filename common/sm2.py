@@ -29,9 +29,13 @@ from functools import cache
 
 from cryptography.hazmat.primitives import hashes
 
+from eport.common.failure import EportFailure
 
-class SM2Error(ValueError):
+
+class SM2Error(EportFailure, ValueError):
     """Malformed SM2 input: a point off the curve, a bad encoding, an out-of-range value."""
+
+    code = "SM2_ERROR"
 
 
 # --- sm2p256v1 (GM/T 0003.5-2012) -------------------------------------------------------------

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from eport.common.failure import EportFailure
 
-class TlvError(ValueError):
+
+class TlvError(EportFailure, ValueError):
     """The bytes are not well-formed BER-TLV."""
+
+    code = "TLV_FORMAT"
 
 
 def encode_length(length: int) -> bytes:

@@ -1,1 +1,1 @@
-"""eportd, the local card daemon (see issue 3)."""
+"""eportd, the local card daemon."""

@@ -26,14 +26,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from eport.common.text import Bilingual
 from eport.daemon.config import BackendSpec
 from eport.daemon.server.socket_path import ServerConfigError
 
 KINDS = ("pcsc", "pkcs11", "remote")
 
 
-def _bad(zh: str, en: str) -> ServerConfigError:
-    return ServerConfigError(zh, en)
+def _bad(message: Bilingual, remedy: Bilingual) -> ServerConfigError:
+    return ServerConfigError(message, remedy)
 
 
 def mechanism_id(text: str | int, where: str) -> int:
@@ -42,16 +43,19 @@ def mechanism_id(text: str | int, where: str) -> int:
     try:
         return int(str(text), 0)
     except ValueError:
-        raise _bad(f"{where}: SM2 机制号 {text!r} 不是数字。解决办法: 写成 0x80000001 这样的形式。",
-                   f"{where}: the SM2 mechanism id {text!r} is not a number. Remedy: write it "
-                   "as 0x80000001 or similar (the module's vendor documents it).") from None
+        raise _bad(Bilingual(f"{where}: SM2 机制号 {text!r} 不是数字",
+                             f"{where}: the SM2 mechanism id {text!r} is not a number"),
+                   Bilingual("写成 0x80000001 这样的形式。",
+                             "write it as 0x80000001 or similar (the module's vendor documents "
+                             "it).")) from None
 
 
 def _pkcs11(module: str, sm2: str | int | None, where: str) -> BackendSpec:
     if not module:
-        raise _bad(f"{where}: pkcs11 后端缺少 module。解决办法: 给出 PKCS#11 模块 (.so) 的路径。",
-                   f"{where}: the pkcs11 backend has no module. Remedy: give the path of the "
-                   "PKCS#11 module (.so).")
+        raise _bad(Bilingual(f"{where}: pkcs11 后端缺少 module",
+                             f"{where}: the pkcs11 backend has no module"),
+                   Bilingual("给出 PKCS#11 模块 (.so) 的路径。",
+                             "give the path of the PKCS#11 module (.so)."))
     options: tuple[tuple[str, Any], ...] = (("module_path", module),)
     if sm2 is not None:
         options += (("sm2_mechanism", mechanism_id(sm2, where)),)
@@ -60,10 +64,10 @@ def _pkcs11(module: str, sm2: str | int | None, where: str) -> BackendSpec:
 
 def _remote(url: str, allow_insecure: bool, where: str) -> BackendSpec:
     if not url:
-        raise _bad(f"{where}: remote 后端缺少 url。解决办法: 给出官方客户端的地址, 如 "
-                   "ws://WINDOWS-HOST:61232。",
-                   f"{where}: the remote backend has no url. Remedy: give the official "
-                   "client's address, e.g. ws://WINDOWS-HOST:61232.")
+        raise _bad(Bilingual(f"{where}: remote 后端缺少 url",
+                             f"{where}: the remote backend has no url"),
+                   Bilingual("给出官方客户端的地址, 如 ws://WINDOWS-HOST:61232。",
+                             "give the official client's address, e.g. ws://WINDOWS-HOST:61232."))
     return BackendSpec("remote", (("url", url), ("allow_insecure", bool(allow_insecure))))
 
 
@@ -71,25 +75,28 @@ def from_file(path: Path) -> list[BackendSpec]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise _bad(f"无法读取配置文件 {path}: {exc.strerror}。解决办法: 检查路径和权限。",
-                   f"Cannot read the configuration file {path}: {exc.strerror}. Remedy: "
-                   "check the path and its permissions.") from None
+        raise _bad(Bilingual(f"无法读取配置文件 {path}: {exc.strerror}",
+                             f"Cannot read the configuration file {path}: {exc.strerror}"),
+                   Bilingual("检查路径和权限。", "check the path and its permissions.")) from None
     except tomllib.TOMLDecodeError as exc:
-        raise _bad(f"配置文件 {path} 不是有效的 TOML: {exc}。解决办法: 按 docs/backends.md 修改。",
-                   f"The configuration file {path} is not valid TOML: {exc}. Remedy: fix it "
-                   "as docs/backends.md shows.") from None
+        raise _bad(Bilingual(f"配置文件 {path} 不是有效的 TOML: {exc}",
+                             f"The configuration file {path} is not valid TOML: {exc}"),
+                   Bilingual("按 docs/backends.md 修改。",
+                             "fix it as docs/backends.md shows.")) from None
     entries = data.get("backend", [])
     if not isinstance(entries, list):
-        raise _bad(f"{path}: backend 应写成 [[backend]] 表。解决办法: 按 docs/backends.md 修改。",
-                   f"{path}: `backend` must be [[backend]] tables. Remedy: fix it as "
-                   "docs/backends.md shows.")
+        raise _bad(Bilingual(f"{path}: backend 应写成 [[backend]] 表",
+                             f"{path}: `backend` must be [[backend]] tables"),
+                   Bilingual("按 docs/backends.md 修改。",
+                             "fix it as docs/backends.md shows."))
     specs: list[BackendSpec] = []
     for number, entry in enumerate(entries, 1):
         where = f"{path} backend #{number}"
         kind = entry.get("kind") if isinstance(entry, dict) else None
         if kind not in KINDS:
-            raise _bad(f"{where}: kind {kind!r} 未知。解决办法: 使用 pcsc、pkcs11 或 remote。",
-                       f"{where}: unknown kind {kind!r}. Remedy: use pcsc, pkcs11 or remote.")
+            raise _bad(Bilingual(f"{where}: kind {kind!r} 未知",
+                                 f"{where}: unknown kind {kind!r}"),
+                       Bilingual("使用 pcsc、pkcs11 或 remote。", "use pcsc, pkcs11 or remote."))
         if kind == "pcsc":
             specs.append(BackendSpec("pcsc"))
         elif kind == "pkcs11":
@@ -108,14 +115,16 @@ def backend_specs(config: str | None, backends: list[str], pkcs11_modules: list[
     specs = from_file(Path(config)) if config else []
     for kind in backends:
         if kind != "pcsc":
-            raise _bad(f"--backend {kind}: 请用 --pkcs11-module 或 --remote-client 配置该后端。",
-                       f"--backend {kind}: configure it with --pkcs11-module or "
-                       "--remote-client instead.")
+            raise _bad(Bilingual(f"--backend {kind} 需要更多配置",
+                                 f"--backend {kind} needs more configuration"),
+                       Bilingual("请用 --pkcs11-module 或 --remote-client 配置该后端。",
+                                 "configure it with --pkcs11-module or --remote-client instead."))
         specs.append(BackendSpec("pcsc"))
     if sm2_mechanism is not None and not pkcs11_modules:
-        raise _bad("--pkcs11-sm2-mechanism 需要 --pkcs11-module。解决办法: 同时给出模块路径。",
-                   "--pkcs11-sm2-mechanism needs --pkcs11-module. Remedy: give the module "
-                   "path as well.")
+        raise _bad(Bilingual("--pkcs11-sm2-mechanism 需要 --pkcs11-module",
+                             "--pkcs11-sm2-mechanism needs --pkcs11-module"),
+                   Bilingual("同时给出模块路径。",
+                             "give the module path as well."))
     specs += [_pkcs11(module, sm2_mechanism, "--pkcs11-module") for module in pkcs11_modules]
     specs += [_remote(url, allow_insecure_remote, "--remote-client") for url in remote_urls]
     # One backend of each kind and module: a PC/SC named twice is one backend.

@@ -1,7 +1,9 @@
 """`eportd`, the card daemon: flags and environment to settings, then serve until SIGTERM.
 
-Exit codes: 0 after a clean shutdown, 2 for a configuration problem (bad flag, unsafe or busy
-socket), 1 when the daemon fails for another reason (the log says why).
+Exit codes (DaemonExit, docs/exit-codes.md): 0 after a clean shutdown, 2 for a configuration
+problem (bad flag, unsafe or busy socket), 1 when the daemon fails for another reason (the log
+says why). Errors before the log is set up go through the shared funnel (eport.common.funnel):
+both languages on stderr, or JSON with --json.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from enum import IntEnum
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 
+from eport.common.funnel import FunnelArgumentParser, run_console
 from eport.common.socket_location import SYSTEM_GROUP
 from eport.common.stop_signals import StopSignals
+from eport.common.text import Bilingual
 from eport.daemon.backend_config import backend_specs
 from eport.daemon.config import (
     DEFAULT_EXPIRY_WARNING_DAYS,
@@ -41,6 +46,15 @@ from eport.daemon.server.socket_path import (
 logger = logging.getLogger("eport.daemon.main")
 
 SHUTDOWN_GRACE_S = 5.0
+
+
+class DaemonExit(IntEnum):
+    OK = 0            # a clean shutdown (SIGTERM, SIGINT)
+    UNEXPECTED = 1
+    FAILED = 1        # the daemon failed while serving: the log says why
+    USAGE = 2
+    CONFIG = 2        # a configuration problem: unsafe or busy socket, missing trust anchor
+    INTERRUPTED = 130  # Ctrl-C before the daemon was serving
 
 
 class CardServiceApp(Protocol):
@@ -93,7 +107,7 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FunnelArgumentParser(
         prog="eportd",
         description="E-port card daemon: serves the card over gRPC on a Unix socket.")
     parser.add_argument("--socket", metavar="PATH",
@@ -154,10 +168,11 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
     trust_anchors = tuple(Path(p).absolute() for p in args.trust_anchor)
     for anchor in trust_anchors:
         if not anchor.exists():
-            raise ServerConfigError(
-                f"信任锚不存在: {anchor}。解决办法: 给出 CA 证书文件 (PEM/DER) 或证书目录的路径。",
-                f"Trust anchor not found: {anchor}. Remedy: give the path of a CA certificate "
-                "(PEM/DER) or of a directory of them.")
+            raise ServerConfigError(Bilingual(f"信任锚不存在: {anchor}",
+                                              f"Trust anchor not found: {anchor}"),
+                                    Bilingual("给出 CA 证书文件 (PEM/DER) 或证书目录的路径。",
+                                              "give the path of a CA certificate (PEM/DER) or of "
+                                              "a directory of them."))
     return DaemonSettings(
         socket_path=resolve_socket_path(args.socket, system=args.system),
         mode=SYSTEM_MODE if args.system else USER_MODE,
@@ -218,36 +233,29 @@ def _serve(settings: DaemonSettings, app_factory: AppFactory) -> None:
                 app.shutdown(SHUTDOWN_GRACE_S)
 
 
-def _print_config_error(error: ServerConfigError) -> None:
-    # For the person who started eportd: plain text, not a JSON log line.
-    print(f"eportd: {error.message_zh}\neportd: {error.message_en}", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None, *, app_factory: AppFactory | None = None) -> int:
-    """Run eportd; returns the exit code. `app_factory` replaces build_service (tests)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error argparse printed
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    try:
-        settings = settings_from_args(args)
-    except ServerConfigError as exc:
-        _print_config_error(exc)
-        return exc.exit_code
+def _run(argv: list[str], app_factory: AppFactory | None) -> int:
+    # A usage or configuration error (ServerConfigError) is for the person who started
+    # eportd: it reaches the funnel, which prints it as plain text (or JSON), not as a log line.
+    settings = settings_from_args(build_parser().parse_args(argv))
     configure_logging(settings.log_level, json_format=settings.log_json,
                       apdu_trace=settings.apdu_trace)
     try:
         _serve(settings, app_factory or _load_build_service())
-    except ServerConfigError as exc:
-        _print_config_error(exc)
-        return exc.exit_code
+    except ServerConfigError:
+        raise
     except ModuleNotFoundError as exc:
         logger.critical("the card service is missing (%s); reinstall eport-middleware", exc)
-        return 1
+        return int(DaemonExit.FAILED)
     except Exception:
         logger.critical("eportd failed", exc_info=True)
-        return 1
-    return 0
+        return int(DaemonExit.FAILED)
+    return int(DaemonExit.OK)
+
+
+def main(argv: list[str] | None = None, *, app_factory: AppFactory | None = None) -> int:
+    """Run eportd; returns the exit code. `app_factory` replaces build_service (tests)."""
+    return run_console("eportd", lambda args: _run(args, app_factory), argv,
+                       exit_codes=DaemonExit, languages="both")
 
 
 if __name__ == "__main__":

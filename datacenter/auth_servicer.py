@@ -1,4 +1,5 @@
-"""The Authorization gRPC service (委托授权, seed 001 §4): verify, check the body, one transaction.
+"""The Authorization gRPC service (委托授权, e-book manual §4): verify, check the body, one
+transaction.
 
 Every call is signed. The card kind and the body are checked before the transaction, so a
 refused request changes nothing; the transaction then stores the nonce, records the caller's
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from eport.common.text import Bilingual
 from eport.datacenter import authorization as rules
 from eport.datacenter.bodies import check_keys, date_of
 from eport.datacenter.clock import china_date, to_micros
@@ -39,7 +41,7 @@ _OPERATOR_GRANT_ID = re.compile(r"P[0-9]{12}")
 _CARD_ID = re.compile(r"[0-9A-Za-z]{1,16}")
 _CREDIT_CODE = re.compile(r"[0-9A-Z]{18}")
 _DIRECTIONS = ("given", "received")
-_SECTION = "seed 001 §4 1.1"
+_SECTION = "e-book manual §4 1.1"
 
 
 def _today(moment: datetime) -> date:
@@ -55,9 +57,9 @@ def _subsystem(body: dict[str, Any]) -> str:
     choices = ", ".join(f"{key} ({zh}, {en})" for key, (zh, en) in rules.SUBSYSTEMS.items())
     raise DataCenterError(
         pb.BAD_REQUEST, "subsystem is not one of the choices",
-        message_zh=f"授权子系统不正确, 可选: {choices}",
-        message_en=f"The subsystem must be one of: {choices}",
-        remedy_zh="请从下拉列表中选择授权子系统", remedy_en="Choose one of the listed subsystems")
+        message=Bilingual(f"授权子系统不正确, 可选: {choices}",
+                          f"The subsystem must be one of: {choices}"),
+        remedy=Bilingual("请从下拉列表中选择授权子系统", "Choose one of the listed subsystems"))
 
 
 def _matching(body: dict[str, Any], key: str, pattern: re.Pattern[str], shape: str) -> str:
@@ -98,9 +100,10 @@ def _validity(body: dict[str, Any], today: date) -> tuple[date, date]:
     if problems:
         raise DataCenterError(
             pb.VALIDATION_FAILED, f"{len(problems)} date problem(s)",
-            message_zh="授权的有效期不正确", message_en="The grant's validity dates are wrong",
-            remedy_zh="请修改有效期: 从今天或以后开始, 到权限有效期 (含) 为止",
-            remedy_en="Correct the dates: from today or later, until valid_until (inclusive)",
+            message=Bilingual("授权的有效期不正确", "The grant's validity dates are wrong"),
+            remedy=Bilingual("请修改有效期: 从今天或以后开始, 到权限有效期 (含) 为止",
+                             "Correct the dates: from today or later, until valid_until "
+                             "(inclusive)"),
             problems=problems)
     return start, until
 
@@ -124,8 +127,8 @@ def _operator_cards(body: dict[str, Any]) -> list[str]:
 def _self_grant() -> DataCenterError:
     return DataCenterError(
         pb.VALIDATION_FAILED, "self-grant",
-        message_zh="不能授权给本企业", message_en="An enterprise cannot authorize itself",
-        remedy_zh="请录入代理企业的海关10位编码", remedy_en="Enter the agent enterprise's code",
+        message=Bilingual("不能授权给本企业", "An enterprise cannot authorize itself"),
+        remedy=Bilingual("请录入代理企业的海关10位编码", "Enter the agent enterprise's code"),
         problems=[Problem("agent_customs_code", "rule", "代理企业不能是授权企业本身",
                           "The agent cannot be the granting enterprise", _SECTION)])
 

@@ -1,4 +1,4 @@
-"""Authorization (委托授权, seed 001 §4): the rules and the grants' storage.
+"""Authorization (委托授权, e-book manual §4): the rules and the grants' storage.
 
 Two levels, both needed before a card may act for another enterprise:
 - 企业间授权 (§4 1.1): the principal's legal-person card lets an agent enterprise enter one
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from eport.common.profile import CardKind
+from eport.common.text import Bilingual
 from eport.datacenter.errors import DataCenterError, Problem
 from eport.datacenter.numbering import next_value
 from eport.datacenter.registry import Enterprise, require_enterprise
@@ -41,7 +42,7 @@ SUBSYSTEMS: dict[str, tuple[str, str]] = {
 }
 GRANT_TYPES: dict[str, tuple[str, str]] = {"operate": ("操作权", "operate")}
 DEFAULT_GRANT_TYPE = "operate"
-_SECTION_OPERATORS = "seed 001 §4 1.2, 1.3"
+_SECTION_OPERATORS = "e-book manual §4 1.2, 1.3"
 ALL_OPERATORS = ""  # operator_card_id of an all-operators grant (§4 1.3 说明1: empty card id)
 
 _GRANT_COLUMNS = (
@@ -68,10 +69,11 @@ def require_legal_person(identity: Identity) -> None:
         return
     raise DataCenterError(
         pb.WRONG_CARD_KIND, f"{identity.kind.value} card {identity.card_id} may not grant",
-        message_zh="非法人卡，不允许操作!",
-        message_en="This is not a legal-person card: it may not grant or delete authorizations",
-        remedy_zh="请退出, 插入本企业法人卡后重新登录再操作",
-        remedy_en="Log out, insert your enterprise's legal-person card and log in again",
+        message=Bilingual("非法人卡，不允许操作!",
+                          "This is not a legal-person card: it may not grant or delete "
+                          "authorizations"),
+        remedy=Bilingual("请退出, 插入本企业法人卡后重新登录再操作",
+                         "Log out, insert your enterprise's legal-person card and log in again"),
         required_card_kind=CardKind.LEGAL_PERSON.value)
 
 
@@ -116,12 +118,12 @@ def check_acting_for(connection: Connection, identity: Identity,
         raise DataCenterError(
             pb.NOT_AUTHORIZED,
             f"no valid enterprise grant {principal_customs_code} -> {agent} for {subsystem}",
-            message_zh=f"{what_zh}{state_zh}, 不能代理该企业操作",
-            message_en=f"{state_en}: you cannot act for it",
-            remedy_zh=f"请企业 {principal_customs_code} 用其法人卡执行 eport auth grant "
-                      f"授权本企业{zh}",
-            remedy_en=f"Ask enterprise {principal_customs_code} to grant your enterprise the "
-                      f"{en} with its legal-person card: eport auth grant")
+            message=Bilingual(f"{what_zh}{state_zh}, 不能代理该企业操作",
+                              f"{state_en}: you cannot act for it"),
+            remedy=Bilingual(f"请企业 {principal_customs_code} 用其法人卡执行 eport auth grant "
+                             f"授权本企业{zh}",
+                             f"Ask enterprise {principal_customs_code} to grant your enterprise "
+                             f"the {en} with its legal-person card: eport auth grant"))
     covered = connection.execute(
         "SELECT 1 FROM operator_grants WHERE grant_id = ? AND operator_card_id IN (?, ?)",
         (row[0], ALL_OPERATORS, identity.card_id)).fetchone()
@@ -129,14 +131,14 @@ def check_acting_for(connection: Connection, identity: Identity,
         raise DataCenterError(
             pb.NOT_AUTHORIZED,
             f"grant {row[0]} has no operator grant for card {identity.card_id}",
-            message_zh=f"本企业尚未将企业 {principal_customs_code} 的{zh}授权授予卡 "
-                       f"{identity.card_id} (企业内授权)",
-            message_en=f"Your enterprise has not given card {identity.card_id} the "
-                       f"intra-enterprise grant for {principal_customs_code}'s {en}",
-            remedy_zh=f"请本企业法人卡执行 eport auth grant-operators, 将授权 {row[0]} "
-                      "授予该卡或全部操作员",
-            remedy_en=f"Have your enterprise's legal-person card give grant {row[0]} to this "
-                      "card or to all operators: eport auth grant-operators")
+            message=Bilingual(f"本企业尚未将企业 {principal_customs_code} 的{zh}授权授予卡 "
+                              f"{identity.card_id} (企业内授权)",
+                              f"Your enterprise has not given card {identity.card_id} the "
+                              f"intra-enterprise grant for {principal_customs_code}'s {en}"),
+            remedy=Bilingual(f"请本企业法人卡执行 eport auth grant-operators, 将授权 {row[0]} "
+                             "授予该卡或全部操作员",
+                             f"Have your enterprise's legal-person card give grant {row[0]} to "
+                             "this card or to all operators: eport auth grant-operators"))
 
 
 def acting_for_scopes(connection: Connection, identity: Identity, today: date
@@ -185,10 +187,11 @@ def _grant_row(connection: Connection, grant_id: str) -> Row | None:
 def _grant_not_found(grant_id: str, customs_code: str) -> DataCenterError:
     return DataCenterError(
         pb.GRANT_NOT_FOUND, f"grant {grant_id} for {customs_code}",
-        message_zh=f"本企业没有编号为 {grant_id} 的授权记录",
-        message_en=f"Your enterprise has no grant {grant_id}",
-        remedy_zh="请先查询授权记录 (eport auth list), 再选择本企业的记录",
-        remedy_en="List the grants first (eport auth list) and pick one of your enterprise's")
+        message=Bilingual(f"本企业没有编号为 {grant_id} 的授权记录",
+                          f"Your enterprise has no grant {grant_id}"),
+        remedy=Bilingual("请先查询授权记录 (eport auth list), 再选择本企业的记录",
+                         "List the grants first (eport auth list) and pick one of your "
+                         "enterprise's"))
 
 
 def own_grant(connection: Connection, grant_id: str, customs_code: str, *,
@@ -329,13 +332,15 @@ def _keep_one_all_operators_record(connection: Connection, grant_id: str,
     if everyone is not None:
         raise DataCenterError(
             pb.VALIDATION_FAILED, f"grant {grant_id} is held by all operators",
-            message_zh=f"授权 {grant_id} 已授予全部操作员 ({everyone[0]}), 不能再指定操作员IC卡号",
-            message_en=f"Grant {grant_id} is given to all operators ({everyone[0]}); cards "
-                       "cannot be listed beside that",
-            remedy_zh=f"如只授权给指定的操作员, 请先删除全部操作员的授权记录 "
-                      f"(eport auth delete-operator {everyone[0]}), 再指定IC卡号",
-            remedy_en=f"To give it to listed cards only, first delete the all-operators record "
-                      f"(eport auth delete-operator {everyone[0]}), then list the cards",
+            message=Bilingual(f"授权 {grant_id} 已授予全部操作员 ({everyone[0]}), "
+                              "不能再指定操作员IC卡号",
+                              f"Grant {grant_id} is given to all operators ({everyone[0]}); "
+                              "cards cannot be listed beside that"),
+            remedy=Bilingual("如只授权给指定的操作员, 请先删除全部操作员的授权记录 (eport auth "
+                             f"delete-operator {everyone[0]}), 再指定IC卡号",
+                             "To give it to listed cards only, first delete the all-operators "
+                             f"record (eport auth delete-operator {everyone[0]}), then list the "
+                             "cards"),
             problems=[Problem("operator_card_ids", "rule",
                               "该授权已授予全部操作员, 操作员IC卡号不可编辑",
                               "all operators hold this grant: no card ids may be listed",

@@ -1,4 +1,4 @@
-"""The ledger of bonded verification documents (保税核查, seed 000): SaveBonded (暂存),
+"""The ledger of bonded verification documents (保税核查, bonded manual): SaveBonded (暂存),
 DeclareBonded (申报), GetBonded (查看明细), QueryBonded (查询), RedeclareStock (库存重新申报),
 DeleteBonded and DeleteBondedItem (删除), GetEBookItem, and the review stand-in's decision.
 
@@ -10,7 +10,7 @@ Statuses (BondedStatus):
                         └── RedeclareStock (once per record, from APPROVED)
 
 Save modifies a SAVED or REJECTED record; a STORED one is under review and an APPROVED one
-changes only through RedeclareStock, at most once per record ever (seed 000 §3.2.5 "每笔审批
+changes only through RedeclareStock, at most once per record ever (bonded manual §3.2.5 "每笔审批
 通过的数据，企业只可变更一次"): a re-declared record that is rejected may still be corrected and
 declared, but once approved again it cannot be re-declared a second time.
 
@@ -18,8 +18,8 @@ A document names the enterprise verified (header.enterprise_code, the principal)
 another enterprise (an agent) may save, declare or see it only under valid grants
 (authorization.check_acting_for, subsystem "ebook" or "handbook" by management mode); without
 them the record is "not found", so numbers of other enterprises cannot be probed, and
-QueryBonded lists a principal's records only while the card's grants hold (seed 001 §4 1.2).
-Every card kind of the enterprise may act here (roles.require_bonded_right, seed 001 第3章).
+QueryBonded lists a principal's records only while the card's grants hold (e-book manual §4 1.2).
+Every card kind of the enterprise may act here (roles.require_bonded_right, e-book manual §2.3).
 
 Each operation is one write transaction: the nonce first (a replay rolls back with
 everything), then the acting-for check, the document checks, the changes and the receipts.
@@ -40,6 +40,7 @@ from typing import Any
 from eport.common.bonded import document as model
 from eport.common.bonded import tables as model_tables
 from eport.common.customs.canonical import CanonicalError, canonical_json
+from eport.common.text import Bilingual
 from eport.datacenter import authorization, ebooks
 from eport.datacenter.bodies import check_keys, integer_of
 from eport.datacenter.clock import CHINA_TIME, china_year, timestamp, to_micros
@@ -59,8 +60,8 @@ from eport.protos.v1 import datacenter_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-_SECTION_HEADER = "seed 000 §2.2.1.2"
-_SECTION_REDECLARE = "seed 000 §3.2.5"
+_SECTION_HEADER = "bonded manual §2.2.1.2"
+_SECTION_REDECLARE = "bonded manual §3.2.5"
 # 统一编号 of a bonded document: "B" + 4-digit China year + 13-digit sequence (18 characters,
 # the length of the customs unified number, whose I/E letter a bonded document has no use for).
 _UNIFIED = re.compile(r"B[0-9]{17}")
@@ -127,7 +128,7 @@ def _text(header: dict[str, Any], key: str) -> str:
 
 
 def _clear_declaration_date(document: dict[str, Any]) -> None:
-    """申报日期 is the data centre's to fill at 申报 (seed 000 §2.2.1.2 "返填"): a client that
+    """申报日期 is the data centre's to fill at 申报 (bonded manual §2.2.1.2 "返填"): a client that
     sends back a record it read (dated) must not trip over the date it was given, and a
     rejected record declared again gets the new date."""
     header = document.get("header")
@@ -142,8 +143,8 @@ def _problems(problems: Sequence[ProblemLike]) -> list[Problem]:
 def _validation_failed(problems: Sequence[ProblemLike]) -> DataCenterError:
     return DataCenterError(
         pb.VALIDATION_FAILED, f"{len(problems)} problem(s)",
-        message_zh=f"保税核查数据有 {len(problems)} 处不符合填制规范",
-        message_en=f"The bonded verification document has {len(problems)} problem(s)",
+        message=Bilingual(f"保税核查数据有 {len(problems)} 处不符合填制规范",
+                          f"The bonded verification document has {len(problems)} problem(s)"),
         problems=_problems(problems))
 
 
@@ -155,22 +156,24 @@ def _field_problem(path: str, code: str, zh: str, en: str, section: str = _SECTI
 def _not_found(number: str, identity: Identity) -> DataCenterError:
     return DataCenterError(
         pb.DOCUMENT_NOT_FOUND, f"bonded {number} for {identity.customs_code}",
-        message_zh=f"没有本企业可以查看的保税核查数据 {number}",
-        message_en=f"There is no bonded verification document {number} your enterprise may see",
-        remedy_zh="请检查编号; 代理企业须持有核查企业的有效授权 (企业间授权和企业内授权)",
-        remedy_en="Check the number; an agent needs the verified enterprise's valid grants "
-                  "(inter-enterprise and intra-enterprise)")
+        message=Bilingual(f"没有本企业可以查看的保税核查数据 {number}",
+                          f"There is no bonded verification document {number} your enterprise "
+                          "may see"),
+        remedy=Bilingual("请检查编号; 代理企业须持有核查企业的有效授权 (企业间授权和企业内授权)",
+                         "Check the number; an agent needs the verified enterprise's valid "
+                         "grants (inter-enterprise and intra-enterprise)"))
 
 
-def _wrong_state(row: Row, action_zh: str, action_en: str, *, remedy_zh: str = "",
-                 remedy_en: str = "") -> DataCenterError:
+def _wrong_state(row: Row, action_zh: str, action_en: str, *,
+                 remedy: Bilingual | None = None) -> DataCenterError:
     status = pb.BondedStatus.Name(row["status"])
     return DataCenterError(
         pb.WRONG_STATE, f"bonded {action_en} in state {status}",
-        message_zh=f"保税核查数据 {row['temporary_number']} 当前状态 ({status}) 不能{action_zh}",
-        message_en=f"Bonded verification document {row['temporary_number']} cannot be "
-                   f"{action_en} in state {status}",
-        remedy_zh=remedy_zh, remedy_en=remedy_en)
+        message=Bilingual(f"保税核查数据 {row['temporary_number']} 当前状态 ({status}) "
+                          f"不能{action_zh}",
+                          f"Bonded verification document {row['temporary_number']} cannot be "
+                          f"{action_en} in state {status}"),
+        remedy=remedy)
 
 
 def _subsystem(header: dict[str, Any]) -> str | None:
@@ -245,13 +248,13 @@ def _was_deleted(row: Row) -> DataCenterError:
     when = datetime.fromtimestamp(row["deleted_at"] / 1e6, CHINA_TIME).strftime("%Y-%m-%d %H:%M")
     return DataCenterError(
         pb.DOCUMENT_NOT_FOUND, f"bonded {row['temporary_number']} was deleted",
-        message_zh=f"保税核查数据 {row['temporary_number']} 已于 {when} 由卡 "
-                   f"{row['deleted_by_card']} 删除",
-        message_en=f"Bonded verification document {row['temporary_number']} was deleted on "
-                   f"{when} (China time) by card {row['deleted_by_card']}",
-        remedy_zh="删除的数据不能恢复, 其编号不再使用; 请重新录入并暂存 (得到新的编号)",
-        remedy_en="A deleted document cannot be restored and its number is not used again; "
-                  "enter and save it anew (it gets a new number)")
+        message=Bilingual(f"保税核查数据 {row['temporary_number']} 已于 {when} 由卡 "
+                          f"{row['deleted_by_card']} 删除",
+                          f"Bonded verification document {row['temporary_number']} was deleted "
+                          f"on {when} (China time) by card {row['deleted_by_card']}"),
+        remedy=Bilingual("删除的数据不能恢复, 其编号不再使用; 请重新录入并暂存 (得到新的编号)",
+                         "A deleted document cannot be restored and its number is not used "
+                         "again; enter and save it anew (it gets a new number)"))
 
 
 def _check_principal(connection: Connection, identity: Identity,
@@ -289,8 +292,8 @@ class BondedLedger:
         agent without grants learns nothing of the principal's e-books)."""
         if not isinstance(raw, dict):
             raise bad_request("document must be an object")
-        # First what the system fills (序号, an empty 总库存数量 computed from its parts, seed
-        # 000 §2.2.1.3), so that a client leaving them to us is not told they are empty.
+        # First what the system fills (序号, an empty 总库存数量 computed from its parts, bonded
+        # manual §2.2.1.3), so that a client leaving them to us is not told they are empty.
         document = model.normalise(raw)
         _clear_declaration_date(document)
         check: _Check = model.declare_problems if declaring else model.save_problems
@@ -336,14 +339,16 @@ class BondedLedger:
                 row = visible_record(connection, identity, body, today)
                 if row["status"] == pb.BONDED_STORED:
                     raise _wrong_state(row, "修改 (海关审核中)", "modified while under review",
-                                       remedy_zh="请等待审批回执; 退单后可修改再申报",
-                                       remedy_en="Wait for the review receipt; a rejected one "
-                                                 "may be modified and declared again")
+                                       remedy=Bilingual("请等待审批回执; 退单后可修改再申报",
+                                                        "Wait for the review receipt; a rejected "
+                                                        "one may be modified and declared again"))
                 if row["status"] == pb.BONDED_APPROVED:
                     raise _wrong_state(row, "直接修改", "modified directly",
-                                       remedy_zh="审批通过的数据请用 库存重新申报 (每笔只可一次)",
-                                       remedy_en="Change an approved document with RedeclareStock "
-                                                 "(库存重新申报, once per document)")
+                                       remedy=Bilingual("审批通过的数据请用 库存重新申报 "
+                                                        "(每笔只可一次)",
+                                                        "Change an approved document with "
+                                                        "RedeclareStock (库存重新申报, once per "
+                                                        "document)"))
             elif reference is not None:
                 existing = connection.execute(
                     "SELECT * FROM bonded_documents WHERE agent_code = ? AND "
@@ -417,8 +422,8 @@ class BondedLedger:
 
     def declare(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
         identity, body = request.identity, request.body
-        # Seed 000 names no declarant card for 保税核查: any card of the enterprise declares
-        # (roles: seed 001 第3章 read for seed 000).
+        # The bonded manual names no declarant card for 保税核查: any card of the enterprise
+        # declares (roles: e-book manual §2.3 read for the bonded manual).
         require_bonded_right(identity, "申报", "declare")
         check_keys(body, {"number"})
         with self._store.write() as connection:
@@ -447,20 +452,22 @@ class BondedLedger:
             if row["redeclared"]:
                 raise DataCenterError(
                     pb.WRONG_STATE, f"bonded {row['temporary_number']} was re-declared before",
-                    message_zh=f"每笔审批通过的数据，企业只可变更一次: {row['temporary_number']} "
-                               "已做过库存重新申报",
-                    message_en=f"Each approved document may be changed once only "
-                               f"({_SECTION_REDECLARE}): {row['temporary_number']} has been "
-                               "re-declared already",
-                    remedy_zh="如需再次变更, 请新建一笔保税核查数据 (新的企业内部编号) 申报",
-                    remedy_en="To change it again, save and declare a new document (with a new "
-                              "internal number)")
+                    message=Bilingual("每笔审批通过的数据，企业只可变更一次: "
+                                      f"{row['temporary_number']} 已做过库存重新申报",
+                                      "Each approved document may be changed once only "
+                                      f"({_SECTION_REDECLARE}): {row['temporary_number']} has "
+                                      "been re-declared already"),
+                    remedy=Bilingual("如需再次变更, 请新建一笔保税核查数据 (新的企业内部编号) "
+                                     "申报",
+                                     "To change it again, save and declare a new document (with "
+                                     "a new internal number)"))
             if row["status"] != pb.BONDED_APPROVED:
                 raise _wrong_state(row, "库存重新申报", "re-declared",
-                                   remedy_zh="只有审批通过的数据可以库存重新申报; 暂存或退单的"
-                                             "数据请修改后申报",
-                                   remedy_en="Only an approved document can be re-declared; "
-                                             "modify and declare a saved or rejected one")
+                                   remedy=Bilingual("只有审批通过的数据可以库存重新申报; "
+                                                    "暂存或退单的数据请修改后申报",
+                                                    "Only an approved document can be "
+                                                    "re-declared; modify and declare a saved or "
+                                                    "rejected one"))
             entry = self._entry(connection, identity, body["document"], today, declaring=True)
             for key, zh, en in (("internal_number", "企业内部编号", "internal number"),
                                 ("enterprise_code", "核查企业代码", "verified enterprise")):
@@ -480,7 +487,7 @@ class BondedLedger:
             return BondedOutcome(record_message(row), receipts_written=True,
                                  review_queued=True)
 
-    # ---- 删除 (seed 000 §2.3) -----------------------------------------------------------------
+    # ---- 删除 (bonded manual §2.3) ----------------------------------------------------------
 
     def delete(self, request: VerifiedRequest, moment: datetime) -> BondedOutcome:
         """光标在表头时 "可删除整单数据": a saved record never declared becomes a tombstone
@@ -496,11 +503,11 @@ class BondedLedger:
                 return BondedOutcome(record_message(row))
             if row["status"] != pb.BONDED_SAVED or row["declaration_count"]:
                 raise _wrong_state(row, "删除 (已申报过)", "deleted once declared",
-                                   remedy_zh="只有暂存且从未申报的数据可以删除; 已申报的数据请修改"
-                                             "后重新申报",
-                                   remedy_en="Only a saved document that was never declared "
-                                             "can be deleted; correct a declared one and "
-                                             "declare it again")
+                                   remedy=Bilingual("只有暂存且从未申报的数据可以删除; "
+                                                    "已申报的数据请修改后重新申报",
+                                                    "Only a saved document that was never "
+                                                    "declared can be deleted; correct a declared "
+                                                    "one and declare it again"))
             at = to_micros(moment)
             connection.execute(
                 "UPDATE bonded_documents SET status = ?, document_json = '', deleted_at = ?, "
@@ -526,11 +533,11 @@ class BondedLedger:
             row = visible_record(connection, identity, body, today)
             if row["status"] not in (pb.BONDED_SAVED, pb.BONDED_REJECTED):
                 raise _wrong_state(row, "删除表体", "changed (an item deleted)",
-                                   remedy_zh="海关审核中或审批通过的数据不能修改; 审批通过的数据"
-                                             "请用 库存重新申报",
-                                   remedy_en="A document under review or approved cannot be "
-                                             "modified; change an approved one with "
-                                             "RedeclareStock")
+                                   remedy=Bilingual("海关审核中或审批通过的数据不能修改; "
+                                                    "审批通过的数据请用 库存重新申报",
+                                                    "A document under review or approved cannot "
+                                                    "be modified; change an approved one with "
+                                                    "RedeclareStock"))
             document = json.loads(row["document_json"])
             items = document.get("items")
             count = len(items) if isinstance(items, list) else 0
@@ -539,7 +546,7 @@ class BondedLedger:
                     "item_number", "rule",
                     f"表体没有第 {item_number} 项 (共 {count} 项)",
                     f"There is no body item {item_number} (the document has {count})",
-                    "seed 000 §2.3")
+                    "bonded manual §2.3")
             del items[item_number - 1]
             entry = self._entry(connection, identity, document, today, declaring=False)
             connection.execute(
@@ -605,12 +612,13 @@ class BondedLedger:
         subsystem = _record_subsystem(body)
         missing = DataCenterError(
             pb.DOCUMENT_NOT_FOUND, f"e-book item {number}/{item_number[:9]}",
-            message_zh=f"没有找到账册 {number} 的备案序号 {item_number[:9]}",
-            message_en=f"No record item {item_number[:9]} of e-book {number} was found",
-            remedy_zh=f"请检查账册编号和备案序号; 代理企业须持有账册企业的"
-                      f"{authorization.subsystem_label(subsystem)[0]}授权",
-            remedy_en=f"Check the e-book and record item numbers; an agent needs the e-book "
-                      f"owner's grants for the {authorization.subsystem_label(subsystem)[1]}")
+            message=Bilingual(f"没有找到账册 {number} 的备案序号 {item_number[:9]}",
+                              f"No record item {item_number[:9]} of e-book {number} was found"),
+            remedy=Bilingual("请检查账册编号和备案序号; "
+                             f"代理企业须持有账册企业的{authorization.subsystem_label(subsystem)[0]}授权",
+                             "Check the e-book and record item numbers; an agent needs the "
+                             "e-book owner's grants for the "
+                             f"{authorization.subsystem_label(subsystem)[1]}"))
         with self._store.write() as connection:
             store_nonce(connection, request)
             owner = ebooks.ebook_owner(connection, number)
@@ -634,9 +642,9 @@ class BondedLedger:
 
 def _record_subsystem(body: dict[str, Any]) -> str:
     """The grant an agent needs to call up a record item: that of the management mode the
-    item is for (seed 000 §2.2.1.3: 电子账册 items come from the e-book, 纸质手册电子化 items from
-    the handbook's record database; seed 001 §4: 加工贸易账册 and 加工贸易手册 are delegated
-    apart). Without a mode (older clients) the e-book's."""
+    item is for (bonded manual §2.2.1.3: 电子账册 items come from the e-book, 纸质手册电子化 items
+    from the handbook's record database; e-book manual §4: 加工贸易账册 and 加工贸易手册 are
+    delegated apart). Without a mode (older clients) the e-book's."""
     if "management_mode" not in body:
         return "ebook"
     mode = body["management_mode"]
@@ -656,7 +664,7 @@ def _modes_of(subsystem: str) -> list[str]:
 
 def _visible_clause(connection: Connection, identity: Identity, today: date
                     ) -> tuple[str, list[str | int]]:
-    """SQL for "records this card may see" (seed 001 §4 1.2): its own enterprise's, and a
+    """SQL for "records this card may see" (e-book manual §4 1.2): its own enterprise's, and a
     principal's in the subsystems of the grants this card holds today (as check_acting_for:
     deleted or expired grants, or none for this card, show nothing), whoever saved them. What
     an agent saved for a principal is the principal's: it goes when the grant goes."""

@@ -12,7 +12,8 @@
 
 `serve` is the default command. SIGTERM and SIGINT stop it gracefully; once it serves it
 prints one line "eport-datacenter ready on ADDRESS" on stdout and reports SERVING through the
-gRPC health service.
+gRPC health service. Errors go through the shared funnel (eport.common.funnel); exit codes:
+DataCenterExit, listed in docs/exit-codes.md.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from enum import IntEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
 from eport import __version__
 from eport.common.customs.endpoint import default_datacenter_address
+from eport.common.funnel import run_console
 from eport.common.stop_signals import StopSignals
 from eport.datacenter import ebooks, revocation
 from eport.datacenter import registry as enterprise_registry
@@ -353,9 +356,20 @@ def _configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def main(argv: list[str] | None = None) -> Any:
-    return cli.main(args=argv, prog_name="eport-datacenter")
+class DataCenterExit(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    FAILED = 1       # cannot serve or do the command (database, trust anchors, TLS, listen)
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_console(
+        "eport-datacenter",
+        lambda args: cli.main(args=args, prog_name="eport-datacenter", standalone_mode=False),
+        argv, exit_codes=DataCenterExit)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

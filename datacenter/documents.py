@@ -10,7 +10,7 @@ between its validation and its transaction.
 Statuses: SAVED → (Upload) STORED → (Declare) DECLARED → review → CLEARED or REJECTED.
 Save may modify a SAVED, STORED or REJECTED document (status and numbers stay); Upload of a
 SAVED or REJECTED document (re-)enters it (receipt STORED); Declare of a SAVED one uploads it
-first (seed 003 十一(三)); Declare of a DECLARED or CLEARED one changes nothing. Delete turns a
+first (QP FAQ §十一(三)); Declare of a DECLARED or CLEARED one changes nothing. Delete turns a
 document never declared into a DELETED tombstone (its numbers are never given again).
 """
 
@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 from eport.common.customs.canonical import CanonicalError, canonical_json
 from eport.common.customs.document import MAX_ITEMS
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 from eport.datacenter import fees
 from eport.datacenter.bodies import check_keys, date_of, integer_of, number_of, typed_number
 from eport.datacenter.clock import CHINA_TIME, china_date, timestamp, to_micros
@@ -107,21 +109,21 @@ def find_document(connection: Connection, identity: Identity, column: str,
         (number, identity.customs_code)).fetchone()
     if row is None:
         raise DataCenterError(pb.DOCUMENT_NOT_FOUND, f"{number} for {identity.customs_code}",
-                              message_zh=f"本企业没有编号为 {number} 的单据",
-                              message_en=f"Your enterprise has no document {number}")
+                              message=Bilingual(f"本企业没有编号为 {number} 的单据",
+                                                f"Your enterprise has no document {number}"))
     assert row is not None
     if row["deleted_at"] is not None and not deleted:
         when = datetime.fromtimestamp(row["deleted_at"] / 1e6, CHINA_TIME).strftime(
             "%Y-%m-%d %H:%M")
         raise DataCenterError(
             pb.DOCUMENT_NOT_FOUND, f"{number} of {identity.customs_code} was deleted",
-            message_zh=f"单据 {row['temporary_number']} 已于 {when} 由卡 "
-                       f"{row['deleted_by_card']} 删除",
-            message_en=f"Document {row['temporary_number']} was deleted on {when} (China "
-                       f"time) by card {row['deleted_by_card']}",
-            remedy_zh="删除的单据不能恢复, 其编号不再使用; 请重新暂存 (得到新的暂存编号)",
-            remedy_en="A deleted document cannot be restored and its numbers are not used "
-                      "again; save it anew (it gets a new temporary number)")
+            message=Bilingual(f"单据 {row['temporary_number']} 已于 {when} 由卡 "
+                              f"{row['deleted_by_card']} 删除",
+                              f"Document {row['temporary_number']} was deleted on {when} (China "
+                              f"time) by card {row['deleted_by_card']}"),
+            remedy=Bilingual("删除的单据不能恢复, 其编号不再使用; 请重新暂存 (得到新的暂存编号)",
+                             "A deleted document cannot be restored and its numbers are not used "
+                             "again; save it anew (it gets a new temporary number)"))
     return row
 
 
@@ -135,15 +137,16 @@ def _wrong_state(row: Row, action_zh: str, action_en: str) -> DataCenterError:
     status = pb.DocumentStatus.Name(row["status"])
     return DataCenterError(
         pb.WRONG_STATE, f"{action_en} in state {status}",
-        message_zh=f"单据 {row['temporary_number']} 当前状态 ({status}) 不能{action_zh}",
-        message_en=f"Document {row['temporary_number']} cannot be {action_en} in state {status}")
+        message=Bilingual(f"单据 {row['temporary_number']} 当前状态 ({status}) 不能{action_zh}",
+                          f"Document {row['temporary_number']} cannot be {action_en} in state "
+                          f"{status}"))
 
 
 def _validation_failed(problems: Sequence[ProblemLike]) -> DataCenterError:
     return DataCenterError(
         pb.VALIDATION_FAILED, f"{len(problems)} problem(s)",
-        message_zh=f"单据有 {len(problems)} 处不符合填制规范",
-        message_en=f"The document has {len(problems)} problem(s)",
+        message=Bilingual(f"单据有 {len(problems)} 处不符合填制规范",
+                          f"The document has {len(problems)} problem(s)"),
         problems=[Problem(p.path, p.code, p.message_zh, p.message_en, p.section)
                   for p in problems])
 
@@ -359,7 +362,7 @@ class Ledger:
                               truncated=len(rows) > limit)
 
 
-    # ---- 删除 (seed 003 十三(一): the 报关单 screen's Ctrl+D) ---------------------------------
+    # ---- 删除 (QP FAQ §十三(一): the 报关单 screen's Ctrl+D) ---------------------------------
 
     def delete(self, request: VerifiedRequest, moment: datetime) -> Outcome:
         """A document never declared (SAVED, or STORED before its first Declare: no fee, no
@@ -379,12 +382,13 @@ class Ledger:
             if row["status"] not in (pb.SAVED, pb.STORED) or row["declaration_count"]:
                 raise DataCenterError(
                     pb.WRONG_STATE, f"delete in state {pb.DocumentStatus.Name(row['status'])}",
-                    message_zh=f"单据 {row['temporary_number']} 已申报过, 不能删除",
-                    message_en=f"Document {row['temporary_number']} has been declared: it "
-                               "cannot be deleted",
-                    remedy_zh="只有暂存或上载后从未申报的单据可以删除; 退单的单据请修改后重新申报",
-                    remedy_en="Only a document never declared can be deleted; modify a "
-                              "rejected one and declare it again")
+                    message=Bilingual(f"单据 {row['temporary_number']} 已申报过, 不能删除",
+                                      f"Document {row['temporary_number']} has been declared: it "
+                                      "cannot be deleted"),
+                    remedy=Bilingual("只有暂存或上载后从未申报的单据可以删除; "
+                                     "退单的单据请修改后重新申报",
+                                     "Only a document never declared can be deleted; modify a "
+                                     "rejected one and declare it again"))
             at = to_micros(moment)
             connection.execute(
                 "UPDATE documents SET status = ?, document_json = '', deleted_at = ?, "
@@ -395,7 +399,7 @@ class Ledger:
             return Outcome(record_message(_reread(connection, row["id"])))
 
     def delete_item(self, request: VerifiedRequest, moment: datetime) -> Outcome:
-        """删除 one 商品项 (seed 003 十三(一) 4: Ctrl+Delete on the item list): the items after
+        """删除 one 商品项 (QP FAQ §十三(一) 4: Ctrl+Delete on the item list): the items after
         it move up and are renumbered 1, 2, 3 … (项号 in list order), the rest validated as at
         暂存 and stored, wherever Save may modify the document (SAVED, STORED, REJECTED)."""
         identity = request.identity
@@ -417,7 +421,7 @@ class Ledger:
                 raise _validation_failed([Problem(
                     "item_number", "rule", f"没有第 {item_number} 项商品 (共 {count} 项)",
                     f"There is no item {item_number} (the document has {count})",
-                    "seed 003 十三(一)")])
+                    "QP FAQ §十三(一)")])
             del items[item_number - 1]
             # Validated inside the transaction (unlike Save): the document is the stored one,
             # read under the lock, and one document's check is small beside a batch's.
@@ -435,8 +439,10 @@ class Ledger:
             return Outcome(record_message(_reread(connection, row["id"])))
 
 
-class _RetryError(Exception):
+class _RetryError(EportFailure):
     """The document changed between validation and the Declare transaction."""
+
+    code = "RETRY"
 
 
 def _shape_problems(document: dict[str, Any]) -> list[ProblemLike]:

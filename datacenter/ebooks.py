@@ -3,7 +3,7 @@ against.
 
 In the real E-port they live in the e-book subsystem (加工贸易账册); the reference data centre
 imports them from JSON (`eport-datacenter ebook import`). With a management mode that uses an
-e-book, an item's code, name and unit come from its record item and may not differ (seed 000
+e-book, an item's code, name and unit come from its record item and may not differ (bonded manual
 §2.2.1.3). An e-book belongs to one enterprise: a lookup made for an enterprise finds only its
 own e-books, so the e-book numbers of others are "not found" and cannot be probed.
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from eport.common.bonded.document import EBookItem, EBookLookup
+from eport.common.failure import EportFailure
 from eport.datacenter.clock import now, to_micros
 from eport.datacenter.storage import Connection
 
@@ -35,8 +36,10 @@ _UNIT = re.compile(r"[0-9]{3}")
 _MAX_ITEMS = 100_000
 
 
-class EBookFileError(ValueError):
+class EBookFileError(EportFailure, ValueError):
     """An import file that is not e-book records; the message names the entry and the key."""
+
+    code = "EBOOK_FILE"
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def _item(raw: Any, ebook_number: str, where: str) -> EBookItem:
     unknown = raw.keys() - {"record_item_number", "hs_code", "name", "specification", "unit"}
     if unknown:
         raise EBookFileError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
-    # The limits are the bonded item fields' (seed 000 §2.2.1.3).
+    # The limits are the bonded item fields' (bonded manual §2.2.1.3).
     return EBookItem(ebook_number=ebook_number,
                      record_item_number=_text(raw, "record_item_number", where, _ITEM_NUMBER),
                      hs_code=_text(raw, "hs_code", where, _HS_CODE),

@@ -1,4 +1,4 @@
-"""The data transmission fee (数据传输服务费, seed 003 五(三)).
+"""The data transmission fee (数据传输服务费, QP FAQ §五(三)).
 
 15 yuan (1500 fen) per entry, charged at its first successful declaration whatever the review
 later says, once however often it is declared again, to the enterprise of the card that first

@@ -38,7 +38,7 @@ def new_unified_number(connection: Connection, direction: str, moment: datetime)
 
 def new_entry_number(connection: Connection, district: str, direction: str,
                      moment: datetime) -> str:
-    """Per district and year (seed 003 十三(九): district + year + I/E digit + 9 digits)."""
+    """Per district and year (QP FAQ §十三(九): district + year + I/E digit + 9 digits)."""
     year = china_year(moment)
     sequence = next_value(connection, f"entry:{district}:{year}")
     return numbers.entry_number(district, year, direction, sequence)

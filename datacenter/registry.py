@@ -1,6 +1,6 @@
 """The enterprise registry: customs code → social credit code and name (table `enterprises`).
 
-An inter-enterprise grant names its agent by customs code only (seed 001 §4 1.1 说明3: the
+An inter-enterprise grant names its agent by customs code only (e-book manual §4 1.1 说明3: the
 screen fills in the agent's credit code and name); they come from here. The registry is filled
 (a) from the certificate of every card that makes a signed Authorization call
 (`remember_enterprise`, one UPSERT that writes only when the enterprise is unknown or its data
@@ -19,7 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from eport.common.failure import EportFailure
 from eport.common.profile import is_valid_credit_code
+from eport.common.text import Bilingual
 from eport.datacenter.errors import DataCenterError
 from eport.datacenter.storage import Connection
 from eport.datacenter.trust import Identity
@@ -32,8 +34,10 @@ _FIELDS = ("customs_code", "credit_code", "name")
 _MAX_NAME = 200
 
 
-class RegistryFileError(ValueError):
+class RegistryFileError(EportFailure, ValueError):
     """A registry file that cannot be imported; the message names the line or entry."""
+
+    code = "REGISTRY_FILE"
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,13 @@ def require_enterprise(connection: Connection, customs_code: str) -> Enterprise:
         return found
     raise DataCenterError(
         pb.UNKNOWN_ENTERPRISE, f"customs code {customs_code} not in the registry",
-        message_zh=f"数据中心没有海关编码为 {customs_code} 的企业信息",
-        message_en=f"The data centre does not know the enterprise {customs_code}",
-        remedy_zh="请检查海关10位编码; 或请该企业用其IC卡登录一次, 或由管理员导入企业名录"
-                  " (eport-datacenter registry import)",
-        remedy_en="Check the 10-character customs code; or ask the agent to log in once with "
-                  "its card, or import the registry (eport-datacenter registry import)")
+        message=Bilingual(f"数据中心没有海关编码为 {customs_code} 的企业信息",
+                          f"The data centre does not know the enterprise {customs_code}"),
+        remedy=Bilingual("请检查海关10位编码; 或请该企业用其IC卡登录一次, 或由管理员导入企业名录 "
+                         "(eport-datacenter registry import)",
+                         "Check the 10-character customs code; or ask the agent to log in once "
+                         "with its card, or import the registry (eport-datacenter registry "
+                         "import)"))
 
 
 def all_enterprises(connection: Connection) -> list[Enterprise]:

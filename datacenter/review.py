@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from eport.common.customs import numbers
+from eport.common.failure import EportFailure
 from eport.datacenter import bonded
 from eport.datacenter.clock import now as utc_now
 from eport.datacenter.clock import to_micros
@@ -37,8 +38,10 @@ _REASON_CODE = re.compile(r"[0-9A-Za-z_-]{1,16}")
 DEFAULT_REJECT_TEXT = "海关审单退单"
 
 
-class PolicyError(ValueError):
+class PolicyError(EportFailure, ValueError):
     """A --review value that is not a policy; the message shows the accepted forms."""
+
+    code = "REVIEW_POLICY"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from eport.cardlib.certificates import KeyKind
 from eport.common import sm2
+from eport.common.failure import EportFailure
 from eport.datacenter.storage import Connection, Store
 from eport.datacenter.trust_store import TrustConfigError, TrustedCA, crl_files
 
@@ -51,8 +52,10 @@ _CARD_ID = re.compile(r"[0-9A-Za-z]{1,16}")
 KINDS = ("certificate", "card")
 
 
-class RevocationInputError(ValueError):
+class RevocationInputError(EportFailure, ValueError):
     """A certificate number or card id that cannot be one; the message says which."""
+
+    code = "REVOCATION_INPUT"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from eport.common.customs.endpoint import unix_socket_path
+from eport.common.failure import EportFailure
 from eport.datacenter.auth_servicer import AuthorizationServicer
 from eport.datacenter.bonded import BondedLedger
 from eport.datacenter.bonded_servicer import SERVICE_NAME as BONDED_SERVICE_NAME
@@ -56,8 +57,10 @@ AUTHORIZATION_SERVICE_NAME: str = datacenter_pb2.DESCRIPTOR.services_by_name[
 _SOCKET_MODE = 0o600
 
 
-class ServerConfigError(Exception):
+class ServerConfigError(EportFailure):
     """The data centre cannot start as configured; the message has a remedy."""
+
+    code = "SERVER_CONFIG"
 
 
 @dataclass(frozen=True)

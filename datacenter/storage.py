@@ -32,6 +32,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
+from eport.common.failure import EportFailure
+
 _MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _ONLY = re.compile(r"--\s*only:\s*(sqlite|postgresql)\s*")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -44,8 +46,10 @@ POSTGRESQL = "postgresql"
 Row: TypeAlias = Any
 
 
-class StorageError(Exception):
+class StorageError(EportFailure):
     """The database cannot be used; the message says why and what to do."""
+
+    code = "STORAGE"
 
 
 class StorageUnavailable(StorageError):

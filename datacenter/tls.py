@@ -18,9 +18,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from eport.common.failure import EportFailure
 
-class TlsConfigError(Exception):
+
+class TlsConfigError(EportFailure):
     """The TLS files cannot be used; the message (Chinese and English) has a remedy."""
+
+    code = "TLS_CONFIG"
 
 
 @dataclass(frozen=True)

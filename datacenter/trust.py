@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from eport.cardlib.certificates import (
@@ -47,9 +48,11 @@ from eport.cardlib.certificates import (
     KeyKind,
     load_certificate,
 )
+from eport.cardlib.signing_algorithms import SignAlgorithm, algorithm_named, message_digest, spec
 from eport.common import sm2
 from eport.common.customs.envelope import AUDIENCE, EnvelopeError, parse_payload
 from eport.common.profile import EPORT_EXTENSION_OID, CardKind, EportProfile, ProfileError
+from eport.common.text import Bilingual
 from eport.datacenter import trust_store
 from eport.datacenter.errors import DataCenterError, bad_request
 from eport.datacenter.revocation import CrlIndex, Revocation
@@ -63,15 +66,6 @@ _CACHE_SIZE = 4096
 _CACHEABLE_BYTES = 16 * 1024  # E-port card certificates are 1 to 2 KB
 _EXTENSION_OID = x509.ObjectIdentifier(EPORT_EXTENSION_OID)
 
-# Which signature algorithms each key may use: an RSA card's signature is never checked as
-# ECDSA or SM2 (and vice versa), whatever the request claims. SHA-1 fits an RSA key but is
-# accepted from RSA-1024 cards only (_weak_request_algorithm).
-_ALLOWED: dict[KeyKind, frozenset[int]] = {
-    KeyKind.RSA_1024: frozenset({pb.SHA1_WITH_RSA, pb.SHA256_WITH_RSA}),
-    KeyKind.RSA_2048: frozenset({pb.SHA1_WITH_RSA, pb.SHA256_WITH_RSA}),
-    KeyKind.EC_P256: frozenset({pb.ECDSA_P256_SHA256}),
-    KeyKind.SM2: frozenset({pb.SM2_WITH_SM3}),
-}
 # The extended key uses under which a card may sign requests (module docstring).
 _SIGNING_PURPOSES = frozenset({
     ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION,
@@ -164,16 +158,18 @@ def _check_card_profile(certificate: CardCertificate) -> None:
     if usage is not None and not (usage.digital_signature or usage.content_commitment):
         raise DataCenterError(
             pb.CERT_KEY_USAGE, "keyUsage has neither digitalSignature nor nonRepudiation",
-            message_zh="证书的密钥用法不允许签名 (既无 digitalSignature 也无 nonRepudiation)",
-            message_en="The certificate's key usage does not allow signing (neither "
-            "digitalSignature nor nonRepudiation)")
+            message=Bilingual("证书的密钥用法不允许签名 (既无 digitalSignature 也无 "
+                              "nonRepudiation)",
+                              "The certificate's key usage does not allow signing (neither "
+                              "digitalSignature nor nonRepudiation)"))
     if purposes is not None and not any(purpose in _SIGNING_PURPOSES for purpose in purposes):
         listed = ", ".join(_PURPOSE_NAMES.get(p, p.dotted_string) for p in purposes)
         raise DataCenterError(
             pb.CERT_KEY_USAGE, f"extendedKeyUsage {listed}",
-            message_zh=f"证书的扩展密钥用法 ({listed}) 不包括签名用途",
-            message_en=f"The certificate's extended key usage ({listed}) does not include "
-            "signing by a person (clientAuth, emailProtection or documentSigning)")
+            message=Bilingual(f"证书的扩展密钥用法 ({listed}) 不包括签名用途",
+                              f"The certificate's extended key usage ({listed}) does not include "
+                              "signing by a person (clientAuth, emailProtection or "
+                              "documentSigning)"))
 
 
 def _weak(strength: str, certificate: CardCertificate) -> bool:
@@ -187,9 +183,9 @@ def _check_path(certificate: CardCertificate, path: tuple[TrustedCA, ...]) -> No
         if ca.not_a_ca:
             raise DataCenterError(
                 pb.ISSUER_NOT_CA, f"{ca.subject}: {ca.not_a_ca}",
-                message_zh=f"签发该证书的 {_ca_name(ca)} 不是CA证书",
-                message_en=f"The certificate was issued by {_ca_name(ca)}, which is not a "
-                f"CA certificate ({ca.not_a_ca})")
+                message=Bilingual(f"签发该证书的 {_ca_name(ca)} 不是CA证书",
+                                  f"The certificate was issued by {_ca_name(ca)}, which is not a "
+                                  f"CA certificate ({ca.not_a_ca})"))
     for below, ca in enumerate(path):
         # RFC 5280 §4.2.1.9: pathLenConstraint is the number of intermediate CA certificates
         # that may follow it; `below` of them stand between this CA and the card.
@@ -197,18 +193,21 @@ def _check_path(certificate: CardCertificate, path: tuple[TrustedCA, ...]) -> No
         if limit is not None and below > limit:
             raise DataCenterError(
                 pb.PATH_TOO_LONG, f"{ca.subject} allows {limit} intermediate CA(s), has {below}",
-                message_zh=f"{_ca_name(ca)} 只允许其下有 {limit} 级中间CA, 该证书路径有 {below} 级",
-                message_en=f"{_ca_name(ca)} allows {limit} intermediate CA(s) below it; this "
-                f"certificate's path has {below}")
+                message=Bilingual(f"{_ca_name(ca)} 只允许其下有 {limit} 级中间CA, 该证书路径有 "
+                                  f"{below} 级",
+                                  f"{_ca_name(ca)} allows {limit} intermediate CA(s) below it; "
+                                  f"this certificate's path has {below}"))
     signed = [certificate, *(ca.certificate for ca in path[:-1])]
     for item in signed:
         if _weak(trust_store.signature_strength(item.parsed), certificate):
             raise DataCenterError(
                 pb.WEAK_ALGORITHM, f"{item.subject} is signed with "
                 f"{item.parsed.signature_algorithm_oid.dotted_string}",
-                message_zh="证书使用了不安全的签名算法 (SHA-1 只用于 RSA-1024 卡, MD5 一律不用)",
-                message_en="A certificate on the card's path is signed with a weak algorithm "
-                "(SHA-1 is accepted for RSA-1024 cards only, MD5 never)")
+                message=Bilingual("证书使用了不安全的签名算法 (SHA-1 只用于 RSA-1024 卡, MD5 "
+                                  "一律不用)",
+                                  "A certificate on the card's path is signed with a weak "
+                                  "algorithm (SHA-1 is accepted for RSA-1024 cards only, MD5 "
+                                  "never)"))
 
 
 class RequestVerifier:
@@ -319,11 +318,11 @@ class RequestVerifier:
                 raise DataCenterError(
                     pb.ISSUER_NOT_VALID, f"{ca.subject} {'expired' if expired else 'starts'} "
                     f"{day}",
-                    message_zh=f"签发该卡的CA证书 {_ca_name(ca)} " + (
-                        f"已于 {day} 过期" if expired else f"{day} 才生效"),
-                    message_en=f"The certificate of the CA that issued the card "
-                    f"({_ca_name(ca)}) " + (f"expired on {day}" if expired
-                                            else f"is not valid before {day}"))
+                    message=Bilingual(f"签发该卡的CA证书 {_ca_name(ca)} " + (
+                                      f"已于 {day} 过期" if expired else f"{day} 才生效"),
+                                      f"The certificate of the CA that issued the card "
+                                      f"({_ca_name(ca)}) " + (f"expired on {day}" if expired
+                                      else f"is not valid before {day}")))
         # From the top down: a revoked CA revokes everything below it.
         subjects = [certificate, *(ca.certificate for ca in path[:-1])]
         for ca, subject in zip(reversed(path), reversed(subjects), strict=True):
@@ -335,19 +334,20 @@ class RequestVerifier:
                 raise DataCenterError(
                     pb.REVOCATION_UNKNOWN, f"CRL of {ca.subject} due "
                     f"{revocations.next_update.isoformat()}",
-                    message_zh=f"数据中心持有的 {_ca_name(ca)} 证书吊销列表已过期, 无法确认该卡"
-                    "未被吊销",
-                    message_en=f"The data centre's revocation list of {_ca_name(ca)} is out "
-                    "of date, so it cannot tell whether the card was revoked")
+                    message=Bilingual(f"数据中心持有的 {_ca_name(ca)} 证书吊销列表已过期, "
+                                      "无法确认该卡未被吊销",
+                                      f"The data centre's revocation list of {_ca_name(ca)} is "
+                                      "out of date, so it cannot tell whether the card was "
+                                      "revoked"))
             if subject.parsed.serial_number in revocations.revoked_serials:
                 whose = "该卡证书" if subject is certificate else f"CA证书 {subject.subject}"
                 raise DataCenterError(
                     pb.CERT_REVOKED, f"serial {subject.serial_hex} on the CRL of "
                     f"{ca.subject}",
-                    message_zh=f"{whose}已被 {_ca_name(ca)} 吊销",
-                    message_en=("The card's certificate" if subject is certificate
-                                else f"The CA certificate {subject.subject}")
-                    + f" has been revoked by {_ca_name(ca)}")
+                    message=Bilingual(f"{whose}已被 {_ca_name(ca)} 吊销",
+                                      ("The card's certificate" if subject is certificate
+                                      else f"The CA certificate {subject.subject}")
+                                      + f" has been revoked by {_ca_name(ca)}"))
 
     def verify(self, request: pb.SignedRequest, rpc: str, *, now: datetime | None = None
                ) -> VerifiedRequest:
@@ -386,37 +386,52 @@ def _denied(found: Revocation, identity: Identity) -> DataCenterError:
         zh, en = (f"数据中心已停用证书 {found.value}",
                   f"The data centre has revoked certificate {found.value}")
     return DataCenterError(pb.CERT_REVOKED, f"deny-list: {found.kind} {found.value}",
-                           message_zh=zh, message_en=en)
+                           message=Bilingual(zh, en))
+
+
+def _claimed_algorithm(value: int) -> SignAlgorithm | None:
+    """The request's algorithm in the card library's table; None for one it does not name."""
+    try:
+        return algorithm_named(pb.SignatureAlgorithm.Name(pb.SignatureAlgorithm.ValueType(value)))
+    except ValueError:
+        return None
 
 
 def _check_signature(certificate: CardCertificate, algorithm: int, payload: bytes,
                      signature: bytes) -> None:
-    if algorithm not in _ALLOWED[certificate.key_kind]:
+    # Which algorithms a key may use is the table's: an RSA card's signature is never checked
+    # as ECDSA or SM2 (and vice versa), whatever the request claims. SHA-1 fits an RSA key but
+    # is accepted from RSA-1024 cards only (below).
+    claimed = _claimed_algorithm(algorithm)
+    if claimed is None or certificate.key_kind not in spec(claimed).key_kinds:
         raise DataCenterError(
             pb.SIGNATURE_INVALID, "algorithm does not match the key",
-            message_zh="签名算法与证书密钥不符", message_en="The signature algorithm does not "
-            "match the certificate's key")
+            message=Bilingual("签名算法与证书密钥不符",
+                              "The signature algorithm does not match the certificate's key"))
     if algorithm == pb.SHA1_WITH_RSA and certificate.key_kind is not KeyKind.RSA_1024:
         raise DataCenterError(
             pb.WEAK_ALGORITHM, "SHA-1 signature from a card that is not RSA-1024",
-            message_zh="SHA-1 签名只接受 RSA-1024 卡; 本卡请用 SHA-256 签名",
-            message_en="SHA-1 signatures are accepted from RSA-1024 cards only; sign with "
-            "SHA-256 (SHA256withRSA)",
-            remedy_zh="请升级客户端, 使其对该卡使用 SHA256withRSA 签名",
-            remedy_en="Upgrade the client so that it signs with SHA256withRSA on this card")
+            message=Bilingual("SHA-1 签名只接受 RSA-1024 卡; 本卡请用 SHA-256 签名",
+                              "SHA-1 signatures are accepted from RSA-1024 cards only; sign with "
+                              "SHA-256 (SHA256withRSA)"),
+            remedy=Bilingual("请升级客户端, 使其对该卡使用 SHA256withRSA 签名",
+                             "Upgrade the client so that it signs with SHA256withRSA on this card"))
     key = certificate.public_key
     try:
+        digest = message_digest(claimed, payload, key)
         if isinstance(key, rsa.RSAPublicKey):
-            digest: hashes.HashAlgorithm = (hashes.SHA1() if algorithm == pb.SHA1_WITH_RSA
-                                            else hashes.SHA256())
-            key.verify(signature, payload, padding.PKCS1v15(), digest)
+            # PKCS#1 v1.5 by re-encoding: the signature must open to the
+            # table's DigestInfo followed by the digest.
+            opened = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+            if opened == spec(claimed).digest_info + digest:
+                return
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
             return
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-            return
-        r, s = sm2.decode_der_signature(signature)
-        if sm2.verify_digest(key, sm2.message_digest(key, payload), r, s):
-            return
+        else:
+            r, s = sm2.decode_der_signature(signature)
+            if sm2.verify_digest(key, digest, r, s):
+                return
     except (InvalidSignature, sm2.SM2Error, ValueError):
         pass
     raise DataCenterError(pb.SIGNATURE_INVALID, "signature does not verify")

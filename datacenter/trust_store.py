@@ -40,6 +40,7 @@ from eport.cardlib.certificates import (
     is_issued_by,
     load_certificate,
 )
+from eport.common.failure import EportFailure
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ _SHA1_ECDSA = "1.2.840.10045.4.1"
 _SHA1_OIDS = frozenset({_SHA1_RSA, _SHA1_ECDSA, "1.2.840.10040.4.3", "1.3.14.3.2.29"})
 
 
-class TrustConfigError(Exception):
+class TrustConfigError(EportFailure):
     """The trust directory cannot be used as it is; the message names the file and a remedy."""
+
+    code = "TRUST_CONFIG"
 
 
 @dataclass(eq=False)

@@ -1,3 +1,5 @@
+import sys
+
 from eport.firmware_sim.cli import main
 
-main()
+sys.exit(main())

@@ -26,6 +26,7 @@ from eport.cardlib.eport_certificate_profile import (
     encode_gbk_ia5,
 )
 from eport.common import sm2
+from eport.common.failure import EportFailure
 from eport.common.profile import EPORT_EXTENSION_OID, EportProfile
 from eport.firmware_sim import sm2_x509
 
@@ -40,8 +41,10 @@ _SM2_CERT_FILE = "ca-sm2.pem"
 TRUST_BUNDLE_FILE = "trust-anchors.pem"
 
 
-class CaError(Exception):
+class CaError(EportFailure):
     """The CA directory is missing, incomplete or unreadable; the message has a remedy."""
+
+    code = "CA_ERROR"
 
 
 def default_ca_dir() -> Path:
@@ -161,7 +164,8 @@ _POST_OFFICE_BOX = x509.ObjectIdentifier("2.5.4.18")  # not in NameOID
 
 
 def real_card_subject(profile: EportProfile) -> x509.Name:
-    """The real profile's subject (DESIGN §3): the holder as a BMPString CN, postOfficeBox=1."""
+    """The subject of the E-port certificate profile: the holder as a BMPString CN,
+    postOfficeBox=1."""
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, profile.holder_name, _ASN1Type.BMPString),
@@ -171,8 +175,8 @@ def real_card_subject(profile: EportProfile) -> x509.Name:
 
 
 def real_profile_extensions(profile: EportProfile) -> list[tuple[str, bytes]]:
-    """The real profile's private extensions (DESIGN §3): GBK bytes in IA5Strings. Only the
-    enterprise name is known to the simulator; the constant ones copy the public sample."""
+    """The private extensions of the E-port certificate profile: GBK bytes in IA5Strings. Only
+    the enterprise name is known to the simulator; the constant ones copy the public sample."""
     return [
         (OID_ENTERPRISE_NAME.dotted_string, encode_gbk_ia5(profile.enterprise_name)),
         (EPORT_ARC + ".5.3", encode_gbk_ia5("01")),

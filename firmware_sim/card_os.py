@@ -3,7 +3,7 @@
 Handlers raise `SwError`; `execute` turns it into a status word. Nothing a host sends can make
 `execute` raise: a malformed APDU gets a status word and leaves the card's state unchanged.
 
-E-port profile choices (see eport.common.piv and shared/DESIGN.md §3):
+E-port profile choices (see eport.common.piv, SP 800-73-4 and E-port cards in the field):
 - the PIV application is selected at power-on (it is the card's only application), and SELECT
   of any other AID answers 6A82;
 - the signing key is in slot 9C; after one VERIFY it signs until power-off, reset, a failed
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eport.common.apdu import SW, ApduFormatError, CommandApdu, sw_bytes, tries_left_sw
+from eport.common.failure import EportFailure
 from eport.common.piv import (
     CLA_CHAINING,
     PIN_BLOCK_SIZE,
@@ -52,7 +53,9 @@ MAX_CHAINED_DATA = 4096
 _MIN_AID_PREFIX = 5  # the RID
 
 
-class SwError(Exception):
+class SwError(EportFailure):
+    code = "STATUS_WORD"
+
     def __init__(self, sw: int) -> None:
         super().__init__(f"SW {sw:04X}")
         self.sw = sw

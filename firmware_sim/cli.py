@@ -1,14 +1,21 @@
-"""`eport-sim`: make a test CA, provision simulated E-port cards, run them for pcscd."""
+"""`eport-sim`: make a test CA, provision simulated E-port cards, run them for pcscd.
+
+Its errors go through the shared funnel (eport.common.funnel); exit codes: SimExit, listed in
+docs/exit-codes.md.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from pathlib import Path
 
 import click
 from cryptography import x509
 
+from eport.common.funnel import run_console
 from eport.common.profile import CardForm, CardKind
 from eport.firmware_sim.ca import CaError, default_ca_dir, init_ca, load_ca
 from eport.firmware_sim.image import CardImage, CardImageError, read_image
@@ -225,5 +232,19 @@ def _register_optional_commands() -> None:
 _register_optional_commands()
 
 
-def main() -> None:
-    cli(prog_name="eport-sim")
+class SimExit(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    FAILED = 1       # the command could not do it (no CA, CA exists, bad image): the text says
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_console(
+        "eport-sim", lambda args: cli.main(args, prog_name="eport-sim", standalone_mode=False),
+        argv, exit_codes=SimExit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from eport.common.failure import EportFailure
 from eport.firmware_sim.image import CardImageError
 from eport.firmware_sim.runner import SimulatorRunner
 
@@ -33,8 +34,10 @@ _MAX_REQUEST = 64 * 1024
 COMMANDS = ("status", "remove", "insert", "delay", "mute", "pull")
 
 
-class ControlError(RuntimeError):
+class ControlError(EportFailure, RuntimeError):
     """The control socket cannot be set up or reached; the message says why."""
+
+    code = "CONTROL"
 
 
 def default_control_path() -> Path:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from eport.common.failure import EportFailure
 from eport.common.piv import ALGORITHM_BY_NAME, NAME_BY_ALGORITHM, Algorithm
 from eport.common.profile import EportProfile, ProfileError
 from eport.firmware_sim.reference_data import ReferenceData
@@ -35,8 +36,10 @@ from eport.firmware_sim.reference_data import ReferenceData
 IMAGE_FORMAT = "eport-sim-card/1"
 
 
-class CardImageError(Exception):
+class CardImageError(EportFailure):
     """The image file cannot be used; the message says why and what to do."""
+
+    code = "CARD_IMAGE"
 
 
 class UnsafeImageFileError(CardImageError, PermissionError):
@@ -58,7 +61,7 @@ class CardImage:
     # have neither.
     envelope_private_key: bytes | None = None
     envelope_certificate: bytes | None = None
-    # A card in the real E-port certificate profile (DESIGN §3): no E-port data object.
+    # A card in the real E-port certificate profile (docs/sources.md): no E-port data object.
     real_certificate_profile: bool = False
 
     @property

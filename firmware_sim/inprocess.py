@@ -1,6 +1,6 @@
 """The in-process transport: the same card, for unit tests, without pcscd.
 
-It offers the transport interface of the daemon's lowest layer (shared/DESIGN.md §2):
+It offers the transport interface of the daemon's lowest layer (eport.cardlib.pcsc's transport):
 `send_and_receive(apdu) -> (data, sw)`.
 """
 

@@ -71,7 +71,8 @@ def build_objects(image: CardImage) -> dict[int, bytes]:
         DataObject.CHUID: chuid_object(image),
         DataObject.CERT_SIGNATURE: certificate_object(image.certificate),
     }
-    # A real E-port card has no PIV data object (DESIGN §3): the host reads the certificate.
+    # A real E-port card has no PIV data object (E-port certificate profile): the host reads
+    # the certificate.
     if not image.real_certificate_profile:
         objects[DataObject.EPORT_PROFILE] = eport_profile_object(image)
     if image.envelope_certificate is not None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from eport.common import sm2
+from eport.common.failure import EportFailure
 from eport.common.piv import ALGORITHM_BY_NAME, pad_pin
 from eport.common.profile import (
     CREDIT_ALPHABET,
@@ -36,8 +37,10 @@ DEFAULT_PIN = "88888888"
 DEFAULT_PUK = "12345678"
 
 
-class ProvisionError(ValueError):
+class ProvisionError(EportFailure, ValueError):
     """A provisioning request that breaks a rule; the message names the field."""
+
+    code = "PROVISION"
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class ProvisionRequest:
     # The envelope key in slot 9D, for RSA and SM2 cards (P-256 cards never get one); False
     # makes a card like those issued before the simulator had it.
     envelope_key: bool = True
-    # "real": certificates in the real E-port profile and no E-port data object (DESIGN §3).
+    # "real": certificates in the E-port certificate profile and no E-port data object.
     certificate_profile: str = "sim"
 
 

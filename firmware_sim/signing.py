@@ -9,11 +9,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from eport.common import sm2
+from eport.common.failure import EportFailure
 from eport.common.piv import Algorithm
 
 
-class SignInputError(ValueError):
+class SignInputError(EportFailure, ValueError):
     """The challenge does not fit the key (wrong length, or not below the RSA modulus)."""
+
+    code = "SIGN_INPUT"
 
 
 class CardKey(ABC):

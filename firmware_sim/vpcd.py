@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from eport.common.failure import EportFailure
+
 logger = logging.getLogger(__name__)
 
 VPCD_BASE_PORT = 35963
@@ -73,8 +75,10 @@ class ClosableCard(Protocol):
 ApduHandler = Callable[[VirtualCard, bytes], bytes | None]
 
 
-class VpcdProtocolError(Exception):
+class VpcdProtocolError(EportFailure):
     """The peer sent something that is not a vpcd frame."""
+
+    code = "VPCD_PROTOCOL"
 
 
 class LatencyTuning:

@@ -1,1 +1,1 @@
-"""The gRPC contract, package eport.v1 (see issue 3)."""
+"""The gRPC contract, package eport.v1 (eportd) and eport.datacenter.v1."""

@@ -17,6 +17,7 @@ from eport.cardlib.pcsc.connection import SmartCardConnection
 from eport.cardlib.pcsc.monitor import ReaderMonitor
 from eport.cardlib.pcsc.piv_session import PivSession, ReferenceStatus
 from eport.cardlib.pcsc.transport import PcscConnection, PcscContext, PcscError
+from eport.cardlib.signing_algorithms import spec_of_mechanism
 from eport.cardlib.token import (
     CertificateRole,
     Credential,
@@ -38,17 +39,12 @@ PIV_ALGORITHM = {
     KeyKind.EC_P256: Algorithm.ECC_P256,
     KeyKind.SM2: Algorithm.SM2_SM3,
 }
-# DER DigestInfo prefixes (RFC 8017 §9.2, note 1).
-_DIGEST_INFO = {
-    SignMechanism.RSA_PKCS1_SHA1: bytes.fromhex("3021300906052b0e03021a05000414"),
-    SignMechanism.RSA_PKCS1_SHA256: bytes.fromhex("3031300d060960864801650304020105000420"),
-}
 
 
 def pkcs1_block(mechanism: SignMechanism, key_kind: KeyKind, digest: bytes) -> bytes:
     """EMSA-PKCS1-v1_5: what a PIV card's raw RSA operation signs."""
     size = 128 if key_kind is KeyKind.RSA_1024 else 256
-    info = _DIGEST_INFO[mechanism] + digest
+    info = spec_of_mechanism(mechanism).digest_info + digest
     return b"\x00\x01" + b"\xff" * (size - len(info) - 3) + b"\x00" + info
 
 
@@ -124,8 +120,8 @@ class PivToken:
 
     def sign_digest(self, mechanism: SignMechanism, digest: bytes) -> bytes:
         kind = self._key_kind(CertificateRole.SIGNING)
-        challenge = pkcs1_block(mechanism, kind, digest) if mechanism in _DIGEST_INFO \
-            else digest
+        challenge = pkcs1_block(mechanism, kind, digest) \
+            if spec_of_mechanism(mechanism).is_rsa else digest
         return self.session.sign(PIV_ALGORITHM[kind], challenge)
 
     def private_step(self, role: CertificateRole, data: bytes, *, sm2: bool) -> bytes:

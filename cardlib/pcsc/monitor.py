@@ -70,7 +70,7 @@ class ReaderMonitor:
             except PcscError as exc:
                 if service_known_up is not False:
                     logger.warning("pcscd unavailable: %s", exc)
-                    self._listener.service_down(str(exc), exc.code)
+                    self._listener.service_down(str(exc), exc.native_code)
                     service_known_up = False
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
@@ -85,7 +85,7 @@ class ReaderMonitor:
                 if exc.reason == "CANCELLED" and self._stop.is_set():
                     break
                 logger.warning("pcscd went away: %s", exc)
-                self._listener.service_down(str(exc), exc.code)
+                self._listener.service_down(str(exc), exc.native_code)
                 service_known_up = False
             finally:
                 with self._lock:

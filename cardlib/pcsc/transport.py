@@ -14,43 +14,42 @@ from dataclasses import dataclass
 
 from smartcard import scard
 
-from eport.cardlib.errors import TokenUnavailable
+from eport.cardlib.errors import TokenUnavailable, Unavailable
 
 logger = logging.getLogger(__name__)
 TRAFFIC = 5  # below DEBUG: APDU traces only when asked for
 
 
 class PcscError(TokenUnavailable):
-    """A PC/SC call failed; `code` is the pcsc-lite return code and `reason` our name for it
-    (one of cardlib.errors.Unavailable)."""
+    """A PC/SC call failed; `native_code` is the pcsc-lite return code and `reason` our name
+    for it (one of cardlib.errors.Unavailable)."""
 
     def __init__(self, operation: str, code: int) -> None:
         unsigned = code & 0xFFFFFFFF
-        reason = _REASONS.get(unsigned, "CARD_ERROR")
+        reason = _REASONS.get(unsigned, Unavailable.CARD_ERROR)
         super().__init__(reason, f"{operation}: {scard.SCardGetErrorMessage(code)} "
                          f"(0x{unsigned:08X}, {reason})", code=unsigned)
 
 
-_REASONS = {
-    scard.SCARD_E_NO_SERVICE & 0xFFFFFFFF: "SERVICE_NOT_RUNNING",
-    scard.SCARD_E_SERVICE_STOPPED & 0xFFFFFFFF: "SERVICE_NOT_RUNNING",
-    scard.SCARD_E_NO_READERS_AVAILABLE & 0xFFFFFFFF: "NO_READER",
-    scard.SCARD_E_UNKNOWN_READER & 0xFFFFFFFF: "NO_READER",
-    scard.SCARD_E_READER_UNAVAILABLE & 0xFFFFFFFF: "NO_READER",
-    scard.SCARD_E_NO_SMARTCARD & 0xFFFFFFFF: "NO_CARD",
-    scard.SCARD_W_REMOVED_CARD & 0xFFFFFFFF: "CARD_REMOVED",
-    scard.SCARD_W_RESET_CARD & 0xFFFFFFFF: "CARD_RESET",
-    scard.SCARD_W_UNRESPONSIVE_CARD & 0xFFFFFFFF: "CARD_TIMEOUT",
-    scard.SCARD_W_UNPOWERED_CARD & 0xFFFFFFFF: "CARD_REMOVED",
-    scard.SCARD_E_TIMEOUT & 0xFFFFFFFF: "CARD_TIMEOUT",
-    scard.SCARD_E_SHARING_VIOLATION & 0xFFFFFFFF: "SHARING_VIOLATION",
-    scard.SCARD_E_NOT_TRANSACTED & 0xFFFFFFFF: "CARD_ERROR",
-    scard.SCARD_W_UNSUPPORTED_CARD & 0xFFFFFFFF: "UNSUPPORTED_CARD",
-    scard.SCARD_E_PROTO_MISMATCH & 0xFFFFFFFF: "UNSUPPORTED_CARD",
-    scard.SCARD_E_CANCELLED & 0xFFFFFFFF: "CANCELLED",
-    scard.SCARD_E_INVALID_HANDLE & 0xFFFFFFFF: "INVALID_HANDLE",
-    scard.SCARD_E_NO_READERS_AVAILABLE & 0xFFFFFFFF: "NO_READER",
-    scard.SCARD_F_COMM_ERROR & 0xFFFFFFFF: "CARD_ERROR",
+_REASONS: dict[int, Unavailable] = {
+    scard.SCARD_E_NO_SERVICE & 0xFFFFFFFF: Unavailable.SERVICE_NOT_RUNNING,
+    scard.SCARD_E_SERVICE_STOPPED & 0xFFFFFFFF: Unavailable.SERVICE_NOT_RUNNING,
+    scard.SCARD_E_NO_READERS_AVAILABLE & 0xFFFFFFFF: Unavailable.NO_READER,
+    scard.SCARD_E_UNKNOWN_READER & 0xFFFFFFFF: Unavailable.NO_READER,
+    scard.SCARD_E_READER_UNAVAILABLE & 0xFFFFFFFF: Unavailable.NO_READER,
+    scard.SCARD_E_NO_SMARTCARD & 0xFFFFFFFF: Unavailable.NO_CARD,
+    scard.SCARD_W_REMOVED_CARD & 0xFFFFFFFF: Unavailable.CARD_REMOVED,
+    scard.SCARD_W_RESET_CARD & 0xFFFFFFFF: Unavailable.CARD_RESET,
+    scard.SCARD_W_UNRESPONSIVE_CARD & 0xFFFFFFFF: Unavailable.CARD_TIMEOUT,
+    scard.SCARD_W_UNPOWERED_CARD & 0xFFFFFFFF: Unavailable.CARD_REMOVED,
+    scard.SCARD_E_TIMEOUT & 0xFFFFFFFF: Unavailable.CARD_TIMEOUT,
+    scard.SCARD_E_SHARING_VIOLATION & 0xFFFFFFFF: Unavailable.SHARING_VIOLATION,
+    scard.SCARD_E_NOT_TRANSACTED & 0xFFFFFFFF: Unavailable.CARD_ERROR,
+    scard.SCARD_W_UNSUPPORTED_CARD & 0xFFFFFFFF: Unavailable.UNSUPPORTED_CARD,
+    scard.SCARD_E_PROTO_MISMATCH & 0xFFFFFFFF: Unavailable.UNSUPPORTED_CARD,
+    scard.SCARD_E_CANCELLED & 0xFFFFFFFF: Unavailable.CANCELLED,
+    scard.SCARD_E_INVALID_HANDLE & 0xFFFFFFFF: Unavailable.INVALID_HANDLE,
+    scard.SCARD_F_COMM_ERROR & 0xFFFFFFFF: Unavailable.CARD_ERROR,
 }
 
 

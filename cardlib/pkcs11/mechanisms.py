@@ -1,5 +1,6 @@
-"""What the token signs with, in PKCS#11 terms: the DigestInfo prefixes for CKM_RSA_PKCS, the
-conversion of CKM_ECDSA's raw r ‖ s to DER, and the vendor-defined SM2 mechanism ids we know of.
+"""What the token signs with, in PKCS#11 terms: the block for CKM_RSA_PKCS (the DigestInfo from
+cardlib.signing_algorithms), the conversion of CKM_ECDSA's raw r ‖ s to DER, and the
+vendor-defined SM2 mechanism ids we know of.
 
 Pure functions and constants: no PKCS#11 library here, so they are unit-testable on their own.
 """
@@ -9,23 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eport.cardlib.errors import CardError
+from eport.cardlib.signing_algorithms import spec_of_mechanism
 from eport.cardlib.token import SignMechanism
 
 CKM_RSA_PKCS = 0x00000001
 CKM_ECDSA = 0x00001041
 CKM_VENDOR_DEFINED = 0x80000000
 
-# DER of DigestInfo up to (not including) the digest: RFC 8017 §9.2 note 1.
-DIGEST_INFO_PREFIX: dict[SignMechanism, bytes] = {
-    SignMechanism.RSA_PKCS1_SHA1: bytes.fromhex("3021300906052b0e03021a05000414"),
-    SignMechanism.RSA_PKCS1_SHA256: bytes.fromhex("3031300d060960864801650304020105000420"),
-}
-DIGEST_LENGTH: dict[SignMechanism, int] = {
-    SignMechanism.RSA_PKCS1_SHA1: 20,
-    SignMechanism.RSA_PKCS1_SHA256: 32,
-    SignMechanism.ECDSA_P256: 32,
-    SignMechanism.SM2: 32,
-}
 
 
 @dataclass(frozen=True)
@@ -58,11 +49,12 @@ KNOWN_SM2_MECHANISMS: tuple[VendorSm2Mechanism, ...] = (
 
 def digest_to_sign(mechanism: SignMechanism, digest: bytes) -> bytes:
     """The bytes handed to C_Sign: DigestInfo for RSA, the bare digest for ECDSA and SM2."""
-    expected = DIGEST_LENGTH[mechanism]
+    algorithm = spec_of_mechanism(mechanism)
+    expected = algorithm.digest_length
     if len(digest) != expected:
         raise CardError(None, f"sign {mechanism}",
                         f"the digest is {len(digest)} bytes; {mechanism} needs {expected}")
-    return DIGEST_INFO_PREFIX.get(mechanism, b"") + digest
+    return algorithm.digest_info + digest
 
 
 def _der_integer(value: bytes) -> bytes:

@@ -20,6 +20,7 @@ from PyKCS11 import LowLevel
 
 from eport.cardlib.errors import TokenUnavailable, Unavailable
 from eport.cardlib.pkcs11.results import TOKEN_GONE, code_name, module_down, to_token_error
+from eport.common.failure import EportFailure
 
 T = TypeVar("T")
 
@@ -34,8 +35,10 @@ class TokenSlot:
     flags: int
 
 
-class ModuleUnavailable(Exception):
+class ModuleUnavailable(EportFailure):
     """The module could not be loaded or is no longer initialised; str() is the cause."""
+
+    code = "PKCS11_MODULE_UNAVAILABLE"
 
 
 class Pkcs11Module:

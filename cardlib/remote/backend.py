@@ -37,7 +37,7 @@ class RemoteClientBackend:
         self.channel = RemoteChannel(self.address, ca_file=ca_file)
         self.poll_interval = poll_interval
         self.last_error = ""  # why the client is unreachable, "" when it answers
-        self.last_code = 0  # TokenUnavailable.code of last_error (channel.WRONG_PROTOCOL)
+        self.last_code = 0  # TokenUnavailable.native_code of last_error (channel.WRONG_PROTOCOL)
 
     def owns(self, reader: str) -> bool:
         return reader == self.reader_name
@@ -115,8 +115,8 @@ class RemoteMonitor:
                     if up is not False or str(exc) != backend.last_error:
                         logger.warning("%s", exc)
                         backend.last_error = str(exc)
-                        backend.last_code = exc.code
-                        listener.service_down(str(exc), exc.code)
+                        backend.last_code = exc.native_code
+                        listener.service_down(str(exc), exc.native_code)
                     # Readers are gone with the service (as pcscd's are): announced again.
                     up, card_id, added = False, "", False
                     self._stop.wait(backoff)

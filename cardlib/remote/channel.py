@@ -24,6 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from eport.cardlib.errors import TokenUnavailable, Unavailable
 from eport.cardlib.remote.blocks import BLOCK_ABOVE_UNITS, block_frames, utf16_length
+from eport.common.failure import EportFailure
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,15 @@ NEXT_BLOCK = "_nextBlock"
 CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 10.0
 SIGN_TIMEOUT_S = 30.0
-# TokenUnavailable.code when something answers at the URL but not as the E-port client does
+# TokenUnavailable.native_code when something answers at the URL but not as the E-port client does
 # (an HTTP server, a websocket that does not greet): eport doctor tells that from unreachable.
 WRONG_PROTOCOL = 1
 
 
-class RemoteConfigError(ValueError):
+class RemoteConfigError(EportFailure, ValueError):
     """The URL cannot be used (bilingual message)."""
+
+    code = "REMOTE_CONFIG"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from eport.cardlib.errors import (
 )
 from eport.cardlib.remote.channel import SIGN_TIMEOUT_S, RemoteChannel, RemoteReply
 from eport.cardlib.remote.errors import CARD_INVALID, last_try_refused, raise_for, tries_in
+from eport.cardlib.signing_algorithms import spec_of_mechanism
 from eport.cardlib.token import (
     CertificateRole,
     Credential,
@@ -33,8 +34,7 @@ _CST = timezone(timedelta(hours=8))
 _KIND = {"1": CardKind.LEGAL_PERSON, "2": CardKind.OPERATOR, "3": CardKind.DECLARANT}
 _ALGORITHM = {"RSA1024": "rsa1024", "RSA2048": "rsa2048", "SM2": "sm2", "P256": "p256"}
 # What the remote client's NoHash method signs: a SHA-1 digest on RSA cards, e on SM2 cards.
-_DIGEST_LENGTH = {SignMechanism.RSA_PKCS1_SHA1: 20, SignMechanism.SM2: 32,
-                  SignMechanism.ECDSA_P256: 32}
+_OFFERED = frozenset({SignMechanism.RSA_PKCS1_SHA1, SignMechanism.SM2, SignMechanism.ECDSA_P256})
 
 
 def _not_offered(operation: str) -> CardError:
@@ -53,7 +53,7 @@ class _PinState:
 class RemoteToken:
     # The official client signs RSA only as SHA1withRSA (its page library's SpcSignData);
     # the daemon picks from these (CardSnapshot.sign_algorithms).
-    sign_mechanisms = frozenset(_DIGEST_LENGTH)
+    sign_mechanisms = _OFFERED
 
     def __init__(self, channel: RemoteChannel, card_id: str) -> None:
         self._channel = channel
@@ -148,9 +148,9 @@ class RemoteToken:
     def sign_digest(self, mechanism: SignMechanism, digest: bytes) -> bytes:
         """SpcSignDataNoHash with the digest in hex: the official client takes SHA-1 on RSA
         cards and e = SM3(Z ‖ M) on SM2 cards; RSA with SHA-256 is not offered."""
-        expected = _DIGEST_LENGTH.get(mechanism)
-        if expected is None:
+        if mechanism not in _OFFERED:
             raise _not_offered(f"sign {mechanism}")
+        expected = spec_of_mechanism(mechanism).digest_length
         if len(digest) != expected:
             raise CardError(None, f"sign {mechanism}",
                             f"digest of {len(digest)} bytes, expected {expected}")

@@ -1,4 +1,4 @@
-"""`eport auth`: 委托授权 (seed 001 §4): inter-enterprise grants by the granting enterprise's
+"""`eport auth`: 委托授权 (e-book manual §4): inter-enterprise grants by the granting enterprise's
 legal-person card, intra-enterprise grants to operator cards by the agent's legal-person card,
 and the operators' permissions. A thin client of eportd (signing) and the data centre."""
 
@@ -10,17 +10,6 @@ from typing import Any
 
 import click
 
-from eport.clients.cli.context import (
-    SECRET_COMMAND_SETTINGS,
-    card_options,
-    command_name,
-    json_option,
-    secret_options,
-    state,
-)
-from eport.clients.cli.errors import usage_error
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
 from eport.clients.datacenter.context import (
     DataCenterGroup,
     call_signed,
@@ -28,9 +17,20 @@ from eport.clients.datacenter.context import (
     signer,
 )
 from eport.clients.datacenter.signer import CardSigner
+from eport.clients.kit.context import (
+    SECRET_COMMAND_SETTINGS,
+    card_options,
+    command_name,
+    json_option,
+    secret_options,
+    state,
+)
+from eport.clients.kit.errors import usage_error
+from eport.clients.kit.output import Output
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
-# Seed 001 §4 1.1: what an enterprise can delegate.
+# E-book manual §4 1.1: what an enterprise can delegate.
 SUBSYSTEMS = {"ebook": Bilingual("加工贸易账册", "processing-trade e-book"),
               "handbook": Bilingual("加工贸易手册", "processing-trade handbook"),
               "logistics": Bilingual("物流账册", "logistics e-book"),
@@ -101,7 +101,7 @@ def card_and_secret_options(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.group("auth", cls=DataCenterGroup)
 @datacenter_option
 def auth_group() -> None:
-    """委托授权: grants between enterprises and to operator cards (seed 001 §4)."""
+    """委托授权: grants between enterprises and to operator cards (e-book manual §4)."""
 
 
 @auth_group.command("grant", context_settings=SECRET_COMMAND_SETTINGS)
@@ -235,7 +235,7 @@ def delete_operator_command(operator_grant_id: str, **card: Any) -> None:
 def permissions_command(subsystem: str, **card: Any) -> None:
     """查看操作员权限: which of this enterprise's operators may work in SUBSYSTEM for whom.
 
-    A grant to all operators shows as one record without a card number (seed 001 §4 1.3)."""
+    A grant to all operators shows as one record without a card number (e-book manual §4 1.3)."""
     listed: dc.OperatorGrantList = _call(card, "ListOperatorPermissions",
                                          {"subsystem": subsystem})
 

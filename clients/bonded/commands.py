@@ -1,4 +1,4 @@
-"""`eport bonded`: 保税核查 (seed 000): enter the verification data (header, then body), save
+"""`eport bonded`: 保税核查 (bonded manual): enter the verification data (header, then body), save
 (暂存), declare (申报), query, view (read-only), modify, re-declare the stock of an approved
 record once (库存重新申报), and delete (删除) a record never declared or one body item. Every
 request is signed on the card through eportd."""
@@ -12,18 +12,6 @@ from typing import Any
 import click
 
 from eport.clients.bonded.documents import check, complete, read_bonded, stored
-from eport.clients.cli.context import (
-    SECRET_COMMAND_SETTINGS,
-    card_options,
-    command_name,
-    json_option,
-    secret_options,
-    state,
-)
-from eport.clients.cli.files import write_output
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
-from eport.clients.cli.views import timestamp
 from eport.clients.customs.context import is_file_argument
 from eport.clients.customs.views import receipt_view, show_receipt
 from eport.clients.datacenter.context import (
@@ -35,8 +23,20 @@ from eport.clients.datacenter.context import (
 from eport.clients.datacenter.documents import document_bytes, write_document
 from eport.clients.datacenter.errors import problem_view
 from eport.clients.datacenter.signer import CardSigner
+from eport.clients.kit.context import (
+    SECRET_COMMAND_SETTINGS,
+    card_options,
+    command_name,
+    json_option,
+    secret_options,
+    state,
+)
+from eport.clients.kit.files import write_output
+from eport.clients.kit.output import Output
+from eport.clients.kit.views import timestamp
 from eport.common.bonded.document import new_bonded_document, normalise, stock_warnings
 from eport.common.bonded.examples import example_bonded
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 STATUS_NAMES = {dc.BONDED_SAVED: Bilingual("暂存", "saved"),
@@ -157,7 +157,7 @@ def bonded_group() -> None:
 @json_option
 def new_command(output_path: str, example: bool, enterprise_code: str | None,
                 enterprise_name: str) -> None:
-    """录入: an empty document (header first, then the body; seed 000 §2.2), or --example."""
+    """录入: an empty document (header first, then the body; bonded manual §2.2), or --example."""
     if (enterprise_code or enterprise_name) and not example:
         raise click.UsageError("--enterprise-code and --enterprise-name go with --example")
     if enterprise_name and not enterprise_code:
@@ -194,7 +194,7 @@ def import_command(input_file: str, output_path: str | None) -> None:
 @click.option("--number", metavar="NUMBER", help="Modify this saved or rejected document.")
 @signing_options
 def save_command(document_file: str, number: str | None, **card_args: Any) -> None:
-    """暂存: save FILE. Refused with the first bad field and the first empty one (seed 000
+    """暂存: save FILE. Refused with the first bad field and the first empty one (bonded manual
     §2.4); item code, name and unit come from the e-book record in e-book modes."""
     card = _signer(card_args)
     document = _prepared(card, document_file, declaring=False)
@@ -213,7 +213,7 @@ def save_command(document_file: str, number: str | None, **card_args: Any) -> No
 @signing_options
 def declare_command(target: str, wait_seconds: float | None, **card_args: Any) -> None:
     """申报: a saved document (by number), or FILE saved and declared; every empty required
-    field is named at once (seed 000 §2.4)."""
+    field is named at once (bonded manual §2.4)."""
     card = _signer(card_args)
     if is_file_argument(target):
         document = _prepared(card, target, declaring=True)
@@ -236,7 +236,7 @@ def declare_command(target: str, wait_seconds: float | None, **card_args: Any) -
 def query_command(internal_number: str | None, enterprise_code: str | None,
                   stocktaking_date: str | None, declared_from: str | None,
                   declared_to: str | None, limit: int, **card_args: Any) -> None:
-    """查询 (seed 000 §3.2.2): by internal number, enterprise, stock-taking date or the
+    """查询 (bonded manual §3.2.2): by internal number, enterprise, stock-taking date or the
     declaration date range."""
     body: dict[str, Any] = {"limit": limit}
     for key, value in (("internal_number", internal_number),
@@ -267,7 +267,7 @@ def query_command(internal_number: str | None, enterprise_code: str | None,
               help="Also write the document here, to modify it (eport bonded modify).")
 @signing_options
 def show_command(number: str, output_path: str | None, **card_args: Any) -> None:
-    """查看明细: the record, read-only (seed 000 §3.2.3): nothing can be changed here."""
+    """查看明细: the record, read-only (bonded manual §3.2.3): nothing can be changed here."""
     card = _signer(card_args)
     record = _bonded(card, "GetBonded", {"number": number})
     document = stored(record)
@@ -292,7 +292,7 @@ def show_command(number: str, output_path: str | None, **card_args: Any) -> None
 @signing_options
 def modify_command(number: str, document_file: str, and_declare: bool,
                    **card_args: Any) -> None:
-    """修改 (seed 000 §3.2.4): save FILE as the new content of NUMBER (saved or rejected)."""
+    """修改 (bonded manual §3.2.4): save FILE as the new content of NUMBER (saved or rejected)."""
     card = _signer(card_args)
     document = _prepared(card, document_file, declaring=and_declare)
     record = _bonded(card, "SaveBonded", {"document": document, "number": number})
@@ -308,7 +308,7 @@ def modify_command(number: str, document_file: str, and_declare: bool,
 @signing_options
 def redeclare_command(number: str, document_file: str, wait_seconds: float | None,
                       **card_args: Any) -> None:
-    """库存重新申报 (seed 000 §3.2.5): an approved record, changed and declared again; once
+    """库存重新申报 (bonded manual §3.2.5): an approved record, changed and declared again; once
     per approved record."""
     card = _signer(card_args)
     document = _prepared(card, document_file, declaring=True)
@@ -324,7 +324,7 @@ def redeclare_command(number: str, document_file: str, wait_seconds: float | Non
               help="Delete body item N (序号) only; the items after it are renumbered.")
 @signing_options
 def delete_command(number: str, item_number: int | None, **card_args: Any) -> None:
-    """删除 (seed 000 §2.3): a saved record never declared (its number is never given again),
+    """删除 (bonded manual §2.3): a saved record never declared (its number is never given again),
     or with --item one body item of a saved or rejected record."""
     card = _signer(card_args)
     if item_number is None:

@@ -1,6 +1,6 @@
 """A bonded verification document on its way to the data centre: read (JSON or CSV, with
 progress), completed from the registry and the e-book records, checked as the data centre
-will check it (seed 000 §2.4)."""
+will check it (bonded manual §2.4)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from eport.clients.cli.context import state
-from eport.clients.cli.errors import CliError, file_error
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
 from eport.clients.datacenter.context import call_signed
 from eport.clients.datacenter.errors import validation_failed
 from eport.clients.datacenter.signer import CardSigner
+from eport.clients.kit.context import state
+from eport.clients.kit.errors import CliError, file_error
+from eport.clients.kit.exit_codes import ExitCode
 from eport.common.bonded.document import (
     EBookItem,
     declare_problems,
@@ -26,6 +25,7 @@ from eport.common.bonded.document import (
 )
 from eport.common.bonded.importing import load_bonded_file
 from eport.common.customs.document import DocumentError
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 RULES = "docs/bonded-document.md"
@@ -35,7 +35,7 @@ def read_bonded(path: str, *, importing: bool = False) -> dict[str, Any]:
     """The document in `path`. A CSV file, and any file being imported, is read as an import:
     every problem of the file at once, with its line, or nothing (with a progress bar for long
     files). A JSON document being saved or declared is taken as it is, so that 暂存 and 申报
-    answer with the checks of seed 000 §2.4 instead."""
+    answer with the checks of bonded manual §2.4 instead."""
     if not importing and not path.lower().endswith(".csv"):
         try:
             raw = json.loads(Path(path).read_bytes().decode("utf-8-sig"))
@@ -77,7 +77,8 @@ def not_a_document(path: str, why: str) -> CliError:
 class EBookRecords:
     """GetEBookItem answers for one command, each record item asked once. The management
     mode goes with each request: an agent calls up 电子账册 items under its 加工贸易账册 grant
-    and 纸质手册电子化 items under its 加工贸易手册 grant (seed 000 §2.2.1.3, seed 001 §4)."""
+    and 纸质手册电子化 items under its 加工贸易手册 grant (bonded manual §2.2.1.3,
+    e-book manual §4)."""
 
     def __init__(self, card: CardSigner, management_mode: str) -> None:
         self._card = card
@@ -107,7 +108,7 @@ class EBookRecords:
 def complete(card: CardSigner, document: dict[str, Any]) -> tuple[dict[str, Any],
                                                                    EBookRecords | None]:
     """What the E-port client fills in: the verified enterprise's name from the registry
-    (seed 000 §2.2.1.2) and, for e-book management modes, each item's code, name and unit
+    (bonded manual §2.2.1.2) and, for e-book management modes, each item's code, name and unit
     from the e-book record (§2.2.1.3)."""
     header = document.get("header")
     if isinstance(header, dict) and header.get("enterprise_code") and \
@@ -138,7 +139,7 @@ def complete(card: CardSigner, document: dict[str, Any]) -> tuple[dict[str, Any]
 
 def check(document: dict[str, Any], *, declaring: bool, where: str,
           records: EBookRecords | None) -> None:
-    """Seed 000 §2.4: at 暂存 the first bad and the first empty field; at 申报 every empty
+    """Bonded manual §2.4: at 暂存 the first bad and the first empty field; at 申报 every empty
     required field at once."""
     problems = (declare_problems(document, lookup=records) if declaring
                 else save_problems(document, lookup=records))

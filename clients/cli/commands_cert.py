@@ -8,14 +8,15 @@ from typing import Any
 import click
 
 from eport.clients.cli.commands_readers import show_validity
-from eport.clients.cli.context import card_options, command_name, json_option, state
-from eport.clients.cli.daemon_client import selector
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.files import read_input, write_output
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
-from eport.clients.cli.views import certificate_view, check_view
+from eport.clients.kit.context import card_options, command_name, json_option, state
+from eport.clients.kit.daemon_client import selector
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.files import read_input, write_output
+from eport.clients.kit.output import Output
+from eport.clients.kit.views import certificate_view, check_view
+from eport.common.messages import CARD_CENTRE_RENEW
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
 CHAIN_NAMES = {
@@ -41,8 +42,7 @@ def problem_of(check: pb.CertificateCheck) -> CliError | None:
     if check.state == pb.EXPIRED:
         return CliError("CERT_EXPIRED", Bilingual(check.message_zh or "证书已过期",
                                                   check.message_en or "The certificate expired"),
-                        Bilingual("请到电子口岸制卡中心办理证书更新",
-                                  "renew the certificate at the E-port card centre"),
+                        CARD_CENTRE_RENEW,
                         ExitCode.CERTIFICATE)
     if check.state == pb.NOT_YET_VALID:
         return CliError("CERT_NOT_YET_VALID",

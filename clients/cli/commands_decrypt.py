@@ -6,8 +6,7 @@ import base64
 
 import click
 
-from eport.clients.cli.commands_pin import send_with_pin
-from eport.clients.cli.context import (
+from eport.clients.kit.context import (
     SECRET_COMMAND_SETTINGS,
     card_options,
     command_name,
@@ -15,12 +14,13 @@ from eport.clients.cli.context import (
     secret_options,
     state,
 )
-from eport.clients.cli.daemon_client import selector
-from eport.clients.cli.errors import usage_error
-from eport.clients.cli.files import maybe_base64, read_input, write_output
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
-from eport.clients.cli.pin_entry import SecretReader
+from eport.clients.kit.daemon_client import selector
+from eport.clients.kit.errors import usage_error
+from eport.clients.kit.files import maybe_base64, read_input, write_output
+from eport.clients.kit.output import Output
+from eport.clients.kit.pin_entry import SecretReader
+from eport.clients.kit.pin_guard import send_with_pin
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
 

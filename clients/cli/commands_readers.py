@@ -6,13 +6,12 @@ from typing import Any
 
 import click
 
-from eport.clients.cli.context import card_options, command_name, json_option, state
-from eport.clients.cli.daemon_client import selector
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
-from eport.clients.cli.views import (
+from eport.clients.kit.context import card_options, command_name, json_option, state
+from eport.clients.kit.daemon_client import selector
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.output import Output
+from eport.clients.kit.views import (
     card_form_name,
     card_kind_name,
     card_view,
@@ -22,6 +21,7 @@ from eport.clients.cli.views import (
     reader_view,
     when,
 )
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
 EVENT_NAMES = {

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 
 import click
 from asn1crypto import pem
 
-from eport.clients.cli.commands_pin import send_with_pin
-from eport.clients.cli.context import (
+from eport.clients.kit.context import (
     SECRET_COMMAND_SETTINGS,
     card_options,
     command_name,
@@ -17,32 +15,26 @@ from eport.clients.cli.context import (
     secret_options,
     state,
 )
-from eport.clients.cli.daemon_client import selector
-from eport.clients.cli.errors import CliError, usage_error
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.files import maybe_base64, read_input, write_output
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
-from eport.clients.cli.pin_entry import SecretReader
-from eport.common import sm2
-from eport.common.sm2_cert import certificate_public_point
+from eport.clients.kit.daemon_client import selector
+from eport.clients.kit.errors import CliError, usage_error
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.files import maybe_base64, read_input, write_output
+from eport.clients.kit.output import Output
+from eport.clients.kit.pin_entry import SecretReader
+from eport.clients.kit.pin_guard import send_with_pin
+from eport.clients.kit.sign_algorithms import (
+    CLI_ALGORITHMS,
+    card_algorithm,
+    key_default,
+    local_digest,
+)
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
-ALGORITHMS: dict[str, pb.SignAlgorithm.ValueType] = {
-    "card": pb.SIGN_ALGORITHM_UNSPECIFIED,
-    "sha1-rsa": pb.SHA1_WITH_RSA,
-    "sha256-rsa": pb.SHA256_WITH_RSA,
-    "ecdsa-p256": pb.ECDSA_P256_SHA256,
-    "sm2-sm3": pb.SM2_WITH_SM3,
-}
+ALGORITHMS = CLI_ALGORITHMS  # "card", then the names of cardlib.signing_algorithms' table
 # gRPC refuses messages over 4 MiB: larger files are hashed here and only the digest is sent,
 # which is what the daemon would sign anyway.
 LOCAL_DIGEST_ABOVE = 3 * 1024 * 1024
-# What eportd signs with when asked for no particular algorithm: old RSA-1024 E-port cards
-# sign SHA1withRSA, as the E-port client does on them.
-CARD_ALGORITHMS: dict[int, pb.SignAlgorithm.ValueType] = {
-    pb.RSA_1024: pb.SHA1_WITH_RSA, pb.RSA_2048: pb.SHA256_WITH_RSA,
-    pb.EC_P256: pb.ECDSA_P256_SHA256, pb.SM2: pb.SM2_WITH_SM3}
 ALGORITHM_HELP = ("card: the card's own (SHA1withRSA on RSA-1024 cards, SHA256withRSA, "
                   "ECDSA-SHA256 or SM2-SM3).")
 
@@ -51,19 +43,7 @@ def _algorithm_of(name: str, card: pb.CardInfo) -> pb.SignAlgorithm.ValueType:
     chosen = ALGORITHMS[name]
     if chosen != pb.SIGN_ALGORITHM_UNSPECIFIED:
         return chosen
-    # What eportd says the card can make, its default first (a remote E-port client signs
-    # RSA only with SHA-1); the key's usual algorithm for an older eportd that lists none.
-    if card.sign_algorithms:
-        return card.sign_algorithms[0]
-    return CARD_ALGORITHMS.get(card.key_algorithm, pb.SIGN_ALGORITHM_UNSPECIFIED)
-
-
-def _local_digest(algorithm: int, data: bytes, certificate_der: bytes) -> bytes:
-    if algorithm == pb.SHA1_WITH_RSA:
-        return hashlib.sha1(data).digest()
-    if algorithm == pb.SM2_WITH_SM3:
-        return sm2.message_digest(certificate_public_point(certificate_der), data)
-    return hashlib.sha256(data).digest()
+    return card_algorithm(card)
 
 
 def _input_request(data: bytes, is_digest: bool, algorithm: int, cli_card: pb.CardSelector
@@ -73,7 +53,7 @@ def _input_request(data: bytes, is_digest: bool, algorithm: int, cli_card: pb.Ca
         return None, data
     if len(data) > LOCAL_DIGEST_ABOVE:
         certificate = state().client.certificate(cli_card)
-        return None, _local_digest(algorithm, data, certificate.der)
+        return None, local_digest(algorithm, data, certificate.der)
     return data, None
 
 
@@ -149,9 +129,8 @@ def _verify_digest(request: pb.VerifyRequest, data: bytes
     else:
         certificate = client.certificate(request.card)
         key_algorithm, der = certificate.check.key_algorithm, certificate.der
-    algorithm = request.algorithm or CARD_ALGORITHMS.get(key_algorithm,
-                                                         pb.SIGN_ALGORITHM_UNSPECIFIED)
-    return algorithm, _local_digest(algorithm, data, der)
+    algorithm = request.algorithm or key_default(key_algorithm)
+    return algorithm, local_digest(algorithm, data, der)
 
 
 def _der(certificate: bytes) -> bytes:

@@ -7,30 +7,61 @@ document) and a documented exit code; a traceback only with --debug.
 from __future__ import annotations
 
 import sys
-import traceback
 
 import click
 import grpc
 
-from eport.clients.auth.commands import auth_group
-from eport.clients.bonded.commands import bonded_group
-from eport.clients.cli.commands_cert import cert_group
-from eport.clients.cli.commands_decrypt import decrypt_command
-from eport.clients.cli.commands_pin import pin_group
-from eport.clients.cli.commands_readers import card_group, readers_command, watch_command
-from eport.clients.cli.commands_sign import sign_command, verify_command
-from eport.clients.cli.context import CliState
-from eport.clients.cli.daemon_client import DEFAULT_TIMEOUT_SECONDS, DaemonClient, choose_socket
-from eport.clients.cli.errors import CliError, from_rpc_error
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual, detect_language
-from eport.clients.cli.output import Output
-from eport.clients.customs.commands import customs_group
-from eport.clients.doctor.command import doctor_command
+from eport.clients.cli.lazy_group import LazyCommand, LazyGroup
+from eport.clients.kit.context import CliState
+from eport.clients.kit.daemon_client import DEFAULT_TIMEOUT_SECONDS, DaemonClient, choose_socket
+from eport.clients.kit.errors import CliError, from_rpc_error
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.output import Output
 from eport.common.socket_location import SOCKET_ENV
+from eport.common.text import Bilingual, detect_language
+
+# Each command's module is imported only when that command runs: `eport sign` in a script
+# does not pay for customs, bonded, auth and doctor (about 0.2 s per process). The short help
+# is the command's docstring, first sentence; a unit test keeps the two the same.
+COMMANDS: dict[str, LazyCommand] = {
+    "readers": LazyCommand("eport.clients.cli.commands_readers:readers_command",
+                           "List the card readers and what is in them."),
+    "watch": LazyCommand("eport.clients.cli.commands_readers:watch_command",
+                         "Show reader and card events as they happen, until Ctrl-C (JSON: one "
+                         "line per event)."),
+    "card": LazyCommand("eport.clients.cli.commands_readers:card_group",
+                        "The card: what it is and whose it is."),
+    "pin": LazyCommand("eport.clients.cli.commands_pin:pin_group",
+                       "PIN tries, login, PIN change and unblock."),
+    "cert": LazyCommand("eport.clients.cli.commands_cert:cert_group",
+                        "The card's certificate: show, check, export."),
+    "sign": LazyCommand("eport.clients.cli.commands_sign:sign_command",
+                        "Sign FILE ('-' for stdin) on the card."),
+    "verify": LazyCommand("eport.clients.cli.commands_sign:verify_command",
+                          "Check a signature of FILE with a certificate (no PIN; the card is "
+                          "not used)."),
+    "decrypt": LazyCommand("eport.clients.cli.commands_decrypt:decrypt_command",
+                           "Decrypt FILE ('-' for stdin), binary or base64, with the card's "
+                           "envelope key: RSA PKCS#1 v1.5, or SM2 in the ASN.1 form of `openssl "
+                           "pkeyutl` or as C1C3C2."),
+    "doctor": LazyCommand("eport.clients.doctor.command:doctor_command",
+                          "Check pcscd, drivers, USB, eportd, readers, cards and the clock; say "
+                          "what is wrong and what to do."),
+    "customs": LazyCommand("eport.clients.customs.commands:customs_group",
+                           "报关申报: customs declarations and filing lists: new, import, save "
+                           "(暂存), upload (上载), declare (申报), delete (删除), query, receipts, "
+                           "print, statistics."),
+    "auth": LazyCommand("eport.clients.auth.commands:auth_group",
+                        "委托授权: grants between enterprises and to operator cards (e-book "
+                        "manual §4)."),
+    "bonded": LazyCommand("eport.clients.bonded.commands:bonded_group",
+                          "保税核查: bonded verification: stock-taking data of processing-trade "
+                          "enterprises."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--socket", "socket_path", metavar="PATH", envvar=SOCKET_ENV,
               help=f"eportd's socket (default: ${SOCKET_ENV}, the per-user socket, then "
                    "/run/eportd/eportd.sock).")
@@ -56,58 +87,37 @@ def cli(state: CliState, socket_path: str | None, json_flag: bool, lang: str | N
     state.client = DaemonClient(choose_socket(socket_path), timeout)
 
 
-cli.add_command(readers_command)
-cli.add_command(watch_command)
-cli.add_command(card_group)
-cli.add_command(pin_group)
-cli.add_command(cert_group)
-cli.add_command(sign_command)
-cli.add_command(verify_command)
-cli.add_command(decrypt_command)
-cli.add_command(doctor_command)
-cli.add_command(customs_group)
-cli.add_command(auth_group)
-cli.add_command(bonded_group)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eport.common.funnel import CallbackReporter, ConsoleFailure, run_console
+
     args = list(sys.argv[1:] if argv is None else argv)
     # Known before click parses anything, so that even a usage error can answer in JSON.
     output = Output(json_mode="--json" in args, language=detect_language())
     state = CliState(output, DaemonClient(choose_socket(None)), debug="--debug" in args)
+
+    def show(failure: ConsoleFailure, command: str) -> None:
+        output.error(command, CliError(failure.code, failure.message, failure.remedy,
+                                       ExitCode(failure.exit_code), failure.extra))
+
+    def convert(error: BaseException) -> ConsoleFailure | None:
+        if isinstance(error, grpc.RpcError):  # a call that did not go through DaemonClient.call
+            error = from_rpc_error(error, state.client.socket)
+        if isinstance(error, CliError):
+            return ConsoleFailure(error.code, error.message, error.remedy, int(error.exit_code),
+                                  error.extra)
+        return None
+
     try:
-        result = cli.main(args, prog_name="eport", standalone_mode=False, obj=state)
-        return int(result) if isinstance(result, int) else int(ExitCode.OK)
-    except CliError as error:
-        output.error(state.command, error)
-        return int(error.exit_code)
-    except click.exceptions.Exit as done:
-        return int(done.exit_code)
-    except click.ClickException as problem:
-        if output.json_mode:
-            output.error(state.command, CliError(
-                "USAGE", Bilingual(problem.format_message(), problem.format_message()),
-                Bilingual("运行 eport --help 查看用法", "see `eport --help`"), ExitCode.USAGE))
-        else:
-            problem.show()
-        return int(ExitCode.USAGE) if isinstance(problem, click.UsageError) else int(
-            ExitCode.INPUT_ERROR)
-    except (click.Abort, KeyboardInterrupt):
-        output.note(Bilingual("已取消", "Cancelled"))
-        return int(ExitCode.INTERRUPTED)
-    except grpc.RpcError as error:  # a call that did not go through DaemonClient.call
-        converted = from_rpc_error(error, state.client.socket)
-        output.error(state.command, converted)
-        return int(converted.exit_code)
-    except Exception as unexpected:
-        if state.debug:
-            traceback.print_exc()
-        output.error(state.command, CliError(
-            "UNEXPECTED", Bilingual(f"意外错误: {type(unexpected).__name__}",
-                                    f"Unexpected error: {type(unexpected).__name__}"),
-            Bilingual("请用 --debug 重试并报告输出", "retry with --debug and report the output"),
-            ExitCode.UNEXPECTED))
-        return int(ExitCode.UNEXPECTED)
+        return run_console(
+            "eport", lambda words: cli.main(words, prog_name="eport", standalone_mode=False,
+                                             obj=state),
+            args, exit_codes=ExitCode, reporter=CallbackReporter(show, output.note),
+            convert=convert, click_failure_exit=int(ExitCode.INPUT_ERROR),
+            debug_hint=Bilingual("请用 --debug 重试并报告输出",
+                                 "retry with --debug and report the output"),
+            command=lambda: state.command)
     finally:
         state.client.close()
 

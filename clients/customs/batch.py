@@ -15,16 +15,16 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eport.clients.cli.context import command_name, state
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
 from eport.clients.customs.saving import declare, save
 from eport.clients.datacenter.errors import validation_failed
 from eport.clients.datacenter.signer import CardSigner
+from eport.clients.kit.context import command_name, state
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.output import Output
 from eport.common.customs.document import DocumentError, validate
 from eport.common.customs.importing import load_document_file
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 # Reasons that end the whole batch: the card or its session is gone, or the card may not

@@ -12,19 +12,6 @@ from typing import Any
 
 import click
 
-from eport.clients.cli.context import (
-    SECRET_COMMAND_SETTINGS,
-    card_options,
-    command_name,
-    json_option,
-    secret_options,
-    state,
-)
-from eport.clients.cli.errors import CliError, file_error
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.files import write_output
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
 from eport.clients.customs.commands_flow import (
     batch_declare_command,
     declare_command,
@@ -47,6 +34,18 @@ from eport.clients.datacenter.context import (
     signer,
 )
 from eport.clients.datacenter.documents import document_bytes, write_document
+from eport.clients.kit.context import (
+    SECRET_COMMAND_SETTINGS,
+    card_options,
+    command_name,
+    json_option,
+    secret_options,
+    state,
+)
+from eport.clients.kit.errors import CliError, file_error
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.files import write_output
+from eport.clients.kit.output import Output
 from eport.common.customs.document import (
     DIRECTIONS,
     DOCUMENT_TYPES,
@@ -56,6 +55,7 @@ from eport.common.customs.document import (
     new_document,
 )
 from eport.common.customs.examples import example_declaration
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 
@@ -179,7 +179,7 @@ def show_command(number: str, output_path: str | None, reader: str | None,
 def print_command(number: str, output_path: str, reader: str | None, card_id: str | None,
                   pin_stdin: bool, allow_last_attempt: bool) -> None:
     """打印: the declaration as an A4 PDF in the standard format, with the barcode of the
-    pre-entry number once it has one (seed 003 八)."""
+    pre-entry number once it has one (QP FAQ §八)."""
     # Imported here: reportlab and the font take a while to load, and only print needs them.
     from eport.clients.customs.printing import PrintError, PrintRecord, write_declaration_pdf
 
@@ -193,8 +193,7 @@ def print_command(number: str, output_path: str, reader: str | None, card_id: st
             entry_number=record.entry_number, pre_entry_number=record.pre_entry_number,
             status=dc.DocumentStatus.Name(record.status), declared_at=declared))
     except PrintError as error:
-        raise CliError("PRINT_FAILED", Bilingual(error.message_zh, error.message_en),
-                       Bilingual(error.remedy_zh, error.remedy_en),
+        raise CliError("PRINT_FAILED", error.message, error.remedy,
                        ExitCode.INPUT_ERROR) from None
     except OSError as problem:
         raise file_error(output_path, problem, writing=True) from None

@@ -9,16 +9,6 @@ from typing import Any
 
 import click
 
-from eport.clients.cli.context import (
-    SECRET_COMMAND_SETTINGS,
-    card_options,
-    command_name,
-    json_option,
-    secret_options,
-    state,
-)
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
 from eport.clients.customs.batch import run_batch
 from eport.clients.customs.context import (
     check_locally,
@@ -29,6 +19,16 @@ from eport.clients.customs.context import (
 from eport.clients.customs.saving import declare, declared_already, save, wait_for_review
 from eport.clients.customs.views import best_number, record_view, show_record
 from eport.clients.datacenter.context import call_signed, signer
+from eport.clients.kit.context import (
+    SECRET_COMMAND_SETTINGS,
+    card_options,
+    command_name,
+    json_option,
+    secret_options,
+    state,
+)
+from eport.clients.kit.output import Output
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 WAIT_HELP = "Wait up to SECONDS for the review (审结 or 退单) and show its result."
@@ -77,7 +77,7 @@ def upload_command(number: str, reader: str | None, card_id: str | None, pin_std
                    allow_last_attempt: bool) -> None:
     """上载: a saved document enters the data centre and gets its unified number.
 
-    Declaring uploads too (seed 003 十一(三)): usually `declare` is all you need."""
+    Declaring uploads too (QP FAQ §十一(三)): usually `declare` is all you need."""
     card = signer(reader, card_id, pin_stdin, allow_last_attempt)
     record: dc.DocumentRecord = call_signed(card, "Upload", {"number": number})
     _result(record, Bilingual(f"已上载, 统一编号 {record.unified_number}",
@@ -150,7 +150,7 @@ def batch_declare_command(files: tuple[str, ...], report_path: Path | None,
 @json_option
 def delete_command(number: str, item_number: int | None, reader: str | None,
                    card_id: str | None, pin_stdin: bool, allow_last_attempt: bool) -> None:
-    """删除 (seed 003 十三(一): Ctrl+D, Ctrl+Delete): a document never declared, or item N.
+    """删除 (QP FAQ §十三(一): Ctrl+D, Ctrl+Delete): a document never declared, or item N.
 
     Operator and declarant cards of the enterprise. A deleted document's numbers are never
     given again; saving its file again makes a new document. An item may be deleted wherever

@@ -9,17 +9,6 @@ from typing import Any
 
 import click
 
-from eport.clients.cli.context import (
-    SECRET_COMMAND_SETTINGS,
-    card_options,
-    command_name,
-    json_option,
-    secret_options,
-    state,
-)
-from eport.clients.cli.errors import usage_error
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
 from eport.clients.customs.views import (
     STATUS_CHOICES,
     STATUS_NAMES,
@@ -28,6 +17,17 @@ from eport.clients.customs.views import (
     show_receipt,
 )
 from eport.clients.datacenter.context import call_signed, datacenter, signer
+from eport.clients.kit.context import (
+    SECRET_COMMAND_SETTINGS,
+    card_options,
+    command_name,
+    json_option,
+    secret_options,
+    state,
+)
+from eport.clients.kit.errors import usage_error
+from eport.clients.kit.output import Output
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 # Counting is done here from one query; past this many documents the counts say so.
@@ -43,8 +43,8 @@ def _refuse_pre_entry_number(_ctx: click.Context, _param: click.Parameter,
                              value: str | None) -> None:
     if value:
         raise usage_error(
-            Bilingual("不能按预录入号查询报关单 (seed 003 十一(五))",
-                      "Documents cannot be queried by pre-entry number (seed 003 十一(五))"),
+            Bilingual("不能按预录入号查询报关单 (QP FAQ §十一(五))",
+                      "Documents cannot be queried by pre-entry number (QP FAQ §十一(五))"),
             Bilingual("请改用数据中心统一编号 (--unified-number) 或报关单号 (--entry-number)",
                       "use the unified number (--unified-number) or the entry number "
                       "(--entry-number) instead"))
@@ -72,7 +72,7 @@ def query_command(unified_number: str | None, entry_number: str | None,
                   allow_last_attempt: bool) -> None:
     """查询: the enterprise's documents by unified number, entry number, state or save date.
 
-    Not by pre-entry number: QP no longer offers it (seed 003 十一(五))."""
+    Not by pre-entry number: QP no longer offers it (QP FAQ §十一(五))."""
     body: dict[str, Any] = {"limit": limit}
     for key, value in (("unified_number", unified_number), ("entry_number", entry_number),
                        ("temporary_number", temporary_number), ("status", status)):
@@ -156,7 +156,7 @@ def receipts_command(after: int, number: str | None, follow: bool, count: int | 
 def stats_command(date_from: datetime | None, date_to: datetime | None, reader: str | None,
                   card_id: str | None, pin_stdin: bool, allow_last_attempt: bool) -> None:
     """业务统计: documents by state and the transmission fees (15 yuan per declared entry,
-    seed 003 五(三)) of the card's enterprise in a period."""
+    QP FAQ §五(三)) of the card's enterprise in a period."""
     today = _china_today()
     first = date_from.date() if date_from else today.replace(day=1)
     last = date_to.date() if date_to else today

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eport.clients.cli.context import state
-from eport.clients.cli.errors import CliError, file_error
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
 from eport.clients.datacenter.context import datacenter
 from eport.clients.datacenter.errors import validation_failed
+from eport.clients.kit.context import state
+from eport.clients.kit.errors import CliError, file_error
+from eport.clients.kit.exit_codes import ExitCode
 from eport.common.customs.document import DocumentError, clock_warning, validate
 from eport.common.customs.importing import load_document_file
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 
@@ -38,7 +38,7 @@ def check_locally(document: dict[str, Any], *, declaring: bool, where: str) -> N
 
 
 def warn_about_clock() -> tuple[str, str] | None:
-    """Seed 003 十三(十三): a wrong clock prints wrong dates on the declaration; compare it
+    """QP FAQ §十三(十三): a wrong clock prints wrong dates on the declaration; compare it
     with the data centre's before saving."""
     info = datacenter().info()
     reference = info.server_time.ToDatetime(tzinfo=UTC) if info.HasField("server_time") \

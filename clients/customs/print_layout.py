@@ -20,6 +20,9 @@ from reportlab.graphics.barcode.code128 import Code128
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
+
 FONT_ENV = "EPORT_CJK_FONT"
 # Where the distributions put WenQuanYi Micro Hei (Debian/Ubuntu first: that is what
 # scripts/setup.sh installs). It covers GB 18030's common characters and Latin, so one face
@@ -37,28 +40,27 @@ LEADING = 1.2
 ELLIPSIS = "…"
 
 
-class PrintError(Exception):
+class PrintError(EportFailure):
     """Printing is impossible as asked; one sentence each in Chinese and English, with a remedy."""
 
-    def __init__(self, message_zh: str, message_en: str, remedy_zh: str = "",
-                 remedy_en: str = "") -> None:
-        self.message_zh = message_zh
-        self.message_en = message_en
-        self.remedy_zh = remedy_zh
-        self.remedy_en = remedy_en
-        super().__init__(f"{message_en} / {message_zh}")
+    code = "PRINT_FAILED"
+
+    def __init__(self, message: Bilingual, remedy: Bilingual) -> None:
+        self.message = message
+        self.remedy = remedy
+        super().__init__(f"{message.en} / {message.zh}")
 
 
 def _font_missing(looked_at: Sequence[Path]) -> PrintError:
     listed = ", ".join(str(path) for path in looked_at)
     return PrintError(
-        f"找不到中文字体 (文泉驿微米黑), 无法打印报关单。已查找: {listed}",
-        f"No CJK font (WenQuanYi Micro Hei) found, so the declaration cannot be printed. "
-        f"Looked at: {listed}",
-        f"请安装字体: sudo apt-get install fonts-wqy-microhei; 或用环境变量 {FONT_ENV} 指定"
-        "一个中文 TrueType 字体文件 (.ttf/.ttc)",
-        f"install the font: sudo apt-get install fonts-wqy-microhei; or point {FONT_ENV} at a "
-        "CJK TrueType font file (.ttf/.ttc)")
+        Bilingual(f"找不到中文字体 (文泉驿微米黑), 无法打印报关单。已查找: {listed}",
+                  "No CJK font (WenQuanYi Micro Hei) found, so the declaration cannot be "
+                  f"printed. Looked at: {listed}"),
+        Bilingual(f"请安装字体: sudo apt-get install fonts-wqy-microhei; 或用环境变量 {FONT_ENV} "
+                  "指定一个中文 TrueType 字体文件 (.ttf/.ttc)",
+                  "install the font: sudo apt-get install fonts-wqy-microhei; or point "
+                  f"{FONT_ENV} at a CJK TrueType font file (.ttf/.ttc)"))
 
 
 def find_font_file(environ: dict[str, str] | None = None) -> Path:
@@ -90,22 +92,22 @@ def register_font(path: Path) -> str:
         font = TTFont(name, str(path), subfontIndex=0)
     except Exception as problem:  # reportlab raises TTFError and plain errors alike
         raise PrintError(
-            f"字体文件无法使用: {path} ({problem})",
-            f"The font file cannot be used: {path} ({problem})",
-            "请安装字体: sudo apt-get install fonts-wqy-microhei, 或检查 "
-            f"{FONT_ENV} 指向的文件",
-            f"install the font: sudo apt-get install fonts-wqy-microhei, or check the file "
-            f"{FONT_ENV} names") from None
+            Bilingual(f"字体文件无法使用: {path} ({problem})",
+                      f"The font file cannot be used: {path} ({problem})"),
+            Bilingual(f"请安装字体: sudo apt-get install fonts-wqy-microhei, 或检查 {FONT_ENV} "
+                      "指向的文件",
+                      "install the font: sudo apt-get install fonts-wqy-microhei, or check the "
+                      f"file {FONT_ENV} names")) from None
     missing = [char for char in _REQUIRED_GLYPHS if ord(char) not in font.face.charToGlyph]
     if missing:
         raise PrintError(
-            f"字体 {path} 不含中文字符 ({''.join(missing)}), 打印出来会是方框",
-            f"The font {path} has no Chinese glyphs ({''.join(missing)}); they would print "
-            "as boxes",
-            f"请安装 fonts-wqy-microhei (sudo apt-get install fonts-wqy-microhei), 或让 "
-            f"{FONT_ENV} 指向中文字体",
-            f"install fonts-wqy-microhei (sudo apt-get install fonts-wqy-microhei) or point "
-            f"{FONT_ENV} at a CJK font")
+            Bilingual(f"字体 {path} 不含中文字符 ({''.join(missing)}), 打印出来会是方框",
+                      f"The font {path} has no Chinese glyphs ({''.join(missing)}); they would "
+                      "print as boxes"),
+            Bilingual("请安装 fonts-wqy-microhei (sudo apt-get install fonts-wqy-microhei), "
+                      f"或让 {FONT_ENV} 指向中文字体",
+                      "install fonts-wqy-microhei (sudo apt-get install fonts-wqy-microhei) or "
+                      f"point {FONT_ENV} at a CJK font"))
     pdfmetrics.registerFont(font)
     return name
 
@@ -281,8 +283,8 @@ def draw_row(canvas: Any, font: str, cells: Sequence[Cell], left: float, top: fl
 # --- barcode --------------------------------------------------------------------------------
 
 # 0.02 inch (1.44 pt, 0.508 mm) per module: a common X-dimension for laser-printed Code 128 and
-# a whole number of dots at 100, 300 and 600 dpi, so bars print without ragged edges (seed 003
-# 八(二): customs scans the printed barcode).
+# a whole number of dots at 100, 300 and 600 dpi, so bars print without ragged edges (QP FAQ
+# §八(二): customs scans the printed barcode).
 MODULE = 1.44
 QUIET_MODULES = 10
 

@@ -1,12 +1,12 @@
 """`eport customs print`: the customs declaration (报关单) or filing list (备案清单) as an A4 PDF
-in the standard format (标准格式), the only format left once paper forms were abolished (seed 003
-八(一)).
+in the standard format (标准格式), the only format left once paper forms were abolished (QP FAQ
+§八(一)).
 
 Page 1 is the form: title, the pre-entry number with its Code 128 barcode (the barcode exists
-only once the document is declared: seed 003 八(一)), the header boxes, the first items, the
+only once the document is declared: QP FAQ §八(一)), the header boxes, the first items, the
 declaring unit and the declaration date. Items that do not fit continue on follow-up pages with
 the table header repeated. More than 8 containers add the container attachment page(s)
-(集装箱附加页, seed 003 十三(八)2(4)). docs/customs-print.md describes the form.
+(集装箱附加页, QP FAQ §十三(八)2(4)). docs/customs-print.md describes the form.
 
 The layout is computed before anything is drawn, so every page can say "第 N 页 / 共 M 页".
 """
@@ -45,6 +45,7 @@ from eport.clients.customs.print_layout import (
 )
 from eport.common.customs.document import container_layout, transport_display
 from eport.common.customs.tables import label
+from eport.common.text import Bilingual
 
 __all__ = ["PrintError", "PrintRecord", "render_declaration_pdf", "write_declaration_pdf"]
 
@@ -256,10 +257,11 @@ def _sequence(value: Any) -> list[Any]:
 def _build_form(document: Mapping[str, Any], record: PrintRecord,
                 printed_at: datetime) -> Form:
     if not isinstance(document, Mapping):
-        raise PrintError("报关单数据不是 JSON 对象, 无法打印",
-                         "The declaration is not a JSON object and cannot be printed",
-                         "请检查文件格式 (docs/customs-document.md)",
-                         "check the file's format (docs/customs-document.md)")
+        raise PrintError(
+            Bilingual("报关单数据不是 JSON 对象, 无法打印",
+                      "The declaration is not a JSON object and cannot be printed"),
+            Bilingual("请检查文件格式 (docs/customs-document.md)",
+                      "check the file's format (docs/customs-document.md)"))
     header_value = document.get("header")
     header: Mapping[str, Any] = header_value if isinstance(header_value, Mapping) else {}
     exporting = document.get("direction") == "export"

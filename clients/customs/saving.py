@@ -7,12 +7,12 @@ import json
 import time
 from typing import Any
 
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
 from eport.clients.datacenter.context import call_signed
 from eport.clients.datacenter.signer import CardSigner
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.exit_codes import ExitCode
 from eport.common.customs.numbers import is_temporary_number
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 MODIFIABLE = (dc.SAVED, dc.STORED, dc.REJECTED)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
-from eport.clients.cli.views import timestamp
+from eport.clients.kit.output import Output
+from eport.clients.kit.views import timestamp
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
 STATUS_NAMES: dict[int, Bilingual] = {

@@ -22,14 +22,17 @@ from pathlib import Path
 import grpc
 
 from eport.common.customs.endpoint import channel_target, unix_socket_path
+from eport.common.failure import EportFailure
 
 CA_ENV = "EPORT_DATACENTER_CA"
 CERT_ENV = "EPORT_DATACENTER_CERT"
 KEY_ENV = "EPORT_DATACENTER_KEY"
 
 
-class ChannelConfigError(Exception):
+class ChannelConfigError(EportFailure):
     """The TLS settings cannot be used; the message (Chinese and English) has a remedy."""
+
+    code = "CHANNEL_CONFIG"
 
 
 @dataclass(frozen=True)

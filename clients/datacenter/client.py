@@ -8,12 +8,12 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
 from eport.clients.datacenter.channel import ChannelConfigError, ClientTls, open_channel
 from eport.clients.datacenter.errors import datacenter_unavailable, from_datacenter_error
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.exit_codes import ExitCode
 from eport.common.customs.endpoint import unix_socket_path
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 from eport.protos.v1 import datacenter_pb2_grpc as dc_grpc
 

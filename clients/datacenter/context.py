@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 
 import click
 
-from eport.clients.cli.context import state
-from eport.clients.cli.pin_entry import SecretReader
 from eport.clients.datacenter.client import DataCenterClient
 from eport.clients.datacenter.signer import CardSigner
+from eport.clients.kit.context import state
+from eport.clients.kit.pin_entry import SecretReader
 from eport.common.customs.endpoint import ADDRESS_ENV, default_datacenter_address
 
 F = TypeVar("F", bound=Callable[..., Any])

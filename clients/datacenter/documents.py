@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from eport.clients.cli.context import command_name, state
-from eport.clients.cli.files import write_output
-from eport.clients.cli.language import Bilingual
+from eport.clients.kit.context import command_name, state
+from eport.clients.kit.files import write_output
+from eport.common.text import Bilingual
 
 
 def document_bytes(document: dict[str, Any]) -> bytes:

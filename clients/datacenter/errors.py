@@ -12,37 +12,37 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.exit_codes import ExitCode
 from eport.common.customs.document import Problem
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 
-REASON_EXIT_CODES: dict[str, ExitCode] = {
-    "BAD_REQUEST": ExitCode.REQUEST_REFUSED,
-    "SIGNATURE_INVALID": ExitCode.DATACENTER_REFUSED,
-    "CERT_UNTRUSTED": ExitCode.CERTIFICATE,
-    "CERT_EXPIRED": ExitCode.CERTIFICATE,
-    "CERT_NOT_YET_VALID": ExitCode.CERTIFICATE,
-    "NOT_EPORT_CARD": ExitCode.WRONG_CARD,
-    "REPLAY": ExitCode.DATACENTER_REFUSED,
-    "STALE_REQUEST": ExitCode.DATACENTER_REFUSED,
-    "WRONG_CARD_KIND": ExitCode.WRONG_CARD,
-    "VALIDATION_FAILED": ExitCode.VALIDATION_FAILED,
-    "DOCUMENT_NOT_FOUND": ExitCode.DOCUMENT_STATE,
-    "WRONG_STATE": ExitCode.DOCUMENT_STATE,
-    "NOT_AUTHORIZED": ExitCode.NOT_AUTHORIZED,
-    "UNKNOWN_ENTERPRISE": ExitCode.DOCUMENT_STATE,
-    "GRANT_NOT_FOUND": ExitCode.DOCUMENT_STATE,
+REASON_EXIT_CODES: dict[dc.DataCenterReason.ValueType, ExitCode] = {
+    dc.BAD_REQUEST: ExitCode.REQUEST_REFUSED,
+    dc.SIGNATURE_INVALID: ExitCode.DATACENTER_REFUSED,
+    dc.CERT_UNTRUSTED: ExitCode.CERTIFICATE,
+    dc.CERT_EXPIRED: ExitCode.CERTIFICATE,
+    dc.CERT_NOT_YET_VALID: ExitCode.CERTIFICATE,
+    dc.NOT_EPORT_CARD: ExitCode.WRONG_CARD,
+    dc.REPLAY: ExitCode.DATACENTER_REFUSED,
+    dc.STALE_REQUEST: ExitCode.DATACENTER_REFUSED,
+    dc.WRONG_CARD_KIND: ExitCode.WRONG_CARD,
+    dc.VALIDATION_FAILED: ExitCode.VALIDATION_FAILED,
+    dc.DOCUMENT_NOT_FOUND: ExitCode.DOCUMENT_STATE,
+    dc.WRONG_STATE: ExitCode.DOCUMENT_STATE,
+    dc.NOT_AUTHORIZED: ExitCode.NOT_AUTHORIZED,
+    dc.UNKNOWN_ENTERPRISE: ExitCode.DOCUMENT_STATE,
+    dc.GRANT_NOT_FOUND: ExitCode.DOCUMENT_STATE,
     # The card's certificate as a CA would judge it (revoked, a CA, the wrong usage...).
-    "CERT_REVOKED": ExitCode.CERTIFICATE,
-    "CERT_IS_CA": ExitCode.CERTIFICATE,
-    "CERT_KEY_USAGE": ExitCode.CERTIFICATE,
-    "ISSUER_NOT_CA": ExitCode.CERTIFICATE,
-    "ISSUER_NOT_VALID": ExitCode.CERTIFICATE,
-    "PATH_TOO_LONG": ExitCode.CERTIFICATE,
-    "WEAK_ALGORITHM": ExitCode.CERTIFICATE,
-    "REVOCATION_UNKNOWN": ExitCode.DATACENTER_REFUSED,
+    dc.CERT_REVOKED: ExitCode.CERTIFICATE,
+    dc.CERT_IS_CA: ExitCode.CERTIFICATE,
+    dc.CERT_KEY_USAGE: ExitCode.CERTIFICATE,
+    dc.ISSUER_NOT_CA: ExitCode.CERTIFICATE,
+    dc.ISSUER_NOT_VALID: ExitCode.CERTIFICATE,
+    dc.PATH_TOO_LONG: ExitCode.CERTIFICATE,
+    dc.WEAK_ALGORITHM: ExitCode.CERTIFICATE,
+    dc.REVOCATION_UNKNOWN: ExitCode.DATACENTER_REFUSED,
 }
 
 
@@ -96,7 +96,7 @@ def from_datacenter_error(error: grpc.RpcError, address: str) -> CliError:
             listed = validation_failed(detail.problems, Bilingual("单据", "The document"))
             message = listed.message
         return CliError(reason, message, Bilingual(detail.remedy_zh, detail.remedy_en),
-                        REASON_EXIT_CODES.get(reason, ExitCode.UNEXPECTED), extra)
+                        REASON_EXIT_CODES.get(detail.reason, ExitCode.UNEXPECTED), extra)
     code = error.code() if isinstance(error, grpc.Call) else None
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return datacenter_unavailable(address)

@@ -3,7 +3,7 @@
 The first request of a command reads the card (kind, certificate) once and asks for the PIN
 only when the card has no session; the PIN goes to eportd with the request it unlocks and is
 not kept. From then on the card is named by its id, so a card swapped in meanwhile is refused
-by eportd instead of signing in the other card's name (seed 003 十一(二): switching cards
+by eportd instead of signing in the other card's name (QP FAQ §十一(二): switching cards
 means logging in again).
 """
 
@@ -12,15 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eport.clients.cli.commands_pin import blocked, with_guard
-from eport.clients.cli.commands_sign import CARD_ALGORITHMS
-from eport.clients.cli.context import CliState
-from eport.clients.cli.daemon_client import selector
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.pin_entry import PIN, SecretReader
+from eport.clients.kit.context import CliState
+from eport.clients.kit.daemon_client import selector
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.pin_entry import PIN, SecretReader
+from eport.clients.kit.pin_guard import blocked, with_guard
+from eport.clients.kit.sign_algorithms import card_algorithm
 from eport.common.customs.envelope import build_payload
+from eport.common.text import Bilingual
 from eport.protos.v1 import datacenter_pb2 as dc
 from eport.protos.v1 import eportd_pb2 as pb
 
@@ -56,7 +56,7 @@ class CardSigner:
         return self._certificate
 
     def require_declarant(self) -> None:
-        """Seed 003 四 and 十一(二): only the declarant (报关员) IC card may declare. Said here,
+        """QP FAQ §四 and 十一(二): only the declarant (报关员) IC card may declare. Said here,
         before anything is sent, instead of a request the data centre will refuse."""
         if self.card.kind == pb.DECLARANT:
             return
@@ -77,7 +77,7 @@ class CardSigner:
                                   "required_card_kind": "declarant"})
 
     def require_legal_person(self) -> None:
-        """Seed 001 §4 1.1 and 1.2: only the legal-person card (法人卡) grants; said here, in
+        """E-book manual §4 1.1 and 1.2: only the legal-person card (法人卡) grants; said here, in
         the words of the E-port client, before anything is sent."""
         if self.card.kind == pb.LEGAL_PERSON:
             return
@@ -92,7 +92,7 @@ class CardSigner:
 
     def sign(self, method: str, body: dict[str, Any]) -> dc.SignedRequest:
         payload = build_payload(method, body)
-        algorithm = CARD_ALGORITHMS.get(self.card.key_algorithm, pb.SIGN_ALGORITHM_UNSPECIFIED)
+        algorithm = card_algorithm(self.card)
         try:
             answer = self._sign(payload, algorithm)
         except CliError as error:

@@ -21,11 +21,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from eport.clients.cli.views import card_view, pin_view, reader_view
 from eport.clients.doctor.facts import Facts
 from eport.clients.doctor.host import Host
 from eport.clients.doctor.report_text import report_text
 from eport.clients.doctor.runner import Report
+from eport.clients.kit.views import card_view, pin_view, reader_view
 from eport.protos.v1 import eportd_pb2 as pb
 
 LOG_LINES = 2000

@@ -1,5 +1,6 @@
-"""Checks of the card backends other than PC/SC (issue 15), from what eportd reports in
-DaemonInfo.backends: a PKCS#11 module (EP-H..) and a remote E-port client (EP-W..).
+"""Checks of the card backends other than PC/SC (PKCS#11, the remote E-port client), from what
+eportd reports in DaemonInfo.backends: a PKCS#11 module (EP-H..) and a remote E-port client
+(EP-W..).
 
 Doctor is a client: it never loads a PKCS#11 module or opens the remote websocket itself. The
 daemon names each backend's condition (BackendStatus.condition) from the backend's own errors,
@@ -8,9 +9,9 @@ and keeps the backend's words in `detail`; the findings say what that means and 
 
 from __future__ import annotations
 
-from eport.clients.cli.language import Bilingual as B
 from eport.clients.doctor.facts import Facts
 from eport.clients.doctor.findings import Finding, Status, ok, problem, skipped
+from eport.common.text import Bilingual as B
 from eport.protos.v1 import eportd_pb2 as pb
 
 TITLE_MODULE = B("PKCS#11 模块能否加载", "The PKCS#11 module loads")

@@ -8,12 +8,12 @@ FAIL; a FAIL means something set up is now wrong, or a port is taken by another 
 
 from __future__ import annotations
 
-from eport.clients.cli.language import Bilingual as B
 from eport.clients.doctor.browser_facts import WS_PORT, WSS_PORT, BrowserFacts, Listener
 from eport.clients.doctor.facts import Facts
 from eport.clients.doctor.findings import Finding, Status, ok, problem, skipped
 from eport.clients.gateway.tls_certificates import GATEWAY_HOST_NAME
 from eport.clients.gateway.tls_trust import HOSTS_LINE
+from eport.common.text import Bilingual as B
 
 INSTALL = B("运行 eport-gateway tls install (然后重启浏览器和 eport-gateway)",
             "run `eport-gateway tls install` (then restart the browser and eport-gateway)")

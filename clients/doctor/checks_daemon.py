@@ -7,11 +7,12 @@ import grp
 import pwd
 from datetime import UTC
 
-from eport.clients.cli.language import Bilingual as B
-from eport.clients.cli.views import card_kind_name
 from eport.clients.doctor.facts import CardFacts, Facts
-from eport.clients.doctor.findings import CARD_CENTRE, Finding, Status, ok, problem, skipped
+from eport.clients.doctor.findings import Finding, Status, ok, problem, skipped
+from eport.clients.kit.views import card_kind_name
+from eport.common.messages import CARD_CENTRE_RENEW, CARD_CENTRE_UNBLOCK
 from eport.common.socket_location import SYSTEM_GROUP, SYSTEM_SOCKET_MODE, USER_SOCKET_MODE
+from eport.common.text import Bilingual as B
 from eport.protos.v1 import eportd_pb2 as pb
 
 # Historical bytes of the ATRs we know: the simulated E-port cards (firmware_sim/atr.py).
@@ -292,9 +293,9 @@ def _pins(pins: pb.PinStatus, subject: str) -> list[Finding]:
         findings.append(problem(
             "EP-K01", Status.FAIL, B("口令已锁定", "The PIN is blocked"),
             B("连续输错3次口令, 卡片已锁定", "three wrong PINs in a row blocked the card"),
-            B("有解锁码时用 eport pin unblock 解锁; 否则" + CARD_CENTRE.zh + "解锁",
-              "with the PUK, run `eport pin unblock`; otherwise " + CARD_CENTRE.en +
-              " to have it unblocked"), subject=subject, pin_tries_left=0))
+            B("有解锁码时用 eport pin unblock 解锁; 否则" + CARD_CENTRE_UNBLOCK.zh,
+              "with the PUK, run `eport pin unblock`; otherwise " + CARD_CENTRE_UNBLOCK.en),
+            subject=subject, pin_tries_left=0))
     elif 0 <= pins.pin_tries_left < 3:
         findings.append(problem(
             "EP-K01", Status.WARN, B(f"口令只剩 {pins.pin_tries_left} 次重试机会",
@@ -312,7 +313,7 @@ def _pins(pins: pb.PinStatus, subject: str) -> list[Finding]:
         findings.append(problem(
             "EP-K02", Status.FAIL, B("解锁码(PUK)已锁定", "The PUK is blocked"),
             B("解锁码输错次数过多", "too many wrong PUKs were entered"),
-            B(CARD_CENTRE.zh + "解锁", CARD_CENTRE.en + " to have it unblocked"),
+            CARD_CENTRE_UNBLOCK,
             subject=subject, puk_tries_left=0))
     else:
         findings.append(ok("EP-K02", B("解锁码(PUK)未锁定", "The PUK is not blocked"),
@@ -321,7 +322,7 @@ def _pins(pins: pb.PinStatus, subject: str) -> list[Finding]:
 
 
 def _certificate(check: pb.CertificateCheck, subject: str) -> list[Finding]:
-    renew = B(CARD_CENTRE.zh + "证书更新", CARD_CENTRE.en + " to renew the certificate")
+    renew = CARD_CENTRE_RENEW
     details = {"not_after": check.not_after.ToDatetime().date().isoformat(),
                "days_left": check.days_left}
     findings = []

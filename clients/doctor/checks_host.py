@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from eport.clients.cli.language import Bilingual as B
 from eport.clients.doctor.facts import PCSCD_SOCKET, Facts
 from eport.clients.doctor.findings import Finding, Status, ok, problem
+from eport.common.text import Bilingual as B
 from eport.protos.v1 import eportd_pb2 as pb
 
 # pcsc-lite's SCARD_E_NO_ACCESS: what a client gets when polkit refuses it.

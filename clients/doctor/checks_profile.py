@@ -1,4 +1,4 @@
-"""Doctor check EP-C10: a card in the real E-port certificate profile (DESIGN §3).
+"""Doctor check EP-C10: a card in the real E-port certificate profile (docs/sources.md).
 
 Such a card (a real E-port card, or `eport-sim provision --profile real`) has no E-port data
 object, so eportd knows only what its certificate says: holder and enterprise. Card kind,
@@ -8,9 +8,9 @@ user from reading an empty card kind as a fault of the card.
 
 from __future__ import annotations
 
-from eport.clients.cli.language import Bilingual as B
 from eport.clients.doctor.facts import Facts
 from eport.clients.doctor.findings import Finding, Status, problem
+from eport.common.text import Bilingual as B
 from eport.protos.v1 import eportd_pb2 as pb
 
 CODE = "EP-C10"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import click
 
-from eport.clients.cli.context import json_option, state
-from eport.clients.cli.errors import file_error
-from eport.clients.cli.language import Bilingual
 from eport.clients.doctor.bundle import build_bundle
 from eport.clients.doctor.facts import gather
 from eport.clients.doctor.host import RealHost
 from eport.clients.doctor.report_text import print_report
 from eport.clients.doctor.runner import run_checks
+from eport.clients.kit.context import json_option, state
+from eport.clients.kit.errors import file_error
+from eport.common.text import Bilingual
 
 
 @click.command("doctor")

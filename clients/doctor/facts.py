@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from eport.clients.cli.daemon_client import DaemonClient
-from eport.clients.cli.errors import CliError
 from eport.clients.doctor.browser_facts import BrowserFacts, gather_browser
 from eport.clients.doctor.host import Host
+from eport.clients.kit.daemon_client import DaemonClient
+from eport.clients.kit.errors import CliError
 from eport.protos.v1 import eportd_pb2 as pb
 
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"

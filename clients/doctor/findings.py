@@ -1,5 +1,5 @@
 """What `eport doctor` reports: findings, each a code, a status, and problem → cause → remedy
-in Chinese and English (the FAQ style of the E-port support desk, shared/seeds/004)."""
+in Chinese and English (the FAQ style of the E-port support desk, 400 FAQs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from eport.clients.cli.language import Bilingual
+from eport.common.text import Bilingual
 
 
 class Status(StrEnum):
@@ -51,6 +51,3 @@ def problem(code: str, status: Status, title: Bilingual, cause: Bilingual, remed
 def skipped(code: str, title: Bilingual, because: Bilingual, subject: str = "") -> Finding:
     return Finding(code, Status.SKIP, title, because, None, subject)
 
-
-# Card-centre wording shared by the PIN, PUK and certificate findings.
-CARD_CENTRE = Bilingual("请持卡到电子口岸制卡中心办理", "take the card to the E-port card centre")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from eport.clients.cli.language import Bilingual, Language
 from eport.clients.doctor.findings import Finding, Status
 from eport.clients.doctor.runner import Report
+from eport.common.text import Bilingual, Language
 
 STYLES = {Status.OK: "green", Status.WARN: "bold yellow", Status.FAIL: "bold red",
           Status.SKIP: "dim"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eport.clients.cli.exit_codes import ExitCode
 from eport.clients.doctor import (
     checks_backends,
     checks_browser,
@@ -18,6 +17,7 @@ from eport.clients.doctor import (
 )
 from eport.clients.doctor.facts import Facts
 from eport.clients.doctor.findings import Finding, Status
+from eport.clients.kit.exit_codes import ExitCode
 
 
 @dataclass

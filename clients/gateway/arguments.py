@@ -13,11 +13,12 @@ from datetime import datetime
 from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
 
-from eport.clients.gateway.daemon_access import KeyKind
+from eport.cardlib.signing_algorithms import spec
+from eport.clients.gateway.daemon_access import KeyKind, signing_algorithm
 from eport.clients.gateway.errors import GatewayError, bad_arguments
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
-_DIGEST_LENGTH: dict[KeyKind, int] = {pb.RSA_1024: 20, pb.RSA_2048: 20, pb.SM2: 32, pb.EC_P256: 32}
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 # X.509 certificates of E-port cards are about 1 to 2 KB; a "certificate" many times that is not
 # one, and is refused before any parsing.
@@ -33,30 +34,32 @@ def decode_base64(text: str, name: str) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise bad_arguments(f"参数 {name} 不是合法的 base64", f"argument {name} is not base64"
-                            ) from None
+        raise bad_arguments(Bilingual(f"参数 {name} 不是合法的 base64",
+                                      f"argument {name} is not base64")) from None
 
 
 def digest_arg(text: str, key: KeyKind) -> bytes:
     """A digest given as hex or base64; its length must be what the card's algorithm hashes to."""
-    expected = _DIGEST_LENGTH.get(key, 32)
+    algorithm = signing_algorithm(key)
+    expected = 32 if algorithm is None else spec(algorithm).digest_length
     stripped = text.strip()
     if len(stripped) == 2 * expected and _HEX.match(stripped):
         digest = bytes.fromhex(stripped)
     else:
         digest = decode_base64(stripped, "inData")
     if len(digest) != expected:
-        raise bad_arguments(
-            f"摘要长度应为 {expected} 字节 (十六进制或 base64), 实际 {len(digest)} 字节",
-            f"the digest must be {expected} bytes (hex or base64) for this card, got "
-            f"{len(digest)}")
+        raise bad_arguments(Bilingual(f"摘要长度应为 {expected} 字节 (十六进制或 base64), 实际 "
+                                      f"{len(digest)} 字节",
+                                      f"the digest must be {expected} bytes (hex or base64) for "
+                                      f"this card, got {len(digest)}"))
     return digest
 
 
 def _not_a_certificate(name: str) -> GatewayError:
-    return bad_arguments(f"{name} 不是可用的 X.509 证书 (应为 base64 编码的 DER, 可带 PEM 头)",
-                         f"{name} is not a usable X.509 certificate (base64 DER, with or "
-                         "without the PEM header)")
+    return bad_arguments(Bilingual(f"{name} 不是可用的 X.509 证书 (应为 base64 编码的 DER, 可带 "
+                                   "PEM 头)",
+                                   f"{name} is not a usable X.509 certificate (base64 DER, with "
+                                   "or without the PEM header)"))
 
 
 def certificate_arg(text: str, name: str) -> bytes:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from eport.clients.gateway.errors import GatewayError, bad_arguments
+from eport.common.text import Bilingual
 
 MAGIC = "BLOCKTXT"
 HEADER_LENGTH = 128
@@ -94,7 +95,7 @@ class _Transfer:
 
 
 def _refused(guid: str, zh: str, en: str) -> BlockAnswer:
-    return BlockAnswer(guid, 0, True, ok=False, error=bad_arguments(zh, en))
+    return BlockAnswer(guid, 0, True, ok=False, error=bad_arguments(Bilingual(zh, en)))
 
 
 class BlockAssembler:
@@ -164,7 +165,8 @@ class BlockAssembler:
             if transfer.retries > RETRIES_PER_BLOCK * header.count:
                 return self._fail(header.guid, "分块校验多次失败", "too many failed block checks")
             return BlockAnswer(header.guid, header.number, False, ok=False,
-                               error=bad_arguments("分块校验失败,请重发", "block check failed"))
+                               error=bad_arguments(Bilingual("分块校验失败,请重发",
+                                                             "block check failed")))
         previous = js_length(transfer.blocks.get(header.number, ""))
         if transfer.held - previous + units > header.total_length:
             return self._fail(header.guid, "分块数据超过首块声明的总长度",

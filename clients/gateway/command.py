@@ -1,4 +1,8 @@
-"""`eport-gateway`: serve the E-port client's websocket API (the default), and the recipes."""
+"""`eport-gateway`: serve the E-port client's websocket API (the default), and the recipes.
+
+Its errors go through the shared funnel (eport.common.funnel), in both languages unless
+EPORT_LANG picks one; exit codes: GatewayExit (and TlsExit for `tls`), docs/exit-codes.md.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import sys
 
 import click
 
-from eport.clients.cli.daemon_client import choose_socket
+from eport.clients.gateway.exit_codes import GatewayExit
 from eport.clients.gateway.peer_uid import TCP4_TABLE
 from eport.clients.gateway.recipes.commands import RECIPE_COMMANDS
 from eport.clients.gateway.server import (
@@ -30,9 +34,9 @@ from eport.clients.gateway.server import (
 )
 from eport.clients.gateway.tls_command import tls_group
 from eport.clients.gateway.tls_setup import TlsNotInstalled, server_ssl_context
-
-EXIT_USAGE = 2
-EXIT_CANNOT_LISTEN = 4
+from eport.clients.kit.daemon_client import choose_socket
+from eport.common.funnel import ConsoleFailure, run_console
+from eport.common.text import Bilingual
 
 
 def is_loopback(host: str) -> bool:
@@ -47,11 +51,6 @@ def is_loopback(host: str) -> bool:
         return False
     return bool(infos) and all(
         ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
-
-
-def _fail(code: int, zh: str, en: str) -> None:
-    click.echo(f"eport-gateway: {zh}\neport-gateway: {en}", err=True)
-    sys.exit(code)
 
 
 def _tls_context() -> ssl.SSLContext | None:
@@ -153,11 +152,13 @@ def serve_command(host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     # Every connection's open and close is noise next to the signing audit lines.
     logging.getLogger("websockets").setLevel(logging.WARNING)
     if not allow_non_loopback and not is_loopback(host):
-        _fail(EXIT_USAGE,
-              f"拒绝监听非本机地址 {host}: 其他计算机将能使用本机的卡签名。确需如此, 请加 "
-              "--allow-non-loopback",
-              f"refusing to listen on {host}, which is not a loopback address: other machines "
-              "could sign with this computer's card. Add --allow-non-loopback if you mean it")
+        raise ConsoleFailure(
+            "NOT_LOOPBACK",
+            Bilingual(f"拒绝监听非本机地址 {host}: 其他计算机将能使用本机的卡签名",
+                      f"refusing to listen on {host}, which is not a loopback address: other "
+                      "machines could sign with this computer's card"),
+            Bilingual("确需如此, 请加 --allow-non-loopback",
+                      "add --allow-non-loopback if you mean it"), GatewayExit.USAGE)
     config = GatewayConfig(
         eportd_socket=choose_socket(socket_path), host=host, port=port,
         allowed_origins=tuple(origins) or SINGLE_WINDOW_ORIGINS,
@@ -170,13 +171,16 @@ def serve_command(host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         asyncio.run(_serve(config, tls))
     except CannotListen as failed:
         option = "--port" if failed.scheme == "ws" else "--tls-port"
-        reason = failed.reason
-        _fail(EXIT_CANNOT_LISTEN,
-              f"无法监听 {failed.scheme} {failed.host}:{failed.port}: {reason}。端口可能已被占用 "
-              f"(例如官方客户端控件), 请用 {option} 换一个端口",
-              f"cannot listen for {failed.scheme} on {failed.host}:{failed.port}: {reason}. The "
-              f"port may be in use (for example by the official client); choose another with "
-              f"{option}")
+        where = f"{failed.host}:{failed.port}"
+        raise ConsoleFailure(
+            "CANNOT_LISTEN",
+            Bilingual(f"无法监听 {failed.scheme} {where} ({option}): {failed.reason}",
+                      f"cannot listen for {failed.scheme} on {where} ({option}): "
+                      f"{failed.reason}"),
+            Bilingual(f"端口可能已被占用 (例如官方客户端控件), 请用 {option} 换一个端口",
+                      "the port may be in use (for example by the official client); choose "
+                      f"another with {option}"),
+            GatewayExit.CANNOT_LISTEN) from None
 
 
 for recipe_command in RECIPE_COMMANDS:
@@ -184,5 +188,8 @@ for recipe_command in RECIPE_COMMANDS:
 main_group.add_command(tls_group)
 
 
-def main() -> None:
-    main_group(prog_name="eport-gateway")
+def main(argv: list[str] | None = None) -> int:
+    return run_console(
+        "eport-gateway",
+        lambda args: main_group.main(args, prog_name="eport-gateway", standalone_mode=False),
+        argv, exit_codes=GatewayExit, languages="both")

@@ -14,12 +14,14 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from eport.clients.cli.errors import error_detail_of
+from eport.cardlib.signing_algorithms import SignAlgorithm, e_port_client_algorithm
 from eport.clients.gateway.errors import (
     BAD_ARGUMENTS,
     GatewayError,
     from_daemon_error,
 )
+from eport.clients.kit.errors import error_detail_of
+from eport.clients.kit.sign_algorithms import key_kind_of, to_pb
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
 
@@ -28,11 +30,20 @@ KeyKind: TypeAlias = pb.KeyAlgorithm.ValueType
 
 # A signature may wait behind other clients' card work in eportd's queue.
 CALL_TIMEOUT_SECONDS = 60.0
-# The E-port client signs SHA1withRSA on every RSA card and SM2/SM3 on SM2 cards; our
-# simulator's P-256 cards sign ECDSA-SHA256.
-_E_PORT_CLIENT_ALGORITHM: dict[KeyKind, pb.SignAlgorithm.ValueType] = {
-    pb.RSA_1024: pb.SHA1_WITH_RSA, pb.RSA_2048: pb.SHA1_WITH_RSA,
-    pb.SM2: pb.SM2_WITH_SM3, pb.EC_P256: pb.ECDSA_P256_SHA256}
+
+
+def signing_algorithm(key: KeyKind) -> SignAlgorithm | None:
+    """What the E-port client signs with on this key, and so the gateway: SHA1withRSA on every
+    RSA card (not the card's own default), SM2-SM3 on SM2 cards, ECDSA-SHA256 on our
+    simulator's P-256 cards (cardlib.signing_algorithms, column e_port_client_for). None for a
+    key this gateway does not know."""
+    kind = key_kind_of(key)
+    return None if kind is None else e_port_client_algorithm(kind)
+
+
+def _request_algorithm(key: KeyKind) -> pb.SignAlgorithm.ValueType:
+    algorithm = signing_algorithm(key)
+    return pb.SIGN_ALGORITHM_UNSPECIFIED if algorithm is None else to_pb(algorithm)
 
 
 class DaemonAccess:
@@ -131,7 +142,7 @@ class DaemonAccess:
 
     async def sign(self, *, data: bytes | None = None, digest: bytes | None = None,
                    pin: str = "") -> pb.SignResponse:
-        """Sign as the E-port client does on this card (see _E_PORT_CLIENT_ALGORITHM)."""
+        """Sign as the E-port client does on this card (see signing_algorithm)."""
         key = await self.key_algorithm()
         try:
             answer = await self._sign_once(key, data, digest, pin)
@@ -152,8 +163,7 @@ class DaemonAccess:
     async def _sign_once(self, key: KeyKind, data: bytes | None, digest: bytes | None,
                          pin: str) -> pb.SignResponse:
         request = pb.SignRequest(card=self.selector, pin=pin,
-                                 algorithm=_E_PORT_CLIENT_ALGORITHM.get(
-                                     key, pb.SIGN_ALGORITHM_UNSPECIFIED),
+                                 algorithm=_request_algorithm(key),
                                  refuse_stored_pin=not self.allow_stored_pin)
         if digest is not None:
             request.digest = digest
@@ -164,9 +174,7 @@ class DaemonAccess:
     async def verify(self, *, signature: bytes, data: bytes | None = None,
                      digest: bytes | None = None, certificate: bytes | None = None,
                      key: KeyKind) -> pb.VerifyResponse:
-        request = pb.VerifyRequest(signature=signature,
-                                   algorithm=_E_PORT_CLIENT_ALGORITHM.get(
-                                       key, pb.SIGN_ALGORITHM_UNSPECIFIED))
+        request = pb.VerifyRequest(signature=signature, algorithm=_request_algorithm(key))
         if certificate is not None:
             request.certificate = certificate
         else:

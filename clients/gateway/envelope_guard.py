@@ -21,6 +21,7 @@ from typing import Any
 
 from eport.clients.gateway.errors import GatewayError, bad_arguments
 from eport.common.customs.envelope import AUDIENCE
+from eport.common.text import Bilingual
 
 log = logging.getLogger("eport.gateway")
 
@@ -73,14 +74,15 @@ def is_datacenter_envelope(data: bytes) -> bool:
 
 
 def envelope_refused() -> GatewayError:
-    return bad_arguments(
-        "待签名的数据是数据中心的请求信封 (aud \"eport-datacenter\")。网页不得通过网关替用户签署"
-        f"数据中心请求 (申报、授权等); 请用 eport 命令行办理。确需允许, 请用 {ALLOW_OPTION} 启动 "
-        "eport-gateway",
-        "the data to sign is a data-centre request envelope (aud \"eport-datacenter\"). A web "
-        "page must not sign data-centre requests (declarations, grants ...) in the user's name "
-        f"through the gateway; use the eport command line. To allow it anyway, start "
-        f"eport-gateway with {ALLOW_OPTION}")
+    return bad_arguments(Bilingual("待签名的数据是数据中心的请求信封 (aud "
+                                   "\"eport-datacenter\")。网页不得通过网关替用户签署数据中心"
+                                   "请求 (申报、授权等); 请用 eport 命令行办理。确需允许, 请用 "
+                                   f"{ALLOW_OPTION} 启动 eport-gateway",
+                                   "the data to sign is a data-centre request envelope (aud "
+                                   "\"eport-datacenter\"). A web page must not sign data-centre "
+                                   "requests (declarations, grants ...) in the user's name "
+                                   "through the gateway; use the eport command line. To allow "
+                                   f"it anyway, start eport-gateway with {ALLOW_OPTION}"))
 
 
 def refuse_datacenter_envelope(data: bytes, allowed: bool, method: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from eport.cardlib.signing_algorithms import SignAlgorithm, message_digest
 from eport.clients.gateway import methods_encryption
 from eport.clients.gateway.arguments import (
     b64,
@@ -18,7 +19,7 @@ from eport.clients.gateway.arguments import (
     digest_arg,
     key_of_certificate,
 )
-from eport.clients.gateway.daemon_access import DaemonAccess, KeyKind
+from eport.clients.gateway.daemon_access import DaemonAccess, KeyKind, signing_algorithm
 from eport.clients.gateway.envelope_guard import refuse_datacenter_envelope
 from eport.clients.gateway.errors import (
     CERT_EXPIRED,
@@ -28,8 +29,7 @@ from eport.clients.gateway.errors import (
     signature_invalid,
 )
 from eport.clients.gateway.protocol import required_text, text_arg
-from eport.common import sm2
-from eport.common.sm2_cert import certificate_public_point
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
 Handler = Callable[[dict[str, Any], DaemonAccess], Awaitable[list[Any]]]
@@ -54,11 +54,10 @@ def _signature_out(answer: pb.SignResponse) -> list[Any]:
 
 
 def _local_digest(key: KeyKind, data: bytes, certificate_der: bytes) -> bytes:
-    if key == pb.SM2:
-        return sm2.message_digest(certificate_public_point(certificate_der), data)
-    if key == pb.EC_P256:
-        return hashlib.sha256(data).digest()
-    return hashlib.sha1(data).digest()
+    """What eportd would sign for `data` with the gateway's algorithm (SHA-1 for a key this
+    gateway does not know: eportd then refuses the digest's length)."""
+    algorithm = signing_algorithm(key) or SignAlgorithm.SHA1_WITH_RSA
+    return message_digest(algorithm, data, certificate_der)
 
 
 def _stamp(moment: datetime) -> str:
@@ -74,12 +73,13 @@ async def set_init_env_priority(args: dict[str, Any], access: DaemonAccess) -> l
     so the priority is checked for its type and has no effect."""
     value = args.get("szInitEnvPriority")
     if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
-        raise bad_arguments("参数 szInitEnvPriority 应为字符串",
-                            "argument szInitEnvPriority must be a string")
+        raise bad_arguments(Bilingual("参数 szInitEnvPriority 应为字符串",
+                                      "argument szInitEnvPriority must be a string"))
     if isinstance(value, str) and len(value) > MAX_PRIORITY_CHARACTERS:
-        raise bad_arguments(f"参数 szInitEnvPriority 超过 {MAX_PRIORITY_CHARACTERS} 个字符",
-                            f"argument szInitEnvPriority is longer than "
-                            f"{MAX_PRIORITY_CHARACTERS} characters")
+        raise bad_arguments(Bilingual(f"参数 szInitEnvPriority 超过 {MAX_PRIORITY_CHARACTERS} "
+                                      "个字符",
+                                      "argument szInitEnvPriority is longer than "
+                                      f"{MAX_PRIORITY_CHARACTERS} characters"))
     return []
 
 
@@ -87,12 +87,13 @@ async def init_env(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
     """Is a usable card there? Warns as the E-port client does within 30 days of expiry."""
     check = await access.check_certificate((await access.certificate()).der)
     if check.state == pb.EXPIRED:
-        raise GatewayError(CERT_EXPIRED, "您的IC卡已过期。请到制卡中心办理证书更新",
-                           "Your IC card has expired; renew the certificate at the card centre")
+        raise GatewayError(CERT_EXPIRED, Bilingual("您的IC卡已过期。请到制卡中心办理证书更新",
+                                                   "Your IC card has expired; renew the "
+                                                   "certificate at the card centre"))
     if check.state == pb.NOT_YET_VALID:
-        raise GatewayError(CERT_NOT_YET_VALID, "您的IC卡证书尚未生效。请检查本机时钟",
-                           "Your IC card's certificate is not valid yet; check this computer's "
-                           "clock")
+        raise GatewayError(CERT_NOT_YET_VALID, Bilingual("您的IC卡证书尚未生效。请检查本机时钟",
+                                                         "Your IC card's certificate is not "
+                                                         "valid yet; check this computer's clock"))
     if check.state == pb.EXPIRING or 0 <= check.days_left <= EXPIRY_WARNING_DAYS:
         return [f"您的IC卡还有{check.days_left}天到期"]
     return []
@@ -207,7 +208,8 @@ async def sign_random(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
     is base64 and its bytes are signed, with passwd verified first."""
     random = required_text(args, "random")
     if not random.strip():
-        raise bad_arguments("参数 random 不能为空", "argument random must not be empty")
+        raise bad_arguments(Bilingual("参数 random 不能为空",
+                                      "argument random must not be empty"))
     data = decode_base64(random, "random")
     return await _sign_bytes(data, _pin_arg(args), access, "SpcSignRandom")
 
@@ -268,8 +270,8 @@ async def decode_pem(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
     try:
         return [raw.decode("utf-8")]
     except UnicodeDecodeError:
-        raise bad_arguments("inData 解码后不是 UTF-8 文本",
-                            "inData does not decode to UTF-8 text") from None
+        raise bad_arguments(Bilingual("inData 解码后不是 UTF-8 文本",
+                                      "inData does not decode to UTF-8 text")) from None
 
 
 METHODS: dict[str, Handler] = {

@@ -16,6 +16,7 @@ from eport.clients.gateway.daemon_access import DaemonAccess
 from eport.clients.gateway.errors import GatewayError, bad_arguments
 from eport.clients.gateway.protocol import required_text, text_arg
 from eport.common import envelope_crypto, sm2_encryption
+from eport.common.text import Bilingual
 
 # Ciphertexts are the plaintext plus at most about 100 bytes (SM2) or exactly the modulus (RSA).
 MAX_CIPHERTEXT_BYTES = sm2_encryption.MAX_PLAINTEXT_BYTES + 1024
@@ -31,17 +32,17 @@ def _key_to_encrypt_to(certificate: bytes, given: bool) -> envelope_crypto.Envel
     except envelope_crypto.EnvelopeError as error:
         zh, en = (("certData 的证书", "the certificate of certData") if given
                   else ("卡的加密证书", "the card's envelope certificate"))
-        raise bad_arguments(f"{zh}不能用于加密 ({error})", f"{en} cannot be encrypted to: {error}"
-                            ) from None
+        raise bad_arguments(Bilingual(f"{zh}不能用于加密 ({error})",
+                                      f"{en} cannot be encrypted to: {error}")) from None
 
 
 def _check_plaintext_size(key: envelope_crypto.EnvelopeKey, plaintext: bytes) -> None:
     limit = key.max_plaintext_bytes
     if len(plaintext) > limit:
-        raise bad_arguments(
-            f"inData 为 {len(plaintext)} 字节 (UTF-8), 超过此证书一次可加密的 {limit} 字节",
-            f"inData is {len(plaintext)} bytes (UTF-8), more than the {limit} bytes this "
-            "certificate can encrypt at once")
+        raise bad_arguments(Bilingual(f"inData 为 {len(plaintext)} 字节 (UTF-8), "
+                                      f"超过此证书一次可加密的 {limit} 字节",
+                                      f"inData is {len(plaintext)} bytes (UTF-8), more than the "
+                                      f"{limit} bytes this certificate can encrypt at once"))
 
 
 async def encrypt(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
@@ -49,7 +50,7 @@ async def encrypt(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
     certificate. Only the public key is used: no PIN, so passwd is accepted and not used."""
     plaintext = required_text(args, "inData").encode("utf-8")
     if not plaintext:
-        raise bad_arguments("inData 不能为空", "inData must not be empty")
+        raise bad_arguments(Bilingual("inData 不能为空", "inData must not be empty"))
     text_arg(args, "passwd", required=False)  # checked for its type only
     certificate_text = text_arg(args, "certData", required=False)
     if certificate_text:
@@ -70,7 +71,7 @@ async def decrypt(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
         raise _ciphertext_too_long(len(text) * 3 // 4)
     ciphertext = decode_base64(text, "inData")
     if not ciphertext:
-        raise bad_arguments("inData 不能为空", "inData must not be empty")
+        raise bad_arguments(Bilingual("inData 不能为空", "inData must not be empty"))
     if len(ciphertext) > MAX_CIPHERTEXT_BYTES:
         raise _ciphertext_too_long(len(ciphertext))
     pin = text_arg(args, "passwd", required=False) or ""
@@ -79,6 +80,7 @@ async def decrypt(args: dict[str, Any], access: DaemonAccess) -> list[Any]:
 
 
 def _ciphertext_too_long(size: int) -> GatewayError:
-    return bad_arguments(f"inData 约 {size} 字节, 超过密文上限 {MAX_CIPHERTEXT_BYTES} 字节",
-                         f"inData is about {size} bytes, above the ciphertext limit of "
-                         f"{MAX_CIPHERTEXT_BYTES}")
+    return bad_arguments(Bilingual(f"inData 约 {size} 字节, 超过密文上限 {MAX_CIPHERTEXT_BYTES} "
+                                   "字节",
+                                   f"inData is about {size} bytes, above the ciphertext limit of "
+                                   f"{MAX_CIPHERTEXT_BYTES}"))

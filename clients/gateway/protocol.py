@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eport.clients.gateway.errors import GatewayError, bad_arguments
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 
 METHOD_PREFIX = "cus-sec_"
 # `_id` is echoed as the client sent it; JSON numbers and strings are what clients use. Other
@@ -26,19 +28,32 @@ class Request:
 
 
 @dataclass
-class BadRequest(Exception):
+class BadRequest(EportFailure):
     """A frame that is not a usable request, with whatever of its envelope could be read."""
 
     error: GatewayError
     request_id: RequestId = None
     method: str = ""
 
+    # What the funnel shows, should one ever reach it: the gateway error's own.
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        return self.error.code
+
+    @property
+    def message(self) -> Bilingual:  # type: ignore[override]
+        return self.error.message
+
+    @property
+    def remedy(self) -> Bilingual:  # type: ignore[override]
+        return self.error.remedy
+
 
 class _Unusable:
     """Stands in, while parsing, for a value that is not strict JSON (RFC 8259)."""
 
-    def __init__(self, zh: str, en: str) -> None:
-        self.zh, self.en = zh, en
+    def __init__(self, problem: Bilingual) -> None:
+        self.problem = problem
 
 
 # No request of this protocol needs a longer number. Python refuses to convert integers of
@@ -50,20 +65,20 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _integer(text: str) -> int | _Unusable:
     if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
-        return _Unusable(f"数字超过 {MAX_NUMBER_DIGITS} 位", f"a number of more than "
-                         f"{MAX_NUMBER_DIGITS} digits")
+        return _Unusable(Bilingual(f"数字超过 {MAX_NUMBER_DIGITS} 位",
+                                   f"a number of more than {MAX_NUMBER_DIGITS} digits"))
     return int(text)
 
 
 def _real(text: str) -> float | _Unusable:
     value = float(text)
     if not math.isfinite(value):  # 1e400 reads as infinity, which JSON cannot carry back
-        return _Unusable("数字超出范围", "a number out of range")
+        return _Unusable(Bilingual("数字超出范围", "a number out of range"))
     return value
 
 
 def _constant(name: str) -> _Unusable:
-    return _Unusable(f"JSON 中没有 {name}", f"{name} is not JSON")
+    return _Unusable(Bilingual(f"JSON 中没有 {name}", f"{name} is not JSON"))
 
 
 def _problem(value: Any) -> _Unusable | None:
@@ -76,8 +91,8 @@ def _problem(value: Any) -> _Unusable | None:
             return item
         if isinstance(item, str):
             if not item.isascii() and _LONE_SURROGATE.search(item):
-                return _Unusable("字符串含有单独的代理码 (\\ud800-\\udfff)",
-                                 "a string holds a lone surrogate (\\ud800-\\udfff)")
+                return _Unusable(Bilingual("字符串含有单独的代理码 (\\ud800-\\udfff)",
+                                           "a string holds a lone surrogate (\\ud800-\\udfff)"))
         elif isinstance(item, dict):
             pending.extend(item)
             pending.extend(item.values())
@@ -86,9 +101,10 @@ def _problem(value: Any) -> _Unusable | None:
     return None
 
 
-def _not_json(problem: _Unusable) -> GatewayError:
-    return bad_arguments(f"报文不是合法的 JSON: {problem.zh}",
-                         f"the frame is not valid JSON: {problem.en}")
+def _not_json(unusable: _Unusable) -> GatewayError:
+    problem = unusable.problem
+    return bad_arguments(Bilingual(f"报文不是合法的 JSON: {problem.zh}",
+                                   f"the frame is not valid JSON: {problem.en}"))
 
 
 def parse_request(text: str) -> Request:
@@ -99,12 +115,16 @@ def parse_request(text: str) -> Request:
         envelope = json.loads(text, parse_int=_integer, parse_float=_real,
                               parse_constant=_constant)
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-        raise BadRequest(bad_arguments("报文不是合法的 JSON", "the frame is not valid JSON")
+        raise BadRequest(bad_arguments(Bilingual("报文不是合法的 JSON",
+                                                 "the frame is not valid JSON"))
                          ) from None
     if not isinstance(envelope, dict):
         problem = _problem(envelope)
-        raise BadRequest(_not_json(problem) if problem else bad_arguments(
-            "报文应为 JSON 对象", "the frame must be a JSON object"))
+        raise BadRequest(_not_json(problem) if problem else bad_arguments(Bilingual("报文应为 "
+                                                                                    "JSON 对象",
+                                                                                    "the frame "
+                                                                                    "must be a "
+                                                                                    "JSON object")))
     raw_id = envelope.get("_id")
     request_id: RequestId = None
     if isinstance(raw_id, int | float | str) and not isinstance(raw_id, bool) \
@@ -116,13 +136,15 @@ def parse_request(text: str) -> Request:
     if problem is not None:
         raise BadRequest(_not_json(problem), request_id, usable_method)
     if not isinstance(method, str) or not method:
-        raise BadRequest(bad_arguments("缺少 _method", "_method is missing or not a string"),
+        raise BadRequest(bad_arguments(Bilingual("缺少 _method",
+                                                 "_method is missing or not a string")),
                          request_id)
     args = envelope.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, dict):
-        raise BadRequest(bad_arguments("args 应为 JSON 对象", "args must be a JSON object"),
+        raise BadRequest(bad_arguments(Bilingual("args 应为 JSON 对象",
+                                                 "args must be a JSON object")),
                          request_id, method)
     return Request(request_id, method, args)
 
@@ -156,10 +178,11 @@ def text_arg(args: dict[str, Any], *names: str, required: bool = True) -> str | 
         if name in args and args[name] is not None:
             value = args[name]
             if not isinstance(value, str):
-                raise bad_arguments(f"参数 {name} 应为字符串", f"argument {name} must be a string")
+                raise bad_arguments(Bilingual(f"参数 {name} 应为字符串",
+                                              f"argument {name} must be a string"))
             return value
     if required:
-        raise bad_arguments(f"缺少参数 {names[0]}", f"argument {names[0]} is missing")
+        raise bad_arguments(Bilingual(f"缺少参数 {names[0]}", f"argument {names[0]} is missing"))
     return None
 
 

@@ -41,6 +41,8 @@ from eport.clients.gateway.protocol import (
     parse_request,
     reply,
 )
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 
 log = logging.getLogger("eport.gateway")
 
@@ -190,8 +192,11 @@ class Gateway:
 
     async def _frame(self, connection: _Connection, frame: str | bytes) -> None:
         if isinstance(frame, bytes):
-            await connection.send(error_reply(None, "", bad_arguments(
-                "只接受文本帧 (JSON)", "only text frames (JSON) are accepted")))
+            await connection.send(error_reply(None, "", bad_arguments(Bilingual("只接受文本帧 "
+                                                                                "(JSON)",
+                                                                                "only text "
+                                                                                "frames (JSON) "
+                                                                                "are accepted"))))
             return
         if _utf8_length(frame) > self.config.max_message_bytes:
             await self._oversized(connection, frame)
@@ -214,9 +219,9 @@ class Gateway:
             return
         if len(connection.tasks) >= self.config.max_in_flight:
             await connection.send(error_reply(request.request_id, request.method, bad_arguments(
-                f"同时进行的请求超过 {self.config.max_in_flight} 个, 请等待应答后再发",
-                f"more than {self.config.max_in_flight} requests in flight on this "
-                "connection; wait for replies")))
+                Bilingual(f"同时进行的请求超过 {self.config.max_in_flight} 个, 请等待应答后再发",
+                          f"more than {self.config.max_in_flight} requests in flight on this "
+                          "connection; wait for replies"))))
             return
         task = asyncio.create_task(self._answer(connection, request))
         connection.tasks.add(task)
@@ -230,11 +235,11 @@ class Gateway:
         except BadRequest as unreadable:
             request_id, method = unreadable.request_id, unreadable.method
         limit, size = self.config.max_message_bytes, _utf8_length(frame)
-        await connection.send(error_reply(request_id, method, bad_arguments(
+        await connection.send(error_reply(request_id, method, bad_arguments(Bilingual(
             f"报文 {size} 字节, 超过上限 {limit} 字节; 请先计算摘要再签名 (NoHash 方法), 或用 "
             "--max-message-bytes 提高上限",
             f"the request is {size} bytes, above the limit of {limit}; sign its digest (the "
-            "NoHash methods) or raise --max-message-bytes")))
+            "NoHash methods) or raise --max-message-bytes"))))
 
     async def _answer(self, connection: _Connection, request: Request) -> None:
         name = request.method.removeprefix(METHOD_PREFIX)
@@ -242,8 +247,8 @@ class Gateway:
         audited = name in CARD_SECRET_METHODS
         try:
             if handler is None:
-                raise bad_arguments(f"不支持的方法 {request.method}",
-                                    f"unknown method {request.method}")
+                raise bad_arguments(Bilingual(f"不支持的方法 {request.method}",
+                                              f"unknown method {request.method}"))
             data = await handler(request.args, self.daemon)
             text = reply(request.request_id, request.method, data)
             outcome = "ok"
@@ -316,8 +321,10 @@ def _peer_checked_connection(gateway: Gateway) -> type[ServerConnection]:
     return PeerCheckedConnection
 
 
-class CannotListen(Exception):
+class CannotListen(EportFailure):
     """A listener could not be opened: which one, and the system's reason."""
+
+    code = "CANNOT_LISTEN"
 
     def __init__(self, scheme: str, host: str, port: int, error: OSError) -> None:
         # asyncio's text repeats the address; the system's own words are enough.

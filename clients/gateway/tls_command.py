@@ -13,8 +13,6 @@ from typing import Any
 
 import click
 
-from eport.clients.cli.language import Bilingual, detect_language
-from eport.clients.cli.output import Output
 from eport.clients.gateway.tls_certificates import GATEWAY_HOST_NAME
 from eport.clients.gateway.tls_setup import (
     Step,
@@ -27,6 +25,8 @@ from eport.clients.gateway.tls_setup import (
     uninstall,
 )
 from eport.clients.gateway.tls_trust import HOSTS_LINE
+from eport.clients.kit.output import Output
+from eport.common.text import Bilingual, detect_language
 
 _PARTS = {
     "ca": Bilingual("本地 CA", "local CA"),

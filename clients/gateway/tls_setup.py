@@ -27,7 +27,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from eport.clients.cli.language import Bilingual
 from eport.clients.gateway.tls_certificates import (
     GATEWAY_HOST_NAME,
     SERVER_VALIDITY,
@@ -63,6 +62,8 @@ from eport.clients.gateway.tls_trust import (
     system_store_file,
     update_system_store,
 )
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
@@ -76,20 +77,12 @@ _INSTALL_REMEDY = Bilingual(
 
 
 @dataclass
-class TlsNotInstalled(Exception):
+class TlsNotInstalled(EportFailure):
     """The server certificate or key is missing, unreadable, expired or not yet valid."""
 
     code: str            # NOT_INSTALLED, EXPIRED, NOT_YET_VALID, UNREADABLE
     message: Bilingual
     remedy: Bilingual = _INSTALL_REMEDY
-
-    @property
-    def message_zh(self) -> str:
-        return self.message.zh
-
-    @property
-    def message_en(self) -> str:
-        return self.message.en
 
     def __str__(self) -> str:
         return f"{self.message.en}; {self.remedy.en}"
@@ -184,7 +177,7 @@ class TlsExit(IntEnum):
 
 
 @dataclass
-class TlsSetupError(Exception):
+class TlsSetupError(EportFailure):
     code: str
     message: Bilingual
     remedy: Bilingual

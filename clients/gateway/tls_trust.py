@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eport.clients.gateway.tls_certificates import GATEWAY_HOST_NAME
+from eport.common.failure import EportFailure
 
 NSS_NICKNAME = f"eport-gateway local CA ({GATEWAY_HOST_NAME} only)"
 # "C,,": a trusted CA for TLS servers only; nothing for e-mail or code signing.
@@ -30,8 +31,10 @@ HOSTS_MARKER = "# added by eport-gateway tls install"
 HOSTS_LINE = f"127.0.0.1 {GATEWAY_HOST_NAME} {HOSTS_MARKER}"
 
 
-class TrustToolError(Exception):
+class TrustToolError(EportFailure):
     """certutil or update-ca-certificates is missing or failed; `detail` is its own output."""
+
+    code = "TRUST_TOOL_FAILED"
 
     def __init__(self, tool: str, detail: str) -> None:
         super().__init__(f"{tool}: {detail}")

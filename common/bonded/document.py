@@ -1,7 +1,7 @@
-"""The eport-bonded/1 document: a bonded verification form (保税核查表, seed 000 §2.2).
+"""The eport-bonded/1 document: a bonded verification form (保税核查表, bonded manual §2.2).
 
 The format is docs/bonded-document.md. `save_problems` and `declare_problems` are the checks
-of seed 000 §2.4 at 暂存 and at 申报; they never raise, whatever they are given (only a
+of bonded manual §2.4 at 暂存 and at 申报; they never raise, whatever they are given (only a
 `lookup` that raises can make them raise). `normalise` fills what the system fills (序号,
 总库存数量), `fill_from_ebook` what an e-book record fixes, `stock_warnings` names overridden
 totals.
@@ -74,7 +74,7 @@ def new_bonded_item(item_number: int) -> dict[str, Any]:
 def new_bonded_document(*, today: date | None = None) -> dict[str, Any]:
     """An empty document: every key present ("" when unfilled), one empty body item and a fresh
     client_reference. 申报日期 is filled by the system at 申报 and 盘库日期 is the enterprise's
-    own date (seed 000 §2.2.1.2), so both stay empty; `today` is accepted for symmetry with
+    own date (bonded manual §2.2.1.2), so both stay empty; `today` is accepted for symmetry with
     the customs model's new_document and not used."""
     del today
     return {"format": FORMAT, "client_reference": uuid.uuid4().hex,
@@ -96,13 +96,13 @@ def _mode_code(management_mode: str) -> str:
 
 def uses_ebook(management_mode: str) -> bool:
     """True for 电子账册 and 纸质手册电子化 (by code or label): the e-book number is required
-    and item code, name and unit come from the record (seed 000 §2.2.1.2, §2.2.1.3)."""
+    and item code, name and unit come from the record (bonded manual §2.2.1.2, §2.2.1.3)."""
     code = _mode_code(management_mode)
     return bool(code) and code in table_info("management_mode").uses_ebook
 
 
 def subsystem_for(management_mode: str) -> str:
-    """The delegable subsystem of seed 001 §4 a document of this mode belongs to: "ebook"
+    """The delegable subsystem of e-book manual §4 a document of this mode belongs to: "ebook"
     (加工贸易账册) for 电子账册, "handbook" (加工贸易手册) for the handbook modes and 其他.
     ValueError for a mode that is not in the table."""
     code = _mode_code(management_mode)
@@ -118,7 +118,7 @@ def subsystem_for(management_mode: str) -> str:
 
 @dataclass
 class _Found:
-    """What a walk over a document found, kept apart as seed 000 §2.4 treats them apart."""
+    """What a walk over a document found, kept apart as bonded manual §2.4 treats them apart."""
 
     structure: list[Problem] = field(default_factory=list)  # always all
     formats: list[Problem] = field(default_factory=list)    # screen order
@@ -168,8 +168,8 @@ def _check_value(found: _Found, where: _Where, f: BondedField, value: Any) -> st
         if value:
             finding = f.check.find(value)
             if finding is not None:
-                found.formats.append(_format_problem(where, f, finding.code, finding.zh,
-                                                     finding.en))
+                found.formats.append(_format_problem(where, f, finding.code,
+                                                     finding.text.zh, finding.text.en))
                 return ""
         return value
     number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
@@ -343,7 +343,7 @@ def _ebook_checks(found: _Found, items: Sequence[tuple[int, Mapping[str, Any]]],
 
 def save_problems(document: Mapping[str, Any], *, lookup: EBookLookup | None = None
                   ) -> list[Problem]:
-    """The checks at 暂存 (seed 000 §2.4): structure problems, then the FIRST badly formatted
+    """The checks at 暂存 (bonded manual §2.4): structure problems, then the FIRST badly formatted
     field ("xx 字段格式不正确，请修改") and the FIRST empty required one ("xxx 不能为空") in
     screen order (header, then body), then the rules: body before a complete header, a
     system-filled field given, 序号, and with an e-book mode the record checks (skipped when
@@ -355,7 +355,7 @@ def save_problems(document: Mapping[str, Any], *, lookup: EBookLookup | None = N
 
 def declare_problems(document: Mapping[str, Any], *, lookup: EBookLookup | None = None
                      ) -> list[Problem]:
-    """The checks at 申报 (seed 000 §2.4): EVERY empty required field at once, and every
+    """The checks at 申报 (bonded manual §2.4): EVERY empty required field at once, and every
     format problem and rule problem. An empty list: the document may be declared."""
     found = _examine(document, lookup, declaring=True)
     return [*found.structure, *found.formats, *found.empties, *found.body_early,
@@ -401,7 +401,7 @@ def _parts_sum(item: Mapping[str, Any]) -> Decimal | None:
 
 
 def total_stock(item: Mapping[str, Any]) -> str:
-    """总库存数量 as the sum of every part (seed 000 §2.2.1.3): 料件库存 + 料件在线 + 料件转进
+    """总库存数量 as the sum of every part (bonded manual §2.2.1.3): 料件库存 + 料件在线 + 料件转进
     未申报 + 成品折料 + 外发加工折料 + 残次品等折料 + 原料在途; empty optional parts count as
     0. "" when a required part is empty or any part is not a well-formed quantity (the total
     cannot be computed yet). Exact decimal arithmetic: "12.50" + "1" gives "13.50"."""
@@ -414,7 +414,7 @@ def total_stock(item: Mapping[str, Any]) -> str:
 def normalise(document: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy with what the system fills filled: missing header and item keys as "",
     序号 renumbered 1, 2, 3 …, and an empty 总库存数量 computed with total_stock (a given one is
-    kept: the enterprise may override it, seed 000 §2.2.1.3). Malformed parts are kept as they
+    kept: the enterprise may override it, bonded manual §2.2.1.3). Malformed parts are kept as they
     are for the checks to report; a non-object document is a TypeError."""
     if not isinstance(document, Mapping):
         raise TypeError(f"a document must be a mapping, not {type(document).__name__}")
@@ -438,7 +438,7 @@ def normalise(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def stock_warnings(document: Mapping[str, Any]) -> list[Problem]:
     """Informational: each item whose 总库存数量 was given and differs from the sum of its
-    parts (code "rule"). The total is kept: the seed lets the enterprise override it."""
+    parts (code "rule"). The total is kept: the manual lets the enterprise override it."""
     warnings: list[Problem] = []
     items = document.get("items") if isinstance(document, Mapping) else None
     if not isinstance(items, list):
@@ -462,7 +462,7 @@ def stock_warnings(document: Mapping[str, Any]) -> list[Problem]:
 
 def fill_from_ebook(document: Mapping[str, Any], lookup: EBookLookup) -> dict[str, Any]:
     """A deep copy with each item's 商品编码, 商品名称 and 计量单位 (and 规格型号 when empty)
-    taken from its e-book record, for the management modes that use one (seed 000 §2.2.1.3).
+    taken from its e-book record, for the management modes that use one (bonded manual §2.2.1.3).
     Items whose record is not found, and documents of other modes, are copied unchanged."""
     result = copy.deepcopy(dict(document)) if isinstance(document, Mapping) else {}
     header = result.get("header")

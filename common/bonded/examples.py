@@ -1,5 +1,5 @@
 """A filled-in stock-taking document (加贸手册 mode, so no e-book record is needed) that passes
-every check of seed 000 §2.4: what `eport bonded new --example` writes and `eport-demo`
+every check of bonded manual §2.4: what `eport bonded new --example` writes and `eport-demo`
 declares, so a new user starts from a document that works."""
 
 from __future__ import annotations

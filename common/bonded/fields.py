@@ -1,4 +1,4 @@
-"""The fields of an eport-bonded/1 document (seed 000 §2.2.1.2 header, §2.2.1.3 body) and the
+"""The fields of an eport-bonded/1 document (bonded manual §2.2.1.2 header, §2.2.1.3 body) and the
 check of one filled-in value.
 
 The value checks (`Text`, `Pattern`, `DateText`, `Count`, the customs `Code` for the country and
@@ -28,15 +28,16 @@ from eport.common.customs.fields import (
 from eport.common.customs.tables import has_code as customs_has_code
 from eport.common.customs.tables import numeric_country
 from eport.common.profile import is_valid_credit_code
+from eport.common.text import Bilingual
 
-HEADER_SECTION = "seed 000 §2.2.1.2"
+HEADER_SECTION = "bonded manual §2.2.1.2"
 
 
 @dataclass(frozen=True)
 class InvestmentCountry(Check):
-    """投资国别 (seed 000 §2.2.1.2: "4 位, 企业按照国别代码表"): a code of the customs country
+    """投资国别 (bonded manual §2.2.1.2: "4 位, 企业按照国别代码表"): a code of the customs country
     table, ISO alpha-3 (CHN) or its numeric form of the older 国别代码表 (142), kept as entered:
-    the seed's 4-character field holds either."""
+    the manual's 4-character field holds either."""
 
     def expects(self) -> tuple[str, str]:
         return ("国别代码表中的代码, 如 CHN 或 142 (中国), HKG 或 110 (中国香港)",
@@ -47,13 +48,15 @@ class InvestmentCountry(Check):
         if customs_has_code("country", value) or numeric_country(value):
             return None
         if value.isdigit():
-            return Finding("code", f"代码 '{shown(value)}' 不在国别代码表中, 请填写国别代码, "
-                                   "如 142 (中国), 110 (中国香港), 502 (美国), 或 CHN",
-                           f"'{shown(value)}' is not a numeric code of the customs country "
-                           "table; use e.g. 142 (China), 110 (Hong Kong), 502 (USA), or CHN")
+            return Finding(
+                "code",
+                Bilingual(f"代码 '{shown(value)}' 不在国别代码表中, 请填写国别代码, 如 142 "
+                          "(中国), 110 (中国香港), 502 (美国), 或 CHN",
+                          f"'{shown(value)}' is not a numeric code of the customs country table; "
+                          "use e.g. 142 (China), 110 (Hong Kong), 502 (USA), or CHN"))
         return Code("country").find(value)
-BODY_SECTION = "seed 000 §2.2.1.3"
-CHECKS_SECTION = "seed 000 §2.4"
+BODY_SECTION = "bonded manual §2.2.1.3"
+CHECKS_SECTION = "bonded manual §2.4"
 QUANTITY_LENGTH = 18
 
 # How a field is required: always, never, only when the management mode uses an e-book, or
@@ -87,7 +90,7 @@ class BondedCode(Check):
         if by_label:
             zh += f"; '{shown(value)}' 请填代码 {by_label[0]}"
             en += f"; for '{shown(value)}' write the code {by_label[0]}"
-        return Finding("code", zh, en)
+        return Finding("code", Bilingual(zh, en))
 
 
 _QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -107,14 +110,17 @@ class Quantity(Check):
 
     def find(self, value: str) -> Finding | None:
         if not (value.isascii() and _QUANTITY.fullmatch(value)):
-            return Finding("format",
-                           f"应为非负数字, 如 1250.5, 现为 '{shown(value)}' (不要千位分隔符、单位"
-                           "和正负号)",
-                           f"must be a non-negative decimal number such as 1250.5, not "
-                           f"'{shown(value)}' (no thousands separators, units or signs)")
+            return Finding(
+                "format",
+                Bilingual(f"应为非负数字, 如 1250.5, 现为 '{shown(value)}' "
+                          "(不要千位分隔符、单位和正负号)",
+                          "must be a non-negative decimal number such as 1250.5, not "
+                          f"'{shown(value)}' (no thousands separators, units or signs)"))
         if len(value) > self.max_len:
-            return Finding("length", f"超长: {len(value)} 个字符, 最多 {self.max_len} 个",
-                           f"too long: {len(value)} characters, at most {self.max_len}")
+            return Finding(
+                "length",
+                Bilingual(f"超长: {len(value)} 个字符, 最多 {self.max_len} 个",
+                          f"too long: {len(value)} characters, at most {self.max_len}"))
         return None
 
 
@@ -132,12 +138,15 @@ class CustomsCode(Check):
         if re.fullmatch(r"[0-9A-Z]{10}", value):
             return None
         if is_valid_credit_code(value):
-            return Finding("format", "这是 18 位统一社会信用代码; 此处应填 10 位海关编码",
-                           "this is an 18-character unified social credit code; the "
-                           "10-character customs code belongs here")
-        return Finding("format" if len(value) <= 10 else "length",
-                       f"应为{self.expect_zh}, 现为 '{shown(value)}'",
-                       f"must be {self.expect_en}, not '{shown(value)}'")
+            return Finding(
+                "format",
+                Bilingual("这是 18 位统一社会信用代码; 此处应填 10 位海关编码",
+                          "this is an 18-character unified social credit code; the 10-character "
+                          "customs code belongs here"))
+        return Finding(
+            "format" if len(value) <= 10 else "length",
+            Bilingual(f"应为{self.expect_zh}, 现为 '{shown(value)}'",
+                      f"must be {self.expect_en}, not '{shown(value)}'"))
 
 
 @dataclass(frozen=True)
@@ -200,7 +209,7 @@ HEADER: tuple[BondedField, ...] = (
 )
 
 QUANTITY = Quantity()
-# The parts of 总库存数量 (seed 000 §2.2.1.3), in screen order: the three required ones first.
+# The parts of 总库存数量 (bonded manual §2.2.1.3), in screen order: the three required ones first.
 REQUIRED_PARTS = ("stock_qty", "online_qty", "transferred_in_undeclared_qty")
 OPTIONAL_PARTS = ("finished_converted_qty", "outsourced_converted_qty",
                   "defective_converted_qty", "in_transit_qty")

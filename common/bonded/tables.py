@@ -4,8 +4,8 @@ data in tables/*.json: 管理模式 (management_mode) and 企业性质 (enterpri
 Each file is ``{"name", "title_zh", "source", "subset", "own_coding", "example": {"code",
 "en"}, "codes": {code: Chinese label}, "english": {code: English label}}``; management_mode.json
 also says which modes take item data from an e-book record ("uses_ebook") and which delegable
-subsystem of seed 001 §4 each mode belongs to ("subsystem"). The seed gives no codes for either
-table: "own_coding" true says the codes are this project's. The country (投资国别) and unit
+subsystem of e-book manual §4 each mode belongs to ("subsystem"). The manual gives no codes for
+either table: "own_coding" true says the codes are this project's. The country (投资国别) and unit
 (计量单位) tables are the customs ones, `eport.common.customs.tables`.
 """
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from eport.common.failure import EportFailure
+
 CANONICAL_FORMAT = "eport-canonical-json/1"
 
 
-class CanonicalError(ValueError):
+class CanonicalError(EportFailure, ValueError):
     """A value that has no canonical encoding, or bytes that are not canonically encoded."""
+
+    code = "NOT_CANONICAL"
 
 
 def _check(value: Any, path: str) -> None:

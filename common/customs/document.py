@@ -2,8 +2,8 @@
 
 The format is docs/customs-document.md. `validate` names every problem at once and never
 raises, whatever it is given; `new_document`, `copy_document` and `copy_item` make documents;
-`transport_display` and `container_layout` say how the printed form shows them (seed 003
-十三(八)); `clock_warning` is the seed 003 十三(十三) check of the local clock.
+`transport_display` and `container_layout` say how the printed form shows them (QP FAQ
+§十三(八)); `clock_warning` is the QP FAQ §十三(十三) check of the local clock.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from eport.common.customs.fields import (
 )
 from eport.common.customs.rules import check as check_rules
 from eport.common.customs.rules import group_complete
+from eport.common.failure import EportFailure
 
 __all__ = [
     "DIRECTIONS", "DOCUMENT_TYPES", "FORMAT", "MAX_ITEMS", "DocumentError", "Problem",
@@ -47,14 +48,16 @@ MAX_ITEMS = 50
 TOP_KEYS = ("format", "client_reference", "document_type", "direction", "header", "items",
             "containers", "attached_documents")
 _CLIENT_REFERENCE = re.compile(r"[0-9a-f]{32}")
-# The seed's clock advice (十三(十三)): a date before the project's time is surely wrong, and
+# The QP FAQ's clock advice (§十三(十三)): a date before the project's time is surely wrong, and
 # more than five minutes off the data centre would also upset signed-request time checks.
 CLOCK_EARLIEST_YEAR = 2024
 CLOCK_TOLERANCE_SECONDS = 300
 
 
-class DocumentError(ValueError):
+class DocumentError(EportFailure, ValueError):
     """A document that cannot be used as asked; `.problems` says why, all at once."""
+
+    code = "DOCUMENT_INVALID"
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems: list[Problem] = list(problems)
@@ -84,7 +87,7 @@ def new_document(document_type: str = "declaration", direction: str = "import", 
                  today: date | None = None) -> dict[str, Any]:
     """An empty document with every key present ("" when unfilled) and one empty item.
 
-    The import date defaults to today, as in the QP client (seed 003 十三(十三)); the export
+    The import date defaults to today, as in the QP client (QP FAQ §十三(十三)); the export
     date is filled by customs at release, so it stays empty."""
     if document_type not in DOCUMENT_TYPES:
         raise ValueError(f"document_type must be one of {DOCUMENT_TYPES}, not {document_type!r}")
@@ -264,7 +267,7 @@ def copy_document(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def copy_item(document: Mapping[str, Any], item_number: int) -> dict[str, Any]:
     """The document (same client_reference: it is the same document, edited) with item
-    `item_number` duplicated at the end and all items renumbered 1, 2, 3 … (seed 003 十三(六))."""
+    `item_number` duplicated at the end and all items renumbered 1, 2, 3 … (QP FAQ §十三(六))."""
     items = document.get("items")
     if not isinstance(items, list):
         raise DocumentError([Problem("items", "format", "商品(items) 应为列表",
@@ -292,7 +295,7 @@ def transport_display(header: Mapping[str, Any]) -> str:
     """运输工具名称 as printed: the name, then "/VOYAGE" when a voyage number is filled in.
 
     QP keeps the two apart for waterway transport but prints them as one "NAME/VOYAGE"
-    (seed 003 十三(八)1); other modes print the same way if a voyage number was entered."""
+    (QP FAQ §十三(八)1); other modes print the same way if a voyage number was entered."""
     name = header.get("transport_name", "")
     voyage = header.get("voyage_number", "")
     name = name if isinstance(name, str) else ""
@@ -303,7 +306,7 @@ def transport_display(header: Mapping[str, Any]) -> str:
 def container_layout(containers: Sequence[Mapping[str, Any]]
                      ) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]],
                                 list[Mapping[str, Any]]]:
-    """Where the printed form shows the containers (seed 003 十三(八)2(4)):
+    """Where the printed form shows the containers (QP FAQ §十三(八)2(4)):
     (the first, in the 集装箱号 box; the 2nd to 8th, at most 7, in the remarks; the
     attachment page list). The form always shows the first eight the same way; when there are
     more than 8 the 集装箱附加页 is printed too, listing ALL containers (so it is complete on
@@ -316,7 +319,7 @@ def container_layout(containers: Sequence[Mapping[str, Any]]
 
 
 def clock_warning(now: datetime, reference: datetime | None) -> tuple[str, str] | None:
-    """(zh, en) when the local clock looks wrong, else None (seed 003 十三(十三)): a year
+    """(zh, en) when the local clock looks wrong, else None (QP FAQ §十三(十三)): a year
     before 2024, or more than 300 seconds from `reference`, the data centre's clock.
     Naive datetimes are taken as UTC."""
     local = now if now.tzinfo else now.replace(tzinfo=UTC)

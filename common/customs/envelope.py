@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eport.common.customs.canonical import CanonicalError, canonical_json, parse_canonical
+from eport.common.failure import EportFailure
 
 AUDIENCE = "eport-datacenter"
 ENVELOPE_VERSION = 1
@@ -25,8 +26,10 @@ _SIGNED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(EportFailure, ValueError):
     """A payload that is not a well-formed request envelope; the message says what is wrong."""
+
+    code = "ENVELOPE_INVALID"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 def example_declaration(*, today: date | None = None) -> dict[str, Any]:
     """A road import at 皇岗 (5301) with two items and one container; a fresh
-    client_reference and today's import date (seed 003 十三(十三))."""
+    client_reference and today's import date (QP FAQ §十三(十三))."""
     text = resources.files(__package__).joinpath("examples/import-declaration.json").read_text(
         encoding="utf-8")
     document: dict[str, Any] = json.loads(text)

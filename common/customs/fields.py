@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from eport.common.customs.tables import has_code, table_info
 from eport.common.profile import CREDIT_ALPHABET, is_valid_credit_code
+from eport.common.text import Bilingual
 
 PROBLEM_CODES = ("required", "format", "length", "code", "rule")
 
@@ -56,8 +57,7 @@ class Finding:
     """What a check found wrong, before it is put in words with the field's name."""
 
     code: str
-    zh: str
-    en: str
+    text: Bilingual
 
 
 class Check(ABC):
@@ -93,14 +93,20 @@ class Text(Check):
 
     def find(self, value: str) -> Finding | None:
         if len(value) > self.max_len:
-            return Finding("length", f"超长: {len(value)} 个字符, 最多 {self.max_len} 个",
-                           f"too long: {len(value)} characters, at most {self.max_len}")
+            return Finding(
+                "length",
+                Bilingual(f"超长: {len(value)} 个字符, 最多 {self.max_len} 个",
+                          f"too long: {len(value)} characters, at most {self.max_len}"))
         if _has_control(value):
-            return Finding("format", "含有换行等控制字符, 请删去",
-                           "contains a control character such as a line break; remove it")
+            return Finding(
+                "format",
+                Bilingual("含有换行等控制字符, 请删去",
+                          "contains a control character such as a line break; remove it"))
         if value != value.strip():
             # Leading/trailing blanks are invisible on the printed form and break lookups.
-            return Finding("format", "首尾有空格, 请删去", "has leading or trailing spaces")
+            return Finding(
+                "format",
+                Bilingual("首尾有空格, 请删去", "has leading or trailing spaces"))
         return None
 
 
@@ -127,7 +133,7 @@ class Code(Check):
             padded = value.zfill(width)
             zh += f"; 是否应为 {padded}? (Excel 会删去前导零, 请把该列设为文本)"
             en += f"; did you mean {padded}? (Excel drops leading zeros; format the column as text)"
-        return Finding("code", zh, en)
+        return Finding("code", Bilingual(zh, en))
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,10 @@ class Choice(Check):
         if value in self.choices:
             return None
         listed = ", ".join(f"{k} {v}" for k, v in self.choices.items())
-        return Finding("code", f"'{shown(value)}' 不是可选值; 可填 {listed}",
-                       f"'{shown(value)}' is not one of {', '.join(self.choices)}")
+        return Finding(
+            "code",
+            Bilingual(f"'{shown(value)}' 不是可选值; 可填 {listed}",
+                      f"'{shown(value)}' is not one of {', '.join(self.choices)}"))
 
 
 @dataclass(frozen=True)
@@ -159,11 +167,15 @@ class Digits(Check):
 
     def find(self, value: str) -> Finding | None:
         if not (value.isascii() and value.isdigit()):
-            return Finding("format", f"应为 {self.count} 位数字, 现为 '{shown(value)}'",
-                           f"must be {self.count} digits, not '{shown(value)}'")
+            return Finding(
+                "format",
+                Bilingual(f"应为 {self.count} 位数字, 现为 '{shown(value)}'",
+                          f"must be {self.count} digits, not '{shown(value)}'"))
         if len(value) != self.count:
-            return Finding("length", f"应为 {self.count} 位数字, 现为 {len(value)} 位",
-                           f"must be {self.count} digits, not {len(value)}")
+            return Finding(
+                "length",
+                Bilingual(f"应为 {self.count} 位数字, 现为 {len(value)} 位",
+                          f"must be {self.count} digits, not {len(value)}"))
         return None
 
 
@@ -180,11 +192,14 @@ class Count(Check):
 
     def find(self, value: str) -> Finding | None:
         if not (value.isascii() and value.isdigit()):
-            return Finding("format", f"应为不带小数的非负整数, 如 12, 现为 '{shown(value)}'",
-                           f"must be a whole number such as \"12\", not '{shown(value)}'")
+            return Finding(
+                "format",
+                Bilingual(f"应为不带小数的非负整数, 如 12, 现为 '{shown(value)}'",
+                          f"must be a whole number such as \"12\", not '{shown(value)}'"))
         if len(value) > self.max_digits:
-            return Finding("length", f"最多 {self.max_digits} 位数字",
-                           f"at most {self.max_digits} digits")
+            return Finding(
+                "length",
+                Bilingual(f"最多 {self.max_digits} 位数字", f"at most {self.max_digits} digits"))
         return None
 
 
@@ -205,17 +220,22 @@ class DecimalText(Check):
     def find(self, value: str) -> Finding | None:
         match = _DECIMAL.fullmatch(value) if value.isascii() else None
         if match is None:
-            return Finding("format",
-                           f"应为数字, 如 12.50, 现为 '{shown(value)}' (不要千位分隔符和单位)",
-                           f"must be a decimal number such as 12.50, not '{shown(value)}' "
-                           "(no thousands separators or units)")
+            return Finding(
+                "format",
+                Bilingual(f"应为数字, 如 12.50, 现为 '{shown(value)}' (不要千位分隔符和单位)",
+                          f"must be a decimal number such as 12.50, not '{shown(value)}' (no "
+                          "thousands separators or units)"))
         whole, fraction = match.group(1), match.group(2) or ""
         if len(fraction) > self.places:
-            return Finding("format", f"小数最多 {self.places} 位, 现为 {len(fraction)} 位",
-                           f"at most {self.places} decimals, not {len(fraction)}")
+            return Finding(
+                "format",
+                Bilingual(f"小数最多 {self.places} 位, 现为 {len(fraction)} 位",
+                          f"at most {self.places} decimals, not {len(fraction)}"))
         if len(whole.lstrip("0")) > self.digits:
-            return Finding("length", f"整数部分最多 {self.digits} 位",
-                           f"at most {self.digits} digits before the decimal point")
+            return Finding(
+                "length",
+                Bilingual(f"整数部分最多 {self.digits} 位",
+                          f"at most {self.digits} digits before the decimal point"))
         return None
 
 
@@ -248,10 +268,10 @@ class DateText(Check):
 
     def find(self, value: str) -> Finding | None:
         if parse_date(value) is None:
-            return Finding("format",
-                           f"应为 YYYYMMDD 格式的真实日期, 如 20261201, 现为 '{shown(value)}'",
-                           f"must be a real date as YYYYMMDD, e.g. 20261201, "
-                           f"not '{shown(value)}'")
+            return Finding(
+                "format",
+                Bilingual(f"应为 YYYYMMDD 格式的真实日期, 如 20261201, 现为 '{shown(value)}'",
+                          f"must be a real date as YYYYMMDD, e.g. 20261201, not '{shown(value)}'"))
         return None
 
 
@@ -267,11 +287,15 @@ class Pattern(Check):
 
     def find(self, value: str) -> Finding | None:
         if len(value) > self.max_len:
-            return Finding("length", f"超长: {len(value)} 个字符, 最多 {self.max_len} 个",
-                           f"too long: {len(value)} characters, at most {self.max_len}")
+            return Finding(
+                "length",
+                Bilingual(f"超长: {len(value)} 个字符, 最多 {self.max_len} 个",
+                          f"too long: {len(value)} characters, at most {self.max_len}"))
         if re.fullmatch(self.regex, value) is None:
-            return Finding("format", f"'{shown(value)}' 格式不对, 应为{self.expect_zh}",
-                           f"'{shown(value)}' is not {self.expect_en}")
+            return Finding(
+                "format",
+                Bilingual(f"'{shown(value)}' 格式不对, 应为{self.expect_zh}",
+                          f"'{shown(value)}' is not {self.expect_en}"))
         return None
 
 
@@ -285,17 +309,22 @@ class CreditCode(Check):
 
     def find(self, value: str) -> Finding | None:
         if len(value) != 18:
-            return Finding("length", f"应为 18 位, 现为 {len(value)} 位",
-                           f"must be 18 characters, not {len(value)}")
+            return Finding(
+                "length",
+                Bilingual(f"应为 18 位, 现为 {len(value)} 位",
+                          f"must be 18 characters, not {len(value)}"))
         bad = [c for c in value if c not in CREDIT_ALPHABET]
         if bad:
-            return Finding("format",
-                           f"含有不允许的字符 '{bad[0]}' (只用数字和除 I O S V Z 外的大写字母)",
-                           f"has the character '{bad[0]}' (digits and capital letters except "
-                           "I, O, S, V, Z only)")
+            return Finding(
+                "format",
+                Bilingual(f"含有不允许的字符 '{bad[0]}' (只用数字和除 I O S V Z 外的大写字母)",
+                          f"has the character '{bad[0]}' (digits and capital letters except I, "
+                          "O, S, V, Z only)"))
         if not is_valid_credit_code(value):
-            return Finding("format", "校验码 (第 18 位) 不对, 请核对代码是否抄错",
-                           "the check character (18th) is wrong; check for a typo")
+            return Finding(
+                "format",
+                Bilingual("校验码 (第 18 位) 不对, 请核对代码是否抄错",
+                          "the check character (18th) is wrong; check for a typo"))
         return None
 
 
@@ -326,12 +355,16 @@ class ContainerNumber(Check):
 
     def find(self, value: str) -> Finding | None:
         if re.fullmatch(r"[A-Z]{3}[UJZ][0-9]{7}", value) is None:
-            return Finding("format", f"'{shown(value)}' 不是集装箱号; 应为{self.expect_zh}",
-                           f"'{shown(value)}' is not {self.expect_en}")
+            return Finding(
+                "format",
+                Bilingual(f"'{shown(value)}' 不是集装箱号; 应为{self.expect_zh}",
+                          f"'{shown(value)}' is not {self.expect_en}"))
         expected = container_check_digit(value[:10])
         if value[10] != expected:
-            return Finding("format", f"校验位不对: 应为 {expected}, 请核对箱号是否抄错",
-                           f"wrong check digit: expected {expected}; check for a typo")
+            return Finding(
+                "format",
+                Bilingual(f"校验位不对: 应为 {expected}, 请核对箱号是否抄错",
+                          f"wrong check digit: expected {expected}; check for a typo"))
         return None
 
 
@@ -411,7 +444,7 @@ HEADER: tuple[Field | Group, ...] = (
     Field("ie_port", "进出境关别", Code("customs"), always),
     Field("record_number", "备案号", _RECORD),
     Field("contract_number", "合同协议号", Text(32), _needs_contract),
-    Field("ie_date", "进出口日期", DateText(), on_import, "seed 003 十三(十三)"),
+    Field("ie_date", "进出口日期", DateText(), on_import, "QP FAQ §十三(十三)"),
     Group("domestic_party", "境内收发货人", _PARTY, always, "party"),
     Group("overseas_party", "境外收发货人", _OVERSEAS, always, "overseas"),
     Group("owner", "消费使用单位/生产销售单位", _PARTY, always, "party"),
@@ -436,8 +469,8 @@ HEADER: tuple[Field | Group, ...] = (
     Field("gross_weight", "毛重(千克)", DecimalText(14, 5), always),
     Field("net_weight", "净重(千克)", DecimalText(14, 5), always),
     Field("entry_type", "报关单类型", Code("entry_type"), always),
-    Field("related_entry_number", "关联报关单", Digits(18), section="seed 003 十三(九)"),
-    Field("related_record_number", "关联备案", _RECORD, section="seed 003 十三(九)"),
+    Field("related_entry_number", "关联报关单", Digits(18), section="QP FAQ §十三(九)"),
+    Field("related_record_number", "关联备案", _RECORD, section="QP FAQ §十三(九)"),
     Field("remarks", "标记唛码及备注", Text(255)),
 )
 
@@ -469,9 +502,9 @@ ITEM: tuple[Field, ...] = (
 ITEM_KEYS = ("item_number", *(f.key for f in ITEM))
 
 CONTAINER: tuple[Field, ...] = (
-    Field("number", "集装箱号", ContainerNumber(), always, "seed 003 十三(八)2"),
-    Field("size", "集装箱规格", Code("container_size"), always, "seed 003 十三(八)2(2)"),
-    Field("tare_weight", "集装箱自重(千克)", DecimalText(6, 2), section="seed 003 十三(八)2(3)"),
+    Field("number", "集装箱号", ContainerNumber(), always, "QP FAQ §十三(八)2"),
+    Field("size", "集装箱规格", Code("container_size"), always, "QP FAQ §十三(八)2(2)"),
+    Field("tare_weight", "集装箱自重(千克)", DecimalText(6, 2), section="QP FAQ §十三(八)2(3)"),
 )
 
 ATTACHED: tuple[Field, ...] = (
@@ -510,8 +543,8 @@ class Collector:
 
     def finding(self, where: Where, f: Field, finding: Finding) -> None:
         name = f"{where.zh_prefix}{where.zh_group}{f.zh}({where.key_prefix}{f.key})"
-        self.add(where.child(f.key), finding.code, f"{name} {finding.zh}",
-                 f"{where.display(f.key)}: {finding.en}", f.section)
+        self.add(where.child(f.key), finding.code, f"{name} {finding.text.zh}",
+                 f"{where.display(f.key)}: {finding.text.en}", f.section)
 
     def missing(self, where: Where, f: Field, section: str = "", why_zh: str = "",
                 why_en: str = "") -> None:
@@ -558,6 +591,7 @@ def check_value(out: Collector, where: Where, f: Field, value: Any) -> str:
     if value is None:
         hint_zh, hint_en = ", 空项请写 \"\"", ' (leave an empty field as "")'
     out.finding(where, f, Finding(
-        "format", f"应为文本, 现为 {json_type(value, zh=True)}{hint_zh}",
-        f"must be a string, not {json_type(value)}{hint_en}"))
+        "format",
+        Bilingual(f"应为文本, 现为 {json_type(value, zh=True)}{hint_zh}",
+                  f"must be a string, not {json_type(value)}{hint_en}")))
     return ""

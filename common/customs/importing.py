@@ -108,7 +108,7 @@ def load_document_json(data: bytes, *, today: date | None = None) -> dict[str, A
     header = document.get("header")
     if (isinstance(header, dict) and raw.get("direction") == "import"
             and "ie_date" not in (raw.get("header") or {})):
-        header["ie_date"] = (today or date.today()).strftime("%Y%m%d")  # seed 003 十三(十三)
+        header["ie_date"] = (today or date.today()).strftime("%Y%m%d")  # QP FAQ §十三(十三)
     return _check_document(document, today)
 
 

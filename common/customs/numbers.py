@@ -1,4 +1,4 @@
-"""The numbers a customs document carries through the data centre (seed 003 十一(六)).
+"""The numbers a customs document carries through the data centre (QP FAQ §十一(六)).
 
 - 暂存编号 (temporary number): "Z" + 4-digit year + 14-digit sequence, 19 characters, given by
   Save. Example: Z202600000000000042.
@@ -7,7 +7,7 @@
   inside Declare). Example: I20260000000000007.
 - 报关单号 (entry number): 4-digit customs district (header.declaration_customs) + 4-digit year
   + "1" for import or "0" for export + 9-digit sequence per district and year, 18 digits, given
-  at review (审结). The import transfer rule of seed 003 十三(九) writes import entries as
+  at review (审结). The import transfer rule of QP FAQ §十三(九) writes import entries as
   district + year + "1" + 9 digits. Example: 531620261000000042.
 - 预录入编号 (pre-entry number): the entry number's last 9 digits.
 

@@ -1,4 +1,4 @@
-"""Rules between fields: the general 报关单填制规范 ones and those of shared/seeds/003 十三.
+"""Rules between fields: the general 报关单填制规范 ones and those of QP FAQ §十三.
 
 Each rule only looks at values that are filled in and well formed (a badly formatted value
 has already been reported by its field check); a rule that asks for a value to be present
@@ -40,9 +40,9 @@ CENTRALISED = "集中报关(电子)"        # 集中申报 (清单月报), half-
 BATCH_EXIT = "集中申报"              # 分批出区集中申报
 _ROAD_NAME = re.compile(r"[^\s/]{2,20} /提前报关")
 _CENTRALISED_REMARKS = re.compile(r"([0-9]{6})-([0-9]{6})集报")
-S7, S8, S82, S9, S10, S13 = ("seed 003 十三(七)", "seed 003 十三(八)1", "seed 003 十三(八)2",
-                             "seed 003 十三(九)", "seed 003 十三(十)2", "seed 003 十三(十三)")
-S10_1, S10_ONE = "seed 003 十三(十)1", "seed 003 十三(十)"
+S7, S8, S82, S9, S10, S13 = ("QP FAQ §十三(七)", "QP FAQ §十三(八)1", "QP FAQ §十三(八)2",
+                             "QP FAQ §十三(九)", "QP FAQ §十三(十)2", "QP FAQ §十三(十三)")
+S10_1, S10_ONE = "QP FAQ §十三(十)1", "QP FAQ §十三(十)"
 # 通关单 (the inspection clearance forms): 监管证件代码 A (入境货物通关单, now 检验检疫) and B
 # (出境货物通关单, now 电子底账).
 CLEARANCE_FORMS = ("A", "B")
@@ -161,7 +161,7 @@ def _containers(out: Collector, containers: Sequence[Mapping[str, Any]]) -> None
 
 def _related_entry_number(out: Collector, ctx: Context, today: date) -> None:
     """An 18-digit entry number: 4-digit customs district, 4-digit year, 0 (export) or 1
-    (import), 9-digit serial (seed 003 十三(九))."""
+    (import), 9-digit serial (QP FAQ §十三(九))."""
     number = ctx.text("related_entry_number")
     if len(number) != 18 or not (number.isascii() and number.isdigit()):
         return  # the field check reported it

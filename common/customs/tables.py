@@ -83,6 +83,6 @@ def _numeric_countries() -> MappingProxyType[str, str]:
 
 def numeric_country(code: str) -> str:
     """The ISO alpha-3 code of a numeric customs country code (142 -> CHN, 110 -> HKG, 502 ->
-    USA), "" when the table does not have it. Seed 000 §2.2.1.2 投资国别 is "4 位,
+    USA), "" when the table does not have it. Bonded manual §2.2.1.2 投资国别 is "4 位,
     按照国别代码表"."""
     return _numeric_countries().get(code, "")

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from eport.common.socket_location import SYSTEM_GROUP, SYSTEM_SOCKET_MODE, USER_SOCKET_MODE
+from eport.common.text import Bilingual
 from eport.daemon.config import DaemonSettings
 from eport.daemon.server.call_limits import CallLimitInterceptor, CallLimits, worker_threads
 from eport.daemon.server.interceptor import CallLogInterceptor
@@ -90,19 +91,21 @@ def take_activated_socket(environ: MutableMapping[str, str] | None = None
     try:
         sock = socket.socket(fileno=SD_LISTEN_FDS_START)
     except OSError as exc:
-        raise ServerConfigError(
-            f"systemd 传入的套接字 (fd 3) 不可用: {exc.strerror}。"
-            "解决办法: 检查 eportd.socket 单元。",
-            f"The socket systemd passed (fd 3) is not usable: {exc.strerror}. Remedy: check "
-            "the eportd.socket unit.") from None
+        raise ServerConfigError(Bilingual(f"systemd 传入的套接字 (fd 3) 不可用: {exc.strerror}",
+                                          "The socket systemd passed (fd 3) is not usable: "
+                                          f"{exc.strerror}"),
+                                Bilingual("检查 eportd.socket 单元。",
+                                          "check the eportd.socket unit.")) from None
     listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
         sock.detach()  # not ours to close
-        raise ServerConfigError(
-            "systemd 传入的 fd 3 不是正在监听的 Unix 流套接字。解决办法: 在 eportd.socket 中使用 "
-            "ListenStream=/run/eportd/eportd.sock。",
-            "The fd 3 systemd passed is not a listening Unix stream socket. Remedy: use "
-            "ListenStream=/run/eportd/eportd.sock in eportd.socket.")
+        raise ServerConfigError(Bilingual("systemd 传入的 fd 3 不是正在监听的 Unix 流套接字",
+                                          "The fd 3 systemd passed is not a listening Unix "
+                                          "stream socket"),
+                                Bilingual("在 eportd.socket 中使用 "
+                                          "ListenStream=/run/eportd/eportd.sock。",
+                                          "use ListenStream=/run/eportd/eportd.sock in "
+                                          "eportd.socket."))
     sock.set_inheritable(False)
     return sock
 
@@ -114,12 +117,14 @@ def _socket_group_gid(settings: DaemonSettings) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
-        raise ServerConfigError(
-            f"用户组 {name} 不存在，系统模式需要它来授权访问套接字。解决办法: groupadd --system "
-            f"{name}，再把需要使用电子口岸卡的用户加入该组 (usermod -aG {name} 用户名)。",
-            f"The group {name} does not exist; system mode needs it to grant access to the "
-            f"socket. Remedy: groupadd --system {name}, then add the users who need the card "
-            f"(usermod -aG {name} USER).") from None
+        raise ServerConfigError(Bilingual(f"用户组 {name} 不存在，系统模式需要它来授权访问套接字",
+                                          f"The group {name} does not exist; system mode needs "
+                                          "it to grant access to the socket"),
+                                Bilingual("groupadd --system "
+                                          f"{name}，再把需要使用电子口岸卡的用户加入该组 "
+                                          f"(usermod -aG {name} 用户名)。",
+                                          f"groupadd --system {name}, then add the users who "
+                                          f"need the card (usermod -aG {name} USER).")) from None
 
 
 def _listen(path: Path, group_gid: int | None) -> socket.socket:
@@ -135,11 +140,12 @@ def _listen(path: Path, group_gid: int | None) -> socket.socket:
                 os.chmod(path, USER_SOCKET_MODE)
         except PermissionError:
             path.unlink()
-            raise ServerConfigError(
-                f"无法把套接字 {path} 交给用户组 (gid {group_gid})。"
-                "解决办法: 以 root 运行系统模式，或让 eportd 的用户加入该组。",
-                f"Cannot give the socket {path} to its group (gid {group_gid}). Remedy: run "
-                "system mode as root, or add eportd's user to that group.") from None
+            raise ServerConfigError(Bilingual(f"无法把套接字 {path} 交给用户组 (gid {group_gid})",
+                                              f"Cannot give the socket {path} to its group (gid "
+                                              f"{group_gid})"),
+                                    Bilingual("以 root 运行系统模式，或让 eportd 的用户加入该组。",
+                                              "run system mode as root, or add eportd's user to "
+                                              "that group.")) from None
         listener.listen(_LISTEN_BACKLOG)
     except BaseException:
         listener.close()
@@ -175,11 +181,11 @@ def _make_private_dir(candidates: list[tuple[Path, str]]) -> Path:
         if len(os.fsencode(directory / _LONGEST_CLIENT_NAME)) <= MAX_SOCKET_PATH_BYTES:
             return directory
         directory.rmdir()
-    raise ServerConfigError(
-        "无法创建私有套接字目录 (权限不足或路径过长)。解决办法: 用 --socket 指定更短的路径，"
-        "或检查 TMPDIR。",
-        "Cannot create the private socket directory (no permission, or the path is too "
-        "long). Remedy: pass a shorter path with --socket, or check TMPDIR.")
+    raise ServerConfigError(Bilingual("无法创建私有套接字目录 (权限不足或路径过长)",
+                                      "Cannot create the private socket directory (no "
+                                      "permission, or the path is too long)"),
+                            Bilingual("用 --socket 指定更短的路径，或检查 TMPDIR。",
+                                      "pass a shorter path with --socket, or check TMPDIR."))
 
 
 class RunningServer:

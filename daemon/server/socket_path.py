@@ -19,6 +19,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
+from eport.common.failure import EportFailure
 from eport.common.socket_location import (
     RUN_USER_ROOT,
     SOCKET_ENV,
@@ -26,6 +27,7 @@ from eport.common.socket_location import (
     SYSTEM_SOCKET_PATH,
     USER_DIRECTORY_NAME,
 )
+from eport.common.text import Bilingual
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +38,24 @@ SYSTEM_MODE = "system"
 MODES = (USER_MODE, SYSTEM_MODE)
 
 
-class ServerConfigError(Exception):
+class ServerConfigError(EportFailure):
     """A setup problem the person starting eportd must fix; main() exits with code 2.
 
-    The message is one sentence in Chinese and one in English, each with a remedy.
+    `text` is how eportd says it: the message and its remedy in one sentence per language.
     """
 
+    code = "SERVER_CONFIG"
     exit_code = 2
 
-    def __init__(self, message_zh: str, message_en: str) -> None:
-        self.message_zh = message_zh
-        self.message_en = message_en
-        super().__init__(f"{message_zh}\n{message_en}")
+    def __init__(self, message: Bilingual, remedy: Bilingual) -> None:
+        self.message = message
+        self.remedy = remedy
+        super().__init__(f"{self.text.zh}\n{self.text.en}")
+
+    @property
+    def text(self) -> Bilingual:
+        return Bilingual(f"{self.message.zh}。解决办法: {self.remedy.zh}",
+                         f"{self.message.en}. Remedy: {self.remedy.en}")
 
 
 def resolve_socket_path(flag: str | os.PathLike[str] | None = None, *, system: bool = False,
@@ -69,38 +77,43 @@ def resolve_socket_path(flag: str | os.PathLike[str] | None = None, *, system: b
     if runtime:
         if not Path(runtime).is_absolute():
             # The XDG spec says to ignore a relative value; a relative socket would follow cwd.
-            raise ServerConfigError(
-                f"XDG_RUNTIME_DIR 不是绝对路径: {runtime!r}。解决办法: 修正该环境变量，"
-                "或用 --socket PATH 指定套接字。",
-                f"XDG_RUNTIME_DIR is not an absolute path: {runtime!r}. Remedy: fix the "
-                "variable, or pass --socket PATH.")
+            raise ServerConfigError(Bilingual(f"XDG_RUNTIME_DIR 不是绝对路径: {runtime!r}",
+                                              "XDG_RUNTIME_DIR is not an absolute path: "
+                                              f"{runtime!r}"),
+                                    Bilingual("修正该环境变量，或用 --socket PATH 指定套接字。",
+                                              "fix the variable, or pass --socket PATH."))
         return Path(runtime) / USER_DIRECTORY_NAME / SOCKET_NAME
     fallback = run_user_root / str(os.getuid() if uid is None else uid)
     if fallback.is_dir():
         return fallback / USER_DIRECTORY_NAME / SOCKET_NAME
-    raise ServerConfigError(
-        f"未设置 XDG_RUNTIME_DIR，且 {fallback} 不存在，无法确定套接字位置。解决办法: 在登录会话中"
-        f"运行，设置 XDG_RUNTIME_DIR，用 --socket PATH 或 {SOCKET_ENV} 指定路径，或以 --system "
-        "作为系统服务运行。",
-        f"XDG_RUNTIME_DIR is not set and {fallback} does not exist, so there is no place for "
-        f"the socket. Remedy: run in a login session, set XDG_RUNTIME_DIR, give a path with "
-        f"--socket PATH or {SOCKET_ENV}, or run as a system service with --system.")
+    raise ServerConfigError(Bilingual(f"未设置 XDG_RUNTIME_DIR，且 {fallback} "
+                                      "不存在，无法确定套接字位置",
+                                      f"XDG_RUNTIME_DIR is not set and {fallback} does not "
+                                      "exist, so there is no place for the socket"),
+                            Bilingual("在登录会话中运行，设置 XDG_RUNTIME_DIR，用 --socket PATH "
+                                      f"或 {SOCKET_ENV} 指定路径，或以 --system "
+                                      "作为系统服务运行。",
+                                      "run in a login session, set XDG_RUNTIME_DIR, give a path "
+                                      f"with --socket PATH or {SOCKET_ENV}, or run as a system "
+                                      "service with --system."))
 
 
 def check_socket_path_length(path: Path) -> None:
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
-        raise ServerConfigError(
-            f"套接字路径过长 ({len(os.fsencode(path))} 字节，上限 {MAX_SOCKET_PATH_BYTES}): "
-            f"{path}。解决办法: 用 --socket 指定一个更短的路径。",
-            f"The socket path is too long ({len(os.fsencode(path))} bytes, the limit is "
-            f"{MAX_SOCKET_PATH_BYTES}): {path}. Remedy: pass a shorter path with --socket.")
+        raise ServerConfigError(Bilingual(f"套接字路径过长 ({len(os.fsencode(path))} 字节，上限 "
+                                          f"{MAX_SOCKET_PATH_BYTES}): {path}",
+                                          "The socket path is too long "
+                                          f"({len(os.fsencode(path))} bytes, the limit is "
+                                          f"{MAX_SOCKET_PATH_BYTES}): {path}"),
+                                Bilingual("用 --socket 指定一个更短的路径。",
+                                          "pass a shorter path with --socket."))
 
 
 def _unsafe(directory: Path, why_zh: str, why_en: str, remedy_zh: str, remedy_en: str
             ) -> ServerConfigError:
-    return ServerConfigError(
-        f"套接字目录不安全: {directory} {why_zh}。解决办法: {remedy_zh}",
-        f"Unsafe socket directory: {directory} {why_en}. Remedy: {remedy_en}")
+    return ServerConfigError(Bilingual(f"套接字目录不安全: {directory} {why_zh}",
+                                       f"Unsafe socket directory: {directory} {why_en}"),
+                             Bilingual(remedy_zh, remedy_en))
 
 
 def check_socket_directory(directory: Path, mode: str) -> None:
@@ -119,15 +132,18 @@ def check_socket_directory(directory: Path, mode: str) -> None:
             pass
         except FileNotFoundError:
             raise ServerConfigError(
-                f"套接字目录的上级目录不存在: {directory.parent}。解决办法: 先创建它，或用 "
-                "--socket 指定其他路径。",
-                f"The parent of the socket directory does not exist: {directory.parent}. "
-                "Remedy: create it, or pass another path with --socket.") from None
+                Bilingual(f"套接字目录的上级目录不存在: {directory.parent}",
+                          "The parent of the socket directory does not exist: "
+                          f"{directory.parent}"),
+                Bilingual("先创建它，或用 --socket 指定其他路径。",
+                          "create it, or pass another path with --socket.")) from None
         except PermissionError:
-            raise ServerConfigError(
-                f"无权创建套接字目录: {directory}。解决办法: 用 --socket 指定您有写权限的目录。",
-                f"No permission to create the socket directory: {directory}. Remedy: pass "
-                "a path in a directory you own with --socket.") from None
+            raise ServerConfigError(Bilingual(f"无权创建套接字目录: {directory}",
+                                              "No permission to create the socket directory: "
+                                              f"{directory}"),
+                                    Bilingual("用 --socket 指定您有写权限的目录。",
+                                              "pass a path in a directory you own with "
+                                              "--socket.")) from None
         else:
             # mkdir's mode is filtered by the umask; say exactly what we mean.
             directory.chmod(0o700)
@@ -135,12 +151,14 @@ def check_socket_directory(directory: Path, mode: str) -> None:
                         extra={"path": str(directory)})
     elif not directory.exists() and not directory.is_symlink():
         if our_uid != 0:
-            raise ServerConfigError(
-                f"系统模式的套接字目录不存在: {directory}，且只有 root 能创建它。解决办法: 由 "
-                "systemd (RuntimeDirectory=eportd) 或 root 创建该目录，属主 root，权限 0755。",
-                f"The system socket directory {directory} does not exist and only root may "
-                "create it. Remedy: let systemd (RuntimeDirectory=eportd) or root create it, "
-                "owned by root, mode 0755.")
+            raise ServerConfigError(Bilingual(f"系统模式的套接字目录不存在: {directory}，且只有 "
+                                              "root 能创建它",
+                                              f"The system socket directory {directory} does not "
+                                              "exist and only root may create it"),
+                                    Bilingual("由 systemd (RuntimeDirectory=eportd) 或 root "
+                                              "创建该目录，属主 root，权限 0755。",
+                                              "let systemd (RuntimeDirectory=eportd) or root "
+                                              "create it, owned by root, mode 0755."))
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         directory.chmod(0o755)
     info = directory.lstat()
@@ -223,17 +241,19 @@ def _pid_in_lock_file(lock_fd: int) -> int | None:
 def _already_serving(path: Path, pid: int | None) -> ServerConfigError:
     if pid == 1:
         # SO_PEERCRED of a socket-activated listener names systemd, not a daemon.
-        return ServerConfigError(
-            f"systemd 正在监听 {path} (套接字激活)。解决办法: 用 systemctl 管理 eportd，"
-            "或停止 eportd.socket，或用 --socket 指定其他路径。",
-            f"systemd is listening on {path} (socket activation). Remedy: manage eportd "
-            "with systemctl, stop eportd.socket, or pass another path with --socket.")
+        return ServerConfigError(Bilingual(f"systemd 正在监听 {path} (套接字激活)",
+                                           f"systemd is listening on {path} (socket activation)"),
+                                 Bilingual("用 systemctl 管理 eportd，或停止 eportd.socket，或用 "
+                                           "--socket 指定其他路径。",
+                                           "manage eportd with systemctl, stop eportd.socket, or "
+                                           "pass another path with --socket."))
     shown = f"pid {pid}" if pid else "pid unknown"
-    return ServerConfigError(
-        f"另一个 eportd 已在服务 {path} ({shown})。解决办法: 使用正在运行的实例，先停止它，"
-        "或用 --socket 指定其他路径。",
-        f"another eportd is already serving {path} ({shown}). Remedy: use the running one, "
-        "stop it first, or pass another path with --socket.")
+    return ServerConfigError(Bilingual(f"另一个 eportd 已在服务 {path} ({shown})",
+                                       f"another eportd is already serving {path} ({shown})"),
+                             Bilingual("使用正在运行的实例，先停止它，或用 --socket "
+                                       "指定其他路径。",
+                                       "use the running one, stop it first, or pass another path "
+                                       "with --socket."))
 
 
 def _probe(path: Path) -> tuple[bool, int | None]:
@@ -248,10 +268,11 @@ def _probe(path: Path) -> tuple[bool, int | None]:
             # A full backlog: a listener that is alive but stuck still owns the path.
             return True, None
         except OSError as exc:
-            raise ServerConfigError(
-                f"无法检查已有的套接字 {path}: {exc.strerror}。解决办法: 检查其权限，或删除它。",
-                f"Cannot check the existing socket {path}: {exc.strerror}. Remedy: check "
-                "its permissions, or remove it.") from None
+            raise ServerConfigError(Bilingual(f"无法检查已有的套接字 {path}: {exc.strerror}",
+                                              f"Cannot check the existing socket {path}: "
+                                              f"{exc.strerror}"),
+                                    Bilingual("检查其权限，或删除它。",
+                                              "check its permissions, or remove it.")) from None
         raw = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid = struct.unpack("3i", raw)[0]
         return True, pid or None
@@ -282,11 +303,11 @@ def claim_socket_path(path: Path, mode: str) -> SocketClaim:
         lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                           0o600)
     except OSError as exc:
-        raise ServerConfigError(
-            f"无法打开锁文件 {lock_path}: {exc.strerror}。解决办法: 检查目录权限，删除该文件"
-            "(若它是符号链接)。",
-            f"Cannot open the lock file {lock_path}: {exc.strerror}. Remedy: check the "
-            "directory's permissions; remove the file if it is a symlink.") from None
+        raise ServerConfigError(Bilingual(f"无法打开锁文件 {lock_path}: {exc.strerror}",
+                                          f"Cannot open the lock file {lock_path}: {exc.strerror}"),
+                                Bilingual("检查目录权限，删除该文件(若它是符号链接)。",
+                                          "check the directory's permissions; remove the file if "
+                                          "it is a symlink.")) from None
     try:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -309,10 +330,11 @@ def _take_over_path(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(info.st_mode):
-        raise ServerConfigError(
-            f"{path} 已存在且不是套接字。解决办法: 确认无用后删除它，或用 --socket 指定其他路径。",
-            f"{path} exists and is not a socket. Remedy: remove it if it is not needed, or "
-            "pass another path with --socket.")
+        raise ServerConfigError(Bilingual(f"{path} 已存在且不是套接字",
+                                          f"{path} exists and is not a socket"),
+                                Bilingual("确认无用后删除它，或用 --socket 指定其他路径。",
+                                          "remove it if it is not needed, or pass another path "
+                                          "with --socket."))
     live, pid = _probe(path)
     if live:
         # Someone serves here without our lock: an older daemon, or systemd's listener.

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from eport.cardlib.certificates import CardCertificate, ChainState
 from eport.cardlib.errors import SecurityStatusError
+from eport.cardlib.signing_algorithms import spec
 from eport.daemon.service import pin_policy
 from eport.daemon.service.app_core import (
     CALLER_UID,
@@ -31,7 +32,6 @@ from eport.daemon.service.decryption import (
 )
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.signing import (
-    SIGN_MECHANISM,
     SignAlgorithm,
     Signature,
     SignInput,
@@ -113,7 +113,7 @@ class KeyOperations(PinOperations):
                              card_id=snapshot.card_id)
         chosen = choose_algorithm(snapshot.key_kind, algorithm, snapshot.sign_algorithms)
         digest = digest_of(chosen, snapshot.certificate, request)
-        mechanism = SIGN_MECHANISM[chosen]
+        mechanism = spec(chosen).mechanism
         raw, _opened = self._run_authorised(
             slot, snapshot,
             lambda access: access.token.sign_digest(mechanism, digest),

@@ -283,7 +283,7 @@ class PresenceHandling(SessionHandling):
                 raise EportError(Reason.NO_CARD)
             if len(usable) == 1:
                 return usable[0]
-            # Seed 000, 1.1: with an IC card and an IKEY both present, the IC card is used.
+            # Bonded manual §1.1: with an IC card and an IKEY both present, the IC card is used.
             ic_cards = [s for s in usable if s.looks_like_ic_card]
             if len(ic_cards) == 1:
                 return ic_cards[0]

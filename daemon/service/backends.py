@@ -16,6 +16,7 @@ from typing import Protocol
 
 from eport.cardlib.pcsc.backend import PcscBackend
 from eport.cardlib.token import Backend, PresenceMonitor, ReaderPresence
+from eport.common.text import Bilingual
 from eport.daemon.config import BackendSpec
 from eport.daemon.server.socket_path import ServerConfigError
 
@@ -37,20 +38,21 @@ def build_backend(spec: BackendSpec, ignored: tuple[str, ...] = ()) -> Backend:
         return PcscBackend(lambda name: name in ignored)
     target = FACTORIES.get(spec.kind)
     if target is None:
-        raise BackendConfigError(
-            f"未知的后端 {spec.kind!r}。解决办法: 使用 pcsc、pkcs11 或 remote。",
-            f"Unknown backend {spec.kind!r}. Remedy: use pcsc, pkcs11 or remote.")
+        raise BackendConfigError(Bilingual(f"未知的后端 {spec.kind!r}",
+                                           f"Unknown backend {spec.kind!r}"),
+                                 Bilingual("使用 pcsc、pkcs11 或 remote。",
+                                           "use pcsc, pkcs11 or remote."))
     module_name, _, factory_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
         factory = getattr(module, factory_name)
     except (ImportError, AttributeError) as exc:
-        raise BackendConfigError(
-            f"后端 {spec.kind} 在此安装中不可用 ({target})。解决办法: 安装含该后端的 eport 版本, "
-            "或从配置中删除它。",
-            f"The {spec.kind} backend is not available in this installation ({target}: "
-            f"{exc}). Remedy: install the version of eport that has it, or remove it from the "
-            "configuration.") from None
+        raise BackendConfigError(Bilingual(f"后端 {spec.kind} 在此安装中不可用 ({target})",
+                                           f"The {spec.kind} backend is not available in this "
+                                           f"installation ({target}: {exc})"),
+                                 Bilingual("安装含该后端的 eport 版本, 或从配置中删除它。",
+                                           "install the version of eport that has it, or remove "
+                                           "it from the configuration.")) from None
     backend: Backend = factory(**dict(spec.options))
     return backend
 
@@ -96,15 +98,16 @@ class _Tagged:
 class BackendRegistry:
     def __init__(self, backends: list[Backend]) -> None:
         if not backends:
-            raise BackendConfigError("没有配置后端。解决办法: 给出 --backend pcsc 或含后端的"
-                                     "配置文件。",
-                                     "No backend configured. Remedy: give --backend pcsc or a "
-                                     "configuration file with backends.")
+            raise BackendConfigError(Bilingual("没有配置后端", "No backend configured"),
+                                     Bilingual("给出 --backend pcsc 或含后端的配置文件。",
+                                               "give --backend pcsc or a configuration file with "
+                                               "backends."))
         names = [b.name for b in backends]
         if len(set(names)) != len(names):
-            raise BackendConfigError(f"后端名称重复: {names}。解决办法: 每个后端只配置一次。",
-                                     f"Backend names repeat: {names}. Remedy: configure each "
-                                     "backend once.")
+            raise BackendConfigError(Bilingual(f"后端名称重复: {names}",
+                                               f"Backend names repeat: {names}"),
+                                     Bilingual("每个后端只配置一次。",
+                                               "configure each backend once."))
         self.backends = list(backends)
         self._monitors: list[PresenceMonitor] = []
 
@@ -142,7 +145,7 @@ def build_registry(specs: tuple[BackendSpec, ...], ignored: tuple[str, ...] = ()
                             (BackendSpec("pcsc"),)])
 
 
-# TokenUnavailable.code of a remote client that answers with another protocol
+# TokenUnavailable.native_code of a remote client that answers with another protocol
 # (cardlib/remote/channel.py WRONG_PROTOCOL; not imported: that would load the websocket client).
 _REMOTE_WRONG_PROTOCOL = 1
 

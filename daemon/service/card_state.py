@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from eport.cardlib.certificates import CardCertificate, KeyKind
 from eport.cardlib.errors import CardError
+from eport.cardlib.signing_algorithms import SignAlgorithm, algorithms_for_key, spec
 from eport.cardlib.token import CertificateRole, SignMechanism
 from eport.common.profile import CardForm, EportProfile, ProfileError
 from eport.daemon.service.card_worker import CardAccess, CardWorker
 from eport.daemon.service.certificates import load_certificate
 from eport.daemon.service.errors import EportError, Reason
-from eport.daemon.service.signing import ALGORITHMS_FOR_KEY, SIGN_MECHANISM, SignAlgorithm
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,10 @@ class CardSnapshot:
 
     @property
     def sign_algorithms(self) -> tuple[SignAlgorithm, ...]:
-        every = ALGORITHMS_FOR_KEY[self.key_kind]
+        every = algorithms_for_key(self.key_kind)
         if self.offered_mechanisms is None:
             return every
-        return tuple(a for a in every if SIGN_MECHANISM[a] in self.offered_mechanisms)
+        return tuple(a for a in every if spec(a).mechanism in self.offered_mechanisms)
 
     @property
     def certificate_number(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from eport.cardlib.errors import CardError, NotPivCardError, TokenUnavailable, Unavailable
 from eport.cardlib.token import Backend, Token, TokenConnection
+from eport.common.failure import EportFailure
 from eport.daemon.service.errors import EportError, Reason
 from eport.daemon.service.messages import backend_variant
 
@@ -40,8 +41,17 @@ _UNAVAILABLE_REASONS = {
 _REMOVAL_NOTICE_S = 0.5
 
 
-class CallerGone(Exception):
+# What a job meets when its handle died without the command reaching the card.
+_RECONNECT_AND_RETRY = {
+    Unavailable.CARD_RESET: "card reset by another program",
+    Unavailable.INVALID_HANDLE: "the backend restarted under the card handle",
+}
+
+
+class CallerGone(EportFailure):
     """The caller cancelled or its deadline passed before the job reached the card."""
+
+    code = "CALLER_GONE"
 
 
 @dataclass(frozen=True)
@@ -78,8 +88,7 @@ def unavailable_error(exc: TokenUnavailable, reader: str) -> EportError:
     if exc.reason == Unavailable.CARD_RESET:
         return EportError(Reason.CARD_ERROR, "the card was reset by another program",
                           reader=reader)
-    reason = _UNAVAILABLE_REASONS.get(Unavailable(exc.reason), Reason.CARD_ERROR) \
-        if exc.reason in Unavailable.__members__ else Reason.CARD_ERROR
+    reason = _UNAVAILABLE_REASONS.get(exc.reason, Reason.CARD_ERROR)
     variant = backend_variant(reader) if reason is Reason.SERVICE_NOT_RUNNING else ""
     return EportError(reason, str(exc), reader=reader, variant=variant)
 
@@ -186,10 +195,14 @@ class CardWorker:
                 with self._connection.transaction():
                     return job.run(access)
             except TokenUnavailable as exc:
-                if exc.reason == Unavailable.CARD_RESET and attempt == 1:
-                    # Another program reset the card: its security status is gone. Reconnect
-                    # and run the job once more; the session layer sees no session.
-                    logger.info("card reset by another program", extra={"reader": self.reader})
+                if exc.reason in _RECONNECT_AND_RETRY and attempt == 1:
+                    # Another program reset the card, or the backend restarted under our
+                    # handle (pcscd restarted; a PKCS#11 module reinitialised, which SoftHSM2
+                    # needs to see a token come back). Either way the command never reached the
+                    # card, and its security status is gone: reconnect and run the job once
+                    # more; the session layer sees no session.
+                    logger.info("%s; reconnecting", _RECONNECT_AND_RETRY[exc.reason],
+                                extra={"reader": self.reader})
                     self._owner.card_was_reset(self.reader)
                     self._disconnect()
                     continue

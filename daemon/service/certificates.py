@@ -15,8 +15,13 @@ from eport.cardlib.certificates import (
     ChainState,
     chain_of,
 )
+from eport.common.text import Bilingual
 from eport.daemon.service.errors import EportError, Reason
-from eport.daemon.service.messages import expiry_message
+from eport.daemon.service.messages import (
+    NOT_YET_VALID_MESSAGE,
+    VALID_MESSAGE,
+    expiry_message,
+)
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,7 @@ class CertCheck:
     days_left: int
     chain: ChainState
     chain_detail: str
-    message_zh: str
-    message_en: str
+    message: Bilingual  # the E-port client's prompt for the state
 
 
 def load_certificate(data: bytes) -> CardCertificate:
@@ -47,19 +51,15 @@ def check_certificate(certificate: CardCertificate, anchors: list[CardCertificat
     days_left = int(seconds_left // 86400) + (1 if seconds_left % 86400 else 0) \
         if seconds_left >= 0 else -int((-seconds_left) // 86400) - 1
     if moment < certificate.not_before:
-        state = CertState.NOT_YET_VALID
-        zh, en = "证书尚未生效", "The certificate is not yet valid"
+        state, message = CertState.NOT_YET_VALID, NOT_YET_VALID_MESSAGE
     elif moment > certificate.not_after:
-        state = CertState.EXPIRED
-        zh, en = expiry_message(-1)
+        state, message = CertState.EXPIRED, expiry_message(-1)
     elif days_left <= warning_days:
-        state = CertState.EXPIRING
-        zh, en = expiry_message(days_left)
+        state, message = CertState.EXPIRING, expiry_message(days_left)
     else:
-        state = CertState.VALID
-        zh, en = "证书有效", "The certificate is valid"
+        state, message = CertState.VALID, VALID_MESSAGE
     chain_state, detail = chain if chain is not None else chain_of(certificate, anchors)
-    return CertCheck(state, days_left, chain_state, detail, zh, en)
+    return CertCheck(state, days_left, chain_state, detail, message)
 
 
 def refuse_unusable(check: CertCheck) -> None:

@@ -1,4 +1,4 @@
-"""The daemon's one error type: a reason of the taxonomy (shared/DESIGN.md §6) plus facts.
+"""The daemon's one error type: a reason of the error taxonomy (the Reason enum) plus facts.
 
 Every failure that leaves the daemon is an EportError; the servicer turns it into a gRPC
 status code and an eport.v1.ErrorDetail with the Chinese and English message and remedy of
@@ -8,6 +8,13 @@ eport.daemon.service.messages. Nothing in here ever holds a PIN or PUK.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from eport.common.failure import EportFailure
+
+if TYPE_CHECKING:
+    from eport.common.text import Bilingual
+    from eport.daemon.service.messages import Entry
 
 
 class Reason(StrEnum):
@@ -36,9 +43,11 @@ class Reason(StrEnum):
     DAEMON_SHUTTING_DOWN = "DAEMON_SHUTTING_DOWN"
 
 
-class EportError(Exception):
+class EportError(EportFailure):
     """A failure with its reason. `detail` is extra English context for logs and messages
-    (a reader name, which argument was wrong); it must never contain a secret."""
+    (a reader name, which argument was wrong); it must never contain a secret.
+
+    `code` is the reason's name; `message` and `remedy` come from the daemon's catalogue."""
 
     def __init__(
         self,
@@ -52,6 +61,7 @@ class EportError(Exception):
         variant: str = "",
     ) -> None:
         self.reason = reason
+        self.code = reason.value
         # A more precise message of the same reason (eport.daemon.service.messages.VARIANTS).
         self.variant = variant
         self.detail = detail
@@ -69,6 +79,20 @@ class EportError(Exception):
         if reader:
             parts.append(f"reader {reader!r}")
         super().__init__(": ".join(parts[:2]) + "".join(f"; {p}" for p in parts[2:]))
+
+    @property
+    def message(self) -> Bilingual:  # type: ignore[override]  # computed, never assigned
+        return self._entry().message
+
+    @property
+    def remedy(self) -> Bilingual:  # type: ignore[override]
+        return self._entry().remedy
+
+    def _entry(self) -> Entry:
+        # The catalogue imports this module: import it when a text is asked for.
+        from eport.daemon.service.messages import message_for
+
+        return message_for(self)
 
     def located(self, reader: str, card_id: str = "") -> EportError:
         """The same error with the reader (and card) filled in where they were unknown."""

@@ -75,12 +75,9 @@ _STATUS_CODE = {
 _KIND = {CardKind.LEGAL_PERSON: pb.LEGAL_PERSON, CardKind.OPERATOR: pb.OPERATOR,
          CardKind.DECLARANT: pb.DECLARANT}
 _FORM = {CardForm.IC: pb.IC_CARD, CardForm.IKEY: pb.IKEY}
-_KEY = {KeyKind.RSA_1024: pb.RSA_1024, KeyKind.RSA_2048: pb.RSA_2048,
-        KeyKind.EC_P256: pb.EC_P256, KeyKind.SM2: pb.SM2}
-_SIGN_TO_PB = {SignAlgorithm.SHA1_WITH_RSA: pb.SHA1_WITH_RSA,
-               SignAlgorithm.SHA256_WITH_RSA: pb.SHA256_WITH_RSA,
-               SignAlgorithm.ECDSA_P256_SHA256: pb.ECDSA_P256_SHA256,
-               SignAlgorithm.SM2_WITH_SM3: pb.SM2_WITH_SM3}
+# By name: the card library's enums carry the protocol's names (cardlib.signing_algorithms).
+_KEY = {kind: pb.KeyAlgorithm.Value(kind.name) for kind in KeyKind}
+_SIGN_TO_PB = {algorithm: pb.SignAlgorithm.Value(algorithm.value) for algorithm in SignAlgorithm}
 _SIGN_FROM_PB = {value: key for key, value in _SIGN_TO_PB.items()}
 _FORM_TO_PB = {CiphertextForm.RSA_PKCS1_V15: pb.RSA_PKCS1_V15,
                CiphertextForm.SM2_ASN1: pb.SM2_ASN1, CiphertextForm.SM2_C1C3C2: pb.SM2_C1C3C2}
@@ -95,11 +92,11 @@ _CHAIN = {"TRUSTED": pb.TRUSTED, "UNTRUSTED": pb.UNTRUSTED, "NO_ANCHORS": pb.NO_
 
 
 def error_status(error: EportError) -> status_pb2.Status:
-    message = message_for(error)
+    message, remedy = message_for(error)
     detail = pb.ErrorDetail(
         reason=pb.ErrorReason.Value(error.reason.value),
-        message_zh=message.message_zh, message_en=message.message_en,
-        remedy_zh=message.remedy_zh, remedy_en=message.remedy_en,
+        message_zh=message.zh, message_en=message.en,
+        remedy_zh=remedy.zh, remedy_en=remedy.en,
         reader=error.reader, card_id=error.card_id)
     if error.tries_left is not None:
         detail.tries_left = error.tries_left
@@ -109,7 +106,7 @@ def error_status(error: EportError) -> status_pb2.Status:
     packed.Pack(detail)
     code = _STATUS_CODE[error.reason]
     return status_pb2.Status(code=code.value[0],
-                             message=f"{message.message_en} / {message.message_zh}",
+                             message=f"{message.en} / {message.zh}",
                              details=[packed])
 
 
@@ -156,8 +153,9 @@ def card_info(card: CardSnapshot) -> pb.CardInfo:
 
 
 def _fill_from_certificate_profile(info: pb.CardInfo, certificate: x509.Certificate) -> None:
-    """A real E-port card has no data object (DESIGN §3): take holder and enterprise from its
-    certificate; kind, customs and credit code stay empty, which the source marks as unknown."""
+    """A real E-port card has no data object (E-port certificate profile): take holder and
+    enterprise from its certificate; kind, customs and credit code stay empty, which the source
+    marks as unknown."""
     profile = parse_eport_certificate_profile(certificate)
     if profile is None:
         return
@@ -183,7 +181,7 @@ def certificate_check(certificate: CardCertificate, check: CertCheck) -> pb.Cert
         not_before=_timestamp(certificate.not_before),
         not_after=_timestamp(certificate.not_after),
         chain=_CHAIN[check.chain.value], chain_detail=check.chain_detail,
-        message_zh=check.message_zh, message_en=check.message_en,
+        message_zh=check.message.zh, message_en=check.message.en,
         subject=certificate.subject, issuer=certificate.issuer,
         serial_hex=certificate.serial_hex, key_algorithm=_KEY[certificate.key_kind])
 
@@ -200,9 +198,9 @@ def _event(event: Event) -> pb.Event:
 def _sign_algorithm(value: int) -> SignAlgorithm | None:
     if value == pb.SIGN_ALGORITHM_UNSPECIFIED:
         return None
-    for number, algorithm in _SIGN_FROM_PB.items():
-        if number == value:
-            return algorithm
+    algorithm = _SIGN_FROM_PB.get(pb.SignAlgorithm.ValueType(value))
+    if algorithm is not None:
+        return algorithm
     raise EportError(Reason.INVALID_ARGUMENT, f"unknown signature algorithm {value}")
 
 

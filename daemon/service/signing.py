@@ -8,9 +8,7 @@ card's public key and the default user ID (GM/T 0009).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from enum import StrEnum
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -22,49 +20,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from eport.cardlib.certificates import CardCertificate, KeyKind
-from eport.cardlib.token import SignMechanism
+from eport.cardlib.signing_algorithms import (
+    SignAlgorithm as SignAlgorithm,  # re-exported: the daemon's callers name it from here
+)
+from eport.cardlib.signing_algorithms import (
+    algorithms_for_key,
+    default_algorithm,
+    message_digest,
+    spec,
+)
 from eport.common import sm2
 from eport.daemon.service.errors import EportError, Reason
-
-
-class SignAlgorithm(StrEnum):
-    SHA1_WITH_RSA = "SHA1_WITH_RSA"
-    SHA256_WITH_RSA = "SHA256_WITH_RSA"
-    ECDSA_P256_SHA256 = "ECDSA_P256_SHA256"
-    SM2_WITH_SM3 = "SM2_WITH_SM3"
-
-
-# Old E-port cards (RSA-1024) sign SHA1withRSA; the E-port client does so on them.
-DEFAULT_ALGORITHM = {
-    KeyKind.RSA_1024: SignAlgorithm.SHA1_WITH_RSA,
-    KeyKind.RSA_2048: SignAlgorithm.SHA256_WITH_RSA,
-    KeyKind.EC_P256: SignAlgorithm.ECDSA_P256_SHA256,
-    KeyKind.SM2: SignAlgorithm.SM2_WITH_SM3,
-}
-ALGORITHMS_FOR_KEY = {
-    KeyKind.RSA_1024: (SignAlgorithm.SHA1_WITH_RSA, SignAlgorithm.SHA256_WITH_RSA),
-    KeyKind.RSA_2048: (SignAlgorithm.SHA256_WITH_RSA, SignAlgorithm.SHA1_WITH_RSA),
-    KeyKind.EC_P256: (SignAlgorithm.ECDSA_P256_SHA256,),
-    KeyKind.SM2: (SignAlgorithm.SM2_WITH_SM3,),
-}
-# What the token is asked to do with the digest (the PKCS#1 block, if any, is the backend's).
-SIGN_MECHANISM = {
-    SignAlgorithm.SHA1_WITH_RSA: SignMechanism.RSA_PKCS1_SHA1,
-    SignAlgorithm.SHA256_WITH_RSA: SignMechanism.RSA_PKCS1_SHA256,
-    SignAlgorithm.ECDSA_P256_SHA256: SignMechanism.ECDSA_P256,
-    SignAlgorithm.SM2_WITH_SM3: SignMechanism.SM2,
-}
-# DER DigestInfo prefixes (RFC 8017 §9.2, note 1).
-_DIGEST_INFO = {
-    SignAlgorithm.SHA1_WITH_RSA: bytes.fromhex("3021300906052b0e03021a05000414"),
-    SignAlgorithm.SHA256_WITH_RSA: bytes.fromhex("3031300d060960864801650304020105000420"),
-}
-_DIGEST_SIZE = {
-    SignAlgorithm.SHA1_WITH_RSA: 20,
-    SignAlgorithm.SHA256_WITH_RSA: 32,
-    SignAlgorithm.ECDSA_P256_SHA256: 32,
-    SignAlgorithm.SM2_WITH_SM3: 32,
-}
 
 
 @dataclass(frozen=True)
@@ -85,13 +51,13 @@ def choose_algorithm(key: KeyKind, requested: SignAlgorithm | None,
     """The algorithm to sign with: the requested one, or the key's default. `possible` is what
     the token can make (CardSnapshot.sign_algorithms): the official E-port client behind the
     remote backend signs RSA only as SHA1withRSA, so its RSA-2048 default is that."""
-    offered = ALGORITHMS_FOR_KEY[key] if possible is None else possible
+    offered = algorithms_for_key(key) if possible is None else possible
     if requested is None:
-        default = DEFAULT_ALGORITHM[key]
+        default = default_algorithm(key)
         if default in offered or not offered:
             return default
         return offered[0]
-    if requested not in ALGORITHMS_FOR_KEY[key]:
+    if requested not in algorithms_for_key(key):
         raise EportError(Reason.INVALID_ARGUMENT,
                          f"{requested.value} cannot be made with a {key.value} key")
     if requested not in offered:
@@ -105,22 +71,18 @@ def digest_of(algorithm: SignAlgorithm, certificate: CardCertificate, request: S
               ) -> bytes:
     """The hash the signature covers (for SM2: e = SM3(Z || M))."""
     if request.digest is not None:
-        if len(request.digest) != _DIGEST_SIZE[algorithm]:
+        expected = spec(algorithm).digest_length
+        if len(request.digest) != expected:
             raise EportError(Reason.INVALID_ARGUMENT,
-                             f"a {algorithm.value} digest is {_DIGEST_SIZE[algorithm]} bytes, "
+                             f"a {algorithm.value} digest is {expected} bytes, "
                              f"not {len(request.digest)}")
         return request.digest
     data = request.data if request.data is not None else b""
-    if algorithm is SignAlgorithm.SHA1_WITH_RSA:
-        return hashlib.sha1(data).digest()
-    if algorithm is SignAlgorithm.SM2_WITH_SM3:
-        assert isinstance(certificate.public_key, tuple)
-        return sm2.message_digest(certificate.public_key, data)
-    return hashlib.sha256(data).digest()
+    return message_digest(algorithm, data, certificate.public_key)
 
 
 def shape_signature(algorithm: SignAlgorithm, from_card: bytes) -> Signature:
-    if algorithm in _DIGEST_INFO:
+    if spec(algorithm).is_rsa:
         return Signature(from_card, b"", algorithm)
     try:
         r, s = decode_dss_signature(from_card)
@@ -143,12 +105,13 @@ def verify_signature(algorithm: SignAlgorithm, certificate: CardCertificate, dig
     key = certificate.public_key
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            if algorithm not in _DIGEST_INFO:
+            row = spec(algorithm)
+            if not row.is_rsa:
                 return False
-            hash_algorithm: hashes.HashAlgorithm = (
-                hashes.SHA1() if algorithm is SignAlgorithm.SHA1_WITH_RSA else hashes.SHA256())
-            key.verify(signature, digest, padding.PKCS1v15(), Prehashed(hash_algorithm))
-            return True
+            # PKCS#1 v1.5 verification by re-encoding: what the signature
+            # opens to must be the table's DigestInfo followed by the digest.
+            opened = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+            return opened == row.digest_info + digest
         rs = _rs_of(signature)
         if rs is None:
             return False

@@ -1,4 +1,4 @@
--- Authorization (委托授权, seed 001 §4): the enterprise registry and the two kinds of grant.
+-- Authorization (委托授权, e-book manual §4): the enterprise registry and the two kinds of grant.
 -- Dates are China dates YYYY-MM-DD (inclusive); times integer microseconds UTC.
 
 -- Who an enterprise is, by customs code: filled from the certificates of the cards that call

@@ -1,9 +1,9 @@
--- Bonded verification (保税核查, seed 000): its documents, their pending reviews, the e-book
+-- Bonded verification (保税核查, bonded manual): its documents, their pending reviews, the e-book
 -- records their items are checked against, and receipts shared with the customs declarations.
 
 -- One row per bonded verification document. enterprise_code is the enterprise verified (核查
 -- 企业, the principal); agent_code the enterprise of the card that first saved it (itself or
--- an agent acting under grants). Dates of the document are YYYYMMDD as the seed writes them.
+-- an agent acting under grants). Dates of the document are YYYYMMDD as the bonded manual writes them.
 CREATE TABLE bonded_documents (
     id                 INTEGER PRIMARY KEY,
     temporary_number   TEXT    NOT NULL UNIQUE,
@@ -29,7 +29,7 @@ CREATE TABLE bonded_documents (
     reject_reason_code TEXT    NOT NULL DEFAULT '',
     reject_reason      TEXT    NOT NULL DEFAULT ''
 );
--- 企业内部编号 不允许重复 (seed 000 §2.2.1.2), per verified enterprise.
+-- 企业内部编号 不允许重复 (bonded manual §2.2.1.2), per verified enterprise.
 CREATE UNIQUE INDEX bonded_internal_number ON bonded_documents (enterprise_code, internal_number);
 -- SaveBonded is idempotent on the saving enterprise's client reference (NULLs never collide).
 CREATE UNIQUE INDEX bonded_client_reference ON bonded_documents (agent_code, client_reference);
@@ -45,7 +45,7 @@ CREATE TABLE bonded_reviews (
 CREATE INDEX bonded_reviews_due ON bonded_reviews (due_at);
 
 -- E-books (电子账册) and their record items (备案序号), imported with `eport-datacenter ebook
--- import`: items of e-book management modes must match them (seed 000 §2.2.1.3).
+-- import`: items of e-book management modes must match them (bonded manual §2.2.1.3).
 CREATE TABLE ebooks (
     ebook_number    TEXT    PRIMARY KEY,
     enterprise_code TEXT    NOT NULL,

@@ -1,4 +1,4 @@
--- 删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): an enterprise may delete a document it has
+-- 删除 (QP FAQ §十三(一) Ctrl+D; bonded manual §2.3): an enterprise may delete a document it has
 -- never declared. The row stays as a tombstone (status DELETED, its content cleared): its
 -- numbers stay in the UNIQUE columns, so they are never given again, a receipt of an uploaded
 -- document keeps its document, and the owner is told "deleted" rather than "unknown". What a
@@ -19,7 +19,7 @@ DROP INDEX bonded_client_reference;
 CREATE UNIQUE INDEX bonded_client_reference ON bonded_documents (agent_code, client_reference)
     WHERE deleted_at IS NULL;
 
--- A grant to all operators is one record without a card number (seed 001 §4 1.3 说明1):
+-- A grant to all operators is one record without a card number (e-book manual §4 1.3 说明1):
 -- listed cards granted before on the same grant are covered by it and go.
 DELETE FROM operator_grants
     WHERE operator_card_id != ''

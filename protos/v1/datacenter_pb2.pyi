@@ -156,7 +156,7 @@ class _DataCenterReasonEnumTypeWrapper(google.protobuf.internal.enum_type_wrappe
     WRONG_STATE: _DataCenterReason.ValueType  # 12
     """e.g. modifying a document under review"""
     NOT_AUTHORIZED: _DataCenterReason.ValueType  # 13
-    """acting for another enterprise without valid grants (seed 001 §4)"""
+    """acting for another enterprise without valid grants (e-book manual §4)"""
     UNKNOWN_ENTERPRISE: _DataCenterReason.ValueType  # 14
     """a customs code the enterprise registry does not know"""
     GRANT_NOT_FOUND: _DataCenterReason.ValueType  # 15
@@ -207,7 +207,7 @@ DOCUMENT_NOT_FOUND: DataCenterReason.ValueType  # 11
 WRONG_STATE: DataCenterReason.ValueType  # 12
 """e.g. modifying a document under review"""
 NOT_AUTHORIZED: DataCenterReason.ValueType  # 13
-"""acting for another enterprise without valid grants (seed 001 §4)"""
+"""acting for another enterprise without valid grants (e-book manual §4)"""
 UNKNOWN_ENTERPRISE: DataCenterReason.ValueType  # 14
 """a customs code the enterprise registry does not know"""
 GRANT_NOT_FOUND: DataCenterReason.ValueType  # 15
@@ -608,7 +608,7 @@ class FieldProblem(google.protobuf.message.Message):
     message_zh: builtins.str
     message_en: builtins.str
     section: builtins.str
-    """where the rule comes from, e.g. "seed 003 十三(七)" """
+    """where the rule comes from, e.g. "QP FAQ §十三(七)" """
     def __init__(
         self,
         *,

@@ -135,7 +135,7 @@ class DataCenterServicer(object):
 
     def Query(self, request, context):
         """body {"unified_number"?, "entry_number"?, "temporary_number"?, "status"?, "from"?, "to"?,
-        "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (seed 003 十一(五)).
+        "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (QP FAQ §十一(五)).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,7 +163,7 @@ class DataCenterServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+        """删除 (QP FAQ §十三(一) Ctrl+D; bonded manual §2.3): body {"number"}: a document never declared
         (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
         again. Operator and declarant cards of its enterprise.
         """
@@ -547,13 +547,13 @@ class DataCenter(object):
 
 
 class BondedVerificationStub(object):
-    """---- bonded verification (保税核查, seed 000) ----
+    """---- bonded verification (保税核查, bonded manual) ----
 
     The same trust, storage and receipts as the customs declarations. A bonded verification
     document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
     another enterprise (an agent) may act for it only while an inter-enterprise grant from it
     and an intra-enterprise grant to the card (or to all its operators) exist and are valid
-    (seed 001 §4). Document format: docs/bonded-document.md.
+    (e-book manual §4). Document format: docs/bonded-document.md.
     """
 
     def __init__(self, channel):
@@ -605,20 +605,20 @@ class BondedVerificationStub(object):
 
 
 class BondedVerificationServicer(object):
-    """---- bonded verification (保税核查, seed 000) ----
+    """---- bonded verification (保税核查, bonded manual) ----
 
     The same trust, storage and receipts as the customs declarations. A bonded verification
     document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
     another enterprise (an agent) may act for it only while an inter-enterprise grant from it
     and an intra-enterprise grant to the card (or to all its operators) exist and are valid
-    (seed 001 §4). Document format: docs/bonded-document.md.
+    (e-book manual §4). Document format: docs/bonded-document.md.
     """
 
     def SaveBonded(self, request, context):
         """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-        (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+        (with the redeclare flow) approved one. Every card of the enterprise (e-book manual §2.3: the
         legal-person card too) and an agent's cards under its grants. Save-time checks of
-        seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+        bonded manual §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
         ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
         equal the e-book record's.
         """
@@ -642,17 +642,17 @@ class BondedVerificationServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def QueryBonded(self, request, context):
-        """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+        """查询 (bonded manual §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
         (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
         records and, under grants valid today for this card, its principals' records of the
-        granted subsystems (seed 001 §4 1.2).
+        granted subsystems (e-book manual §4 1.2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RedeclareStock(self, request, context):
-        """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+        """库存重新申报 (bonded manual §3.2.5): body {"number", "document"}: an approved record, modified
         and declared again, at most once per approved record (WRONG_STATE the second time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -670,7 +670,7 @@ class BondedVerificationServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def DeleteBonded(self, request, context):
-        """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+        """删除 (bonded manual §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
         declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
         is free again.
         """
@@ -679,7 +679,7 @@ class BondedVerificationServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def DeleteBondedItem(self, request, context):
-        """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+        """删除 one body item (bonded manual §2.3 "可删除该项商品记录", §3.2.4): body {"number",
         "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -738,13 +738,13 @@ def add_BondedVerificationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class BondedVerification(object):
-    """---- bonded verification (保税核查, seed 000) ----
+    """---- bonded verification (保税核查, bonded manual) ----
 
     The same trust, storage and receipts as the customs declarations. A bonded verification
     document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
     another enterprise (an agent) may act for it only while an inter-enterprise grant from it
     and an intra-enterprise grant to the card (or to all its operators) exist and are valid
-    (seed 001 §4). Document format: docs/bonded-document.md.
+    (e-book manual §4). Document format: docs/bonded-document.md.
     """
 
     @staticmethod
@@ -965,7 +965,7 @@ class BondedVerification(object):
 
 
 class AuthorizationStub(object):
-    """---- authorization (委托授权, seed 001 §4) ----
+    """---- authorization (委托授权, e-book manual §4) ----
 
     Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
     "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
@@ -1016,7 +1016,7 @@ class AuthorizationStub(object):
 
 
 class AuthorizationServicer(object):
-    """---- authorization (委托授权, seed 001 §4) ----
+    """---- authorization (委托授权, e-book manual §4) ----
 
     Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
     "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
@@ -1126,7 +1126,7 @@ def add_AuthorizationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Authorization(object):
-    """---- authorization (委托授权, seed 001 §4) ----
+    """---- authorization (委托授权, e-book manual §4) ----
 
     Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
     "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"

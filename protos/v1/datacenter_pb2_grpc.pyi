@@ -72,7 +72,7 @@ class DataCenterStub:
         eport.protos.v1.datacenter_pb2.QueryResult,
     ]
     """body {"unified_number"?, "entry_number"?, "temporary_number"?, "status"?, "from"?, "to"?,
-    "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (seed 003 十一(五)).
+    "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (QP FAQ §十一(五)).
     """
 
     ListReceipts: grpc.UnaryUnaryMultiCallable[
@@ -97,7 +97,7 @@ class DataCenterStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.DocumentRecord,
     ]
-    """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+    """删除 (QP FAQ §十三(一) Ctrl+D; bonded manual §2.3): body {"number"}: a document never declared
     (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
     again. Operator and declarant cards of its enterprise.
     """
@@ -153,7 +153,7 @@ class DataCenterAsyncStub:
         eport.protos.v1.datacenter_pb2.QueryResult,
     ]
     """body {"unified_number"?, "entry_number"?, "temporary_number"?, "status"?, "from"?, "to"?,
-    "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (seed 003 十一(五)).
+    "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (QP FAQ §十一(五)).
     """
 
     ListReceipts: grpc.aio.UnaryUnaryMultiCallable[
@@ -178,7 +178,7 @@ class DataCenterAsyncStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.DocumentRecord,
     ]
-    """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+    """删除 (QP FAQ §十三(一) Ctrl+D; bonded manual §2.3): body {"number"}: a document never declared
     (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
     again. Operator and declarant cards of its enterprise.
     """
@@ -246,7 +246,7 @@ class DataCenterServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.QueryResult, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.QueryResult]]:
         """body {"unified_number"?, "entry_number"?, "temporary_number"?, "status"?, "from"?, "to"?,
-        "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (seed 003 十一(五)).
+        "limit"?}; dates as YYYY-MM-DD (the save date). Not by pre-entry number (QP FAQ §十一(五)).
         """
 
     @abc.abstractmethod
@@ -279,7 +279,7 @@ class DataCenterServicer(metaclass=abc.ABCMeta):
         request: eport.protos.v1.datacenter_pb2.SignedRequest,
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.DocumentRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.DocumentRecord]]:
-        """删除 (seed 003 十三(一) Ctrl+D; seed 000 §2.3): body {"number"}: a document never declared
+        """删除 (QP FAQ §十三(一) Ctrl+D; bonded manual §2.3): body {"number"}: a document never declared
         (SAVED, or STORED before its first Declare) becomes DELETED; its numbers are never given
         again. Operator and declarant cards of its enterprise.
         """
@@ -297,13 +297,13 @@ class DataCenterServicer(metaclass=abc.ABCMeta):
 def add_DataCenterServicer_to_server(servicer: DataCenterServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
 
 class BondedVerificationStub:
-    """---- bonded verification (保税核查, seed 000) ----
+    """---- bonded verification (保税核查, bonded manual) ----
 
     The same trust, storage and receipts as the customs declarations. A bonded verification
     document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
     another enterprise (an agent) may act for it only while an inter-enterprise grant from it
     and an intra-enterprise grant to the card (or to all its operators) exist and are valid
-    (seed 001 §4). Document format: docs/bonded-document.md.
+    (e-book manual §4). Document format: docs/bonded-document.md.
     """
 
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
@@ -312,9 +312,9 @@ class BondedVerificationStub:
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
     """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-    (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+    (with the redeclare flow) approved one. Every card of the enterprise (e-book manual §2.3: the
     legal-person card too) and an agent's cards under its grants. Save-time checks of
-    seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+    bonded manual §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
     ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
     equal the e-book record's.
     """
@@ -337,17 +337,17 @@ class BondedVerificationStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedQueryResult,
     ]
-    """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+    """查询 (bonded manual §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
     (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
     records and, under grants valid today for this card, its principals' records of the
-    granted subsystems (seed 001 §4 1.2).
+    granted subsystems (e-book manual §4 1.2).
     """
 
     RedeclareStock: grpc.UnaryUnaryMultiCallable[
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
-    """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+    """库存重新申报 (bonded manual §3.2.5): body {"number", "document"}: an approved record, modified
     and declared again, at most once per approved record (WRONG_STATE the second time).
     """
 
@@ -365,7 +365,7 @@ class BondedVerificationStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
-    """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+    """删除 (bonded manual §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
     declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
     is free again.
     """
@@ -374,18 +374,18 @@ class BondedVerificationStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
-    """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+    """删除 one body item (bonded manual §2.3 "可删除该项商品记录", §3.2.4): body {"number",
     "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
     """
 
 class BondedVerificationAsyncStub:
-    """---- bonded verification (保税核查, seed 000) ----
+    """---- bonded verification (保税核查, bonded manual) ----
 
     The same trust, storage and receipts as the customs declarations. A bonded verification
     document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
     another enterprise (an agent) may act for it only while an inter-enterprise grant from it
     and an intra-enterprise grant to the card (or to all its operators) exist and are valid
-    (seed 001 §4). Document format: docs/bonded-document.md.
+    (e-book manual §4). Document format: docs/bonded-document.md.
     """
 
     SaveBonded: grpc.aio.UnaryUnaryMultiCallable[
@@ -393,9 +393,9 @@ class BondedVerificationAsyncStub:
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
     """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-    (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+    (with the redeclare flow) approved one. Every card of the enterprise (e-book manual §2.3: the
     legal-person card too) and an agent's cards under its grants. Save-time checks of
-    seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+    bonded manual §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
     ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
     equal the e-book record's.
     """
@@ -418,17 +418,17 @@ class BondedVerificationAsyncStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedQueryResult,
     ]
-    """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+    """查询 (bonded manual §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
     (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
     records and, under grants valid today for this card, its principals' records of the
-    granted subsystems (seed 001 §4 1.2).
+    granted subsystems (e-book manual §4 1.2).
     """
 
     RedeclareStock: grpc.aio.UnaryUnaryMultiCallable[
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
-    """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+    """库存重新申报 (bonded manual §3.2.5): body {"number", "document"}: an approved record, modified
     and declared again, at most once per approved record (WRONG_STATE the second time).
     """
 
@@ -446,7 +446,7 @@ class BondedVerificationAsyncStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
-    """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+    """删除 (bonded manual §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
     declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
     is free again.
     """
@@ -455,18 +455,18 @@ class BondedVerificationAsyncStub:
         eport.protos.v1.datacenter_pb2.SignedRequest,
         eport.protos.v1.datacenter_pb2.BondedRecord,
     ]
-    """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+    """删除 one body item (bonded manual §2.3 "可删除该项商品记录", §3.2.4): body {"number",
     "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
     """
 
 class BondedVerificationServicer(metaclass=abc.ABCMeta):
-    """---- bonded verification (保税核查, seed 000) ----
+    """---- bonded verification (保税核查, bonded manual) ----
 
     The same trust, storage and receipts as the customs declarations. A bonded verification
     document names the enterprise being verified (header.enterprise_code, 核查企业); a card of
     another enterprise (an agent) may act for it only while an inter-enterprise grant from it
     and an intra-enterprise grant to the card (or to all its operators) exist and are valid
-    (seed 001 §4). Document format: docs/bonded-document.md.
+    (e-book manual §4). Document format: docs/bonded-document.md.
     """
 
     @abc.abstractmethod
@@ -476,9 +476,9 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
         """暂存: body {"document": {...}} (new), plus "number" to modify a saved, rejected or
-        (with the redeclare flow) approved one. Every card of the enterprise (seed 001 第3章: the
+        (with the redeclare flow) approved one. Every card of the enterprise (e-book manual §2.3: the
         legal-person card too) and an agent's cards under its grants. Save-time checks of
-        seed 000 §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
+        bonded manual §2.4: the first bad field ("xx 字段格式不正确，请修改") and the first empty one
         ("xxx 不能为空"); with management modes that use an e-book, item code, name and unit must
         equal the e-book record's.
         """
@@ -507,10 +507,10 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         request: eport.protos.v1.datacenter_pb2.SignedRequest,
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedQueryResult, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedQueryResult]]:
-        """查询 (seed 000 §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
+        """查询 (bonded manual §3): body {"internal_number"?, "enterprise_code"?, "stocktaking_date"?
         (YYYYMMDD), "declared_from"?, "declared_to"? (YYYYMMDD), "limit"?}: the card's enterprise's
         records and, under grants valid today for this card, its principals' records of the
-        granted subsystems (seed 001 §4 1.2).
+        granted subsystems (e-book manual §4 1.2).
         """
 
     @abc.abstractmethod
@@ -519,7 +519,7 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         request: eport.protos.v1.datacenter_pb2.SignedRequest,
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
-        """库存重新申报 (seed 000 §3.2.5): body {"number", "document"}: an approved record, modified
+        """库存重新申报 (bonded manual §3.2.5): body {"number", "document"}: an approved record, modified
         and declared again, at most once per approved record (WRONG_STATE the second time).
         """
 
@@ -541,7 +541,7 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         request: eport.protos.v1.datacenter_pb2.SignedRequest,
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
-        """删除 (seed 000 §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
+        """删除 (bonded manual §2.3, 光标在表头时 "可删除整单数据"): body {"number"}: a saved record never
         declared becomes BONDED_DELETED; its numbers are never given again and its 企业内部编号
         is free again.
         """
@@ -552,14 +552,14 @@ class BondedVerificationServicer(metaclass=abc.ABCMeta):
         request: eport.protos.v1.datacenter_pb2.SignedRequest,
         context: _ServicerContext,
     ) -> typing.Union[eport.protos.v1.datacenter_pb2.BondedRecord, collections.abc.Awaitable[eport.protos.v1.datacenter_pb2.BondedRecord]]:
-        """删除 one body item (seed 000 §2.3 "可删除该项商品记录", §3.2.4): body {"number",
+        """删除 one body item (bonded manual §2.3 "可删除该项商品记录", §3.2.4): body {"number",
         "item_number"}: the items after it are renumbered (序号); SAVED or REJECTED records.
         """
 
 def add_BondedVerificationServicer_to_server(servicer: BondedVerificationServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
 
 class AuthorizationStub:
-    """---- authorization (委托授权, seed 001 §4) ----
+    """---- authorization (委托授权, e-book manual §4) ----
 
     Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
     "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
@@ -622,7 +622,7 @@ class AuthorizationStub:
     """The enterprise registry: body {"customs_code"}."""
 
 class AuthorizationAsyncStub:
-    """---- authorization (委托授权, seed 001 §4) ----
+    """---- authorization (委托授权, e-book manual §4) ----
 
     Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
     "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"
@@ -684,7 +684,7 @@ class AuthorizationAsyncStub:
     """The enterprise registry: body {"customs_code"}."""
 
 class AuthorizationServicer(metaclass=abc.ABCMeta):
-    """---- authorization (委托授权, seed 001 §4) ----
+    """---- authorization (委托授权, e-book manual §4) ----
 
     Subsystems that can be delegated: "ebook" 加工贸易账册, "handbook" 加工贸易手册,
     "logistics" 物流账册, "goods-flow" 货物流转, "inventory" 核注清单. Grant types: "operate"

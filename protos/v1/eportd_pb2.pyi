@@ -544,7 +544,7 @@ class BackendStatus(google.protobuf.message.Message):
     readers: builtins.int
     """readers it shows now"""
     condition: global___BackendCondition.ValueType
-    """what eport doctor reports about it (issue 15)"""
+    """what eport doctor reports about it (its backend findings)"""
     target: builtins.str
     """the PKCS#11 module path or the remote client's URL"""
     sm2_mechanism_configured: builtins.bool
@@ -777,7 +777,7 @@ class CardSelector(google.protobuf.message.Message):
     CARD_ID_FIELD_NUMBER: builtins.int
     reader: builtins.str
     """Any of these, or none when exactly one card is present. With an IC card and an IKEY both
-    present and nothing said, the IC card is used (seed 000, 1.1).
+    present and nothing said, the IC card is used (bonded manual §1.1).
     """
     card_id: builtins.str
     def __init__(
@@ -826,7 +826,7 @@ class CardInfo(google.protobuf.message.Message):
     insertion: builtins.int
     eport_data_source: global___EportDataSource.ValueType
     """Where the E-port fields come from. On a card in the real certificate profile (no data
-    object, DESIGN §3) only holder and enterprise are known: empty fields and KIND_UNSPECIFIED
+    object, E-port certificate profile) only holder and enterprise are known: empty fields and KIND_UNSPECIFIED
     then mean "unknown", never "none".
     """
     @property

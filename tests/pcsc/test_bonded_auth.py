@@ -3,10 +3,10 @@ real eportd (pcscd, vpcd, simulated cards) and the real `eport-datacenter` proce
 cards of two enterprises: a processing-trade enterprise (the principal, 授权企业) and a customs
 broker acting for it (the agent, 代理企业).
 
-Seed 000 (保税核查): the flow save → declare → receipts, query by each criterion, read-only
-detail, modify, one 库存重新申报 and a second refused, the §2.4 messages. Seed 001 §4 (委托授权):
-only a legal-person card grants; the agent's operator acts for the principal only while both
-grants exist and are valid; deleting the inter-enterprise grant deletes its intra grants.
+Bonded manual (保税核查): the flow save → declare → receipts, query by each criterion, read-only
+detail, modify, one 库存重新申报 and a second refused, the §2.4 messages. E-book manual §4
+(委托授权): only a legal-person card grants; the agent's operator acts for the principal only
+while both grants exist and are valid; deleting the inter-enterprise grant deletes its intra grants.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def principal_document(**header: Any) -> dict[str, Any]:
 # ---- authorization ----
 
 def test_only_a_legal_person_card_grants(client: Client, cards: dict[str, CardImage]) -> None:
-    """Seed 001 §4 1.1: "非法人卡，不允许操作!", from the client and from the data centre."""
+    """E-book manual §4 1.1: "非法人卡，不允许操作!", from the client and from the data centre."""
     client.as_card(cards["agent_legal"])
     ok_json(client.run("auth", "permissions", "--subsystem", "handbook", "--json"),
             "auth permissions")  # the agent's card has logged in once: it is in the registry
@@ -175,7 +175,7 @@ def _grant(client: Client, cards: dict[str, CardImage], until: str, subsystem: s
 
 def test_the_agents_operator_acts_for_the_principal_only_with_both_grants(
         client: Client, cards: dict[str, CardImage]) -> None:
-    """Seed 001 §4 1.1-1.3 enforced by the data centre."""
+    """E-book manual §4 1.1-1.3 enforced by the data centre."""
     from eport.common.bonded.document import subsystem_for
 
     document = principal_document()
@@ -234,7 +234,7 @@ def test_the_agents_operator_acts_for_the_principal_only_with_both_grants(
 
 def test_a_grant_to_all_operators_is_one_record_without_a_card_number(
         client: Client, cards: dict[str, CardImage]) -> None:
-    """Seed 001 §4 1.3: 当授予全部操作员时，只显示一条记录，而且该记录IC卡号的值为空."""
+    """E-book manual §4 1.3: 当授予全部操作员时，只显示一条记录，而且该记录IC卡号的值为空."""
     grant = _grant(client, cards, china_day(30), "ebook")
     client.as_card(cards["agent_legal"])
     ok_json(client.run("auth", "grant-operators", grant["grant_id"], "--all", "--json"),
@@ -251,7 +251,7 @@ def test_a_grant_to_all_operators_is_one_record_without_a_card_number(
 
 def test_bonded_flow_query_detail_modify_and_one_redeclaration(
         client: Client, cards: dict[str, CardImage]) -> None:
-    """Seed 000 §1.1, §2.2, §3: 暂存, 申报, 入库成功, 审批; query, read-only detail, modify,
+    """Bonded manual §1.1, §2.2, §3: 暂存, 申报, 入库成功, 审批; query, read-only detail, modify,
     库存重新申报 once."""
     client.as_card(cards["principal_operator"])
     document = principal_document()
@@ -308,8 +308,8 @@ def test_bonded_flow_query_detail_modify_and_one_redeclaration(
 
 def test_save_names_the_first_bad_and_the_first_empty_field_declare_every_empty_one(
         client: Client, cards: dict[str, CardImage]) -> None:
-    """Seed 000 §2.4: at 暂存 "xx 字段格式不正确，请修改" for the first bad field and "xxx 不能为空"
-    for the first empty one; at 申报 every empty required field at once."""
+    """Bonded manual §2.4: at 暂存 "xx 字段格式不正确，请修改" for the first bad field and
+    "xxx 不能为空" for the first empty one; at 申报 every empty required field at once."""
     client.as_card(cards["principal_operator"])
     bad = principal_document()
     bad["header"]["stocktaking_date"] = "2026-13-45"
@@ -359,7 +359,7 @@ def test_bad_csv_lines_are_named_and_nothing_is_saved(client: Client,
 
 def test_ebook_mode_takes_code_name_and_unit_from_the_record(
         client: Client, cards: dict[str, CardImage], tmp_path: Path) -> None:
-    """Seed 000 §2.2.1.3: with an e-book management mode the item code, name and unit come
+    """Bonded manual §2.2.1.3: with an e-book management mode the item code, name and unit come
     from the e-book record and may not be changed."""
     from tests.support.bonded_documents import ebook_bonded, sample_ebook_items
 
@@ -388,12 +388,12 @@ def test_ebook_mode_takes_code_name_and_unit_from_the_record(
     assert any(p["path"] == "items[1].name" for p in error["problems"]), error
 
 
-def test_seed_000_2_2_1_3_a_handbook_agent_saves_a_paper_handbook_document_and_lists_it(
+def test_bonded_manual_2_2_1_3_a_handbook_agent_saves_a_paper_handbook_document_and_lists_it(
         client: Client, cards: dict[str, CardImage], tmp_path: Path) -> None:
-    """Seed 000 §2.2.1.3 with seed 001 §4: an agent granted the 加工贸易手册 subsystem saves a
-    纸质手册电子化 document whose code, name and unit `eport bonded save` calls up from the
-    handbook's records. Seed 001 §4 1.2: its query lists the principal's records of that
-    subsystem, and none once the grant is deleted. Seed 001 §4 1.3: the grant to all operators,
+    """Bonded manual §2.2.1.3 with e-book manual §4: an agent granted the 加工贸易手册 subsystem
+    saves a 纸质手册电子化 document whose code, name and unit `eport bonded save` calls up from the
+    handbook's records. E-book manual §4 1.2: its query lists the principal's records of that
+    subsystem, and none once the grant is deleted. E-book manual §4 1.3: the grant to all operators,
     after a listed card, is one record without a card number."""
     from tests.support.bonded_documents import sample_ebook_items
 
@@ -439,9 +439,9 @@ def test_seed_000_2_2_1_3_a_handbook_agent_saves_a_paper_handbook_document_and_l
     assert ok_json(client.run("bonded", "query", "--json"), "bonded query")["records"] == []
 
 
-def test_seed_000_2_3_bonded_delete_an_item_then_the_record(
+def test_bonded_manual_2_3_bonded_delete_an_item_then_the_record(
         client: Client, cards: dict[str, CardImage]) -> None:
-    """Seed 000 §2.3 删除: one body item (the rest renumbered), then the whole record never
+    """Bonded manual §2.3 删除: one body item (the rest renumbered), then the whole record never
     declared; its 企业内部编号 may be used again, its number never."""
     client.as_card(cards["principal_operator"])
     document = principal_document(items=3)
@@ -452,7 +452,7 @@ def test_seed_000_2_3_bonded_delete_an_item_then_the_record(
                       "bonded delete")
     assert [(i["item_number"], i["name"]) for i in shorter["document"]["items"]] == [
         (1, document["items"][1]["name"]), (2, document["items"][2]["name"])]
-    client.as_card(cards["principal_legal"])  # seed 001 第3章: the legal-person card 删除
+    client.as_card(cards["principal_legal"])  # e-book manual §2.3: the legal-person card 删除
     deleted = ok_json(client.run("bonded", "delete", number, "--json"), "bonded delete")
     assert deleted["status"] == "BONDED_DELETED"
     assert deleted["deleted_by_card"] == cards["principal_legal"].profile.card_id

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import termios
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +58,7 @@ from tests.support.eport_cli import (
     run_eport,
 )
 from tests.support.pcsc_stack import Pcscd
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pcsc
 
@@ -100,13 +100,6 @@ def cards(card_images: dict[str, CardImage], test_ca: TestCA) -> dict[str, CardI
         "last_try": provision_test_card(test_ca, "p256", pin_tries_left=1),
         "blocked": provision_test_card(test_ca, "p256", pin_tries_left=0),
     }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def tries_on_card(path: Path) -> int:
@@ -496,29 +489,39 @@ class Terminal:
         self.raw += chunk
         return bool(chunk)
 
+    def _until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """wait_until, with what the terminal shows when it fails."""
+        try:
+            wait_until(condition, timeout=timeout, interval=0, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the terminal shows:\n{self.screen}") from None
+
     def expect(self, text: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.screen:
-            alive = self._read(0.05)
+        def shown() -> bool:
             if text in self.screen:
-                break
-            assert alive and time.monotonic() < deadline, \
-                f"{text!r} never appeared; the terminal shows:\n{self.screen}"
+                return True
+            alive = self._read(0.05)  # select() on the terminal: returns as soon as eport writes
+            assert alive or text in self.screen, \
+                f"eport ended and {text!r} never appeared; the terminal shows:\n{self.screen}"
+            return text in self.screen
+
+        self._until(shown, timeout, f"{text!r} appears")
 
     def wait_for_hidden_input(self, timeout: float = 10) -> None:
         """Until the terminal stops echoing (the PIN prompt turned echo off)."""
-        deadline = time.monotonic() + timeout
-        while termios.tcgetattr(self.master)[3] & termios.ECHO:
-            assert time.monotonic() < deadline, f"echo stays on; the screen:\n{self.screen}"
+        def echo_off() -> bool:
+            if not termios.tcgetattr(self.master)[3] & termios.ECHO:
+                return True
             self._read(0.01)
+            return False
+
+        self._until(echo_off, timeout, "the terminal stops echoing")
 
     def type(self, text: str) -> None:
         os.write(self.master, text.encode())
 
     def finish(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while self._read(0.05):
-            assert time.monotonic() < deadline, f"eport did not end:\n{self.screen}"
+        self._until(lambda: not self._read(0.05), timeout, "eport ends")
         assert "Traceback" not in self.screen, self.screen
         return self.process.wait(timeout)
 
@@ -864,7 +867,8 @@ def test_card_held_exclusively_by_another_program(eport: Eport, cards: dict[str,
         held = context.connect(READER0, exclusive=True)
         try:
             stack.start_daemon()
-            wait_until(lambda: '"exclusive_elsewhere": true' in eport("readers", "--json").stdout)
+            wait_until(lambda: '"exclusive_elsewhere": true' in eport("readers", "--json").stdout,
+                       timeout=10, interval=0.1, what="eportd shows the card held elsewhere")
             stderr = human_error(eport("card", "info"), "SHARING_VIOLATION", 6)
             assert "close the other program" in stderr
             error_json(eport("card", "info", "--json"), "SHARING_VIOLATION", 6)
@@ -877,7 +881,8 @@ def test_card_held_exclusively_by_another_program(eport: Eport, cards: dict[str,
         finally:
             held.close()
     # The other program let go: the card works again, without being re-inserted.
-    wait_until(lambda: eport("card", "info").returncode == 0)
+    wait_until(lambda: eport("card", "info").returncode == 0, timeout=10, interval=0.1,
+               what="the card works again")
 
 
 @pytest.mark.parametrize("args", [
@@ -959,10 +964,11 @@ class Watcher:
             self.lines.append(line.rstrip("\n"))
 
     def wait_for_line(self, text: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            assert time.monotonic() < deadline, f"no line with {text!r} in {self.lines}"
-            time.sleep(0.02)
+        try:
+            wait_until(lambda: any(text in line for line in self.lines), timeout=timeout,
+                       interval=0.02, what=f"a line with {text!r}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} in {self.lines}") from None
 
     def finish(self, timeout: float = 10) -> tuple[int, str]:
         code = self.process.wait(timeout)
@@ -1033,10 +1039,8 @@ def test_pcscd_stopped(eport: Eport, pcscd: Pcscd, cards: dict[str, CardImage]) 
     eport.put(cards["p256"])
     pcscd.stop()
     try:
-        deadline = time.monotonic() + 10
-        while (readers := eport("readers")).returncode != 4:
-            assert time.monotonic() < deadline, describe(readers)
-            time.sleep(0.1)
+        readers = wait_until(lambda: (result := eport("readers")).returncode == 4 and result,
+                             timeout=10, interval=0.1, what="eport says pcscd is not running")
         assert "pcscd" in human_error(readers, "SERVICE_NOT_RUNNING", 4)
         assert "读卡器服务(pcscd)未运行" in eport("readers", lang="zh").stderr
         error_json(eport("readers", "--json"), "SERVICE_NOT_RUNNING", 4)

@@ -34,6 +34,7 @@ from eport.protos.v1 import eportd_pb2 as pb
 from tests.support.card_stack import CardStack, running_card_stack
 from tests.support.cards import provision_test_card
 from tests.support.customs_documents import valid_declaration
+from tests.support.datacenter_db import opened
 from tests.support.datacenter_stack import DataCenterProcess, start_datacenter
 from tests.support.eport_cli import (
     EPORT,
@@ -49,6 +50,7 @@ from tests.support.eport_cli import (
     ok_json,
 )
 from tests.support.pcsc_stack import Pcscd
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pcsc
 
@@ -180,7 +182,7 @@ def refusal(centre: DataCenterProcess, method: str, request: dc.SignedRequest
 
 def test_operator_saves_and_uploads_declarant_declares(customs: Customs,
                                                        cards: dict[str, CardImage]) -> None:
-    """Seed 003 四, 十一(二), 十一(六), 五(三): the path of one entry through the data centre."""
+    """QP FAQ §四, 十一(二), 十一(六), 五(三): the path of one entry through the data centre."""
     path = customs.document("entry.json", declaration())
     customs.put(cards["operator"])
     saved = ok_json(customs.signed("save", path, "--json"), "customs save")
@@ -201,7 +203,7 @@ def test_operator_saves_and_uploads_declarant_declares(customs: Customs,
     shown = ok_json(customs.customs("show", unified, "--json"), "customs show")
     assert shown["status"] == "STORED" and shown["declaration_count"] == 0
 
-    # Switching cards ends the session (seed 003 十一(二)): the declarant logs in anew.
+    # Switching cards ends the session (QP FAQ §十一(二)): the declarant logs in anew.
     customs.put(cards["declarant"])
     status = ok_json(customs("pin", "status", "--json"), "pin status")
     assert status["session_active"] is False, status
@@ -234,7 +236,7 @@ def test_operator_saves_and_uploads_declarant_declares(customs: Customs,
 
 def test_operator_declare_refused_by_the_data_centre(customs: Customs,
                                                      cards: dict[str, CardImage]) -> None:
-    """Seed 003 四(一): an operator card's declaration, sent directly, is refused."""
+    """QP FAQ §四(一): an operator card's declaration, sent directly, is refused."""
     customs.put(cards["operator"])
     saved = ok_json(customs.signed("save", customs.document("op.json", declaration()),
                                    "--json"), "customs save")
@@ -252,7 +254,7 @@ def test_operator_declare_refused_by_the_data_centre(customs: Customs,
 
 def test_fee_once_after_a_rejection_to_the_first_savers_enterprise(
         customs: Customs, cards: dict[str, CardImage], test_ca: TestCA, tmp_path: Path) -> None:
-    """Seed 003 五(三): 15 yuan per declared entry, charged once however often it is
+    """QP FAQ §五(三): 15 yuan per declared entry, charged once however often it is
     declared (also after 退单), to the enterprise of the operator who first saved it."""
     centre = start_datacenter(tmp_path / "reject-first", test_ca.trust_bundle,
                               "--review", "reject-first:R042:申报要素不全")
@@ -375,7 +377,7 @@ def test_every_bad_field_is_named_at_once_by_client_and_data_centre(
     assert {"header.transport_mode", "header.trade_mode", "header.net_weight",
             "items[0].currency", "containers[0].size"} <= paths, error
     size = next(p for p in error["problems"] if p["path"] == "containers[0].size")
-    assert "003" in size["section"]
+    assert "QP FAQ" in size["section"]
     chinese = customs.signed("save", path, lang="zh")
     assert "运输方式" in human_error(chinese, "VALIDATION_FAILED", 15)
 
@@ -396,7 +398,7 @@ def test_new_import_csv_copy_and_show(customs: Customs, cards: dict[str, CardIma
     original = customs.document("orig.json", declaration(items=2))
     saved = ok_json(customs.signed("save", original, "--json"), "customs save")
     reference = json.loads(original.read_text())["client_reference"]
-    # 复制 an item (seed 003 十三(六)): the same document with item 2 again at the end; saving
+    # 复制 an item (QP FAQ §十三(六)): the same document with item 2 again at the end; saving
     # it modifies the saved document.
     with_item = customs.workdir / "with-item.json"
     ok_json(customs.signed("copy", saved["temporary_number"], "--item", "2", "-o",
@@ -426,11 +428,11 @@ def test_new_import_csv_copy_and_show(customs: Customs, cards: dict[str, CardIma
 
 def _wait_for_lines(path: Path, count: int, process: subprocess.Popen[str],
                     timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or len(path.read_text().splitlines()) < count:
+    def written() -> bool:
         assert process.poll() is None, "the batch ended before the data centre was killed"
-        assert time.monotonic() < deadline, "the batch made no progress"
-        time.sleep(0.02)
+        return path.exists() and len(path.read_text().splitlines()) >= count
+
+    wait_until(written, timeout=timeout, interval=0.02, what=f"{count} lines in the report")
 
 
 def test_batch_of_200_survives_kill_9_of_the_data_centre(
@@ -455,7 +457,7 @@ def test_batch_of_200_survives_kill_9_of_the_data_centre(
         _wait_for_lines(report, 60, batch)
         centre.kill()  # SIGKILL, mid-batch
         acknowledged = [json.loads(line) for line in report.read_text().splitlines()]
-        time.sleep(0.5)
+        time.sleep(0.5)  # not a wait: the outage lasts a moment, as a real one would
         centre.restart()
         stdout, stderr = batch.communicate(timeout=300)
         assert batch.returncode == 0, f"exit {batch.returncode}\n{stdout}\n{stderr}"
@@ -476,13 +478,14 @@ def test_batch_of_200_survives_kill_9_of_the_data_centre(
         stats = ok_json(customs.signed("stats", "--json"), "customs stats")
         assert stats["charged_entries"] == 200 and stats["total_fen"] == 200 * 1500
         # All reviewed: 200 different entry numbers.
-        deadline = time.monotonic() + 60
-        while True:
-            cleared = ok_json(customs.signed("query", "--status", "cleared", "--limit", "1000",
-                                             "--json"), "customs query")["documents"]
-            if len(cleared) == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        def all_cleared() -> list[dict[str, Any]] | None:
+            cleared: list[dict[str, Any]] = ok_json(customs.signed(
+                "query", "--status", "cleared", "--limit", "1000", "--json"),
+                "customs query")["documents"]
+            return cleared if len(cleared) == 200 else None
+
+        cleared = wait_until(all_cleared, timeout=60, interval=0.5,
+                             what="all 200 declarations are cleared")
         assert len({d["entry_number"] for d in cleared}) == 200
         assert_no_secret(stdout, stderr, centre.log())
     finally:
@@ -493,7 +496,7 @@ def test_batch_of_200_survives_kill_9_of_the_data_centre(
 
 def test_printed_declaration_has_the_barcode_and_the_container_pages(
         customs: Customs, cards: dict[str, CardImage], tmp_path: Path) -> None:
-    """Seed 003 八 and 十三(八): A4, the pre-entry number's barcode after review, the first
+    """QP FAQ §八 and 十三(八): A4, the pre-entry number's barcode after review, the first
     container in its box, 7 more in the remarks, and the attachment page beyond 8."""
     document = declaration(containers=10, transport_mode="2", transport_name="COSCO STAR",
                            voyage_number="V123E")
@@ -516,11 +519,18 @@ def test_printed_declaration_has_the_barcode_and_the_container_pages(
     assert len(list(tmp_path.glob("page*.png"))) >= 2
 
 
+def _nonces(centre: DataCenterProcess) -> int:
+    """Signed requests the data centre has accepted (each stores its nonce)."""
+    with opened(centre.db_path) as database:
+        return int(database.execute("SELECT COUNT(*) FROM nonces").fetchone()[0])
+
+
 def test_receipts_follow_streams_new_receipts(customs: Customs,
                                               cards: dict[str, CardImage]) -> None:
     customs.put(cards["declarant"])
     before = ok_json(customs.signed("receipts", "--json"), "customs receipts")["receipts"]
     last = max((r["sequence"] for r in before), default=0)
+    nonces_before = _nonces(customs.centre)
     follower = subprocess.Popen(
         [EPORT, "customs", "receipts", "--follow", "--count", "2", "--after", str(last),
          "--pin-stdin", "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -531,7 +541,9 @@ def test_receipts_follow_streams_new_receipts(customs: Customs,
     follower.stdin.write(PIN + "\n")
     follower.stdin.close()
     follower.stdin = None
-    time.sleep(1.0)  # the follower is connected and has sent its backlog
+    # The follower is connected once the data centre has stored its signed request's nonce.
+    wait_until(lambda: _nonces(customs.centre) > nonces_before, timeout=30,
+               what="the follower has opened its receipt stream")
     declared = ok_json(customs.signed("declare", customs.document("f.json", declaration()),
                                       "--json"), "customs declare")
     try:
@@ -556,9 +568,9 @@ def test_no_pin_in_any_output_or_log(customs: Customs, cards: dict[str, CardImag
     assert re.search(r"I\d{17}", results[0].stdout)
 
 
-def test_delete_a_saved_document_or_one_item_seed_003_13_1(customs: Customs,
+def test_delete_a_saved_document_or_one_item_qp_faq_13_1(customs: Customs,
                                                           cards: dict[str, CardImage]) -> None:
-    """Seed 003 十三(一) (Ctrl+D 删除; Ctrl+Delete 删除商品表体中选中的那一项): `eport customs
+    """QP FAQ §十三(一) (Ctrl+D 删除; Ctrl+Delete 删除商品表体中选中的那一项): `eport customs
     delete` deletes an item, then the document never declared; its number is not given again,
     and saving the same file again makes a new document."""
     document = declaration(items=3)
@@ -575,9 +587,9 @@ def test_delete_a_saved_document_or_one_item_seed_003_13_1(customs: Customs,
                                                    document["items"][2]["name"]]
     error = error_json(customs.customs("delete", temporary, "--item", "9", "--json"),
                        "VALIDATION_FAILED", 15)
-    assert error["problems"][0]["section"] == "seed 003 十三(一)"
+    assert error["problems"][0]["section"] == "QP FAQ §十三(一)"
 
-    customs.put(cards["legal_person"])  # seed 003: no entry right, so no 删除
+    customs.put(cards["legal_person"])  # QP FAQ: no entry right, so no 删除
     assert "法人卡不能删除" in human_error(customs.signed("delete", temporary, lang="zh"),
                                       "WRONG_CARD_KIND", 16)
     customs.put(cards["operator"])

@@ -1,4 +1,4 @@
-"""eportd as its clients see it (issue 3, acceptance): the real daemon process on a real Unix
+"""eportd as its clients see it (acceptance): the real daemon process on a real Unix
 socket, the real pcscd with vpcd, simulated cards, and every RPC through a real gRPC channel."""
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from tests.support.daemon_stack import (
 )
 from tests.support.fake_card import FakeCardFactory, write_fake_image
 from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
+from tests.support.waiting import wait_until
 
 from eport.protos.v1 import eportd_pb2 as pb  # isort: skip
 
@@ -264,7 +265,7 @@ def test_reader_and_card_selection_errors(daemon: Daemon, sim_slots: Callable[..
                (1, card_file(card_images, "sm2", tmp_path, "ic.json"))])
     wait_for_card(stub, READER0)
     wait_for_card(stub, READER1)
-    # Seed 000, 1.1: with an IC card and an IKEY both present, the IC card is used.
+    # Bonded manual §1.1: with an IC card and an IKEY both present, the IC card is used.
     assert stub.GetCardInfo(pb.CardSelector()).reader == READER1
     assert stub.GetCardInfo(pb.CardSelector(card_id=ikey.profile.card_id)).form == pb.IKEY
     expect_error(lambda: stub.GetCardInfo(pb.CardSelector(card_id="0000000000000000")),
@@ -426,10 +427,8 @@ def test_hotplug_events_in_order(daemon: Daemon, sim_slots: Callable[..., SimSlo
     wait_for_card(stub, READER1)
     latency = slots.remove(0)
     slots.remove(1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and sum(
-            e.kind == pb.CARD_REMOVED_EVENT for e in received) < 2:
-        time.sleep(0.02)
+    wait_until(lambda: sum(e.kind == pb.CARD_REMOVED_EVENT for e in received) >= 2,
+               timeout=5, interval=0.02, what="both removals are streamed")
     stream.cancel()
     thread.join(5)
     changes = [(pb.EventKind.Name(e.kind), e.reader) for e in received[len(snapshot):]]
@@ -509,10 +508,8 @@ def test_pcscd_killed_then_back(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd,
             wait_for_card(stub, READER0)
             stub.VerifyPin(pb.VerifyPinRequest(pin=PIN))
             pcscd.stop()
-            deadline = time.monotonic() + 5
-            while stub.ListReaders(pb.ListReadersRequest()).pcsc_state == pb.SERVICE_RUNNING:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_until(lambda: stub.ListReaders(pb.ListReadersRequest()).pcsc_state
+                       != pb.SERVICE_RUNNING, timeout=5, what="eportd notices pcscd is gone")
             expect_error(lambda: stub.GetCardInfo(pb.CardSelector()), "SERVICE_NOT_RUNNING")
             expect_error(lambda: stub.Sign(pb.SignRequest(data=b"x")), "SERVICE_NOT_RUNNING")
             health = health_pb2_grpc.HealthStub(daemon.channel())
@@ -582,7 +579,8 @@ def test_a_cancelled_call_never_reaches_the_card(daemon: Daemon,
     before = slots.slot(0).status().apdus
     # The first call occupies the card; the others' deadlines pass while they wait in line.
     first = stub.Sign.future(pb.SignRequest(data=b"slow"), timeout=10)
-    time.sleep(0.05)
+    wait_until(lambda: slots.slot(0).status().apdus > before, timeout=5, interval=0.005,
+               what="the first call is at the card")
     late = [stub.Sign.future(pb.SignRequest(data=f"late {i}".encode()), timeout=0.1)
             for i in range(5)]
     for call in late:
@@ -652,8 +650,10 @@ def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path, test_ca: TestCA,
     wait_for_card(stub, READER0)
     stub.VerifyPin(pb.VerifyPinRequest(pin=PIN))
     slots.slot(0).set_delay(500)
+    before = slots.slot(0).status().apdus
     call = stub.Sign.future(pb.SignRequest(data=b"in flight"), timeout=10)
-    time.sleep(0.2)
+    wait_until(lambda: slots.slot(0).status().apdus > before, timeout=5, interval=0.005,
+               what="the signature is in flight at the card")
     daemon.process.terminate()
     assert call.result().signature
     assert daemon.process.wait(10) == 0
@@ -724,10 +724,8 @@ def test_a_card_another_program_holds_at_start_is_read_once_it_lets_go(
         with running_daemon(tmp_path / "run", "--trust-anchor",
                             str(test_ca.trust_bundle)) as daemon:
             stub = daemon.stub()
-            deadline = time.monotonic() + 5
-            while not daemon.log().count("trying again"):
-                assert time.monotonic() < deadline, daemon.log()
-                time.sleep(0.05)
+            wait_until(lambda: "trying again" in daemon.log(), timeout=5,
+                       what="eportd logs it will try the held card again")
             [entry] = [r for r in stub.ListReaders(pb.ListReadersRequest()).readers
                        if r.name == READER0]
             assert entry.card_present and entry.exclusive_elsewhere and not entry.card_id

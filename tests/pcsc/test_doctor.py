@@ -1,4 +1,4 @@
-"""`eport doctor` against the real stack (issue 4, acceptance): for each fault a user meets,
+"""`eport doctor` against the real stack (acceptance): for each fault a user meets,
 the finding code, its status and a remedy; nothing in doctor spends a try or changes state;
 the support bundle holds no secret."""
 
@@ -23,7 +23,8 @@ from eport.firmware_sim.ca import TestCA, init_ca
 from eport.firmware_sim.image import CardImage, read_image
 from tests.support.cards import provision_test_card, write_card
 from tests.support.daemon_stack import Daemon, running_daemon, wait_for_card
-from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot, wait_for
+from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
+from tests.support.waiting import wait_until
 
 from eport.protos.v1 import eportd_pb2 as pb  # isort: skip
 
@@ -168,7 +169,7 @@ def test_certificate_states(daemon: Daemon, sim_slots: Callable[..., SimSlots], 
         assert "您的IC卡还有" in finding["cause"]["zh"]
         assert 9 <= finding["details"]["days_left"] <= 11
     if code == "EP-C05":
-        # A certificate from the future points at the clock (seed 003, 十三(十三)).
+        # A certificate from the future points at the clock (QP FAQ §十三(十三)).
         clock = the_finding(result, "EP-T01", "FAIL")
         assert "not valid yet" in clock["cause"]["en"] and "timedatectl" in clock["remedy"]["en"]
     else:
@@ -220,9 +221,10 @@ def test_card_held_exclusively(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd,
         try:
             with running_daemon(tmp_path / "run", "--trust-anchor",
                                 str(test_ca.trust_bundle)) as daemon:
-                assert wait_for(lambda: any(
+                wait_until(lambda: any(
                     r.exclusive_elsewhere for r in daemon.stub().ListReaders(
-                        pb.ListReadersRequest()).readers), 5)
+                        pb.ListReadersRequest()).readers), timeout=5,
+                    what="eportd sees the reader held exclusively elsewhere")
                 code, result = doctor(daemon.socket)
         finally:
             holder.close()
@@ -256,8 +258,9 @@ def test_pcscd_stopped(tmp_path: Path, test_ca: TestCA, pcscd: Pcscd) -> None:
     with running_daemon(tmp_path / "run") as daemon:
         pcscd.stop()
         try:
-            assert wait_for(lambda: daemon.stub().GetDaemonInfo(
-                pb.GetDaemonInfoRequest()).pcsc_state != pb.SERVICE_RUNNING, 5)
+            wait_until(lambda: daemon.stub().GetDaemonInfo(
+                pb.GetDaemonInfoRequest()).pcsc_state != pb.SERVICE_RUNNING, timeout=5,
+                what="eportd notices pcscd is gone")
             code, result = doctor(daemon.socket)
         finally:
             pcscd.restart()

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +44,7 @@ from tests.support.cards import provision_test_card
 from tests.support.daemon_stack import wait_for_card
 from tests.support.gateway_stack import GATEWAY, Gateway, running_gateway, start_gateway
 from tests.support.pcsc_stack import Pcscd, reader_for_slot
+from tests.support.waiting import wait_until
 from tests.support.ws_protocol_client import (
     GatewayClient,
     Reply,
@@ -823,13 +824,6 @@ def test_too_many_requests_in_flight(env: Env, stack: Stack) -> None:
         still_works(client, card=image)
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_eportd_unreachable_and_card_held_elsewhere(env: Env, gateway: Gateway, stack: Stack
                                                     ) -> None:
     """eportd down: 50200, and the gateway carries on; the card held exclusively by another
@@ -849,9 +843,10 @@ def test_eportd_unreachable_and_card_held_elsewhere(env: Env, gateway: Gateway, 
                 try:
                     stack.start_daemon()
                     stub = stack.running().stub()
-                    _wait_until(lambda: any(
+                    wait_until(lambda: any(
                         r.name == READER0 and r.exclusive_elsewhere
-                        for r in stub.ListReaders(pb.ListReadersRequest()).readers))
+                        for r in stub.ListReaders(pb.ListReadersRequest()).readers),
+                        timeout=15, interval=0.1, what="eportd sees the card held elsewhere")
                     failed(client.call("SpcGetCardID"), "50070")
                     failed(client.call("SpcVerifyPIN", {"passwd": PIN}), "50070")
                 finally:
@@ -859,7 +854,8 @@ def test_eportd_unreachable_and_card_held_elsewhere(env: Env, gateway: Gateway, 
         finally:
             if stack.daemon is None or stack.daemon.process.poll() is not None:
                 stack.start_daemon()
-        _wait_until(lambda: client.call("SpcGetCardID").ok)
+        wait_until(lambda: client.call("SpcGetCardID").ok, timeout=15, interval=0.1,
+                   what="the gateway reads the card again")
         still_works(client, card=image)
         ok(client.call("SpcSignDataAsPEM", {"inData": "back", "passwd": PIN}))
         assert stack.pin_tries_left() in (3, -1)
@@ -957,7 +953,7 @@ def test_refused_block_transfers(env: Env, gateway: Gateway, small_gateway: Gate
         answer = _next_block(reply)
         assert answer["finish"] is True and not reply.ok, reply.describe()
         assert reply.error and reply.error[1] == "Err:Custom51500", reply.describe()
-        time.sleep(1)
+        time.sleep(1)  # not a wait: time in which no reply must come
         assert not reply_future.done(), "a refused transfer was handled"
         client.forget(401)
         still_works(client)
@@ -969,7 +965,7 @@ def test_refused_block_transfers(env: Env, gateway: Gateway, small_gateway: Gate
         last = transfer.replies[-1]
         assert _next_block(last)["finish"] is True and not last.ok, last.describe()
         assert last.error[1] == "Err:Custom51500", last.describe()
-        time.sleep(1)
+        time.sleep(1)  # not a wait: time in which no reply must come
         assert not reply_future.done(), "a transfer with a bad check code was handled"
         client.forget(401)
         still_works(client)
@@ -1196,6 +1192,7 @@ def test_card_pulled_mid_call(env: Env, gateway: Gateway, stack: Stack, tmp_path
         ok(client.call("SpcVerifyPIN", {"passwd": PIN}))
         # 1. Removed while the card is answering slowly.
         stack.slots.slot(0).set_delay(400)
+        before = stack.slots.slot(0).status().apdus
         signing = client.send_request("SpcSignDataAsPEM", {"inData": "pulled"})
         other = client.send_request("SpcEncodePEM", {"inData": "same connection"})
         digest = bystander.send_request("SpcSHA1Digest", {"szInfo": "other connection"})
@@ -1203,7 +1200,8 @@ def test_card_pulled_mid_call(env: Env, gateway: Gateway, stack: Stack, tmp_path
         assert ok(other.result(5)) == [base64.b64encode(b"same connection").decode()]
         assert ok(digest.result(5)) == [hashlib.sha1(b"other connection").hexdigest().upper()]
         assert not signing.done(), "the slow signature finished before the quick requests"
-        time.sleep(0.2)
+        wait_until(lambda: stack.slots.slot(0).status().apdus > before, timeout=5,
+                   interval=0.005, what="the signature is at the card")
         stack.slots.remove(0)
         stack.slots.slot(0).set_delay(0)
         _pulled_or_signed(signing.result(60), image, b"pulled", tmp_path)
@@ -1364,9 +1362,8 @@ def test_signing_requests_are_logged_without_secrets(env: Env, gateway: Gateway,
             signature, _ = ok(client.call(method, args, request_id=request_id))
             signatures.append(signature)
         failed(client.call("SpcVerifyPIN", {"passwd": WRONG_PIN}), "0A000024")
-    deadline = time.monotonic() + 5
-    while not all(rid in gateway.log() for rid in requests) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: all(rid in gateway.log() for rid in requests), timeout=5,
+               what="every signing request is in the gateway's log")
     log = gateway.log()
     for request_id, (method, _) in requests.items():
         lines = [line for line in log.splitlines() if request_id in line]

@@ -23,7 +23,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from tests.support.cards import provision_test_card, write_card
 from tests.support.daemon_stack import start_daemon, wait_for_card
 from tests.support.gateway_stack import GATEWAY, Gateway, running_gateway
 from tests.support.pcsc_stack import Pcscd, reader_for_slot, stack_unavailable
+from tests.support.waiting import wait_until
 from tests.support.ws_protocol_client import GatewayClient, Reply, block_frame, check_code
 
 pytestmark = pytest.mark.pcsc
@@ -152,13 +152,12 @@ def rsa_signature_verifies(image: CardImage, data: bytes, signature_b64: str) ->
 
 
 def wait_for_log(gateway: Gateway, pattern: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(pattern, gateway.log())
-        if found:
-            return found.group(0)
-        time.sleep(0.05)
-    raise AssertionError(f"no log line matching {pattern!r}:\n{gateway.log()[-3000:]}")
+    try:
+        found = wait_until(lambda: re.search(pattern, gateway.log()), timeout=timeout,
+                           what=f"a log line matching {pattern!r}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{gateway.log()[-3000:]}") from None
+    return found.group(0)
 
 
 # ---- a. wss and ws: one gateway, one protocol ----
@@ -267,8 +266,8 @@ frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(
 received, ended = b"", "timeout"
 try:
     conn.sendall(("\r\n".join(headers) + "\r\n\r\n").encode() + frame)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and tag.encode() not in received:
+    deadline = time.monotonic() + 10  # not a wait: a read loop, recv() blocks until data comes
+    while time.monotonic() < deadline and tag.encode() not in received:  # not a wait: as above
         conn.settimeout(max(0.1, deadline - time.monotonic()))
         chunk = conn.recv(65536)
         if not chunk:
@@ -529,14 +528,14 @@ def test_connections_over_the_cap_are_refused(stack: CardStack, tls_home: TlsHom
         finally:
             second.close()
         # Once the gateway has seen the close, the freed place takes a new connection.
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with GatewayClient.connect(capped.url) as again:
-                    still_works(again)
-                break
-            except (ConnectionClosed, AssertionError):  # still counted: try again
-                assert time.monotonic() < deadline, "the closed connection's place never freed"
+        def connected_again() -> bool:
+            with GatewayClient.connect(capped.url) as again:
+                still_works(again)
+            return True
+
+        wait_until(connected_again, timeout=10,
+                   retry_on=(ConnectionClosed, AssertionError),  # still counted: try again
+                   what="the closed connection's place is free")
         first.close()
 
 

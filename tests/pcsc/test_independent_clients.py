@@ -1,6 +1,6 @@
 """Independent PC/SC software uses the simulated card through the real pcscd: OpenSC's PKCS#11
-module and tools, yubico-piv-tool, and OpenSSL verifying what the card signed (issue 2,
-acceptance)."""
+module and tools, yubico-piv-tool, and OpenSSL verifying what the card signed
+(acceptance)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One simulated card seen through two backends (issue 15): PC/SC PIV directly, and OpenSC's
+"""One simulated card seen through two backends: PC/SC PIV directly, and OpenSC's
 PKCS#11 module through our PKCS#11 backend. Same certificates, same card id, valid signatures
 (OpenSSL checks), and the PIN tries OpenSC's token flags report follow the card's counter.
 

@@ -1,6 +1,6 @@
-"""A card in the real E-port certificate profile (issue 15, acceptance "A real-profile card"):
+"""A card in the real E-port certificate profile (acceptance "a real-profile card"):
 provisioned with `eport-sim provision --profile real` (no E-port data object, GBK extensions,
-DESIGN §3), read through pcscd and the real eportd socket with the `eport` CLI."""
+E-port certificate profile), read through pcscd and the real eportd socket with the `eport` CLI."""
 
 from __future__ import annotations
 

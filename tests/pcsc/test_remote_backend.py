@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from tests.support.eport_cli import describe, ok_json, run_eport
 from tests.support.gateway_stack import Gateway, start_gateway
 from tests.support.pcsc_stack import Pcscd, reader_for_slot
 from tests.support.presence_recorder import PresenceRecorder
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pcsc
 
@@ -239,13 +239,13 @@ def test_acceptance_through_a_second_eportd_and_the_cli(
         gateway.stop()
         # Once eportd has noticed (it polls the card id every second), the error names the
         # remote client, not pcscd (which is fine).
-        deadline = time.monotonic() + 15
-        while True:
-            down = run_eport("card", "info", "--reader", reader, "--json",
+        def refused() -> subprocess.CompletedProcess[str] | None:
+            info = run_eport("card", "info", "--reader", reader, "--json",
                              socket_path=second.socket)
-            if down.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)  # polling eportd until it reports the client gone
+            return info if info.returncode != 0 else None
+
+        down = wait_until(refused, timeout=15, interval=0.2,
+                          what="eportd reports the client gone")
         assert down.returncode != 0 and "pcscd" not in down.stdout, describe(down)
         assert "The remote E-port client cannot be reached" in down.stdout, describe(down)
         restarted = start_gateway(stack.socket, "--no-tls", "--port", str(port))

@@ -1,5 +1,5 @@
 """The simulator as pcscd sees it: hotplug, faults, restarts, the control interface, and the
-PIN lockout surviving restarts and kill -9 (issue 2, acceptance)."""
+PIN lockout surviving restarts and kill -9 (acceptance)."""
 
 from __future__ import annotations
 
@@ -303,7 +303,7 @@ def test_kill_9_during_verify_through_pcscd(pcscd: Pcscd, card_images: dict[str,
 
         worker = threading.Thread(target=verify)
         worker.start()
-        time.sleep(rng.uniform(0, 0.006))
+        time.sleep(rng.uniform(0, 0.006))  # not a wait: a random moment to kill the card at
         process.kill()
         process.wait()
         worker.join(10)

@@ -2,7 +2,7 @@
 
 Run the long campaign (the issue asks for at least 100,000 APDUs):
 
-    .venv/bin/python -m tests.support.apdu_fuzz --count 100000 --seed 1
+    .venv/bin/python -m tests.support.apdu_fuzz --count 100000 --seed=1
 
 and the same count through the real pcscd to a card in a vpcd slot (tests/support/
 apdu_fuzz_pcscd.py; the reader must answer throughout):

@@ -95,7 +95,7 @@ class _Watchdog:
             self._pending = None
 
     def _run(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(0.2):  # not a wait: a watchdog timing each APDU
             with self._lock:
                 pending = self._pending
                 stalled = pending is not None and time.monotonic() - pending[1] > STALL_SECONDS

@@ -25,7 +25,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.support.gateway_stack import GATEWAY, Gateway
+from tests.support.waiting import wait_until
 
 PAGES = Path(__file__).resolve().parent.parent / "browser" / "pages"
 WS_PORT, WSS_PORT = 61232, 61231
@@ -90,15 +90,10 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def wait_for_listening(port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)
-    return False
+def is_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 # ---- the page certificates ----
@@ -392,10 +387,9 @@ class BrowserStack:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                        env=environment, start_new_session=True)
         try:
-            deadline = time.monotonic() + timeout
-            while not run.done.wait(0.1):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    break
+            with contextlib.suppress(AssertionError):  # time is up: the result says not done
+                wait_until(lambda: run.done.is_set() or process.poll() is not None,
+                           timeout=timeout, interval=0.1, what="the page says it is done")
         finally:
             _stop_process_group(process)
         return PageResult(url, list(run.reports), list(run.origins), run.done.is_set(),
@@ -471,8 +465,13 @@ def start_fixed_port_gateway(eportd_socket: Path, home: BrowserHome, origins: Se
     gateway = Gateway(process, f"ws://127.0.0.1:{WS_PORT}",
                       wss_url=f"wss://{WSS_HOST}:{WSS_PORT}" if tls else None,
                       _log=log, _reader=reader)
-    ready = listening.wait(timeout) and gateway.alive() and all(
-        wait_for_listening(port, timeout) for port in ports)
+    ready = listening.wait(timeout) and gateway.alive()
+    if ready:
+        try:
+            wait_until(lambda: all(is_listening(port) for port in ports), timeout=timeout,
+                       what=f"eport-gateway accepts connections on {ports}")
+        except AssertionError:
+            ready = False
     if not ready:
         gateway.stop()
         raise AssertionError(f"eport-gateway did not listen on {ports}:\n" + gateway.log())

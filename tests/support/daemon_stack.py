@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc
+from tests.support.waiting import wait_until
 
 
 @dataclass
@@ -53,20 +54,18 @@ class Daemon:
         return self.process.returncode
 
 
-def wait_until_serving(socket: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if socket.exists():
-            with grpc.insecure_channel(f"unix:{socket}") as channel:
-                try:
-                    answer = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return True
-                except grpc.RpcError:
-                    pass
-        time.sleep(0.02)
-    return False
+def is_serving(socket: Path) -> bool:
+    """eportd's health service answers SERVING on `socket` (False while it is still starting)."""
+    if not socket.exists():
+        return False
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    serving: bool = answer.status == health_pb2.HealthCheckResponse.SERVING
+    return serving
 
 
 def start_daemon(directory: Path, *args: str, env: dict[str, str] | None = None,
@@ -83,7 +82,13 @@ def start_daemon(directory: Path, *args: str, env: dict[str, str] | None = None,
             [sys.executable, "-m", "eport.daemon.main", "--socket", str(socket),
              "--no-systemd-activation", *args],
             stdout=log, stderr=subprocess.STDOUT, env=environment)
-    if not wait_until_serving(socket, timeout):
+    try:
+        wait_until(lambda: is_serving(socket) or process.poll() is not None, timeout=timeout,
+                   interval=0.02, what=f"eportd serves on {socket}")
+        ready = is_serving(socket)
+    except AssertionError:
+        ready = False
+    if not ready:
         process.kill()
         process.wait()
         raise RuntimeError(f"eportd did not become ready:\n{log_path.read_text()}")
@@ -127,12 +132,12 @@ def expect_error(call: Callable[[], object], reason: str) -> pb.ErrorDetail:
 
 def wait_for_card(stub: pb_grpc.CardServiceStub, reader: str, present: bool = True,
                   timeout: float = 10.0) -> pb.Reader:
-    deadline = time.monotonic() + timeout
-    while True:
+    def shown() -> pb.Reader | None:
         for entry in stub.ListReaders(pb.ListReadersRequest()).readers:
             if entry.name == reader and entry.card_present == present and (
                     not present or entry.card_id or entry.error):
                 return entry
-        if time.monotonic() > deadline:
-            raise AssertionError(f"reader {reader!r} never showed card_present={present}")
-        time.sleep(0.02)
+        return None
+
+    return wait_until(shown, timeout=timeout, interval=0.02,
+                      what=f"reader {reader!r} shows card_present={present}")

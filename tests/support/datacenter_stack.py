@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,16 +26,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from eport.cardlib.key_kind import KeyKind
+from eport.cardlib.signing_algorithms import default_algorithm
 from eport.common import sm2
 from eport.common.customs.envelope import build_payload
 from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import datacenter_pb2 as pb
 from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 from tests.support.datacenter_db import new_database
+from tests.support.waiting import wait_until
 
 _MAX_SOCKET_PATH = 100
-DEFAULT_ALGORITHM = {"rsa1024": pb.SHA1_WITH_RSA, "rsa2048": pb.SHA256_WITH_RSA,
-                     "p256": pb.ECDSA_P256_SHA256, "sm2": pb.SM2_WITH_SM3}
+
+
+def card_default_algorithm(key: str) -> int:
+    """What a card of this key kind ("rsa1024", ...) signs with (cardlib.signing_algorithms)."""
+    return pb.SignatureAlgorithm.Value(default_algorithm(KeyKind(key)).value)
+
 
 
 @dataclass
@@ -61,7 +67,7 @@ class SigningCard:
         return self._loaded_key
 
     def sign(self, data: bytes, algorithm: int | None = None) -> bytes:
-        chosen = DEFAULT_ALGORITHM[self.image.profile.algorithm] if algorithm is None \
+        chosen = card_default_algorithm(self.image.profile.algorithm) if algorithm is None \
             else algorithm
         if chosen == pb.SM2_WITH_SM3:
             d = int.from_bytes(self.image.private_key, "big")
@@ -79,7 +85,7 @@ class SigningCard:
                 payload: bytes | None = None) -> pb.SignedRequest:
         data = payload if payload is not None else build_payload(method, body, nonce=nonce,
                                                                  now=now)
-        chosen = DEFAULT_ALGORITHM[self.image.profile.algorithm] if algorithm is None \
+        chosen = card_default_algorithm(self.image.profile.algorithm) if algorithm is None \
             else algorithm
         return pb.SignedRequest(payload=data, signature=self.sign(data, chosen),
                                 certificate=self.image.certificate,
@@ -147,22 +153,28 @@ class DataCenterProcess:
         self._wait_serving(timeout)
 
     def _wait_serving(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"eport-datacenter exited with {self.process.returncode}:"
+        process = self.process
+        assert process is not None
+
+        def serving() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"eport-datacenter exited with {process.returncode}:"
                                    f"\n{self.log()}")
             # A channel made before the socket exists backs off for a second: wait for it.
-            if self.socket_path.exists():
-                with contextlib.suppress(grpc.RpcError), \
-                        grpc.insecure_channel(self.address) as channel:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service=""), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-            time.sleep(0.02)
-        raise RuntimeError(f"eport-datacenter did not become ready:\n{self.log()}")
+            if not self.socket_path.exists():
+                return False
+            with grpc.insecure_channel(self.address) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1)
+            answered: bool = reply.status == health_pb2.HealthCheckResponse.SERVING
+            return answered
+
+        try:
+            wait_until(serving, timeout=timeout, interval=0.02, retry_on=(grpc.RpcError,),
+                       what="eport-datacenter serves")
+        except AssertionError as exc:
+            raise RuntimeError(f"eport-datacenter did not become ready ({exc}):\n{self.log()}"
+                               ) from None
 
     def channel(self) -> grpc.Channel:
         channel = grpc.insecure_channel(self.address)

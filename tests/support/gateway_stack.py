@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +84,7 @@ def start_gateway(eportd_socket: Path, *args: str, timeout: float = 20.0,
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    deadline = time.monotonic() + timeout
-    while not ready.wait(0.05):
-        if time.monotonic() > deadline:
-            break
+    ready.wait(timeout)  # set by the pump on the "listening" line or when the process exits
     if not found:
         process.kill()
         process.wait()

@@ -48,8 +48,13 @@ class _CardLink:
         self._backend = backend
         self._reader = reader
         self._card = card
+        self._generation = backend.generation
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        if self._backend.generation != self._generation:
+            # As after a pcscd restart or a PKCS#11 module reinitialised: the handle is dead
+            # and the command does not reach the card.
+            raise TokenUnavailable(Unavailable.INVALID_HANDLE, "the backend restarted")
         if self._backend.card_in(self._reader) is not self._card:
             raise TokenUnavailable(Unavailable.CARD_REMOVED, "the card was removed")
         self._backend.log_of(self._card).commands.append((apdu[1], apdu[3], len(apdu) > 5))
@@ -94,6 +99,7 @@ class InProcessBackend:
         self._released = threading.Event()
         self._released.set()
         self.waiting = 0  # transactions waiting in hold()
+        self.generation = 0  # bumped by restart(): connections made before are dead
 
     # ---- controls for the test ----
 
@@ -131,6 +137,16 @@ class InProcessBackend:
             listener = self._listener
         if listener is not None:
             listener.presence_changed(presence, reinserted=True)
+
+    def restart(self) -> None:
+        """The backend restarts under every open connection (pcscd restarted, a PKCS#11 module
+        reinitialised): their handles die and the cards are reset, so nothing stays verified.
+        The cards stay in their readers."""
+        with self._lock:
+            self.generation += 1
+            for slot in self._readers.values():
+                if slot.card is not None:
+                    slot.card.reset()
 
     def hold(self) -> None:
         self._released.clear()

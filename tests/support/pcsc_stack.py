@@ -29,6 +29,7 @@ from eport.cardlib.pcsc.transport import PcscContext, PcscError
 from eport.firmware_sim.image import CardImage, load_card
 from eport.firmware_sim.runner import CardFactory, SimulatorRunner, SlotRunner
 from eport.firmware_sim.vpcd import SLOTS_PER_READER_ENTRY, port_for_slot, reader_name
+from tests.support.waiting import wait_until
 
 VPCD_READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
@@ -49,15 +50,6 @@ def vpcd_readers_present(readers: tuple[str, ...] = VPCD_READERS) -> bool:
             return all(r in context.list_readers() for r in readers)
     except PcscError:
         return False
-
-
-def wait_for(condition: object, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return True
-        time.sleep(interval)
-    return bool(callable(condition) and condition())
 
 
 @dataclass
@@ -85,8 +77,8 @@ class Pcscd:
         packaged one); returns once `readers` are listed."""
         self.stop()
         self.process = _spawn_pcscd(config)
-        if not wait_for(lambda: vpcd_readers_present(readers), 15):
-            raise RuntimeError("pcscd did not come back with the vpcd readers")
+        wait_until(lambda: vpcd_readers_present(readers), timeout=15,
+                   what=f"pcscd is back and lists the vpcd readers {readers}")
 
 
 def _spawn_pcscd(config: Path | None = None) -> subprocess.Popen[bytes]:
@@ -146,7 +138,9 @@ def start_pcscd_if_needed() -> Pcscd:
     if not Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so").exists():
         stack_unavailable("the vpcd driver is not installed (apt-get install vsmartcard-vpcd)")
     process = _spawn_pcscd()
-    if not wait_for(vpcd_readers_present, 15):
+    try:
+        wait_until(vpcd_readers_present, timeout=15, what="pcscd lists the vpcd readers")
+    except AssertionError:
         process.kill()
         stack_unavailable("pcscd started but the vpcd readers did not appear")
     return Pcscd(process)

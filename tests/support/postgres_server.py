@@ -15,10 +15,11 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+from tests.support.waiting import wait_until
 
 _PORT = 5432  # only names the socket file (.s.PGSQL.5432) in our own directory
 _START_TIMEOUT = 30.0
@@ -90,20 +91,21 @@ class PostgresServer:
     def _wait_ready(self) -> None:
         import psycopg
 
-        deadline = time.monotonic() + _START_TIMEOUT
-        assert self.process is not None
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.process.returncode}:\n"
-                                   f"{self.log()}")
-            try:
-                with psycopg.connect(self.url(), connect_timeout=2):
-                    return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not accept connections:\n{self.log()}"
-                                       ) from None
-            time.sleep(0.05)  # polling the socket until the server accepts
+        process = self.process
+        assert process is not None
+
+        def accepts() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"postgres exited with {process.returncode}:\n{self.log()}")
+            with psycopg.connect(self.url(), connect_timeout=2):
+                return True
+
+        try:
+            wait_until(accepts, timeout=_START_TIMEOUT, retry_on=(psycopg.OperationalError,),
+                       what="postgres accepts connections")
+        except AssertionError as exc:
+            raise RuntimeError(f"postgres did not accept connections ({exc}):\n{self.log()}"
+                               ) from None
 
     def create_database(self, name: str) -> None:
         import psycopg

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from eport.cardlib.token import ReaderPresence
+from tests.support.waiting import wait_until
 
 
 class PresenceRecorder:
@@ -46,9 +46,7 @@ class PresenceRecorder:
         self._record("scan_complete", "")
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not condition():
-                left = deadline - time.monotonic()
-                assert left > 0, f"timed out waiting for {what}; events: {self.events[-12:]}"
-                self._changed.wait(left)
+        try:
+            wait_until(condition, timeout=timeout, interval=0.01, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; events: {self.events[-12:]}") from None

@@ -1,5 +1,6 @@
 """An independent client of the E-port client websocket protocol, written only from
-docs/gateway.md (and DESIGN.md §5): nothing here comes from, or is shared with, the gateway.
+docs/gateway.md (and the page library in docs/sources.md): nothing here comes from, or is
+shared with, the gateway.
 
 It waits for the greeting, sends requests with the caller's `_id`s, matches replies by `_id`
 (many requests in flight per connection), and sends raw frames: malformed JSON, binary frames,

@@ -46,7 +46,11 @@ def _who_am_i_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[
 
 
 def _sleep(request: bytes, context: grpc.ServicerContext) -> bytes:
-    time.sleep(float(request.decode() or "1"))
+    path = os.environ.get(EVENTS_ENV)
+    if path:  # so that a test can wait until the call is in flight
+        with open(path, "a", encoding="utf-8") as log:
+            log.write("sleep-started\n")
+    time.sleep(float(request.decode() or "1"))  # not a wait: the slow call a test lets run
     return b"slept"
 
 

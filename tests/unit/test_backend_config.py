@@ -26,9 +26,9 @@ def refused(call: object) -> ServerConfigError:
     with pytest.raises(ServerConfigError) as caught:
         call()  # type: ignore[operator]
     error = caught.value
-    assert error.message_zh and error.message_en
-    assert "解决办法" in error.message_zh or "请用" in error.message_zh, error.message_zh
-    assert "Remedy" in error.message_en or "instead" in error.message_en, error.message_en
+    assert error.message.zh and error.message.en and error.remedy.zh and error.remedy.en
+    assert "解决办法" in error.text.zh or "请用" in error.text.zh, error.text.zh
+    assert "Remedy" in error.text.en or "instead" in error.text.en, error.text.en
     return error
 
 
@@ -77,12 +77,12 @@ def test_a_bad_file_is_refused_with_its_place_and_remedy(tmp_path: Path, text: s
     config = tmp_path / "eportd.toml"
     config.write_text(text, encoding="utf-8")
     error = refused(lambda: from_file(config))
-    assert says in error.message_en and str(config) in error.message_en
+    assert says in error.text.en and str(config) in error.text.en
 
 
 def test_a_missing_file_is_refused() -> None:
     error = refused(lambda: specs(Path("/nonexistent/eportd.toml")))
-    assert "Cannot read the configuration file /nonexistent/eportd.toml" in error.message_en
+    assert "Cannot read the configuration file /nonexistent/eportd.toml" in error.text.en
 
 
 @pytest.mark.parametrize(("kwargs", "says"), [
@@ -91,4 +91,4 @@ def test_a_missing_file_is_refused() -> None:
     ({"modules": (MODULE,), "sm2": "zero"}, "not a number")])
 def test_bad_flags_are_refused(kwargs: dict[str, object], says: str) -> None:
     error = refused(lambda: specs(**kwargs))  # type: ignore[arg-type]
-    assert says in error.message_en
+    assert says in error.text.en

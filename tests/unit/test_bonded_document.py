@@ -1,4 +1,4 @@
-"""The eport-bonded/1 document: field rules of seed 000 §2.2.1.2 (header) and §2.2.1.3 (body),
+"""The eport-bonded/1 document: field rules of bonded manual §2.2.1.2 (header) and §2.2.1.3 (body),
 the checks at 暂存 and 申报 of §2.4, the e-book record rules, and the stock totals."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_the_sample_helper_refuses_an_unknown_header_key() -> None:
         valid_bonded(interal_number="x")
 
 
-# -- header field rules, seed 000 §2.2.1.2 ---------------------------------------------------
+# -- header field rules, bonded manual §2.2.1.2 ---------------------------------------------------
 
 HEADER_BAD = [
     # key, bad value, problem code
@@ -144,13 +144,13 @@ HEADER_BAD = [
 
 
 @pytest.mark.parametrize(("key", "value", "code"), HEADER_BAD)
-def test_seed_000_2_2_1_2_header_field_format(key: str, value: str, code: str) -> None:
+def test_bonded_manual_2_2_1_2_header_field_format(key: str, value: str, code: str) -> None:
     for check in (save_problems, declare_problems):
         problem = only(check(with_header(**{key: value})), f"header.{key}")
         assert problem.code == code
         assert problem.message_zh.startswith(f"{HEADER_ZH[key]} {FORMAT_ZH}")
         assert problem.message_en.startswith(f"{key}: {FORMAT_EN} (")
-        assert problem.section == "seed 000 §2.2.1.2, §2.4"
+        assert problem.section == "bonded manual §2.2.1.2, §2.4"
 
 
 HEADER_LONGEST = {
@@ -162,12 +162,12 @@ HEADER_LONGEST = {
     "business_scope": "经" * 2000, "remarks": "x" * 255}
 
 
-def test_seed_000_2_2_1_2_the_longest_values_are_accepted() -> None:
+def test_bonded_manual_2_2_1_2_the_longest_values_are_accepted() -> None:
     document = with_header(**HEADER_LONGEST)
     assert declare_problems(document) == []
 
 
-def test_seed_000_2_2_1_2_codes_of_the_tables_are_accepted() -> None:
+def test_bonded_manual_2_2_1_2_codes_of_the_tables_are_accepted() -> None:
     for mode in tables.table("management_mode"):
         assert declare_problems(valid_bonded(management_mode=mode),
                                 lookup=sample_lookup()) == []
@@ -177,8 +177,8 @@ def test_seed_000_2_2_1_2_codes_of_the_tables_are_accepted() -> None:
         assert declare_problems(with_header(investment_country=country)) == []
 
 
-def test_seed_000_2_2_1_2_investment_country_takes_the_numeric_country_codes() -> None:
-    """Seed 000 §2.2.1.2 投资国别: "4 位. 企业按照国别代码表": the numeric codes of the customs
+def test_bonded_manual_2_2_1_2_investment_country_takes_the_numeric_country_codes() -> None:
+    """Bonded manual §2.2.1.2 投资国别: "4 位. 企业按照国别代码表": the numeric codes of the customs
     country table (142 中国, 110 中国香港, 502 美国 …) beside ISO alpha-3, kept as entered."""
     from eport.common.customs.tables import numeric_country, table
     assert (numeric_country("142"), numeric_country("110"), numeric_country("502")) == (
@@ -202,7 +202,7 @@ def test_seed_000_2_2_1_2_investment_country_takes_the_numeric_country_codes() -
         assert "142" in problem.message_zh and "142" in problem.message_en
 
 
-def test_seed_000_2_2_1_2_a_label_instead_of_a_code_gets_the_code_as_hint() -> None:
+def test_bonded_manual_2_2_1_2_a_label_instead_of_a_code_gets_the_code_as_hint() -> None:
     problem = only(save_problems(with_header(enterprise_nature="个体")),
                    "header.enterprise_nature")
     assert "请填代码 7" in problem.message_zh and "write the code 7" in problem.message_en
@@ -211,7 +211,7 @@ def test_seed_000_2_2_1_2_a_label_instead_of_a_code_gets_the_code_as_hint() -> N
     assert "3" in problem.message_en
 
 
-def test_seed_000_2_2_1_2_a_credit_code_in_the_customs_code_field_is_named() -> None:
+def test_bonded_manual_2_2_1_2_a_credit_code_in_the_customs_code_field_is_named() -> None:
     code = "91110105MA01ABCD1" + credit_code_check_char("91110105MA01ABCD1")
     problem = only(save_problems(with_header(enterprise_code=code)), "header.enterprise_code")
     assert "unified social credit code" in problem.message_en
@@ -225,13 +225,13 @@ def test_seed_000_2_2_1_2_a_credit_code_in_the_customs_code_field_is_named() -> 
 HEADER_REQUIRED = [f.key for f in HEADER if f.required == REQUIRED]
 
 
-def test_seed_000_2_2_1_2_the_required_header_fields() -> None:
+def test_bonded_manual_2_2_1_2_the_required_header_fields() -> None:
     assert HEADER_REQUIRED == ["internal_number", "enterprise_code", "enterprise_name",
                                "stocktaking_date", "management_mode", "enterprise_nature"]
 
 
 @pytest.mark.parametrize("key", HEADER_REQUIRED)
-def test_seed_000_2_4_an_empty_required_header_field(key: str) -> None:
+def test_bonded_manual_2_4_an_empty_required_header_field(key: str) -> None:
     document = with_header(**{key: ""})
     document["items"] = []
     for check in (save_problems, declare_problems):
@@ -239,10 +239,10 @@ def test_seed_000_2_4_an_empty_required_header_field(key: str) -> None:
         assert problem.code == "required"
         assert problem.message_zh == f"{HEADER_ZH[key]} 不能为空"
         assert problem.message_en.startswith(f"{key}: must not be empty; expected ")
-        assert problem.section == "seed 000 §2.2.1.2, §2.4"
+        assert problem.section == "bonded manual §2.2.1.2, §2.4"
 
 
-def test_seed_000_2_4_a_missing_key_is_an_empty_field() -> None:
+def test_bonded_manual_2_4_a_missing_key_is_an_empty_field() -> None:
     document = valid_bonded()
     del document["header"]["stocktaking_date"]
     document["items"] = []
@@ -250,27 +250,27 @@ def test_seed_000_2_4_a_missing_key_is_an_empty_field() -> None:
 
 
 @pytest.mark.parametrize("key", [f.key for f in HEADER if f.required == OPTIONAL])
-def test_seed_000_2_2_1_2_optional_header_fields_may_be_empty(key: str) -> None:
+def test_bonded_manual_2_2_1_2_optional_header_fields_may_be_empty(key: str) -> None:
     assert declare_problems(with_header(**{key: ""})) == []
 
 
-def test_seed_000_2_2_1_2_the_declaration_date_is_filled_by_the_system() -> None:
+def test_bonded_manual_2_2_1_2_the_declaration_date_is_filled_by_the_system() -> None:
     for check in (save_problems, declare_problems):
         problem = only(check(with_header(declaration_date="20260917")),
                        "header.declaration_date")
         assert problem.code == "rule"
         assert "申报日期 由系统在申报成功时返填" in problem.message_zh
-        assert problem.section == "seed 000 §2.2.1.2"
+        assert problem.section == "bonded manual §2.2.1.2"
 
 
-def test_seed_000_2_2_1_2_messages_name_fields_as_the_seed_does() -> None:
+def test_bonded_manual_2_2_1_2_messages_name_fields_as_the_manual_does() -> None:
     document = with_header(internal_number="", stocktaking_date="2026-09-16")
     messages = [p.message_zh for p in save_problems(document)]
     assert "企业内部编号 不能为空" in messages
     assert any(m.startswith("盘库日期 字段格式不正确，请修改") for m in messages)
 
 
-# -- body field rules, seed 000 §2.2.1.3 -----------------------------------------------------
+# -- body field rules, bonded manual §2.2.1.3 -----------------------------------------------------
 
 QUANTITY_KEYS = [f.key for f in ITEM if f.key.endswith("_qty")]
 ITEM_BAD = [
@@ -289,17 +289,17 @@ ITEM_BAD = [
 
 
 @pytest.mark.parametrize(("key", "value", "code"), ITEM_BAD)
-def test_seed_000_2_2_1_3_body_field_format(key: str, value: str, code: str) -> None:
+def test_bonded_manual_2_2_1_3_body_field_format(key: str, value: str, code: str) -> None:
     document = with_item(1, **{key: value})
     for check in (save_problems, declare_problems):
         problem = only(check(document), f"items[1].{key}")
         assert problem.code == code
         assert problem.message_zh.startswith(f"表体第2项 {ITEM_ZH[key]} {FORMAT_ZH}")
         assert problem.message_en.startswith(f"items[1].{key}: {FORMAT_EN} (")
-        assert problem.section == "seed 000 §2.2.1.3, §2.4"
+        assert problem.section == "bonded manual §2.2.1.3, §2.4"
 
 
-def test_seed_000_2_2_1_3_the_longest_body_values_are_accepted() -> None:
+def test_bonded_manual_2_2_1_3_the_longest_body_values_are_accepted() -> None:
     zero = {key: "" for key in QUANTITY_KEYS} | {"online_qty": "0",
                                                   "transferred_in_undeclared_qty": "0"}
     document = with_item(0, record_item_number="123456789", hs_code="3926909090",
@@ -310,12 +310,12 @@ def test_seed_000_2_2_1_3_the_longest_body_values_are_accepted() -> None:
     assert declare_problems(normalise(document)) == []
 
 
-def test_seed_000_2_2_1_3_a_computed_total_longer_than_18_characters_is_reported() -> None:
+def test_bonded_manual_2_2_1_3_a_computed_total_longer_than_18_characters_is_reported() -> None:
     document = normalise(with_item(0, stock_qty="9" * 18, online_qty="1", total_stock_qty=""))
     assert only(declare_problems(document), "items[0].total_stock_qty").code == "length"
 
 
-def test_seed_000_2_2_1_3_a_json_number_is_named_write_numbers_as_strings() -> None:
+def test_bonded_manual_2_2_1_3_a_json_number_is_named_write_numbers_as_strings() -> None:
     problem = only(save_problems(with_item(0, stock_qty=12)), "items[0].stock_qty")
     assert problem.code == "format" and "write numbers as strings" in problem.message_en
     problem = only(save_problems(with_item(0, stock_qty=None)), "items[0].stock_qty")
@@ -325,38 +325,38 @@ def test_seed_000_2_2_1_3_a_json_number_is_named_write_numbers_as_strings() -> N
 ITEM_REQUIRED = [f.key for f in ITEM if f.required == REQUIRED]
 
 
-def test_seed_000_2_2_1_3_the_required_body_fields() -> None:
+def test_bonded_manual_2_2_1_3_the_required_body_fields() -> None:
     assert ITEM_REQUIRED == ["record_item_number", "hs_code", "name", "unit", "stock_qty",
                              "online_qty", "transferred_in_undeclared_qty", "total_stock_qty"]
 
 
 @pytest.mark.parametrize("key", ITEM_REQUIRED)
-def test_seed_000_2_4_an_empty_required_body_field(key: str) -> None:
+def test_bonded_manual_2_4_an_empty_required_body_field(key: str) -> None:
     for check in (save_problems, declare_problems):
         problem = only(check(with_item(1, **{key: ""})), f"items[1].{key}")
         assert problem.code == "required"
         assert problem.message_zh == f"表体第2项 {ITEM_ZH[key]} 不能为空"
-        assert problem.section == "seed 000 §2.2.1.3, §2.4"
+        assert problem.section == "bonded manual §2.2.1.3, §2.4"
 
 
 @pytest.mark.parametrize("key", [f.key for f in ITEM if f.required == OPTIONAL])
-def test_seed_000_2_2_1_3_optional_body_fields_may_be_empty(key: str) -> None:
+def test_bonded_manual_2_2_1_3_optional_body_fields_may_be_empty(key: str) -> None:
     document = normalise(with_item(0, **{key: "", "total_stock_qty": ""}))
     assert declare_problems(document) == []
 
 
-def test_seed_000_2_2_1_3_item_numbers_are_filled_by_the_system() -> None:
+def test_bonded_manual_2_2_1_3_item_numbers_are_filled_by_the_system() -> None:
     document = with_item(1, item_number=5)
     problem = only(save_problems(document), "items[1].item_number")
     assert problem.code == "rule" and "序号 由系统自动反填, 应为 2" in problem.message_zh
-    assert problem.section == "seed 000 §2.2.1.3"
+    assert problem.section == "bonded manual §2.2.1.3"
     assert save_problems(normalise(document)) == []
 
 
 # -- §2.4: the order and number of problems at 暂存 and 申报 ----------------------------------
 
 
-def test_seed_000_2_4_save_gives_the_first_bad_field_and_the_first_empty_one() -> None:
+def test_bonded_manual_2_4_save_gives_the_first_bad_field_and_the_first_empty_one() -> None:
     document = with_header(internal_number="", enterprise_name="", remarks="x" * 256,
                            stocktaking_date="2026-09-16", investment_country="ZZZ")
     document["items"] = []
@@ -367,7 +367,7 @@ def test_seed_000_2_4_save_gives_the_first_bad_field_and_the_first_empty_one() -
     ]
 
 
-def test_seed_000_2_4_save_reports_the_header_before_the_body() -> None:
+def test_bonded_manual_2_4_save_reports_the_header_before_the_body() -> None:
     document = with_header(remarks="x" * 256)
     document["items"][0]["hs_code"] = "39.26"
     document["items"][1]["name"] = ""
@@ -378,7 +378,7 @@ def test_seed_000_2_4_save_reports_the_header_before_the_body() -> None:
     assert [p.path for p in problems] == ["items[0].hs_code", "items[1].name"]
 
 
-def test_seed_000_2_4_save_reports_the_first_of_the_body_in_screen_order() -> None:
+def test_bonded_manual_2_4_save_reports_the_first_of_the_body_in_screen_order() -> None:
     document = valid_bonded(items=3)
     document["items"][2]["stock_qty"] = "x"
     document["items"][1]["in_transit_qty"] = "y"
@@ -389,7 +389,7 @@ def test_seed_000_2_4_save_reports_the_first_of_the_body_in_screen_order() -> No
     assert [p.path for p in problems] == ["items[1].online_qty", "items[1].total_stock_qty"]
 
 
-def test_seed_000_2_4_declare_lists_every_empty_field_at_once() -> None:
+def test_bonded_manual_2_4_declare_lists_every_empty_field_at_once() -> None:
     document = new_bonded_document()
     problems = declare_problems(document)
     empties = [p.path for p in problems if p.code == "required"]
@@ -398,17 +398,17 @@ def test_seed_000_2_4_declare_lists_every_empty_field_at_once() -> None:
     assert all(p.message_zh.endswith("不能为空") for p in problems if p.code == "required")
     assert save_problems(document) == [
         Problem("header.internal_number", "required", "企业内部编号 不能为空",
-                problems[0].message_en, "seed 000 §2.2.1.2, §2.4")]
+                problems[0].message_en, "bonded manual §2.2.1.2, §2.4")]
 
 
-def test_seed_000_2_4_declare_lists_every_format_problem_too() -> None:
+def test_bonded_manual_2_4_declare_lists_every_format_problem_too() -> None:
     document = with_header(remarks="x" * 256, stocktaking_date="2026")
     document["items"][1]["stock_qty"] = "many"
     paths = [p.path for p in declare_problems(document)]
     assert paths == ["header.stocktaking_date", "header.remarks", "items[1].stock_qty"]
 
 
-def test_seed_000_2_4_declare_needs_a_body() -> None:
+def test_bonded_manual_2_4_declare_needs_a_body() -> None:
     document = valid_bonded()
     document["items"] = []
     assert save_problems(document) == []  # the header may be saved alone
@@ -416,7 +416,7 @@ def test_seed_000_2_4_declare_needs_a_body() -> None:
     assert problem.code == "required" and problem.message_zh == "表体 不能为空"
 
 
-def test_seed_000_2_4_the_fresh_empty_body_row_is_not_reported_at_save() -> None:
+def test_bonded_manual_2_4_the_fresh_empty_body_row_is_not_reported_at_save() -> None:
     document = new_bonded_document()
     document["header"] = valid_bonded()["header"]
     assert save_problems(document) == []
@@ -424,12 +424,12 @@ def test_seed_000_2_4_the_fresh_empty_body_row_is_not_reported_at_save() -> None
         f"items[0].{k}" for k in ITEM_REQUIRED}
 
 
-def test_seed_000_2_2_1_2_the_body_only_after_the_header_is_complete() -> None:
+def test_bonded_manual_2_2_1_2_the_body_only_after_the_header_is_complete() -> None:
     document = valid_bonded()
     document["header"]["enterprise_nature"] = ""
     for check in (save_problems, declare_problems):
         problem = only(check(document), "items")
-        assert problem.code == "rule" and problem.section == "seed 000 §2.2.1.2"
+        assert problem.code == "rule" and problem.section == "bonded manual §2.2.1.2"
         assert "表头未录入完成" in problem.message_zh and "企业性质" in problem.message_zh
         assert "enterprise_nature" in problem.message_en
     # without body content there is nothing entered too early
@@ -437,16 +437,16 @@ def test_seed_000_2_2_1_2_the_body_only_after_the_header_is_complete() -> None:
     assert at(save_problems(document), "items") == []
 
 
-# -- management modes and the e-book, seed 000 §2.2.1.2 and §2.2.1.3 ------------------------
+# -- management modes and the e-book, bonded manual §2.2.1.2 and §2.2.1.3 ------------------------
 
 
-def test_seed_000_2_2_1_2_modes_that_use_an_e_book() -> None:
+def test_bonded_manual_2_2_1_2_modes_that_use_an_e_book() -> None:
     assert [m for m in tables.table("management_mode") if uses_ebook(m)] == ["1", "2"]
     assert uses_ebook("电子账册") and uses_ebook("纸质手册电子化")
     assert not uses_ebook("加贸手册") and not uses_ebook("") and not uses_ebook("X")
 
 
-def test_seed_001_4_the_subsystem_of_each_mode() -> None:
+def test_ebook_manual_4_the_subsystem_of_each_mode() -> None:
     assert {m: subsystem_for(m) for m in tables.table("management_mode")} == {
         "1": "ebook", "2": "handbook", "3": "handbook", "9": "handbook"}
     assert subsystem_for("电子账册") == "ebook"
@@ -466,7 +466,7 @@ def test_the_tables_say_their_codes_are_our_own() -> None:
 
 
 @pytest.mark.parametrize("mode", ["1", "2"])
-def test_seed_000_2_2_1_2_the_e_book_number_is_required_with_an_e_book_mode(mode: str) -> None:
+def test_bonded_manual_2_2_1_2_the_e_book_number_is_required_with_an_e_book_mode(mode: str) -> None:
     document = valid_bonded(management_mode=mode, ebook_number="")
     document["items"] = []
     for check in (save_problems, declare_problems):
@@ -478,26 +478,27 @@ def test_seed_000_2_2_1_2_the_e_book_number_is_required_with_an_e_book_mode(mode
 
 @pytest.mark.parametrize(("key", "value"), [("hs_code", "3901109000"), ("name", "聚丙烯颗粒"),
                                             ("unit", "036")])
-def test_seed_000_2_2_1_3_code_name_and_unit_must_equal_the_record(key: str, value: str) -> None:
+def test_bonded_manual_2_2_1_3_code_name_and_unit_must_equal_the_record(
+        key: str, value: str) -> None:
     document = ebook_bonded(items=2)
     document["items"][1][key] = value
     lookup = sample_lookup(count=2)
     for check in (save_problems, declare_problems):
         problem = only(check(document, lookup=lookup), f"items[1].{key}")
-        assert problem.code == "rule" and problem.section == "seed 000 §2.2.1.3"
+        assert problem.code == "rule" and problem.section == "bonded manual §2.2.1.3"
         assert f"表体第2项 {ITEM_ZH[key]} 应与账册备案一致" in problem.message_zh
         assert "cannot be changed" in problem.message_en
     assert save_problems(document) == []  # without a lookup the record checks are skipped
     assert save_problems(valid_bonded(management_mode="3"), lookup=lookup) == []
 
 
-def test_seed_000_2_2_1_3_the_specification_may_differ_from_the_record() -> None:
+def test_bonded_manual_2_2_1_3_the_specification_may_differ_from_the_record() -> None:
     document = ebook_bonded(items=2)
     document["items"][0]["specification"] = "企业自己的规格"
     assert declare_problems(document, lookup=sample_lookup(count=2)) == []
 
 
-def test_seed_000_2_2_1_3_an_unknown_record_item() -> None:
+def test_bonded_manual_2_2_1_3_an_unknown_record_item() -> None:
     document = ebook_bonded(items=2)
     document["items"][1]["record_item_number"] = "99"
     problem = only(save_problems(document, lookup=sample_lookup(count=2)),
@@ -508,7 +509,7 @@ def test_seed_000_2_2_1_3_an_unknown_record_item() -> None:
     assert at(save_problems(other_book, lookup=sample_lookup()), "items[0].record_item_number")
 
 
-def test_seed_000_2_2_1_3_fill_from_ebook() -> None:
+def test_bonded_manual_2_2_1_3_fill_from_ebook() -> None:
     document = ebook_bonded(items=3)
     for item in document["items"]:
         item.update(hs_code="", name="", unit="")
@@ -538,10 +539,10 @@ def test_the_lookup_is_called_with_the_ebook_number_and_the_record_item_number()
     assert calls == [("E123", "1"), ("E123", "2")]
 
 
-# -- 总库存数量, seed 000 §2.2.1.3 ------------------------------------------------------------
+# -- 总库存数量, bonded manual §2.2.1.3 ------------------------------------------------------------
 
 
-def test_seed_000_2_2_1_3_total_stock_is_the_sum_of_every_part() -> None:
+def test_bonded_manual_2_2_1_3_total_stock_is_the_sum_of_every_part() -> None:
     item = {"stock_qty": "100.5", "online_qty": "20", "transferred_in_undeclared_qty": "3",
             "finished_converted_qty": "0.25", "outsourced_converted_qty": "4",
             "defective_converted_qty": "1", "in_transit_qty": "0.125"}
@@ -553,13 +554,13 @@ def test_seed_000_2_2_1_3_total_stock_is_the_sum_of_every_part() -> None:
 
 @pytest.mark.parametrize("change", [{"stock_qty": ""}, {"online_qty": "x"},
                                     {"in_transit_qty": "-1"}, {"stock_qty": 5}])
-def test_seed_000_2_2_1_3_no_total_while_a_part_is_missing_or_bad(change: dict[str, Any]
+def test_bonded_manual_2_2_1_3_no_total_while_a_part_is_missing_or_bad(change: dict[str, Any]
                                                                    ) -> None:
     item = {"stock_qty": "1", "online_qty": "2", "transferred_in_undeclared_qty": "3", **change}
     assert total_stock(item) == ""
 
 
-def test_seed_000_2_2_1_3_normalise_computes_an_empty_total_and_keeps_a_given_one() -> None:
+def test_bonded_manual_2_2_1_3_normalise_computes_an_empty_total_and_keeps_a_given_one() -> None:
     document = valid_bonded(items=2)
     document["items"][0]["total_stock_qty"] = ""
     document["items"][1]["total_stock_qty"] = "999"
@@ -583,14 +584,14 @@ def test_normalise_fills_missing_keys_and_renumbers() -> None:
         normalise([])  # type: ignore[arg-type]
 
 
-def test_seed_000_2_2_1_3_an_overridden_total_that_differs_is_a_warning() -> None:
+def test_bonded_manual_2_2_1_3_an_overridden_total_that_differs_is_a_warning() -> None:
     document = valid_bonded(items=2)
     computed = document["items"][1]["total_stock_qty"]
     document["items"][1]["total_stock_qty"] = "1"
     assert declare_problems(document) == []  # may be overridden
     [warning] = stock_warnings(document)
     assert warning.path == "items[1].total_stock_qty" and warning.code == "rule"
-    assert warning.section == "seed 000 §2.2.1.3"
+    assert warning.section == "bonded manual §2.2.1.3"
     assert computed in warning.message_zh and "不一致" in warning.message_zh
     document["items"][1]["total_stock_qty"] = str(Decimal(computed).normalize())
     assert stock_warnings(document) == []  # the same number written differently
@@ -625,7 +626,7 @@ def test_junk_never_raises(junk: Any) -> None:
                          declare_problems(document, lookup=sample_lookup()),
                          stock_warnings(document)):
             assert all(isinstance(p, Problem) for p in problems)
-            assert all(p.section.startswith("seed 000 §") for p in problems)
+            assert all(p.section.startswith("bonded manual §") for p in problems)
         if isinstance(document, dict):
             normalise(document)
             fill_from_ebook(document, sample_lookup())

@@ -1,4 +1,4 @@
-"""`eport bonded new --example`: a document that passes every check of seed 000 §2.4, with a
+"""`eport bonded new --example`: a document that passes every check of bonded manual §2.4, with a
 fresh internal number, today's stock-taking date and the enterprise the user names."""
 
 from __future__ import annotations

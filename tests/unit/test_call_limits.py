@@ -17,10 +17,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from eport.clients.cli.errors import error_detail_of
+from eport.clients.kit.errors import error_detail_of
 from eport.daemon.config import DaemonSettings
 from eport.daemon.main import build_parser, settings_from_args
 from eport.daemon.server.bootstrap import run_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 SERVICE = "eport.test.Limits"
@@ -112,7 +113,7 @@ def test_with_every_stream_place_taken_calls_work_and_one_more_stream_is_refused
         assert "--max-streams" in (error.details() or "")
         # A stream that ends gives its place back.
         streams[0].cancel()
-        assert _wait(lambda: running.limits.streams_open == 1)
+        wait_until(lambda: running.limits.streams_open == 1, timeout=5, what="one stream open")
         again = _open_stream(channel)
         assert next(again) == b"open"
         service.release.set()
@@ -126,7 +127,8 @@ def test_calls_beyond_their_cap_wait_their_turn_until_their_deadline(short_dir: 
         sleep: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
             f"/{SERVICE}/Sleep")
         slow = [sleep.future(b"1.5", timeout=10) for _ in range(2)]
-        assert _wait(lambda: service.sleeping == 2)  # both hold their places now
+        wait_until(lambda: service.sleeping == 2, timeout=5,
+                   what="both slow calls hold their places")
         with pytest.raises(grpc.RpcError) as caught:
             _unary(channel, "Echo", b"hurry", timeout=0.5)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -150,10 +152,3 @@ def test_the_flags_set_the_caps_and_refuse_nonsense() -> None:
             build_parser().parse_args(["--max-streams", wrong])
 
 
-def _wait(condition: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return True
-        time.sleep(0.02)
-    return False

@@ -1,6 +1,6 @@
 """The card operating system through the in-process transport: the PIV card edge, the E-port
-profile, the PIN/PUK rules and persistence (shared/DESIGN.md §3, seed 000 §1.1: three wrong
-PINs lock the card)."""
+profile, the PIN/PUK rules and persistence (SP 800-73-4, E-port cards in the field, bonded
+manual §1.1: three wrong PINs lock the card)."""
 
 from __future__ import annotations
 

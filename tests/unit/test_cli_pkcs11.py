@@ -1,5 +1,5 @@
-"""The `eport` CLI through the real eportd socket on the PKCS#11 backend with SoftHSM2 (issue 15,
-acceptance): readers with their backend named, card info, PIN status, a wrong PIN refused, a
+"""The `eport` CLI through the real eportd socket on the PKCS#11 backend with SoftHSM2
+(acceptance): readers with their backend named, card info, PIN status, a wrong PIN refused, a
 login, signatures OpenSSL verifies (RSA and P-256), logout.
 
 SoftHSM2 keeps no PIN counter (it never locks a token and sets none of the CKF_USER_PIN_*

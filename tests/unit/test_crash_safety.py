@@ -65,7 +65,7 @@ def test_kill_9_during_verify_never_restores_a_try(
         assert worker.stdout.readline().strip() == "ready"
         worker.stdin.write("go\n")
         worker.stdin.flush()
-        time.sleep(rng.uniform(0, 0.004))
+        time.sleep(rng.uniform(0, 0.004))  # not a wait: a random moment to kill the worker at
         worker.send_signal(signal.SIGKILL)
         remaining_output = worker.communicate()[0].strip()
         image = read_image(path)  # raises if the kill left a damaged image

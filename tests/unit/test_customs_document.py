@@ -1,4 +1,4 @@
-"""The eport-customs/1 document model: validation (every rule, with its seed 003 section),
+"""The eport-customs/1 document model: validation (every rule, with its QP FAQ section),
 templates, copies, the printed-form helpers and the clock check."""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_new_document_has_every_key_and_saves(document_type: str, direction: str
 
 
 def test_new_document_import_date_defaults_to_today() -> None:
-    """seed 003 十三(十三): the import date is the computer's date unless changed."""
+    """QP FAQ §十三(十三): the import date is the computer's date unless changed."""
     assert new_document(direction="import", today=TODAY)["header"]["ie_date"] == "20261201"
     assert new_document(direction="export", today=TODAY)["header"]["ie_date"] == ""
     assert new_document()["header"]["ie_date"] == date.today().strftime("%Y%m%d")
@@ -438,23 +438,23 @@ def test_attached_documents() -> None:
         "attached_documents[1].code": "code", "attached_documents[1].number": "required"}
 
 
-# -- seed 003 十三 ---------------------------------------------------------------------------
+# -- QP FAQ §十三 ---------------------------------------------------------------------------
 
 
-def test_road_transport_name_at_the_border_seed_003_13_7() -> None:
-    """seed 003 十三(七): 国内行驶车牌号 + 空格 + "/提前报关"."""
+def test_road_transport_name_at_the_border_qp_faq_13_7() -> None:
+    """QP FAQ §十三(七): 国内行驶车牌号 + 空格 + "/提前报关"."""
     assert declare(valid_declaration(transport_name="粤Z1234港 /提前报关")) == []
     wrongs = ("粤Z1234港/提前报关", "粤Z1234港", "粤Z1234港 / 提前报关", "粤Z1234港  /提前报关")
     for wrong in wrongs:
         problem = only(save(valid_declaration(transport_name=wrong)), "header.transport_name")
-        assert (problem.code, problem.section) == ("rule", "seed 003 十三(七)")
+        assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(七)")
         assert "粤Z1234港 /提前报关" in problem.message_zh
     problem = only(declare(valid_declaration(transport_name="")), "header.transport_name")
-    assert (problem.code, problem.section) == ("required", "seed 003 十三(七)")
+    assert (problem.code, problem.section) == ("required", "QP FAQ §十三(七)")
 
 
-def test_road_rule_only_when_declared_at_the_border_seed_003_13_7() -> None:
-    """seed 003 十三(七) applies where 申报地海关 = 进出境关别 only."""
+def test_road_rule_only_when_declared_at_the_border_qp_faq_13_7() -> None:
+    """QP FAQ §十三(七) applies where 申报地海关 = 进出境关别 only."""
     assert declare(valid_declaration(declaration_customs="5300", transport_name="粤Z1234港")) == []
     assert declare(valid_declaration(declaration_customs="5300", transport_name="")) == []
 
@@ -463,22 +463,22 @@ def waterway(**overrides: Any) -> dict[str, Any]:
     return valid_declaration("export", **overrides)
 
 
-def test_waterway_name_and_voyage_apart_seed_003_13_8() -> None:
-    """seed 003 十三(八)1: ship and voyage entered apart, printed as NAME/VOYAGE."""
+def test_waterway_name_and_voyage_apart_qp_faq_13_8() -> None:
+    """QP FAQ §十三(八)1: ship and voyage entered apart, printed as NAME/VOYAGE."""
     document = waterway()
     assert document["header"]["transport_mode"] == "2"
     assert declare(document) == []
     problem = only(save(waterway(transport_name="COSCO HOPE/012E", voyage_number="")),
                    "header.transport_name")
-    assert (problem.code, problem.section) == ("rule", "seed 003 十三(八)1")
+    assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(八)1")
     assert "voyage_number" in problem.message_en
     problem = only(declare(waterway(voyage_number="")), "header.voyage_number")
-    assert (problem.code, problem.section) == ("required", "seed 003 十三(八)1")
+    assert (problem.code, problem.section) == ("required", "QP FAQ §十三(八)1")
     assert only(declare(waterway(transport_name="")), "header.transport_name").code == "required"
 
 
-def test_transport_display_seed_003_13_8() -> None:
-    """seed 003 十三(八)1: the printed form joins name and voyage."""
+def test_transport_display_qp_faq_13_8() -> None:
+    """QP FAQ §十三(八)1: the printed form joins name and voyage."""
     assert transport_display(waterway()["header"]) == "COSCO HOPE/012E"
     assert transport_display(valid_declaration()["header"]) == "粤Z1234港 /提前报关"
     assert transport_display({"transport_mode": "5", "transport_name": "CA1234",
@@ -487,8 +487,8 @@ def test_transport_display_seed_003_13_8() -> None:
     assert transport_display({"transport_name": 5, "voyage_number": None}) == ""
 
 
-def test_container_size_and_number_seed_003_13_8_2() -> None:
-    """seed 003 十三(八)2(2): size S (20 ft) or L (40 ft and above); ISO 6346 numbers."""
+def test_container_size_and_number_qp_faq_13_8_2() -> None:
+    """QP FAQ §十三(八)2(2): size S (20 ft) or L (40 ft and above); ISO 6346 numbers."""
     document = valid_declaration(containers=4)
     document["containers"][0]["size"] = "M"
     document["containers"][1]["number"] = document["containers"][1]["number"][:-1] + "0" \
@@ -499,7 +499,7 @@ def test_container_size_and_number_seed_003_13_8_2() -> None:
     problems = by_path(save(document))
     assert set(problems) == {"containers[0].size", "containers[1].number",
                              "containers[2].number"}
-    assert problems["containers[0].size"].section == "seed 003 十三(八)2(2)"
+    assert problems["containers[0].size"].section == "QP FAQ §十三(八)2(2)"
     assert "check digit" in problems["containers[1].number"].message_en
     assert table("container_size") == {"S": "20英尺", "L": "40英尺及以上"}
 
@@ -509,14 +509,14 @@ def test_iso_6346_check_digit() -> None:
     assert container_number("MSCU", 123456) == "MSCU1234566"
 
 
-def test_a_container_is_entered_once_seed_003_13_8_2() -> None:
+def test_a_container_is_entered_once_qp_faq_13_8_2() -> None:
     document = valid_declaration(containers=2)
     document["containers"].append(dict(document["containers"][0]))
     assert only(save(document), "containers[2].number").code == "rule"
 
 
-def test_container_layout_seed_003_13_8_2_4() -> None:
-    """seed 003 十三(八)2(4): one in the box, up to 7 in the remarks, more than 8: the
+def test_container_layout_qp_faq_13_8_2_4() -> None:
+    """QP FAQ §十三(八)2(4): one in the box, up to 7 in the remarks, more than 8: the
     attachment page (which then lists all of them)."""
     containers = valid_declaration(containers=9)["containers"]
     assert container_layout([]) == (None, [], [])
@@ -530,15 +530,15 @@ IMPORT_ENTRY = "530120261000123456"  # 5301 / 2026 / 1 / 000123456
 
 
 @pytest.mark.parametrize("mode", DEEP_MODES)
-def test_deep_processing_export_seed_003_13_9(mode: str) -> None:
-    """seed 003 十三(九)1: on export, the import transfer entry number and record number."""
+def test_deep_processing_export_qp_faq_13_9(mode: str) -> None:
+    """QP FAQ §十三(九)1: on export, the import transfer entry number and record number."""
     good = waterway(trade_mode=mode, levy_kind="503", related_entry_number=IMPORT_ENTRY,
                     related_record_number="C53017450010")
     assert declare(good) == []
     problems = declare(waterway(trade_mode=mode, levy_kind="503"))
     assert {(p.path, p.code, p.section) for p in problems} == {
-        ("header.related_entry_number", "required", "seed 003 十三(九)"),
-        ("header.related_record_number", "required", "seed 003 十三(九)")}
+        ("header.related_entry_number", "required", "QP FAQ §十三(九)"),
+        ("header.related_record_number", "required", "QP FAQ §十三(九)")}
     wrong = waterway(trade_mode=mode, levy_kind="503", related_record_number="C53017450010",
                      related_entry_number="530120260000123456")  # digit 9: an export number
     assert only(declare(wrong), "header.related_entry_number").code == "rule"
@@ -548,16 +548,16 @@ def test_deep_processing_export_seed_003_13_9(mode: str) -> None:
     ("999920261000123456", "customs district"), ("530118991000123456", "year"),
     ("530120262000123456", "digit 9"), ("53012026100012345", "18 digits"),
     ("5301202610001234AB", "18 digits")])
-def test_related_entry_number_structure_seed_003_13_9(number: str, why: str) -> None:
-    """seed 003 十三(九): 4-digit district + 4-digit year + "1" + 9 digits."""
+def test_related_entry_number_structure_qp_faq_13_9(number: str, why: str) -> None:
+    """QP FAQ §十三(九): 4-digit district + 4-digit year + "1" + 9 digits."""
     problem = only(save(valid_declaration(related_entry_number=number)),
                    "header.related_entry_number")
-    assert why in problem.message_en and problem.section == "seed 003 十三(九)"
+    assert why in problem.message_en and problem.section == "QP FAQ §十三(九)"
 
 
 @pytest.mark.parametrize("mode", DEEP_MODES)
-def test_deep_processing_import_seed_003_13_9(mode: str) -> None:
-    """seed 003 十三(九)2: on import no transport name, no related entry number, but the
+def test_deep_processing_import_qp_faq_13_9(mode: str) -> None:
+    """QP FAQ §十三(九)2: on import no transport name, no related entry number, but the
     export transfer record number."""
     base: dict[str, Any] = {"trade_mode": mode, "levy_kind": "503", "transport_mode": "9",
             "transport_name": ""}
@@ -567,11 +567,11 @@ def test_deep_processing_import_seed_003_13_9(mode: str) -> None:
     assert {(p.path, p.code) for p in problems} == {
         ("header.transport_name", "rule"), ("header.related_entry_number", "rule"),
         ("header.related_record_number", "required")}
-    assert all(p.section == "seed 003 十三(九)" for p in problems)
+    assert all(p.section == "QP FAQ §十三(九)" for p in problems)
 
 
-def test_deep_processing_import_by_road_needs_no_road_name_seed_003_13_9() -> None:
-    """seed 003 十三(九)2 wins over 十三(七): the transport name stays empty."""
+def test_deep_processing_import_by_road_needs_no_road_name_qp_faq_13_9() -> None:
+    """QP FAQ §十三(九)2 wins over 十三(七): the transport name stays empty."""
     document = valid_declaration(trade_mode="0654", levy_kind="503", transport_name="",
                                  related_record_number="C53017450011")
     assert declare(document) == []
@@ -582,35 +582,35 @@ def centralised(**overrides: Any) -> dict[str, Any]:
                                 "remarks": "261101-261130集报", **overrides})
 
 
-def test_centralised_declaration_seed_003_13_10() -> None:
-    """seed 003 十三(十)2: "集中报关(电子)" with half-width brackets and a period remark."""
+def test_centralised_declaration_qp_faq_13_10() -> None:
+    """QP FAQ §十三(十)2: "集中报关(电子)" with half-width brackets and a period remark."""
     assert declare(centralised()) == []
     assert declare(centralised(remarks="261101-261130集报 其余备注")) == []
 
 
 @pytest.mark.parametrize("name", ["集中报关（电子）", "集中报关(电子）", "集中报关（电子)"])
-def test_full_width_brackets_refused_with_a_hint_seed_003_13_10(name: str) -> None:
+def test_full_width_brackets_refused_with_a_hint_qp_faq_13_10(name: str) -> None:
     problem = only(save(centralised(transport_name=name)), "header.transport_name")
-    assert (problem.code, problem.section) == ("rule", "seed 003 十三(十)2")
+    assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(十)2")
     assert "集中报关(电子)" in problem.message_zh and "half-width" in problem.message_en
 
 
 @pytest.mark.parametrize(("remarks", "why"), [
     ("071101至071130集报", "YYMMDD-YYMMDD"), ("261131-261201集报", "YYMMDD-YYMMDD"),
     ("261201-261101集报", "starts after"), ("集报261101-261130", "YYMMDD-YYMMDD")])
-def test_centralised_remarks_seed_003_13_10(remarks: str, why: str) -> None:
+def test_centralised_remarks_qp_faq_13_10(remarks: str, why: str) -> None:
     problem = only(save(centralised(remarks=remarks)), "header.remarks")
-    assert why in problem.message_en and problem.section == "seed 003 十三(十)2"
+    assert why in problem.message_en and problem.section == "QP FAQ §十三(十)2"
 
 
-def test_centralised_remarks_required_when_declaring_seed_003_13_10() -> None:
+def test_centralised_remarks_required_when_declaring_qp_faq_13_10() -> None:
     document = centralised(remarks="")
     assert save(document) == []
     assert only(declare(document), "header.remarks").code == "required"
 
 
-def test_batch_exit_centralised_declaration_accepted_seed_003_13_10() -> None:
-    """seed 003 十三(十)1: 分批出区集中申报 uses "集中申报", also by road at the border."""
+def test_batch_exit_centralised_declaration_accepted_qp_faq_13_10() -> None:
+    """QP FAQ §十三(十)1: 分批出区集中申报 uses "集中申报", also by road at the border."""
     assert declare(valid_declaration(transport_name="集中申报")) == []
 
 
@@ -619,12 +619,12 @@ def test_batch_exit_centralised_declaration_accepted_seed_003_13_10() -> None:
     valid_filing_list("import", transport_name="集中申报"),
     valid_filing_list("export", transport_name="集中申报")], ids=["export", "filing-list",
                                                                "export-filing-list"])
-def test_batch_exit_is_for_import_declarations_only_seed_003_13_10_1(
+def test_batch_exit_is_for_import_declarations_only_qp_faq_13_10_1(
         document: dict[str, Any]) -> None:
-    """seed 003 十三(十)1: "分批出区集中申报报关单须在一般进口报关单录入界面里进行录入"."""
+    """QP FAQ §十三(十)1: "分批出区集中申报报关单须在一般进口报关单录入界面里进行录入"."""
     for check in (save, declare):
         problem = only(check(document), "header.transport_name")
-        assert (problem.code, problem.section) == ("rule", "seed 003 十三(十)1")
+        assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(十)1")
         assert "只用于进口报关单" in problem.message_zh
         assert "import declarations only" in problem.message_en
 
@@ -634,8 +634,8 @@ def clearance(code: str, number: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", ["集中报关(电子)", "集中申报"])
-def test_one_clearance_form_per_centralised_declaration_seed_003_13_10(name: str) -> None:
-    """seed 003 十三(十): "总署规定一份报关单只能对应一份通关单 … 应当对报关单进行拆分"."""
+def test_one_clearance_form_per_centralised_declaration_qp_faq_13_10(name: str) -> None:
+    """QP FAQ §十三(十): "总署规定一份报关单只能对应一份通关单 … 应当对报关单进行拆分"."""
     one = centralised(transport_name=name)
     one["attached_documents"] = [clearance("A", "442100126123456000"),
                                  clearance("Y", "NO1")]  # one 通关单 and another licence
@@ -645,7 +645,7 @@ def test_one_clearance_form_per_centralised_declaration_seed_003_13_10(name: str
                                  clearance("Y", "NO1"), clearance("B", "442100126123456001")]
     for check in (save, declare):
         problem = only(check(two), "attached_documents")
-        assert (problem.code, problem.section) == ("rule", "seed 003 十三(十)")
+        assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(十)")
         assert "一份报关单只能对应一份通关单" in problem.message_zh and "拆分" in problem.message_zh
         assert "attached_documents[0], attached_documents[2]" in problem.message_en
     # Outside a centralised declaration the rule does not apply.
@@ -654,14 +654,14 @@ def test_one_clearance_form_per_centralised_declaration_seed_003_13_10(name: str
     assert declare(plain) == []
 
 
-def test_import_date_not_after_today_seed_003_13_13() -> None:
-    """seed 003 十三(十三): the date comes from the local clock; a future one is refused."""
+def test_import_date_not_after_today_qp_faq_13_13() -> None:
+    """QP FAQ §十三(十三): the date comes from the local clock; a future one is refused."""
     tomorrow = (date.today() + timedelta(days=1)).strftime("%Y%m%d")
     problem = only(save(valid_declaration(ie_date=tomorrow)), "header.ie_date")
-    assert (problem.code, problem.section) == ("rule", "seed 003 十三(十三)")
+    assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(十三)")
     assert declare(valid_declaration("export", ie_date=tomorrow)) == []
     problem = only(declare(valid_declaration(ie_date="")), "header.ie_date")
-    assert (problem.code, problem.section) == ("required", "seed 003 十三(十三)")
+    assert (problem.code, problem.section) == ("required", "QP FAQ §十三(十三)")
 
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -672,9 +672,9 @@ NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
     (NOW + timedelta(seconds=301), NOW, True), (NOW - timedelta(minutes=20), NOW, True),
     (datetime(2005, 1, 1, tzinfo=UTC), None, True), (datetime(2023, 12, 31, 23, 59), None, True),
     (datetime(2026, 12, 1, 10, 1), NOW, False)])
-def test_clock_warning_seed_003_13_13(now: datetime, reference: datetime | None,
+def test_clock_warning_qp_faq_13_13(now: datetime, reference: datetime | None,
                                       warned: bool) -> None:
-    """seed 003 十三(十三): a year before 2024 or more than 300 s off the data centre."""
+    """QP FAQ §十三(十三): a year before 2024 or more than 300 s off the data centre."""
     warning = clock_warning(now, reference)
     assert (warning is not None) is warned
     if warning:
@@ -703,8 +703,8 @@ def test_copy_document_is_deep_with_a_new_reference() -> None:
     assert declare(duplicate) == []
 
 
-def test_copy_item_duplicates_at_the_end_seed_003_13_6() -> None:
-    """seed 003 十三(六): copy an item to enter a similar one faster."""
+def test_copy_item_duplicates_at_the_end_qp_faq_13_6() -> None:
+    """QP FAQ §十三(六): copy an item to enter a similar one faster."""
     original = valid_declaration(items=3)
     result = copy_item(original, 2)
     assert [i["item_number"] for i in result["items"]] == [1, 2, 3, 4]
@@ -760,7 +760,7 @@ def test_table_files_have_only_the_documented_keys() -> None:
     for name in TABLE_NAMES:
         text = resources.files("eport.common.customs").joinpath("tables", f"{name}.json")
         raw = json.loads(text.read_text(encoding="utf-8"))
-        # The country table also holds the numeric codes of the older 国别代码表 (seed 000
+        # The country table also holds the numeric codes of the older 国别代码表 (bonded manual
         # §2.2.1.2 投资国别 takes them).
         extra = {"numeric", "numeric_source"} if name == "country" else set()
         assert set(raw) == {"name", "title_zh", "source", "subset", "example", "codes"} | extra
@@ -785,15 +785,15 @@ def test_table_copies_and_unknown_names() -> None:
             table(bad)
 
 
-def test_every_seed_rule_has_a_test() -> None:
-    """Guard: the seed 003 sections the rules cite each appear in a test name here."""
+def test_every_qp_faq_rule_has_a_test() -> None:
+    """Guard: the QP FAQ sections the rules cite each appear in a test name here."""
     import eport.common.customs.rules as rules_module
     source = Path(rules_module.__file__).read_text(encoding="utf-8")
-    sections = set(re.findall(r'"seed 003 十三\(([^)]+)\)', source))
+    sections = set(re.findall(r'"QP FAQ §十三\(([^)]+)\)', source))
     names = " ".join(name for name in globals() if name.startswith("test_"))
     numbers = {"七": "7", "八": "8", "九": "9", "十": "10", "十三": "13"}
     for section in sections:
-        assert f"seed_003_13_{numbers[section]}" in names, section
+        assert f"qp_faq_13_{numbers[section]}" in names, section
 
 
 

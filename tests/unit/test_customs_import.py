@@ -67,7 +67,7 @@ def test_gb18030_and_utf8_without_bom() -> None:
 
 def test_minimal_file_gets_the_template_and_numbered_items() -> None:
     """Missing keys are empty, items are numbered in order, the import date is today
-    (seed 003 十三(十三)) and a client reference is made."""
+    (QP FAQ §十三(十三)) and a client reference is made."""
     document = load_document_csv(minimal_csv(",8517130000,智能手机,12,001"), today=TODAY)
     assert document["document_type"] == "declaration"
     assert document["header"]["ie_date"] == "20261201"

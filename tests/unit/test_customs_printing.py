@@ -341,7 +341,7 @@ def test_the_barcode_decodes_to_the_pre_entry_number(tmp_path: Path) -> None:
 @pytest.mark.parametrize("pre_entry", ["530120261000123456", "E5301X0017"])
 def test_longer_and_alphanumeric_pre_entry_numbers_decode_too(tmp_path: Path,
                                                               pre_entry: str) -> None:
-    """The seed's pre-entry number has 9 digits; the data centre's may be the 18-digit form or
+    """The QP FAQ's pre-entry number has 9 digits; the data centre's may be the 18-digit form or
     carry a letter, and the barcode must still read (code sets C and B)."""
     record = PrintRecord(pre_entry_number=pre_entry, declared_at=DECLARED.declared_at)
     pdf = render(tmp_path, valid_declaration(), record)
@@ -444,10 +444,10 @@ def test_a_missing_font_names_the_package_in_both_languages(
     with pytest.raises(PrintError) as raised:
         find_font_file({})
     error = raised.value
-    assert "apt-get install fonts-wqy-microhei" in error.remedy_zh
-    assert "apt-get install fonts-wqy-microhei" in error.remedy_en
-    assert "中文字体" in error.message_zh and "CJK font" in error.message_en
-    assert "EPORT_CJK_FONT" in error.remedy_en
+    assert "apt-get install fonts-wqy-microhei" in error.remedy.zh
+    assert "apt-get install fonts-wqy-microhei" in error.remedy.en
+    assert "中文字体" in error.message.zh and "CJK font" in error.message.en
+    assert "EPORT_CJK_FONT" in error.remedy.en
 
 
 def test_eport_cjk_font_is_used_and_a_wrong_one_is_refused(
@@ -459,7 +459,7 @@ def test_eport_cjk_font_is_used_and_a_wrong_one_is_refused(
     monkeypatch.setenv("EPORT_CJK_FONT", str(tmp_path / "nope.ttf"))
     with pytest.raises(PrintError) as raised:
         render_declaration_pdf(valid_declaration(), DECLARED)
-    assert str(tmp_path / "nope.ttf") in raised.value.message_en
+    assert str(tmp_path / "nope.ttf") in raised.value.message.en
     not_a_font = tmp_path / "broken.ttf"
     not_a_font.write_bytes(b"not a font")
     with pytest.raises(PrintError):

@@ -8,7 +8,6 @@ APDUs it received).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -37,18 +36,12 @@ from eport.firmware_sim.card_os import CardOS, load_card
 from tests.support.cards import provision_test_card, write_card
 from tests.support.in_process_backend import InProcessBackend
 from tests.support.in_process_card import session as piv_session
+from tests.support.waiting import wait_until
 
 READER = "Sim Reader 0"
 PIN = "88888888"
 WRONG = "12345678"
 AppFactory = Callable[..., CardServiceApp]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        threading.Event().wait(0.005)
 
 
 @pytest.fixture
@@ -93,7 +86,8 @@ def ready(app: CardServiceApp, card_id: str = "") -> None:
         views = [v for v in app.readers() if v.name == READER]
         return bool(views) and views[0].card is not None and (
             not card_id or views[0].card.card_id == card_id)
-    wait_until(seen, "the card read")
+    wait_until(seen, timeout=10, interval=0.005,
+               what="the card read")
 
 
 def card_pin(card: CardOS) -> tuple[bool, int]:
@@ -173,10 +167,12 @@ def test_a_card_swapped_while_a_pin_waits_in_the_queue_never_gets_the_pin(
     worker = app._slots[READER].worker
     backend.hold()
     blocker = _in_thread(lambda: app.pin_status(CardSelector(READER)))
-    wait_until(lambda: backend.waiting == 1, "the first job on the card")
+    wait_until(lambda: backend.waiting == 1, timeout=10, interval=0.005,
+               what="the first job on the card")
     verify = _in_thread(lambda: app.verify_pin(CardSelector(READER), PIN,
                                                allow_last_attempt=False))
-    wait_until(lambda: worker.pending() == 1, "the verification queued")
+    wait_until(lambda: worker.pending() == 1, timeout=10, interval=0.005,
+               what="the verification queued")
     backend.swap(READER, second)
     backend.release()
     with pytest.raises(EportError) as refused:
@@ -201,12 +197,14 @@ def test_a_caller_gone_before_its_turn_sends_nothing_to_the_card(
     worker = app._slots[READER].worker
     backend.hold()
     blocker = _in_thread(lambda: app.pin_status(CardSelector(READER)))
-    wait_until(lambda: backend.waiting == 1, "the first job on the card")
+    wait_until(lambda: backend.waiting == 1, timeout=10, interval=0.005,
+               what="the first job on the card")
     gone = threading.Event()
     verify = _in_thread(lambda: app.verify_pin(CardSelector(READER), PIN,
                                                allow_last_attempt=False,
                                                caller_active=lambda: not gone.is_set()))
-    wait_until(lambda: worker.pending() == 1, "the verification queued")
+    wait_until(lambda: worker.pending() == 1, timeout=10, interval=0.005,
+               what="the verification queued")
     gone.set()  # its deadline passed
     sent_before = len(backend.log_of(card).commands)
     backend.release()
@@ -227,7 +225,8 @@ def test_an_idle_session_expires_and_logs_the_card_out(
     ready(app)
     app.verify_pin(CardSelector(READER), PIN, allow_last_attempt=False)
     assert card.pin_verified
-    wait_until(lambda: not card.pin_verified, "the idle logout on the card")
+    wait_until(lambda: not card.pin_verified, timeout=10, interval=0.005,
+               what="the idle logout on the card")
     with pytest.raises(EportError) as refused:
         sign(app)
     assert refused.value.reason is Reason.SESSION_EXPIRED
@@ -296,3 +295,27 @@ def test_in_user_mode_the_session_is_the_one_users(
         app.verify_pin(CardSelector(READER), PIN, allow_last_attempt=False)
     with app.caller(0):  # root may call a user's eportd, and uses its session
         sign(app)
+
+
+def test_the_backend_restarting_under_a_session_ends_it_and_the_next_call_works(
+        backend: InProcessBackend, make_app: AppFactory, card_factory: Callable[..., CardOS]
+) -> None:
+    card = card_factory()
+    backend.insert(READER, card)
+    app = make_app()
+    ready(app)
+    app.verify_pin(CardSelector(READER), PIN, allow_last_attempt=False)
+    sign(app)
+    backend.restart()  # pcscd restarted, or the PKCS#11 module reinitialised
+    # The next call meets a dead handle, reconnects and runs once more: not a card error,
+    # but the card's verified state went with the restart, and the session with it.
+    assert app.pin_status(CardSelector(READER)).pin.verified is False
+    with pytest.raises(EportError) as refused:
+        sign(app)
+    assert refused.value.reason is Reason.NOT_AUTHENTICATED
+    backend.restart()
+    verifications = backend.log_of(card).pin_verifications()
+    signature, snapshot = sign(app, pin=PIN)  # a PIN with the call: sent once, on the new handle
+    assert backend.log_of(card).pin_verifications() == verifications + 1
+    assert verify_signature(SignAlgorithm.ECDSA_P256_SHA256, snapshot.certificate,
+                            _digest(snapshot), signature.der_or_pkcs1)

@@ -1,5 +1,5 @@
-"""Authorization (委托授权, seed 001 §4) through the real gRPC server: inter-enterprise grants by
-legal-person cards, the enterprise registry, intra-enterprise (operator) grants, the
+"""Authorization (委托授权, e-book manual §4) through the real gRPC server: inter-enterprise
+grants by legal-person cards, the enterprise registry, intra-enterprise (operator) grants, the
 permissions view, deletion, and check_acting_for as the bonded service uses it."""
 
 from __future__ import annotations
@@ -346,13 +346,13 @@ def test_operator_grants_all_or_listed_and_the_refused_combinations(
                         all_operators=True)
     assert detail.reason == pb.GRANT_NOT_FOUND
     permissions = call(auth, agent, "ListOperatorPermissions", subsystem="ebook").grants
-    assert list(permissions) == list(every)  # seed 001 §4 1.3: one record, no card number
+    assert list(permissions) == list(every)  # e-book manual §4 1.3: one record, no card number
 
 
-def test_seed_001_4_1_3_all_operators_is_one_record_even_after_listed_cards(
+def test_ebook_manual_4_1_3_all_operators_is_one_record_even_after_listed_cards(
         auth: Auth, store: Store, principal: SigningCard, agent: SigningCard,
         agent_operator: SigningCard, agent_operator_2: SigningCard) -> None:
-    """Seed 001 §4 1.3 说明1: "当授予全部操作员时，只显示一条记录，而且该记录IC卡号的值为空",
+    """E-book manual §4 1.3 说明1: "当授予全部操作员时，只显示一条记录，而且该记录IC卡号的值为空",
     also when cards were listed on that grant before (§4 1.2: 是 greys the card number out)."""
     login(auth, agent)
     received = grant(auth, principal, agent.customs_code, "logistics")
@@ -373,7 +373,7 @@ def test_seed_001_4_1_3_all_operators_is_one_record_even_after_listed_cards(
     assert (code, detail.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.VALIDATION_FAILED)
     assert every[0].operator_grant_id in detail.remedy_zh and "delete-operator" in \
         detail.remedy_en
-    assert [p.section for p in detail.problems] == ["seed 001 §4 1.2, 1.3"]
+    assert [p.section for p in detail.problems] == ["e-book manual §4 1.2, 1.3"]
     assert call(auth, agent, "ListOperatorPermissions", subsystem="logistics").grants == view
     # After deleting the all-operators record, cards may be listed again.
     call(auth, agent, "DeleteOperatorGrant", operator_grant_id=every[0].operator_grant_id)
@@ -479,17 +479,17 @@ def test_check_acting_for(auth: Auth, store: Store, principal: SigningCard,
     missing = _acting(store, agent_operator, a)
     assert missing is not None and missing.reason == pb.NOT_AUTHORIZED
     assert missing.status_code == grpc.StatusCode.PERMISSION_DENIED
-    assert a in missing.message_zh and "加工贸易账册" in missing.message_zh
-    assert "inter-enterprise grant from" in missing.message_en
-    assert "eport auth grant" in missing.remedy_en and "法人卡" in missing.remedy_zh
+    assert a in missing.message.zh and "加工贸易账册" in missing.message.zh
+    assert "inter-enterprise grant from" in missing.message.en
+    assert "eport auth grant" in missing.remedy.en and "法人卡" in missing.remedy.zh
 
     login(auth, agent)
     received = grant(auth, principal, agent.customs_code, valid_until=later(10))
     only_inter = _acting(store, agent_operator, a)
     assert only_inter is not None and only_inter.reason == pb.NOT_AUTHORIZED
-    assert agent_operator.card_id in only_inter.message_en
-    assert "intra-enterprise" in only_inter.message_en
-    assert "eport auth grant-operators" in only_inter.remedy_en
+    assert agent_operator.card_id in only_inter.message.en
+    assert "intra-enterprise" in only_inter.message.en
+    assert "eport auth grant-operators" in only_inter.remedy.en
 
     call(auth, agent, "GrantOperators", grant_id=received.grant_id, all_operators=False,
          operator_card_ids=[agent_operator.card_id])
@@ -499,14 +499,14 @@ def test_check_acting_for(auth: Auth, store: Store, principal: SigningCard,
     assert _acting(store, agent_operator, a, on=date.fromisoformat(later(10))) is None
 
     expired = _acting(store, agent_operator, a, on=date.fromisoformat(later(11)))
-    assert expired is not None and f"expired on {later(10)}" in expired.message_en
-    assert "eport auth grant" in expired.remedy_en
+    assert expired is not None and f"expired on {later(10)}" in expired.message.en
+    assert "eport auth grant" in expired.remedy.en
 
     call(auth, agent, "GrantOperators", grant_id=received.grant_id, all_operators=True)
     assert _acting(store, agent_operator_2, a) is None  # all operators now
     call(auth, principal, "DeleteEnterpriseGrant", grant_id=received.grant_id)
     after = _acting(store, agent_operator, a)
-    assert after is not None and "There is no inter-enterprise grant" in after.message_en
+    assert after is not None and "There is no inter-enterprise grant" in after.message.en
 
     with store.read() as connection, pytest.raises(ValueError):
         check_acting_for(connection, identity(agent_operator), a, "customs", today())
@@ -520,7 +520,7 @@ def test_a_grant_not_yet_valid_does_not_authorize(
                      valid_until=later(9))
     call(auth, agent, "GrantOperators", grant_id=received.grant_id, all_operators=True)
     early = _acting(store, agent_operator, principal.customs_code)
-    assert early is not None and f"valid from {later(5)}" in early.message_en
+    assert early is not None and f"valid from {later(5)}" in early.message.en
     assert _acting(store, agent_operator, principal.customs_code,
                    on=date.fromisoformat(later(5))) is None
 
@@ -575,9 +575,9 @@ def test_a_schema_1_database_migrates_and_keeps_its_data(tmp_path: Path) -> None
 
 
 @pytest.mark.sqlite_only
-def test_schema_5_keeps_only_the_all_operators_record_seed_001_4_1_3(tmp_path: Path) -> None:
+def test_schema_5_keeps_only_the_all_operators_record_ebook_manual_4_1_3(tmp_path: Path) -> None:
     """A database of schema 4 may hold listed cards beside an all-operators record of the same
-    grant; migrating keeps the one record without a card number (seed 001 §4 1.3 说明1)."""
+    grant; migrating keeps the one record without a card number (e-book manual §4 1.3 说明1)."""
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as connection:
         for migration in migrations()[:4]:

@@ -1,4 +1,4 @@
-"""Bonded verification (保税核查, seed 000) through the real gRPC server: save, declare, the
+"""Bonded verification (保税核查, bonded manual) through the real gRPC server: save, declare, the
 review's 审批通过 / 退单 receipts, query, read-only detail, modify, 库存重新申报 once, e-book
 records, agents acting under grants, the ebook command and the schema 2 → 3 migration."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +37,7 @@ from tests.support.datacenter_stack import (
     make_signing_card,
     serving,
 )
+from tests.support.waiting import wait_until
 
 # Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
 pytestmark = pytest.mark.usefixtures("datacenter_db")
@@ -72,13 +72,13 @@ class Stack:
 
     def wait(self, card: SigningCard, number: str, status: int, timeout: float = 10.0
              ) -> pb.BondedRecord:
-        deadline = time.monotonic() + timeout
-        while True:
+        def reached() -> pb.BondedRecord | None:
             record: pb.BondedRecord = self.call(card, "GetBonded", number=number)
-            if record.status == status or time.monotonic() > deadline:
-                assert record.status == status, record
-                return record
-            time.sleep(0.02)
+            return record if record.status == status else None
+
+        found: pb.BondedRecord = wait_until(reached, timeout=timeout, interval=0.02,
+                                            what=f"{number} has status {status}")
+        return found
 
     def receipts(self, card: SigningCard) -> list[pb.Receipt]:
         return list(self.call(card, "ListReceipts", after=0).receipts)
@@ -156,7 +156,7 @@ def grant(stack: Stack, principal: str, card: SigningCard, subsystem: str, *,
 
 
 def delete_grant(stack: Stack, principal: str, grant_id: str) -> None:
-    """What `eport auth delete` does (the principal's legal-person card, seed 001 §4 1.1)."""
+    """What `eport auth delete` does (the principal's legal-person card, e-book manual §4 1.1)."""
     principal_card = Identity("8600000000000001", principal, "91110000000000001X", "委托企业",
                               CardKind.LEGAL_PERSON, "00000001")
     with stack.running.store.write() as connection:
@@ -200,10 +200,10 @@ def test_save_declare_stored_and_approved_receipts_beside_the_customs_ones(
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 
 
-def test_seed_001_ch3_the_legal_person_card_enters_modifies_deletes_and_declares(
+def test_ebook_manual_2_3_the_legal_person_card_enters_modifies_deletes_and_declares(
         stack: Stack, declarant: SigningCard, legal_person: SigningCard) -> None:
-    """Seed 001 第3章 用户类别: 企业法人卡 录入、暂存、修改、删除、申报、查询/打印 (the e-book
-    subsystems); bonded verification by the same reading (seed 000 names no card kind)."""
+    """e-book manual §2.3 用户类别: 企业法人卡 录入、暂存、修改、删除、申报、查询/打印 (the e-book
+    subsystems); bonded verification by the same reading (the bonded manual names no card kind)."""
     document = ours(items=3)
     saved = stack.save(legal_person, document)  # 录入, 暂存
     assert saved.status == pb.BONDED_SAVED and saved.saved_by_card == legal_person.card_id
@@ -571,13 +571,13 @@ def test_an_agent_needs_both_grants(stack: Stack, operator: SigningCard, agent: 
         pb.STORED_RECEIPT, pb.APPROVED_RECEIPT]
 
 
-def test_seed_001_4_1_2_an_agents_query_lists_the_principals_records_while_granted(
+def test_ebook_manual_4_1_2_an_agents_query_lists_the_principals_records_while_granted(
         stack: Stack, operator: SigningCard, agent: SigningCard,
         agent_declarant: SigningCard) -> None:
-    """Seed 001 §4 1.2: "被授权的企业操作员可以对授权企业、授权子系统的数据进行相应的操作(查询、
-    暂存、申报等)" and "删除 … 再次登录被授权子系统时，没有相应的操作权限": the agent's card lists
-    the principal's records of the granted subsystem, whoever entered them, and none once the
-    grant is deleted (not even those it saved itself)."""
+    """E-book manual §4 1.2: "被授权的企业操作员可以对授权企业、授权子系统的数据进行相应的操作
+    (查询、暂存、申报等)" and "删除 … 再次登录被授权子系统时，没有相应的操作权限": the agent's
+    card lists the principal's records of the granted subsystem, whoever entered them, and none
+    once the grant is deleted (not even those it saved itself)."""
     import_ebook(stack, EBOOK_A, A)
     by_principal = stack.save(operator, ours())  # 加贸手册: the handbook subsystem
     in_ebook = stack.save(operator, ebook_bonded(EBOOK_A, 1, enterprise_code=A,
@@ -608,10 +608,10 @@ def test_seed_001_4_1_2_an_agents_query_lists_the_principals_records_while_grant
     assert listed(operator)[-1] == by_agent.temporary_number  # still the principal's record
 
 
-def test_seed_000_2_2_1_3_a_handbook_grant_calls_up_the_handbooks_record_items(
+def test_bonded_manual_2_2_1_3_a_handbook_grant_calls_up_the_handbooks_record_items(
         stack: Stack, agent: SigningCard) -> None:
-    """Seed 000 §2.2.1.3 (纸质手册电子化: 由备案序号调用对应的商品编码 …) with seed 001 §4 (加工
-    贸易手册 is delegated on its own): an agent holding only the handbook grant calls up the
+    """Bonded manual §2.2.1.3 (纸质手册电子化: 由备案序号调用对应的商品编码 …) with e-book manual §4
+    (加工贸易手册 is delegated on its own): an agent holding only the handbook grant calls up the
     record items of a 纸质手册电子化 document, as the data centre's save check reads them."""
     document = valid_bonded(management_mode="2", enterprise_code=A,
                             enterprise_name=ENTERPRISE_A[1])
@@ -634,11 +634,11 @@ def test_seed_000_2_2_1_3_a_handbook_grant_calls_up_the_handbooks_record_items(
     assert stack.save(agent, document).status == pb.BONDED_SAVED
 
 
-# ---- 删除 (seed 000 §2.3) ------------------------------------------------------------------
+# ---- 删除 (bonded manual §2.3) ------------------------------------------------------------------
 
-def test_seed_000_2_3_delete_a_saved_record_and_its_number_is_never_given_again(
+def test_bonded_manual_2_3_delete_a_saved_record_and_its_number_is_never_given_again(
         tmp_path: Path, test_ca: TestCA, operator: SigningCard, agent: SigningCard) -> None:
-    """Seed 000 §2.3 删除: "光标在表头时 … 可删除整单数据"; a record never declared."""
+    """Bonded manual §2.3 删除: "光标在表头时 … 可删除整单数据"; a record never declared."""
     with stack_at(tmp_path, test_ca, review=ReviewPolicy.parse("reject:R1")) as stack:
         document = ours()
         saved = stack.save(operator, document)
@@ -665,14 +665,14 @@ def test_seed_000_2_3_delete_a_saved_record_and_its_number_is_never_given_again(
         code, detail = stack.refused(operator, "DeleteBonded", number=declared.unified_number)
         assert (code, detail.reason) == (grpc.StatusCode.FAILED_PRECONDITION, pb.WRONG_STATE)
         fixed = stack.call(operator, "DeleteBondedItem", number=declared.unified_number,
-                           item_number=1)  # seed 000 §3.2.4: 修改 may delete items
+                           item_number=1)  # bonded manual §3.2.4: 修改 may delete items
         assert fixed.status == pb.BONDED_REJECTED
         assert len(json.loads(fixed.document_json)["items"]) == 1
 
 
-def test_seed_000_2_3_delete_one_body_item_and_the_rest_are_renumbered(
+def test_bonded_manual_2_3_delete_one_body_item_and_the_rest_are_renumbered(
         stack: Stack, operator: SigningCard) -> None:
-    """Seed 000 §2.3: "光标在表体中某项时 … 可删除该项商品记录"; 序号 is the system's."""
+    """Bonded manual §2.3: "光标在表体中某项时 … 可删除该项商品记录"; 序号 is the system's."""
     document = ours(items=3)
     names = [item["name"] for item in document["items"]]
     saved = stack.save(operator, document)
@@ -683,7 +683,7 @@ def test_seed_000_2_3_delete_one_body_item_and_the_rest_are_renumbered(
                                                                        (2, names[2])]
     _code, detail = stack.refused(operator, "DeleteBondedItem", number=saved.temporary_number,
                                   item_number=3)
-    assert [(p.path, p.section) for p in detail.problems] == [("item_number", "seed 000 §2.3")]
+    assert [(p.path, p.section) for p in detail.problems] == [("item_number", "bonded manual §2.3")]
     for body in ({"item_number": 0}, {"item_number": "1"}, {}):
         _code, detail = stack.refused(operator, "DeleteBondedItem",
                                       number=saved.temporary_number, **body)

@@ -158,7 +158,7 @@ def test_a_card_issued_by_an_end_entity_is_refused_with_its_reason(test_ca: Test
     with pytest.raises(DataCenterError) as caught:
         verifier.verify(card.request("Query", {}), "Query")
     assert caught.value.reason == pb.ISSUER_NOT_CA
-    assert "not a CA certificate" in caught.value.message_en
+    assert "not a CA certificate" in caught.value.message.en
 
 
 # ---- card certificates: what they must allow ----------------------------------------------

@@ -1,5 +1,5 @@
 """The data centre's document flow through the real gRPC server: roles, numbers, receipts,
-fees, idempotency and validation (seed 003 四, 五(三), 十一)."""
+fees, idempotency and validation (QP FAQ §四, 五(三), 十一)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tests.support.datacenter_stack import (
     error_detail,
     make_signing_card,
 )
+from tests.support.waiting import wait_until
 
 Stub = pb_grpc.DataCenterStub
 
@@ -63,13 +64,13 @@ def refused(stub: Stub, card: SigningCard, method: str, **body: Any
 
 def wait_status(stub: Stub, card: SigningCard, number: str, status: int,
                 timeout: float = 10.0) -> pb.DocumentRecord:
-    deadline = time.monotonic() + timeout
-    while True:
+    def reached() -> pb.DocumentRecord | None:
         record: pb.DocumentRecord = call(stub, card, "GetDocument", number=number)
-        if record.status == status or time.monotonic() > deadline:
-            assert record.status == status, record
-            return record
-        time.sleep(0.02)
+        return record if record.status == status else None
+
+    found: pb.DocumentRecord = wait_until(reached, timeout=timeout, interval=0.02,
+                                          what=f"{number} has status {status}")
+    return found
 
 
 def test_operator_saves_and_uploads_declarant_declares_and_customs_clears(
@@ -91,10 +92,10 @@ def test_operator_saves_and_uploads_declarant_declares_and_customs_clears(
     cleared = wait_status(stub, declarant, saved.temporary_number, pb.CLEARED)
     entry = cleared.entry_number
     assert numbers.is_entry_number(entry)
-    # seed 003 十三(九): 4-digit district + 4-digit year + "1" (import) + 9 digits
+    # QP FAQ §十三(九): 4-digit district + 4-digit year + "1" (import) + 9 digits
     assert entry[:4] == "5301" and entry[8] == "1"
     assert cleared.pre_entry_number == entry[-9:]
-    # Found by each of its numbers (seed 003 十一(五)).
+    # Found by each of its numbers (QP FAQ §十一(五)).
     for number in (saved.temporary_number, uploaded.unified_number, entry):
         assert call(stub, operator, "GetDocument", number=number).entry_number == entry
 
@@ -252,7 +253,7 @@ def test_query_filters(stub: Stub, operator: SigningCard, declarant: SigningCard
     assert len(saved_only) == 1 and saved_only[0].temporary_number != first.temporary_number
     assert not call(stub, operator, "Query", to="2000-01-01").documents
     _, detail = refused(stub, operator, "Query", pre_entry_number="000000001")
-    assert detail.reason == pb.BAD_REQUEST  # seed 003 十一(五): not by pre-entry number
+    assert detail.reason == pb.BAD_REQUEST  # QP FAQ §十一(五): not by pre-entry number
 
 
 def test_get_info_is_unsigned(stub: Stub) -> None:
@@ -293,18 +294,18 @@ def test_receipt_calls_are_signed_too(stub: Stub, operator: SigningCard) -> None
     assert code is grpc.StatusCode.INVALID_ARGUMENT and detail.reason == pb.BAD_REQUEST
 
 
-# ---- 删除 (seed 003 十三(一): Ctrl+D on the 报关单 page, Ctrl+Delete on the item list) --------
+# ---- 删除 (QP FAQ §十三(一): Ctrl+D on the 报关单 page, Ctrl+Delete on the item list) --------
 
-def test_seed_003_delete_a_document_never_declared_its_numbers_never_come_back(
+def test_qp_faq_delete_a_document_never_declared_its_numbers_never_come_back(
         datacenter: tuple[Any, Stub], operator: SigningCard, declarant: SigningCard,
         legal_person: SigningCard, other_declarant: SigningCard) -> None:
-    """Seed 003 十三(一) 3 ([报关单(1)] Ctrl+D 删除), seed 000 §2.3: the enterprise deletes a
+    """QP FAQ §十三(一) 3 ([报关单(1)] Ctrl+D 删除), bonded manual §2.3: the enterprise deletes a
     saved document it has not declared; its number is never given again."""
     stub = datacenter[1]
     document = valid_declaration()
     saved = save(stub, operator, document)
     uploaded = call(stub, operator, "Upload", number=save(stub, operator).temporary_number)
-    # Not another enterprise's card, not a legal-person card (seed 003: no QP entry right).
+    # Not another enterprise's card, not a legal-person card (QP FAQ: no QP entry right).
     code, detail = refused(stub, other_declarant, "Delete", number=saved.temporary_number)
     assert (code, detail.reason) == (grpc.StatusCode.NOT_FOUND, pb.DOCUMENT_NOT_FOUND)
     code, detail = refused(stub, legal_person, "Delete", number=saved.temporary_number)
@@ -351,10 +352,10 @@ def test_seed_003_delete_a_document_never_declared_its_numbers_never_come_back(
     assert "已申报过" in detail.message_zh
 
 
-def test_seed_003_delete_one_item_the_others_are_renumbered(
+def test_qp_faq_delete_one_item_the_others_are_renumbered(
         stub: Stub, operator: SigningCard, declarant: SigningCard,
         other_declarant: SigningCard) -> None:
-    """Seed 003 十三(一) 4 (Ctrl+Delete: 删除商品表体列表中选中的那一项)."""
+    """QP FAQ §十三(一) 4 (Ctrl+Delete: 删除商品表体列表中选中的那一项)."""
     document = valid_declaration(items=3)
     names = [item["name"] for item in document["items"]]
     saved = save(stub, operator, document)
@@ -371,7 +372,7 @@ def test_seed_003_delete_one_item_the_others_are_renumbered(
     _code, detail = refused(stub, operator, "DeleteItem", number=saved.temporary_number,
                             item_number=3)
     assert [(p.path, p.section) for p in detail.problems] == [("item_number",
-                                                               "seed 003 十三(一)")]
+                                                               "QP FAQ §十三(一)")]
     _code, detail = refused(stub, other_declarant, "DeleteItem",
                             number=saved.temporary_number, item_number=1)
     assert detail.reason == pb.DOCUMENT_NOT_FOUND

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -21,6 +20,7 @@ from tests.support.datacenter_stack import (
     running_datacenter,
     start_datacenter,
 )
+from tests.support.waiting import wait_until
 
 # Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
 pytestmark = pytest.mark.usefixtures("datacenter_db")
@@ -104,9 +104,8 @@ def test_nothing_acknowledged_is_lost_to_a_kill_9(tmp_path: Path, test_ca: TestC
     workers = [threading.Thread(target=load) for _ in range(6)]
     for worker in workers:
         worker.start()
-    deadline = time.monotonic() + 20
-    while len(acknowledged) < 60 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(acknowledged) >= 60, timeout=20, interval=0.01,
+               what="60 declarations acknowledged")
     datacenter.kill()  # SIGKILL while requests are in flight
     stop.set()
     for worker in workers:
@@ -121,12 +120,11 @@ def test_nothing_acknowledged_is_lost_to_a_kill_9(tmp_path: Path, test_ca: TestC
         assert stored.unified_number == record.unified_number
         assert stored.status in (pb.DECLARED, pb.CLEARED) and stored.fee_charged
     # Reviews pending at the kill are resumed after the restart.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def no_review_pending() -> bool:
         with opened(datacenter.db_path) as database:
-            if database.execute("SELECT COUNT(*) FROM reviews").fetchone()[0] == 0:
-                break
-        time.sleep(0.05)
+            return bool(database.execute("SELECT COUNT(*) FROM reviews").fetchone()[0] == 0)
+
+    wait_until(no_review_pending, timeout=20, what="the resumed reviews are done")
     datacenter.stop()
     with opened(datacenter.db_path) as database:
         if not is_postgres_url(datacenter.db_path):  # PostgreSQL checks its own recovery

@@ -1,4 +1,4 @@
-"""Several eport-datacenter processes on one database (issue 16, "Several processes"): a
+"""Several eport-datacenter processes on one database: a
 receipt stream on one process shows the documents saved and declared through another."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review stand-in, receipts stream and fees (seed 003 五(三), 十一(六))."""
+"""Review stand-in, receipts stream and fees (QP FAQ §五(三), 十一(六))."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tests.support.datacenter_stack import (
     make_signing_card,
     serving,
 )
+from tests.support.waiting import wait_until
 
 # Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
 pytestmark = pytest.mark.usefixtures("datacenter_db")
@@ -47,13 +48,13 @@ def save(stub: Stub, card: SigningCard, document: dict[str, Any] | None = None,
 
 def wait_status(stub: Stub, card: SigningCard, number: str, status: int,
                 timeout: float = 10.0) -> pb.DocumentRecord:
-    deadline = time.monotonic() + timeout
-    while True:
+    def reached() -> pb.DocumentRecord | None:
         record: pb.DocumentRecord = call(stub, card, "GetDocument", number=number)
-        if record.status == status or time.monotonic() > deadline:
-            assert record.status == status, record
-            return record
-        time.sleep(0.02)
+        return record if record.status == status else None
+
+    found: pb.DocumentRecord = wait_until(reached, timeout=timeout, interval=0.02,
+                                          what=f"{number} has status {status}")
+    return found
 
 
 def test_review_policies_parse() -> None:
@@ -80,7 +81,7 @@ def test_fee_once_after_a_rejection_and_a_re_declaration(
         rejected = wait_status(stub, declarant, saved.temporary_number, pb.REJECTED)
         assert rejected.reject_reason_code == "E01" and rejected.reject_reason == "申报要素不全"
         assert not rejected.entry_number
-        # 退单: modify and declare again (seed 003 五(三): still one fee)
+        # 退单: modify and declare again (QP FAQ §五(三): still one fee)
         document["header"]["remarks"] = "补充申报要素"
         save(stub, operator, document, temporary_number=saved.temporary_number)
         again = call(stub, declarant, "Declare", number=rejected.unified_number)

@@ -1,4 +1,4 @@
-"""Acceptance of issue 16 ("Several processes"): two data-centre processes on one database,
+"""Acceptance of several data-centre processes: two of them on one database,
 8 clients, 500 declarations; a kill -9 of one process (and, on PostgreSQL, a restart of the
 database) during the batch loses nothing acknowledged, and the batch completes after retries.
 
@@ -28,6 +28,7 @@ from eport.protos.v1 import datacenter_pb2_grpc as pb_grpc
 from tests.support import datacenter_db
 from tests.support.customs_documents import valid_declaration
 from tests.support.datacenter_stack import DataCenterProcess, SigningCard, start_datacenter
+from tests.support.waiting import wait_until
 
 DECLARATIONS = 500
 CLIENTS = 8
@@ -103,9 +104,9 @@ def _with_retries(call: Callable[[pb_grpc.DataCenterStub], pb.DocumentRecord],
                   stubs: list[pb_grpc.DataCenterStub], first: int, batch: Batch
                   ) -> pb.DocumentRecord:
     """The call's answer, moving to the other process after each UNAVAILABLE or timeout."""
-    deadline = time.monotonic() + _BATCH_DEADLINE
+    deadline = time.monotonic() + _BATCH_DEADLINE  # not a wait: the client's retry budget
     attempt = first
-    while True:
+    while True:  # not a wait: retries within the budget above
         try:
             return call(stubs[attempt % len(stubs)])
         except grpc.RpcError as error:
@@ -140,14 +141,6 @@ def _client(index: int, processes: list[DataCenterProcess], batch: Batch,
             channel.close()
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = _BATCH_DEADLINE
-              ) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_two_processes_eight_clients_500_declarations_survive_kill_and_restart(
         tmp_path: Path, test_ca: TestCA, database: Database, operator: SigningCard,
         declarant: SigningCard) -> None:
@@ -162,9 +155,11 @@ def test_two_processes_eight_clients_500_declarations_survive_kill_and_restart(
     try:
         for client in clients:
             client.start()
-        _wait_for(lambda: batch.done >= 100 or bool(batch.failures), "100 declarations")
+        wait_until(lambda: batch.done >= 100 or bool(batch.failures), timeout=_BATCH_DEADLINE,
+                   interval=0.01, what="100 declarations")
         first.kill()  # SIGKILL with requests in flight; the clients move to the second
-        _wait_for(lambda: batch.done >= 200 or bool(batch.failures), "200 declarations")
+        wait_until(lambda: batch.done >= 200 or bool(batch.failures), timeout=_BATCH_DEADLINE,
+                   interval=0.01, what="200 declarations")
         database.disrupt()  # PostgreSQL restarts under the process left serving
         first.start()  # the killed one comes back on the same database
         for client in clients:

@@ -5,7 +5,6 @@ with the client."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from eport.protos.v1 import datacenter_pb2 as pb
 from tests.support.customs_documents import valid_declaration
 from tests.support.datacenter_db import new_database, opened
 from tests.support.datacenter_stack import make_signing_card, serving
+from tests.support.waiting import wait_until
 
 # Each test runs on SQLite and on PostgreSQL (tests/support/datacenter_db.py).
 pytestmark = pytest.mark.usefixtures("datacenter_db")
@@ -194,14 +194,12 @@ def test_numbers_stay_unique_with_eight_threads_of_fifty_declarations(
         with ThreadPoolExecutor(8) as pool:
             temporaries = [n for batch in pool.map(declare_fifty, range(8)) for n in batch]
         assert len(set(temporaries)) == 400
-        deadline = time.monotonic() + 30
-        while True:
+        def all_cleared() -> Any:
             result = stub.Query(operator.request("Query", {"limit": 1000}))
-            if all(d.status == pb.CLEARED for d in result.documents) \
-                    or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        documents = result.documents
+            return result if all(d.status == pb.CLEARED for d in result.documents) else None
+
+        documents = wait_until(all_cleared, timeout=30, interval=0.1,
+                               what="every declaration is cleared").documents
         assert len(documents) == 400 and all(d.status == pb.CLEARED for d in documents)
         for field in ("temporary_number", "unified_number", "entry_number"):
             values = [getattr(d, field) for d in documents]

@@ -1,5 +1,5 @@
 """The data centre off loopback: TLS (server certificate, optional client certificates) or
-refusal (issue 16, "Off loopback"). Certificates are made by the openssl command, the server is
+refusal ("off loopback"). Certificates are made by the openssl command, the server is
 the real one (run_server, and the console command for the refusal), the client is the one the
 customs, bonded and auth commands use."""
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from eport.clients.cli.errors import CliError
 from eport.clients.datacenter.channel import ClientTls
 from eport.clients.datacenter.client import DataCenterClient
+from eport.clients.kit.errors import CliError
 from eport.datacenter.server import (
     DataCenterSettings,
     RunningDataCenter,

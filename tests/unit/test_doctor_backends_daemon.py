@@ -13,7 +13,6 @@ import http.server
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tests.support.daemon_stack import running_daemon
 from tests.support.eport_cli import describe, run_eport
 from tests.support.gateway_stack import running_gateway
 from tests.support.softhsm import SOFTHSM_MODULE, SoftHsm, build_softhsm, write_config
+from tests.support.waiting import wait_until
 
 NOT_PKCS11 = "/lib/x86_64-linux-gnu/libz.so.1"  # a real shared library without C_GetFunctionList
 CONDITION_TIMEOUT_S = 20.0
@@ -58,14 +58,20 @@ def statuses(report: dict[str, Any], prefix: str) -> dict[str, str]:
 def doctor_until(socket_path: Path, prefix: str, expected: dict[str, str]) -> dict[str, Any]:
     """Doctor's report once the backend's findings are `expected` (a remote backend's monitor
     may need a moment to look again after a start-up hiccup); fails with the last report."""
-    deadline = time.monotonic() + CONDITION_TIMEOUT_S
-    while True:
+    last: list[dict[str, Any]] = []
+
+    def reported() -> dict[str, Any] | None:
         report = doctor(socket_path)
-        if statuses(report, prefix) == expected or time.monotonic() >= deadline:
-            assert statuses(report, prefix) == expected, json.dumps(report, ensure_ascii=False,
-                                                                  indent=1)
-            return report
-        time.sleep(0.2)
+        last[:] = [report]
+        return report if statuses(report, prefix) == expected else None
+
+    try:
+        found: dict[str, Any] = wait_until(reported, timeout=CONDITION_TIMEOUT_S, interval=0.2,
+                                           what=f"doctor reports {expected}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n" + json.dumps(last[0] if last else None,
+                                                        ensure_ascii=False, indent=1)) from None
+    return found
 
 
 def finding(report: dict[str, Any], code: str) -> dict[str, Any]:

@@ -7,12 +7,12 @@ import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from eport.clients.cli.errors import daemon_not_running
 from eport.clients.doctor import checks_daemon, checks_host
 from eport.clients.doctor.bundle import build_bundle, mask_name, scrub
 from eport.clients.doctor.facts import Facts, SocketFacts
 from eport.clients.doctor.findings import Status
 from eport.clients.doctor.runner import run_checks
+from eport.clients.kit.errors import daemon_not_running
 from eport.protos.v1 import eportd_pb2 as pb
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

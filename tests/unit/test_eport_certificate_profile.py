@@ -1,4 +1,4 @@
-"""The real E-port certificate profile (DESIGN §3) parsed from certificates built here."""
+"""The real E-port certificate profile (docs/sources.md) parsed from certificates built here."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def test_base64_ignores_line_breaks_and_refuses_junk() -> None:
     for bad in ("not base64!", "aGVsbG8", "====", "aGVs*G8="):
         with pytest.raises(GatewayError) as caught:
             decode_base64(bad, "inData")
-        assert caught.value.code == BAD_ARGUMENTS and "inData" in caught.value.en
+        assert caught.value.code == BAD_ARGUMENTS and "inData" in caught.value.text.en
 
 
 def test_certificate_as_bare_base64_or_pem(certificate_der: bytes) -> None:
@@ -88,7 +88,7 @@ def test_what_is_not_a_certificate(text: str) -> None:
     with pytest.raises(GatewayError) as caught:
         certificate_arg(text, "certData")
     assert caught.value.code == BAD_ARGUMENTS
-    assert "certData" in caught.value.zh and "certData" in caught.value.en
+    assert "certData" in caught.value.text.zh and "certData" in caught.value.text.en
 
 
 def test_truncated_certificate_is_refused(certificate_der: bytes) -> None:
@@ -150,8 +150,8 @@ def test_the_refusal_names_the_option_in_both_languages() -> None:
         refuse_datacenter_envelope(_envelope(), allowed=False, method="SpcSignData")
     error = caught.value
     assert error.code == BAD_ARGUMENTS
-    assert error.zh.startswith("输入参数错误") and "--allow-envelope-signing" in error.zh
-    assert "must not sign" in error.en and "--allow-envelope-signing" in error.en
+    assert error.text.zh.startswith("输入参数错误") and "--allow-envelope-signing" in error.text.zh
+    assert "must not sign" in error.text.en and "--allow-envelope-signing" in error.text.en
     assert error.error_array() == envelope_refused().error_array()
     refuse_datacenter_envelope(_envelope(), allowed=True, method="SpcSignData")  # no raise
     refuse_datacenter_envelope(b"ordinary", allowed=False, method="SpcSignData")  # no raise

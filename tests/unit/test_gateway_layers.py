@@ -32,6 +32,7 @@ from eport.clients.gateway.protocol import (
     text_arg,
 )
 from eport.clients.gateway.server import SINGLE_WINDOW_ORIGINS, GatewayConfig, origin_allowed
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
 # ---- envelope ----
@@ -46,7 +47,8 @@ def test_reply_echoes_id_and_method_with_result_data_error() -> None:
     assert answer == {"_id": "a-7", "_method": "cus-sec_SpcGetCardID", "_status": "00",
                       "_args": {"Result": True, "Data": ["123"], "Error": []}}
     failed = json.loads(error_reply(5, "cus-sec_SpcSignDataAsPEM",
-                                    errors.GatewayError("51590", "卡片无效", "invalid card")))
+                                    errors.GatewayError("51590", Bilingual("卡片无效",
+                                                                           "invalid card"))))
     assert failed["_args"] == {"Result": False, "Data": [],
                                "Error": ["卡片无效", "Err:Custom51590", "invalid card"]}
 
@@ -143,7 +145,7 @@ def test_a_transfer_above_the_limit_is_refused_before_it_is_stored() -> None:
     request = json.dumps({"_id": 1, "_method": "m", "args": {"inData": "a" * 5000}})
     answer = BlockAssembler(max_length=1000).receive(blocks_of(request, 2000)[0])
     assert (answer.ok, answer.finish, answer.assembled) == (False, True, None)
-    assert answer.error is not None and "above the limit" in answer.error.en
+    assert answer.error is not None and "above the limit" in answer.error.text.en
 
 
 def test_a_malformed_header_is_refused() -> None:
@@ -196,12 +198,12 @@ def test_reasons_map_to_the_documented_codes(reason: int, code: str) -> None:
 def test_wrong_pin_says_how_many_tries_are_left() -> None:
     detail = pb.ErrorDetail(reason=pb.PIN_INCORRECT, tries_left=2)
     error = errors.from_daemon_error(FakeRpcError(grpc.StatusCode.PERMISSION_DENIED, detail))
-    assert (error.code, error.zh) == ("0A000024", "口令不正确,还可以重试2次")
+    assert (error.code, error.text.zh) == ("0A000024", "口令不正确,还可以重试2次")
 
 
 def test_an_unreachable_daemon_is_a_reader_open_failure() -> None:
     error = errors.from_daemon_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, None))
-    assert error.code == "50200" and "eportd" in error.en
+    assert error.code == "50200" and "eportd" in error.text.en
 
 
 # ---- digests, origins, loopback ----

@@ -216,7 +216,7 @@ def test_what_json_does_not_allow_is_refused(frame: str, request_id: object, met
     with pytest.raises(BadRequest) as refused:
         parse_request(frame)
     assert refused.value.error.code == errors.BAD_ARGUMENTS
-    assert "not valid JSON" in refused.value.error.en
+    assert "not valid JSON" in refused.value.error.text.en
     assert (refused.value.request_id, refused.value.method) == (request_id, method)
     # What is echoed is always valid JSON.
     json.loads(reply(refused.value.request_id, refused.value.method, []),
@@ -267,7 +267,7 @@ def test_unfinished_transfers_of_a_connection_share_one_cap() -> None:
     assert assembler.held == 8000
     refused = assembler.receive(a[1])  # 12,000 held would be above 10,000
     assert (refused.ok, refused.finish) == (False, True)
-    assert refused.error is not None and "would hold more than 10000" in refused.error.en
+    assert refused.error is not None and "would hold more than 10000" in refused.error.text.en
     assert assembler.held == 4000 and assembler.open_transfers == 1  # a was dropped
     assert assembler.receive(b[1]).assembled == request_of(8000, 2)
     assert assembler.held == 0
@@ -284,7 +284,7 @@ def test_blocks_never_hold_more_than_the_declared_length() -> None:
     assert assembler.receive(frames[0]).ok
     refused = assembler.receive(frames[1])
     assert (refused.ok, refused.finish) == (False, True)
-    assert refused.error is not None and "more than the declared length" in refused.error.en
+    assert refused.error is not None and "more than the declared length" in refused.error.text.en
     assert assembler.held == 0
 
 
@@ -307,8 +307,8 @@ def test_stalled_transfers_time_out_and_free_what_they_hold() -> None:
     assert assembler.held == 0 and assembler.open_transfers == 0
     late = assembler.receive(frames[2])
     assert (late.ok, late.finish, late.assembled) == (False, True, None)
-    assert late.error is not None and "got no block for 60 seconds" in late.error.en
-    assert "请重新发送整个请求" in late.error.zh
+    assert late.error is not None and "got no block for 60 seconds" in late.error.text.en
+    assert "请重新发送整个请求" in late.error.text.zh
     # Told once; sent again from the start, the same request goes through.
     assert [assembler.receive(frame).finish for frame in frames][-1]
 

@@ -162,7 +162,7 @@ def test_a_tls_handshake_with_the_context_the_gateway_serves(home: Home) -> None
     with pytest.raises(TlsNotInstalled) as missing:
         server_ssl_context(home.tls_dir)
     assert missing.value.code == "NOT_INSTALLED" and "tls install" in missing.value.remedy.en
-    assert missing.value.message_zh and missing.value.message_en
+    assert missing.value.message.zh and missing.value.message.en
     installed(home)
     context = server_ssl_context()  # the default directory: $XDG_CONFIG_HOME/eport/...
     client = ssl.create_default_context(cafile=str(home.tls_dir / "ca.pem"))

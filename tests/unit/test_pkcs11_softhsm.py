@@ -1,4 +1,4 @@
-"""The PKCS#11 backend against SoftHSM2, a real PKCS#11 module (issue 15): tokens as readers,
+"""The PKCS#11 backend against SoftHSM2, a real PKCS#11 module: tokens as readers,
 identity, PIN status and verify, signatures and decryption checked with OpenSSL, the token
 removed and the module finalised under the backend, and the next call working."""
 

@@ -29,5 +29,5 @@ def test_every_error_reason_has_a_message_in_both_languages() -> None:
     for reason in Reason:
         assert pb.ErrorReason.Value(reason.value) > 0  # the proto names the same reasons
         message = message_for(EportError(reason, tries_left=2))
-        assert message.message_zh and message.message_en
-        assert message.remedy_zh and message.remedy_en
+        assert message.message.zh and message.message.en
+        assert message.remedy.zh and message.remedy.en

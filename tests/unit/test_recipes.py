@@ -448,7 +448,7 @@ def test_tampered_content_fails_both_verifiers(rsa_signer: KeySigner, old: str,
         signxml_verify(tampered, rsa_signer.certificate_pem())
     result = verify_ceb_xml(tampered)
     assert not result.valid and not result.digest_ok and result.signature_ok
-    assert "digest" in result.reason_en and "摘要" in result.reason_zh
+    assert "digest" in result.reason.en and "摘要" in result.reason.zh
 
 
 def test_tampered_sm2_content_fails(sm2_signer: KeySigner) -> None:
@@ -481,7 +481,7 @@ def test_tampered_signature_value_fails(signer: KeySigner) -> None:
     changed = tamper(signed, text, base64.b64encode(bytes(value)).decode())
     result = verify_ceb_xml(changed)
     assert not result.valid and result.digest_ok and not result.signature_ok
-    assert "SignatureValue" in result.reason_en
+    assert "SignatureValue" in result.reason.en
 
 
 def test_wrong_or_given_certificate(rsa_signer: KeySigner, sm2_signer: KeySigner) -> None:
@@ -492,7 +492,7 @@ def test_wrong_or_given_certificate(rsa_signer: KeySigner, sm2_signer: KeySigner
     assert result.certificate_source == "given"
     assert verify_ceb_xml(signed, rsa_signer.certificate).document_certificate_matches is True
     mismatch = verify_ceb_xml(signed, sm2_signer.certificate)
-    assert not mismatch.valid and "does not fit" in mismatch.reason_en
+    assert not mismatch.valid and "does not fit" in mismatch.reason.en
 
 
 # ---- CEB XML: refusals ----
@@ -515,8 +515,8 @@ def test_bad_input_refused(rsa_signer: KeySigner, data: bytes, words: str) -> No
         with pytest.raises(RecipeError) as caught:
             action()
         error = caught.value
-        assert words in error.message_en
-        assert error.message_zh and error.remedy_zh and error.remedy_en
+        assert words in error.message.en
+        assert error.message.zh and error.remedy.zh and error.remedy.en
         assert error.exit_code == 2
     assert rsa_signer.signed == []  # refused before anything went to the card
 
@@ -548,15 +548,15 @@ def test_already_signed_refused_unless_resign(rsa_signer: KeySigner,
 
 def test_unsigned_or_malformed_signature_is_invalid_not_an_error(rsa_signer: KeySigner) -> None:
     result = verify_ceb_xml(CEB311.encode())
-    assert not result.valid and "no ds:Signature" in result.reason_en
+    assert not result.valid and "no ds:Signature" in result.reason.en
     signed = sign_ceb_xml(CEB311.encode(), rsa_signer)
     two = signed.replace(b"</ceb:CEB311Message>",
                          signed[signed.index(b"<ds:Signature"):])
-    assert "2 ds:Signature" in verify_ceb_xml(two).reason_en
+    assert "2 ds:Signature" in verify_ceb_xml(two).reason.en
     sha256 = signed.replace(b"xmldsig#sha1", b"xmlenc#sha256")
-    assert "unknown DigestMethod" in verify_ceb_xml(sha256).reason_en
+    assert "unknown DigestMethod" in verify_ceb_xml(sha256).reason.en
     no_cert = re.sub(rb"<ds:X509Data>.*</ds:X509Data>", b"", signed)
-    assert "no X509Certificate" in verify_ceb_xml(no_cert).reason_en
+    assert "no X509Certificate" in verify_ceb_xml(no_cert).reason.en
     assert verify_ceb_xml(no_cert, rsa_signer.certificate).valid
 
 
@@ -644,23 +644,23 @@ def test_unknown_algorithm_uri_is_a_clear_refusal(sm2_signer: KeySigner, element
     result = verify_ceb_xml(changed)
     assert not result.valid and not result.signature_ok
     shown = uri or "(empty)"
-    assert f"unknown {element} algorithm: {shown}" in result.reason_en
-    assert "不支持" in result.reason_zh and shown in result.reason_zh
-    assert "202205" in result.remedy_en and "202205" in result.remedy_zh
+    assert f"unknown {element} algorithm: {shown}" in result.reason.en
+    assert "不支持" in result.reason.zh and shown in result.reason.zh
+    assert "202205" in result.remedy.en and "202205" in result.remedy.zh
     if element == "SignatureMethod":
         assert result.signature_method == uri and result.signature_method_form is None
         for known in (*RSA_URIS[:1], SM2_URIS[0], OLD_SM2):
-            assert known in result.remedy_en
+            assert known in result.remedy.en
     if element == "DigestMethod":
         assert result.digest_method == uri
-        assert RSA_URIS[1] in result.remedy_en and SM2_URIS[1] in result.remedy_en
+        assert RSA_URIS[1] in result.remedy.en and SM2_URIS[1] in result.remedy.en
 
 
 def test_sm2_uri_on_an_rsa_certificate_does_not_fit(rsa_signer: KeySigner) -> None:
     mislabelled = wrapper_signed(rsa_signer, SM2_URIS[0], RSA_URIS[1])
     result = verify_ceb_xml(mislabelled)
-    assert not result.valid and "does not fit" in result.reason_en
-    assert result.remedy_en
+    assert not result.valid and "does not fit" in result.reason.en
+    assert result.remedy.en
 
 
 def test_unsupported_card_key(tmp_path: Path) -> None:
@@ -740,8 +740,8 @@ def test_179_bad_fields(change: Callable[[dict[str, Any]], object], words: str) 
     change(request)
     with pytest.raises(RecipeError) as caught:
         parse_request(json.dumps(request))
-    assert words in caught.value.message_en, caught.value.message_en
-    assert caught.value.message_zh and caught.value.remedy_en
+    assert words in caught.value.message.en, caught.value.message.en
+    assert caught.value.message.zh and caught.value.remedy.en
 
 
 @pytest.mark.parametrize("text,words", [
@@ -752,7 +752,7 @@ def test_179_bad_fields(change: Callable[[dict[str, Any]], object], words: str) 
 def test_179_bad_json(text: str, words: str) -> None:
     with pytest.raises(RecipeError) as caught:
         parse_request(text)
-    assert words in caught.value.message_en
+    assert words in caught.value.message.en
 
 
 def test_179_not_utf8() -> None:
@@ -846,7 +846,7 @@ def test_gateway_signer_without_pin_uses_the_session(fake_gateway: FakeGateway) 
         with pytest.raises(GatewayReplyError) as caught:
             signer.sign(b"text")
         assert caught.value.code == "0A00002D"
-        assert caught.value.message_zh == "尚未验证口令"
+        assert caught.value.message.zh == "尚未验证口令"
         fake_gateway.session_open = True
         assert signer.sign("数据".encode())
     signing = [r for r in fake_gateway.requests if r["_method"] == "cus-sec_SpcSignDataAsPEM"]
@@ -859,8 +859,8 @@ def test_gateway_error_never_carries_the_pin(fake_gateway: FakeGateway) -> None:
             pytest.raises(GatewayReplyError) as caught:
         signer.sign(b"text")
     error = caught.value
-    assert error.code == "0A000024" and "wrong PIN" in error.message_en
-    assert "13572468" not in f"{error} {error.message_zh} {error.message_en} {error.args}"
+    assert error.code == "0A000024" and "wrong PIN" in error.message.en
+    assert "13572468" not in f"{error} {error.message.zh} {error.message.en} {error.args}"
 
 
 def test_gateway_card_swapped_between_calls(fake_gateway: FakeGateway) -> None:
@@ -876,7 +876,7 @@ def test_gateway_unreachable_and_refused(fake_gateway: FakeGateway) -> None:
             pytest.raises(GatewayReplyError) as caught:
         signer.certificate_number()
     assert caught.value.code == "unreachable"
-    assert "eport-gateway" in caught.value.message_en
+    assert "eport-gateway" in caught.value.message.en
     # A server that checks Origin (as eport-gateway does) answers 403 at the handshake.
     with serve(fake_gateway.handle, "127.0.0.1", 0,
                origins=[Origin("https://www.singlewindow.cn")]) as server:
@@ -885,7 +885,7 @@ def test_gateway_unreachable_and_refused(fake_gateway: FakeGateway) -> None:
         with GatewaySigner(url, origin="https://evil.example", timeout=5) as signer, \
                 pytest.raises(GatewayReplyError) as caught:
             signer.certificate_number()
-        assert caught.value.code == "refused" and "403" in caught.value.message_en
+        assert caught.value.code == "refused" and "403" in caught.value.message.en
         with GatewaySigner(url, origin="https://www.singlewindow.cn", timeout=5) as signer:
             assert signer.certificate_number()
         server.shutdown()

@@ -21,8 +21,7 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from eport.daemon.server.socket_path import (
     lock_path_of,
     resolve_socket_path,
 )
+from tests.support.waiting import wait_until
 from tests.unit.fake_eportd_app import EVENTS_ENV, PROBE_SERVICE, FakeApp, register_probe
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,15 +103,6 @@ def probe(channel: grpc.Channel, method: str, request: bytes = b"", timeout: flo
         f"/{PROBE_SERVICE}/{method}")
     reply: bytes = call(request, timeout=timeout)
     return reply
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def rpc_records(caplog: pytest.LogCaptureFixture, method: str) -> list[logging.LogRecord]:
@@ -402,7 +393,8 @@ def test_call_reports_our_pid_and_uid_and_is_logged(short_dir: Path,
         assert failed.value.code() == grpc.StatusCode.NOT_FOUND
         channel.close()
         # The registry forgets a connection when it ends.
-        assert wait_until(lambda: len(running.peers) == 0 and running.connection_count == 0)
+        wait_until(lambda: len(running.peers) == 0 and running.connection_count == 0,
+                   timeout=10, what="the registry has forgotten the closed connection")
 
     [call] = rpc_records(caplog, f"/{PROBE_SERVICE}/WhoAmI")
     fields = vars(call)
@@ -568,7 +560,7 @@ def wait_serving(process: subprocess.Popen[str], path: Path) -> None:
             return bool(health_check(path, timeout=1) == health_pb2.HealthCheckResponse.SERVING)
         return False
 
-    assert wait_until(serving, timeout=20)
+    wait_until(serving, timeout=20, interval=0.02, what="eportd serves")
 
 
 def test_eportd_serves_until_sigterm_and_lets_a_call_finish(short_dir: Path) -> None:
@@ -582,7 +574,8 @@ def test_eportd_serves_until_sigterm_and_lets_a_call_finish(short_dir: Path) -> 
             slow = threading.Thread(
                 target=lambda: result.update(reply=probe(channel, "Sleep", b"1.0", timeout=10)))
             slow.start()
-            time.sleep(0.3)  # the call is in flight
+            wait_until(lambda: events.exists() and "sleep-started" in events.read_text(),
+                       timeout=10, what="the slow call is in flight")
             process.send_signal(signal.SIGTERM)
             slow.join(15)
         out, err = process.communicate(timeout=20)
@@ -595,7 +588,8 @@ def test_eportd_serves_until_sigterm_and_lets_a_call_finish(short_dir: Path) -> 
     assert ready["pid"] == process.pid and {"ts", "logger"} <= set(ready)
     assert any(line.get("code") == "OK" and line.get("method", "").endswith("/Sleep")
                for line in lines)
-    assert events.read_text().split() == ["register", "start", "attach_health", "shutdown"]
+    assert events.read_text().split() == ["register", "start", "attach_health", "sleep-started",
+                                          "shutdown"]
     assert not path.exists()
 
 

@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from eport.firmware_sim.runner import SimulatorRunner, SlotRunner
 from eport.firmware_sim.vpcd import VpcdLink, VpcdProtocolError, execute_apdu
 from tests.support.cards import write_card
 from tests.support.fake_card import FAKE_ATR, FakeCard, FakeCardFactory, write_fake_image
+from tests.support.waiting import wait_until
 
 SELECT = bytes.fromhex("00A4040005A000000308")
 
@@ -171,9 +172,8 @@ def test_reconnects_when_the_driver_goes_away_and_comes_back(
     try:
         fake.accept()
         fake.close()  # pcscd exits: the listening port disappears
-        import time
-
-        time.sleep(0.6)  # several reconnection attempts fail meanwhile
+        wait_until(lambda: any("not reachable" in r.getMessage() for r in caplog.records),
+                   timeout=10, what="the slot has failed to reconnect and said so")
         fake = Driver(port)  # pcscd is back
         fake.accept()
         assert fake.transmit(SELECT)[-2:] == b"\x90\x00"
@@ -311,7 +311,7 @@ def test_link_reassembles_frames_however_tcp_cuts_them(driver: Driver, linked: A
     frame = len(ECHO).to_bytes(2, "big") + ECHO
     for piece in (frame[:1], frame[1:2], frame[2:5], frame[5:]):
         driver.send_raw(piece)
-        time.sleep(0.01)  # separate segments: the link must wait for the rest
+        time.sleep(0.01)  # not a wait: separate TCP segments, the link must wait for the rest
     assert driver.receive() == bytes.fromhex("0102039000")
     # and the other way round: three frames in one segment
     driver.send_raw(b"\x00\x01\x04" + frame + b"\x00\x01\x04")
@@ -408,21 +408,13 @@ def fake_slot(driver: Driver, fake_factory: FakeCardFactory, tmp_path: Path
     runner.stop()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
-
-
 def test_status_reports_the_slot(driver: Driver, fake_slot: SlotRunner, tmp_path: Path) -> None:
     assert driver.transmit(ECHO)[-2:] == b"\x90\x00"
     fake_slot.set_delay(5)
     fake_slot.set_mute(False)
     fake_slot.pull_during_next_apdu(after_execute=True)
-    assert wait_until(lambda: fake_slot.status().connected)
+    wait_until(lambda: fake_slot.status().connected, timeout=2, interval=0.005,
+               what="the slot is connected")
     status = fake_slot.status().to_json()
     assert status == {"slot": 0, "port": driver.port, "image": str(tmp_path / "alpha.fake.json"),
                       "inserted": True, "connected": True, "delay_ms": 5.0, "delay_ins": None,
@@ -437,7 +429,8 @@ def test_losing_the_connection_powers_the_card_off(driver: Driver, fake_slot: Sl
     assert card.verified
     assert driver.conn is not None
     driver.conn.close()  # pcscd goes away
-    assert wait_until(lambda: not card.verified and card.events[-1] == "off")
+    wait_until(lambda: not card.verified and card.events[-1] == "off", timeout=2,
+               interval=0.005, what="the card is powered off")
     driver.accept()  # and comes back: the slot reconnects by itself
     assert driver.transmit(GET_DATA) == b"alpha\x00\x90\x00"
 
@@ -457,7 +450,8 @@ def test_backoff_starts_short_doubles_and_is_capped(monkeypatch: pytest.MonkeyPa
     runner = SlotRunner(0, write_fake_image(tmp_path, "alpha"), fake_factory, port=1)
     runner.start()
     try:
-        assert wait_until(lambda: len(attempts) >= 8, timeout=6)
+        wait_until(lambda: len(attempts) >= 8, timeout=6, interval=0.005,
+                   what="eight connection attempts")
     finally:
         runner.stop()
     gaps = [b - a for a, b in itertools.pairwise(attempts[:8])]
@@ -474,10 +468,10 @@ def test_a_port_that_accepts_and_closes_does_not_cause_a_tight_loop(
     runner = SlotRunner(0, write_fake_image(tmp_path, "alpha"), fake_factory, port=driver.port)
     runner.start()
     accepted = 0
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 1.0  # not a wait: counting attempts in a one-second window
     try:
         driver.server.settimeout(0.1)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # not a wait: the window above
             try:
                 conn, _ = driver.server.accept()
             except TimeoutError:
@@ -499,7 +493,8 @@ def test_outage_is_logged_once_and_the_recovery_too(fake_factory: FakeCardFactor
     runner = SlotRunner(0, write_fake_image(tmp_path, "alpha"), fake_factory, port=port)
     runner.start()
     try:
-        time.sleep(0.5)
+        wait_until(lambda: any("not reachable" in r.getMessage() for r in caplog.records),
+                   timeout=10, what="the outage is logged")
         back = Driver(port)
         try:
             back.accept()
@@ -520,8 +515,10 @@ def test_slow_card_and_removal_cuts_a_long_delay_short(driver: Driver,
     assert driver.transmit(ECHO)[-2:] == b"\x90\x00"
     assert time.monotonic() - started >= 0.12
     fake_slot.set_delay(10_000)
+    answered = fake_slot.status().apdus
     driver.send(ECHO)
-    time.sleep(0.05)
+    wait_until(lambda: fake_slot.status().apdus > answered, timeout=5, interval=0.005,
+               what="the card is inside its long delay")
     started = time.monotonic()
     fake_slot.remove()
     assert driver.closed_by_card()

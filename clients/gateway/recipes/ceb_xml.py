@@ -51,7 +51,7 @@ from eport.clients.gateway.recipes.certificates import (
     certificate_key,
     sm2_raw_signature,
 )
-from eport.clients.gateway.recipes.errors import CardProblem, RecipeError
+from eport.clients.gateway.recipes.errors import NO_REMEDY, CardProblem, RecipeError
 from eport.clients.gateway.recipes.signer import CardSigner
 from eport.clients.gateway.recipes.xmldoc import (
     XmlDocument,
@@ -60,6 +60,8 @@ from eport.clients.gateway.recipes.xmldoc import (
     detach,
     parse_document,
 )
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 
 __all__ = ["CEB_NS", "DS_NS", "VerificationResult", "check_ceb_input", "sign_ceb_xml",
            "verify_ceb_xml"]
@@ -85,8 +87,9 @@ def sign_ceb_xml(xml: bytes, signer: CardSigner, *, any_root: bool = False,
     document = check_ceb_input(xml, any_root=any_root, resign=resign)
     for old in list(document.root.iter(_ds("Signature"))):
         if old is document.root:
-            raise RecipeError("根元素本身是 ds:Signature", "the root element is a ds:Signature",
-                              "请提供 CEB 报文本身", "give the CEB message itself")
+            raise RecipeError(
+                Bilingual("根元素本身是 ds:Signature", "the root element is a ds:Signature"),
+                Bilingual("请提供 CEB 报文本身", "give the CEB message itself"))
         detach(old)
 
     key = certificate_key(signer.certificate_der())
@@ -107,10 +110,10 @@ def sign_ceb_xml(xml: bytes, signer: CardSigner, *, any_root: bool = False,
     # Checked here so a wrong card, certificate or algorithm fails now and not at customs.
     if not key.verify(to_sign, value):
         raise CardProblem(
-            "卡片返回的签名无法用其证书验证", "the card's signature does not verify with its "
-            "certificate", "请确认插入的是本人的电子口岸卡, 然后重试",
-            "check that the right E-port card is inserted, then try again",
-        )
+            Bilingual("卡片返回的签名无法用其证书验证",
+                      "the card's signature does not verify with its certificate"),
+            Bilingual("请确认插入的是本人的电子口岸卡, 然后重试",
+                      "check that the right E-port card is inserted, then try again"))
     signature[1].text = base64.b64encode(value).decode()
     return document.to_bytes()
 
@@ -122,10 +125,9 @@ def check_ceb_input(xml: bytes, *, any_root: bool = False, resign: bool = False
     _check_root(document, any_root)
     if not resign and next(document.root.iter(_ds("Signature")), None) is not None:
         raise RecipeError(
-            "报文已含 ds:Signature 签名", "the message already has a ds:Signature",
-            "如需重新签名, 请加 --resign (将删除原有签名)",
-            "to sign it again, add --resign (the old signature is removed)",
-        )
+            Bilingual("报文已含 ds:Signature 签名", "the message already has a ds:Signature"),
+            Bilingual("如需重新签名, 请加 --resign (将删除原有签名)",
+                      "to sign it again, add --resign (the old signature is removed)"))
     return document
 
 
@@ -154,11 +156,10 @@ def _check_root(document: XmlDocument, any_root: bool) -> None:
     namespace = etree.QName(document.root).namespace
     if namespace != CEB_NS and not any_root:
         raise RecipeError(
-            f"根元素 {document.root.tag} 不在 CEB 命名空间 {CEB_NS} 中",
-            f"the root element {document.root.tag} is not in the CEB namespace {CEB_NS}",
-            "请确认这是 CEB 报文; 若确需处理其他 XML, 请加 --any-root",
-            "check that this is a CEB message; to sign other XML anyway, add --any-root",
-        )
+            Bilingual(f"根元素 {document.root.tag} 不在 CEB 命名空间 {CEB_NS} 中",
+                      f"the root element {document.root.tag} is not in the CEB namespace {CEB_NS}"),
+            Bilingual("请确认这是 CEB 报文; 若确需处理其他 XML, 请加 --any-root",
+                      "check that this is a CEB message; to sign other XML anyway, add --any-root"))
 
 
 # ---- verification ----
@@ -166,8 +167,7 @@ def _check_root(document: XmlDocument, any_root: bool) -> None:
 @dataclass(frozen=True)
 class VerificationResult:
     valid: bool
-    reason_zh: str  # why not valid; empty when valid
-    reason_en: str
+    reason: Bilingual  # why not valid; empty when valid
     certificate_number: str | None  # the KeyName
     certificate_serial: str | None  # of the certificate used, lowercase hex
     key_type: KeyType | None
@@ -182,18 +182,18 @@ class VerificationResult:
     # Which naming of the signature algorithm the message uses; None when it is unknown.
     signature_method_form: MethodForm | None = None
     signature_encoding: SignatureEncoding | None = None
-    remedy_zh: str = ""  # what to do about it, when not valid
-    remedy_en: str = ""
+    remedy: Bilingual = NO_REMEDY  # what to do about it, when not valid
 
 
-class _Invalid(Exception):
-    def __init__(self, reason_zh: str, reason_en: str, remedy_zh: str = "",
-                 remedy_en: str = "") -> None:
-        super().__init__(reason_en)
-        self.reason_zh = reason_zh
-        self.reason_en = reason_en
-        self.remedy_zh = remedy_zh
-        self.remedy_en = remedy_en
+class _Invalid(EportFailure):
+    """Why a signature is not valid: verify_ceb_xml turns it into its result, never raises it."""
+
+    code = "SIGNATURE_NOT_VALID"
+
+    def __init__(self, reason: Bilingual, remedy: Bilingual = NO_REMEDY) -> None:
+        super().__init__(reason.en)
+        self.message = reason
+        self.remedy = remedy
 
 
 @dataclass
@@ -242,11 +242,12 @@ def verify_ceb_xml(xml: bytes, certificate_der: bytes | None = None, *,
             key = _embedded_key(parts)
         if parts.method.key_type != key.key_type:
             raise _Invalid(
-                f"签名算法 {parts.method.uri} 与证书的 {key.key_type} 密钥不符",
-                f"the signature method {parts.method.uri} does not fit the certificate's "
-                f"{key.key_type} key",
-                "请用签名者的证书验证 (--cert), 或用该证书的卡重新签名",
-                "verify with the signer's certificate (--cert), or sign again with that card")
+                Bilingual(f"签名算法 {parts.method.uri} 与证书的 {key.key_type} 密钥不符",
+                          f"the signature method {parts.method.uri} does not fit the "
+                          f"certificate's {key.key_type} key"),
+                Bilingual("请用签名者的证书验证 (--cert), 或用该证书的卡重新签名",
+                          "verify with the signer's certificate (--cert), or sign again with "
+                          "that card"))
         value, seen.encoding = _signature_value(key, parts.value)
         # SignedInfo is canonicalised with the signature in place (its context counts); the
         # digest after the signature is taken out (the enveloped-signature transform).
@@ -254,24 +255,25 @@ def verify_ceb_xml(xml: bytes, certificate_der: bytes | None = None, *,
         detach(parts.signature)
         digest_ok = parts.digest_method.hash(canonical_document(document.tree)) == parts.digest
         if not digest_ok:
-            raise _Invalid("摘要不符: 报文在签名后被修改过",
-                           "digest mismatch: the message was changed after it was signed",
-                           "请用未修改的原始报文重新签名", "sign the unchanged message again")
+            raise _Invalid(
+                Bilingual("摘要不符: 报文在签名后被修改过",
+                          "digest mismatch: the message was changed after it was signed"),
+                Bilingual("请用未修改的原始报文重新签名", "sign the unchanged message again"))
         if not signature_ok:
-            raise _Invalid("签名值验证失败: 签名信息被修改, 或证书不是签名者的",
-                           "the SignatureValue does not verify: SignedInfo was changed, or the "
-                           "certificate is not the signer's",
-                           "请确认所用证书是签名者的, 或重新签名",
-                           "check that the certificate is the signer's, or sign again")
-        reason_zh = reason_en = remedy_zh = remedy_en = ""
+            raise _Invalid(
+                Bilingual("签名值验证失败: 签名信息被修改, 或证书不是签名者的",
+                          "the SignatureValue does not verify: SignedInfo was changed, or the "
+                          "certificate is not the signer's"),
+                Bilingual("请确认所用证书是签名者的, 或重新签名",
+                          "check that the certificate is the signer's, or sign again"))
+        reason, remedy = NO_REMEDY, NO_REMEDY  # valid: nothing to explain
     except _Invalid as invalid:
-        reason_zh, reason_en = invalid.reason_zh, invalid.reason_en
-        remedy_zh, remedy_en = invalid.remedy_zh, invalid.remedy_en
+        reason, remedy = invalid.message, invalid.remedy
     matches = None
     if given_key is not None and parts is not None and parts.embedded_certificate is not None:
         matches = parts.embedded_certificate == given_key.der
     return VerificationResult(
-        valid=digest_ok and signature_ok, reason_zh=reason_zh, reason_en=reason_en,
+        valid=digest_ok and signature_ok, reason=reason,
         certificate_number=parts.key_name if parts else None,
         certificate_serial=key.serial_hex if key else None,
         key_type=key.key_type if key else None,
@@ -283,21 +285,24 @@ def verify_ceb_xml(xml: bytes, certificate_der: bytes | None = None, *,
         digest_method=seen.digest_method,
         signature_method_form=seen.method.form if seen.method else None,
         signature_encoding=seen.encoding,
-        remedy_zh=remedy_zh, remedy_en=remedy_en)
+        remedy=remedy)
 
 
 def _embedded_key(parts: _Parts) -> CertificateKey:
     if parts.embedded_certificate is None:
-        raise _Invalid("签名中没有 X509Certificate, 且未提供证书",
-                       "the signature has no X509Certificate and no certificate was given",
-                       "请用 --cert 提供签名者的证书", "give the signer's certificate with --cert")
+        raise _Invalid(
+            Bilingual("签名中没有 X509Certificate, 且未提供证书",
+                      "the signature has no X509Certificate and no certificate was given"),
+            Bilingual("请用 --cert 提供签名者的证书",
+                      "give the signer's certificate with --cert"))
     try:
         return certificate_key(parts.embedded_certificate)
     except RecipeError as exc:
-        raise _Invalid(f"签名中的证书无法使用: {exc.message_zh}",
-                       f"the signature's certificate is unusable: {exc.message_en}",
-                       "请用 --cert 提供签名者的证书", "give the signer's certificate with --cert"
-                       ) from None
+        raise _Invalid(
+            Bilingual(f"签名中的证书无法使用: {exc.message.zh}",
+                      f"the signature's certificate is unusable: {exc.message.en}"),
+            Bilingual("请用 --cert 提供签名者的证书",
+                      "give the signer's certificate with --cert")) from None
 
 
 def _signature_value(key: CertificateKey, value: bytes) -> tuple[bytes, SignatureEncoding]:
@@ -309,26 +314,30 @@ def _signature_value(key: CertificateKey, value: bytes) -> tuple[bytes, Signatur
     raw = sm2_raw_signature(value)
     if len(raw) != 64:
         raise _Invalid(
-            f"SM2 签名值应为 64 字节 r||s 或 DER 编码, 实际为 {len(value)} 字节且无法解析",
-            f"an SM2 SignatureValue is 64 bytes r||s or DER, this one is {len(value)} bytes "
-            "and neither",
-            "请重新签名", "sign the message again")
+            Bilingual(f"SM2 签名值应为 64 字节 r||s 或 DER 编码, 实际为 {len(value)} "
+                      "字节且无法解析",
+                      f"an SM2 SignatureValue is 64 bytes r||s or DER, this one is {len(value)} "
+                      "bytes and neither"),
+            Bilingual("请重新签名", "sign the message again"))
     return raw, "der"
 
 
 def _signature_parts(document: XmlDocument, seen: _Seen) -> _Parts:
     signatures = list(document.root.iter(_ds("Signature")))
     if not signatures:
-        raise _Invalid("报文没有 ds:Signature 签名", "the message has no ds:Signature",
-                       "请先用 eport-gateway ceb-sign 签名",
-                       "sign it first with eport-gateway ceb-sign")
+        raise _Invalid(
+            Bilingual("报文没有 ds:Signature 签名", "the message has no ds:Signature"),
+            Bilingual("请先用 eport-gateway ceb-sign 签名",
+                      "sign it first with eport-gateway ceb-sign"))
     if len(signatures) > 1:
-        raise _Invalid(f"报文有 {len(signatures)} 个 ds:Signature, 应只有一个",
-                       f"the message has {len(signatures)} ds:Signature elements, not one")
+        raise _Invalid(
+            Bilingual(f"报文有 {len(signatures)} 个 ds:Signature, 应只有一个",
+                      f"the message has {len(signatures)} ds:Signature elements, not one"))
     signature = signatures[0]
     if signature.getparent() is not document.root:
-        raise _Invalid("ds:Signature 不是根元素的子元素",
-                       "the ds:Signature is not a child of the root element")
+        raise _Invalid(
+            Bilingual("ds:Signature 不是根元素的子元素",
+                      "the ds:Signature is not a child of the root element"))
     signed_info = _child(signature, "SignedInfo")
     canonicalization = _algorithm(_child(signed_info, "CanonicalizationMethod"))
     if canonicalization != C14N_10:
@@ -337,8 +346,9 @@ def _signature_parts(document: XmlDocument, seen: _Seen) -> _Parts:
     seen.signature_method = _algorithm(_child(signed_info, "SignatureMethod"))
     references = signed_info.findall(_ds("Reference"))
     if len(references) != 1 or references[0].get("URI") != "":
-        raise _Invalid("SignedInfo 应只有一个 URI=\"\" 的 Reference",
-                       "SignedInfo must have exactly one Reference, with URI=\"\"")
+        raise _Invalid(
+            Bilingual("SignedInfo 应只有一个 URI=\"\" 的 Reference",
+                      "SignedInfo must have exactly one Reference, with URI=\"\""))
     reference = references[0]
     seen.digest_method = _algorithm(_child(reference, "DigestMethod"))
     method = SIGNATURE_ALGORITHMS.get(seen.signature_method)
@@ -372,7 +382,8 @@ def _signature_parts(document: XmlDocument, seen: _Seen) -> _Parts:
 def _child(parent: etree._Element, name: str) -> etree._Element:
     child = parent.find(_ds(name))
     if child is None:
-        raise _Invalid(f"签名缺少 ds:{name}", f"the signature has no ds:{name}")
+        raise _Invalid(
+            Bilingual(f"签名缺少 ds:{name}", f"the signature has no ds:{name}"))
     return child
 
 
@@ -384,16 +395,15 @@ def _unknown_algorithm(what: str, what_zh: str, algorithm: str, known: list[str]
     shown = algorithm or "(empty)"
     listed = ", ".join(known)
     return _Invalid(
-        f"不支持的{what_zh} ({what}): {shown}",
-        f"unknown {what} algorithm: {shown}",
-        f"可验证的{what_zh}: {listed}。请让签名方按"
-        "《海关跨境电商统一版系统企业对接报文规范（202205版）》第 6 章签名",
-        f"the {what} algorithms this verifier knows: {listed}. Ask the signer to sign as §6 "
-        "of the CEB message specification (202205 edition) says")
+        Bilingual(f"不支持的{what_zh} ({what}): {shown}", f"unknown {what} algorithm: {shown}"),
+        Bilingual(f"可验证的{what_zh}: {listed}。请让签名方按《海关跨境电商统一版系统企业对接报文"
+                  "规范（202205版）》第 6 章签名",
+                  f"the {what} algorithms this verifier knows: {listed}. Ask the signer to sign "
+                  "as §6 of the CEB message specification (202205 edition) says"))
 
 
 def _base64(text: str | None, what: str) -> bytes:
     try:
         return base64.b64decode("".join((text or "").split()), validate=True)
     except (binascii.Error, ValueError):
-        raise _Invalid(f"ds:{what} 不是 base64", f"ds:{what} is not base64") from None
+        raise _Invalid(Bilingual(f"ds:{what} 不是 base64", f"ds:{what} is not base64")) from None

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from eport.clients.gateway.recipes.errors import CardProblem, RecipeError
 from eport.common import sm2
 from eport.common.sm2_cert import certificate_public_point
+from eport.common.text import Bilingual
 
 KeyType = Literal["rsa", "sm2"]
 
@@ -61,9 +62,9 @@ def certificate_key(der: bytes) -> CertificateKey:
         certificate = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise RecipeError(
-            f"证书无法解析: {exc}", f"the certificate cannot be parsed: {exc}",
-            "请提供 DER 或 PEM 格式的 X.509 证书", "give an X.509 certificate in DER or PEM form",
-        ) from None
+            Bilingual(f"证书无法解析: {exc}", f"the certificate cannot be parsed: {exc}"),
+            Bilingual("请提供 DER 或 PEM 格式的 X.509 证书",
+                      "give an X.509 certificate in DER or PEM form")) from None
     serial_hex = format(certificate.serial_number, "x")
     try:
         point = certificate_public_point(der)
@@ -84,10 +85,10 @@ def certificate_key(der: bytes) -> CertificateKey:
 
 def _unsupported(what: str) -> CardProblem:
     return CardProblem(
-        f"不支持的证书密钥类型 ({what}): 电子口岸签名只用 RSA 或 SM2",
-        f"unsupported certificate key type ({what}): E-port signatures are RSA or SM2 only",
-        "请使用电子口岸 RSA 卡或 SM2 卡", "use an E-port card with an RSA or SM2 key",
-    )
+        Bilingual(f"不支持的证书密钥类型 ({what}): 电子口岸签名只用 RSA 或 SM2",
+                  f"unsupported certificate key type ({what}): E-port signatures are RSA or SM2 "
+                  "only"),
+        Bilingual("请使用电子口岸 RSA 卡或 SM2 卡", "use an E-port card with an RSA or SM2 key"))
 
 
 def key_type_of_certificate(der: bytes) -> KeyType:
@@ -120,6 +121,7 @@ def read_certificate(data: bytes) -> bytes:
         return base64.b64decode(b"".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
         raise RecipeError(
-            "证书文件既不是 PEM 也不是 DER", "the certificate file is neither PEM nor DER",
-            "请提供 PEM 或 DER 格式的证书文件", "give a certificate file in PEM or DER form",
-        ) from None
+            Bilingual("证书文件既不是 PEM 也不是 DER",
+                      "the certificate file is neither PEM nor DER"),
+            Bilingual("请提供 PEM 或 DER 格式的证书文件",
+                      "give a certificate file in PEM or DER form")) from None

@@ -1,8 +1,9 @@
 """The recipes on the command line: `eport-gateway ceb-sign | ceb-verify | pay179-sign`.
 
-Exit codes: 0 done (ceb-verify: valid), 1 ceb-verify: not valid, 2 bad input or usage,
-3 the gateway or the card failed. Errors are two lines of text (Chinese, English) and a remedy
-on standard error, never a traceback; the PIN is never shown.
+Exit codes (GatewayExit, docs/exit-codes.md): 0 done (ceb-verify: valid), 1 ceb-verify: not
+valid, 2 bad input or usage, 3 the gateway or the card failed. Errors are two lines of text
+(Chinese, English) and a remedy on standard error, never a traceback; the PIN is never shown.
+Usage errors and anything unexpected reach eport-gateway's funnel (eport.common.funnel).
 """
 
 from __future__ import annotations
@@ -19,17 +20,14 @@ from typing import ParamSpec, TypeVar
 
 import click
 
+from eport.clients.gateway.exit_codes import GatewayExit
 from eport.clients.gateway.recipes.ceb_xml import check_ceb_input, sign_ceb_xml, verify_ceb_xml
 from eport.clients.gateway.recipes.certificates import read_certificate
 from eport.clients.gateway.recipes.errors import GatewayReplyError, RecipeError
 from eport.clients.gateway.recipes.payment179 import parse_request, sign_payment179
 from eport.clients.gateway.recipes.signer import DEFAULT_URL, GatewaySigner
 from eport.clients.gateway.recipes.verify_views import human_result, json_error, json_result
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_BAD_INPUT = 2
-EXIT_GATEWAY = 3
+from eport.common.text import Bilingual
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,20 +41,20 @@ def _report_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except RecipeError as error:
-            _say_error(error.message_zh, error.message_en, error.remedy_zh, error.remedy_en)
+            _say_error(error.message, error.remedy)
             click.get_current_context().exit(error.exit_code)
         except GatewayReplyError as error:
-            _say_error(f"[{error.code}] {error.message_zh}", f"[{error.code}] {error.message_en}",
-                       "", "")
-            click.get_current_context().exit(EXIT_GATEWAY)
+            _say_error(Bilingual(f"[{error.code}] {error.message.zh}",
+                                 f"[{error.code}] {error.message.en}"), error.remedy)
+            click.get_current_context().exit(GatewayExit.GATEWAY_FAILED)
 
     return wrapper
 
 
-def _say_error(zh: str, en: str, remedy_zh: str, remedy_en: str) -> None:
-    lines = [f"错误: {zh}", f"Error: {en}"]
-    if remedy_zh or remedy_en:
-        lines += [f"解决办法: {remedy_zh}", f"Remedy: {remedy_en}"]
+def _say_error(message: Bilingual, remedy: Bilingual) -> None:
+    lines = [f"错误: {message.zh}", f"Error: {message.en}"]
+    if remedy.zh or remedy.en:
+        lines += [f"解决办法: {remedy.zh}", f"Remedy: {remedy.en}"]
     click.echo("\n".join(lines), err=True)
 
 
@@ -66,9 +64,10 @@ def _read_input(path: str) -> bytes:
             return sys.stdin.buffer.read()
         return Path(path).read_bytes()
     except OSError as exc:
-        raise RecipeError(f"无法读取 {path}: {exc.strerror or exc}",
-                          f"cannot read {path}: {exc.strerror or exc}",
-                          "请检查文件路径和权限", "check the path and its permissions") from None
+        raise RecipeError(
+            Bilingual(f"无法读取 {path}: {exc.strerror or exc}",
+                      f"cannot read {path}: {exc.strerror or exc}"),
+            Bilingual("请检查文件路径和权限", "check the path and its permissions")) from None
 
 
 def _write_output(output: str | None, data: bytes) -> None:
@@ -92,10 +91,11 @@ def _write_output(output: str | None, data: bytes) -> None:
                 os.unlink(temporary)
             raise
     except OSError as exc:
-        raise RecipeError(f"无法写入 {output}: {exc.strerror or exc}",
-                          f"cannot write {output}: {exc.strerror or exc}",
-                          "请检查输出路径和权限", "check the output path and its permissions"
-                          ) from None
+        raise RecipeError(
+            Bilingual(f"无法写入 {output}: {exc.strerror or exc}",
+                      f"cannot write {output}: {exc.strerror or exc}"),
+            Bilingual("请检查输出路径和权限",
+                      "check the output path and its permissions")) from None
 
 
 def _read_pin(pin_stdin: bool) -> str | None:
@@ -104,9 +104,10 @@ def _read_pin(pin_stdin: bool) -> str | None:
     if pin_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
-            raise RecipeError("--pin-stdin: 标准输入中没有口令", "--pin-stdin: no PIN on stdin",
-                              "请在标准输入的第一行提供口令",
-                              "put the PIN on the first line of stdin")
+            raise RecipeError(
+                Bilingual("--pin-stdin: 标准输入中没有口令", "--pin-stdin: no PIN on stdin"),
+                Bilingual("请在标准输入的第一行提供口令",
+                          "put the PIN on the first line of stdin"))
         return line
     if not sys.stdin.isatty():
         return None
@@ -115,7 +116,7 @@ def _read_pin(pin_stdin: bool) -> str | None:
                               "PIN session): ")
     except (EOFError, KeyboardInterrupt):
         click.echo("", err=True)
-        raise RecipeError("未输入口令", "no PIN entered", "", "") from None
+        raise RecipeError(Bilingual("未输入口令", "no PIN entered"), Bilingual("", "")) from None
     return pin or None
 
 
@@ -210,7 +211,7 @@ def ceb_verify_command(file: str, cert_path: str | None, any_root: bool,
     else:
         click.echo(human_result(result))
     if not result.valid:
-        click.get_current_context().exit(EXIT_INVALID)
+        click.get_current_context().exit(GatewayExit.SIGNATURE_INVALID)
 
 
 @click.command("pay179-sign")

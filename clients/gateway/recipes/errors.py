@@ -3,22 +3,25 @@ both and a program can pick one. None of them ever carries a PIN."""
 
 from __future__ import annotations
 
+from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 
-class RecipeError(Exception):
+NO_REMEDY = Bilingual("", "")
+
+
+class RecipeError(EportFailure):
     """The input cannot be signed or verified as given; the remedy says what to change.
 
     `exit_code` is what the CLI exits with: 2 (bad input) unless a subclass says otherwise.
     """
 
+    code = "RECIPE_INPUT"
     exit_code = 2
 
-    def __init__(self, message_zh: str, message_en: str, remedy_zh: str = "",
-                 remedy_en: str = "") -> None:
-        super().__init__(f"{message_zh} / {message_en}")
-        self.message_zh = message_zh
-        self.message_en = message_en
-        self.remedy_zh = remedy_zh
-        self.remedy_en = remedy_en
+    def __init__(self, message: Bilingual, remedy: Bilingual = NO_REMEDY) -> None:
+        super().__init__(f"{message.zh} / {message.en}")
+        self.message = message
+        self.remedy = remedy
 
 
 class CardProblem(RecipeError):
@@ -26,10 +29,11 @@ class CardProblem(RecipeError):
     or a signature that does not verify with the card's own certificate. Not the input's fault,
     so the CLI treats it like a gateway error (exit 3)."""
 
+    code = "CARD_PROBLEM"
     exit_code = 3
 
 
-class GatewayReplyError(Exception):
+class GatewayReplyError(EportFailure):
     """The gateway refused, failed or could not be reached.
 
     `code` is the E-port code from the reply's `Err:Custom<code>` (for example "0A000024", wrong
@@ -39,9 +43,9 @@ class GatewayReplyError(Exception):
     """
 
     exit_code = 3
+    remedy = NO_REMEDY  # the gateway's own sentence says what to do, when it says anything
 
-    def __init__(self, code: str, message_zh: str, message_en: str) -> None:
-        super().__init__(f"[{code}] {message_zh} / {message_en}")
+    def __init__(self, code: str, message: Bilingual) -> None:
+        super().__init__(f"[{code}] {message.zh} / {message.en}")
         self.code = code
-        self.message_zh = message_zh
-        self.message_en = message_en
+        self.message = message

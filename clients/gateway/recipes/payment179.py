@@ -24,6 +24,7 @@ from typing import Any, NoReturn, TypeAlias
 from eport.clients.gateway.recipes.certificates import certificate_key, sm2_raw_signature
 from eport.clients.gateway.recipes.errors import CardProblem, RecipeError
 from eport.clients.gateway.recipes.signer import CardSigner
+from eport.common.text import Bilingual
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,10 @@ def sign_payment179(request_json: str | bytes, signer: CardSigner) -> str:
         value = sm2_raw_signature(value)
     if not key.verify(to_sign, value):
         raise CardProblem(
-            "卡片返回的签名无法用其证书验证",
-            "the card's signature does not verify with its certificate",
-            "请确认插入的是本人的电子口岸卡, 然后重试",
-            "check that the right E-port card is inserted, then try again")
+            Bilingual("卡片返回的签名无法用其证书验证",
+                      "the card's signature does not verify with its certificate"),
+            Bilingual("请确认插入的是本人的电子口岸卡, 然后重试",
+                      "check that the right E-port card is inserted, then try again"))
     signed = {k: v for k, v in request.items() if k not in SIGNATURE_FIELDS}
     signed["certNo"] = certificate_number
     signed["signValue"] = base64.b64encode(value).decode()
@@ -172,4 +173,4 @@ def _field_type(field: str, want_zh: str, want_en: str) -> NoReturn:
 
 
 def _bad(zh: str, en: str, remedy_zh: str, remedy_en: str) -> NoReturn:
-    raise RecipeError(zh, en, remedy_zh, remedy_en)
+    raise RecipeError(Bilingual(zh, en), Bilingual(remedy_zh, remedy_en))

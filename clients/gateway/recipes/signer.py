@@ -23,6 +23,7 @@ from websockets.typing import Origin
 
 from eport.clients.gateway.recipes.certificates import KeyType, certificate_key
 from eport.clients.gateway.recipes.errors import GatewayReplyError, RecipeError
+from eport.common.text import Bilingual
 
 __all__ = ["DEFAULT_URL", "CardSigner", "GatewayReplyError", "GatewaySigner"]
 
@@ -90,9 +91,10 @@ class GatewaySigner:
             try:
                 certificate_key(der)
             except RecipeError as exc:
-                raise GatewayReplyError("protocol", f"网关返回的证书无效: {exc.message_zh}",
-                                   f"the gateway's certificate is unusable: {exc.message_en}"
-                                   ) from None
+                raise GatewayReplyError(
+                    "protocol",
+                    Bilingual(f"网关返回的证书无效: {exc.message.zh}",
+                              f"the gateway's certificate is unusable: {exc.message.en}")) from None
             self._certificate = der
         return self._certificate
 
@@ -109,9 +111,8 @@ class GatewaySigner:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise RecipeError(
-                "待签名数据不是 UTF-8 文本", "the data to sign is not UTF-8 text",
-                "E-port 客户端只签名文本", "the E-port client signs text only",
-            ) from None
+                Bilingual("待签名数据不是 UTF-8 文本", "the data to sign is not UTF-8 text"),
+                Bilingual("E-port 客户端只签名文本", "the E-port client signs text only")) from None
         args: dict[str, str] = {"inData": text}
         if self._pin is not None:
             args["passwd"] = self._pin
@@ -125,11 +126,11 @@ class GatewaySigner:
             if data_list[1] != expected:
                 raise GatewayReplyError(
                     "card-changed",
-                    f"签名所用证书 ({data_list[1]}) 不是先前读取的证书 ({expected}): "
-                    "卡片可能已更换, 请重新执行",
-                    f"the signature was made with certificate {data_list[1]}, not {expected} "
-                    "read before: the card was probably swapped; run the command again",
-                )
+                    Bilingual(f"签名所用证书 ({data_list[1]}) 不是先前读取的证书 ({expected}): "
+                              "卡片可能已更换, 请重新执行",
+                              f"the signature was made with certificate {data_list[1]}, not "
+                              f"{expected} read before: the card was probably swapped; run the "
+                              "command again"))
         return signature
 
     # ---- the protocol ----
@@ -150,13 +151,17 @@ class GatewaySigner:
                     return self._data_of(reply)
         except TimeoutError:
             self.close()
-            raise GatewayReplyError("timeout", f"网关 {self.timeout} 秒内未应答 ({method})",
-                               f"no answer from the gateway within {self.timeout} s ({method})"
-                               ) from None
+            raise GatewayReplyError(
+                "timeout",
+                Bilingual(f"网关 {self.timeout} 秒内未应答 ({method})",
+                          f"no answer from the gateway within {self.timeout} s "
+                          f"({method})")) from None
         except ConnectionClosed as exc:
             self._connection = None
-            raise GatewayReplyError("closed", f"网关关闭了连接 ({exc})",
-                               f"the gateway closed the connection ({exc})") from None
+            raise GatewayReplyError(
+                "closed",
+                Bilingual(f"网关关闭了连接 ({exc})",
+                          f"the gateway closed the connection ({exc})")) from None
 
     def _connect(self) -> ClientConnection:
         if self._connection is not None:
@@ -175,31 +180,33 @@ class GatewaySigner:
             status = exc.response.status_code
             raise GatewayReplyError(
                 "refused",
-                f"网关拒绝连接 (HTTP {status})。若为 403, 来源 (Origin) 不在网关的允许列表中: "
-                "不加 --origin 连接, 或用 --allow-origin 启动网关",
-                f"the gateway refused the connection (HTTP {status}). 403 means the Origin is "
-                "not on its allow-list: connect without --origin, or start the gateway with "
-                "--allow-origin",
-            ) from None
+                Bilingual(f"网关拒绝连接 (HTTP {status})。若为 403, 来源 (Origin) "
+                          "不在网关的允许列表中: 不加 --origin 连接, 或用 --allow-origin 启动网关",
+                          f"the gateway refused the connection (HTTP {status}). 403 means the "
+                          "Origin is not on its allow-list: connect without --origin, or start "
+                          "the gateway with --allow-origin")) from None
         except (OSError, InvalidHandshake, TimeoutError, ValueError) as exc:
             raise GatewayReplyError(
                 "unreachable",
-                f"无法连接电子口岸客户端控件 {self.url} ({exc}): 请启动 eport-gateway "
-                "(或官方客户端控件), 或用 --url 指定地址",
-                f"cannot connect to the E-port client at {self.url} ({exc}): start "
-                "eport-gateway (or the official client), or give its address with --url",
-            ) from None
+                Bilingual(f"无法连接电子口岸客户端控件 {self.url} ({exc}): 请启动 eport-gateway "
+                          "(或官方客户端控件), 或用 --url 指定地址",
+                          f"cannot connect to the E-port client at {self.url} ({exc}): start "
+                          "eport-gateway (or the official client), or give its address with "
+                          "--url")) from None
         try:
             greeting = self._receive(connection)
         except (TimeoutError, ConnectionClosed, GatewayReplyError):
             connection.close()
-            raise GatewayReplyError("protocol", f"{self.url} 未发送问候消息",
-                               f"{self.url} sent no greeting: is it an E-port client?"
-                               ) from None
+            raise GatewayReplyError(
+                "protocol",
+                Bilingual(f"{self.url} 未发送问候消息",
+                          f"{self.url} sent no greeting: is it an E-port client?")) from None
         if greeting.get("_method") != "open":
             connection.close()
-            raise GatewayReplyError("protocol", f"{self.url} 的问候消息不符合协议",
-                               f"{self.url} greeted with something else than \"open\"")
+            raise GatewayReplyError(
+                "protocol",
+                Bilingual(f"{self.url} 的问候消息不符合协议",
+                          f"{self.url} greeted with something else than \"open\""))
         self._connection = connection
         return connection
 
@@ -210,20 +217,25 @@ class GatewaySigner:
         except ValueError:
             message = None
         if not isinstance(message, dict):
-            raise GatewayReplyError("protocol", "网关的应答不是 JSON 对象",
-                               "the gateway answered with something else than a JSON object")
+            raise GatewayReplyError(
+                "protocol",
+                Bilingual("网关的应答不是 JSON 对象",
+                          "the gateway answered with something else than a JSON object"))
         return message
 
     def _data_of(self, reply: dict[str, Any]) -> list[Any]:
         body = reply.get("_args")
         if not isinstance(body, dict) or not isinstance(body.get("Result"), bool):
-            raise GatewayReplyError("protocol", "网关的应答缺少 _args.Result",
-                               "the gateway's reply has no _args.Result")
+            raise GatewayReplyError(
+                "protocol",
+                Bilingual("网关的应答缺少 _args.Result",
+                          "the gateway's reply has no _args.Result"))
         if body["Result"]:
             data = body.get("Data")
             if not isinstance(data, list):
-                raise GatewayReplyError("protocol", "网关的应答缺少 Data",
-                                        "the reply has no Data list")
+                raise GatewayReplyError(
+                    "protocol",
+                    Bilingual("网关的应答缺少 Data", "the reply has no Data list"))
             return data
         raise self._error_of(body.get("Error"))
 
@@ -235,7 +247,9 @@ class GatewaySigner:
             code = parts[1].removeprefix("Err:Custom")
         # The official client sends two elements; our gateway adds the English third.
         message_en = parts[2] if len(parts) > 2 else "the E-port client reported an error"
-        return GatewayReplyError(code, self._scrub(message_zh), self._scrub(message_en))
+        return GatewayReplyError(
+            code,
+            Bilingual(self._scrub(message_zh), self._scrub(message_en)))
 
     def _scrub(self, text: str) -> str:
         # A server that echoes its arguments must not get the PIN into our error texts.
@@ -244,7 +258,9 @@ class GatewaySigner:
     @staticmethod
     def _first_text(data: list[Any]) -> str:
         if not data or not isinstance(data[0], str) or not data[0]:
-            raise GatewayReplyError("protocol", "网关的应答 Data 为空", "the reply's Data is empty")
+            raise GatewayReplyError(
+                "protocol",
+                Bilingual("网关的应答 Data 为空", "the reply's Data is empty"))
         return data[0]
 
 
@@ -257,5 +273,6 @@ def _decode_base64(text: str, method: str) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise GatewayReplyError("protocol", f"{method} 的应答不是 base64",
-                           f"the {method} reply is not base64") from None
+        raise GatewayReplyError(
+            "protocol",
+            Bilingual(f"{method} 的应答不是 base64", f"the {method} reply is not base64")) from None

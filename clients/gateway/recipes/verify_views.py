@@ -57,8 +57,8 @@ def json_result(result: VerificationResult) -> str:
         return _envelope(True, details(result))
     return _envelope(False, {
         "code": "SIGNATURE_INVALID", "exit_code": 1,
-        "message": {"zh": result.reason_zh, "en": result.reason_en},
-        "remedy": {"zh": result.remedy_zh, "en": result.remedy_en},
+        "message": result.reason.as_json(),
+        "remedy": result.remedy.as_json(),
         **details(result)})
 
 
@@ -66,18 +66,18 @@ def json_error(error: RecipeError) -> str:
     return _envelope(False, {
         "code": "BAD_INPUT" if error.exit_code == 2 else "CARD_PROBLEM",
         "exit_code": error.exit_code,
-        "message": {"zh": error.message_zh, "en": error.message_en},
-        "remedy": {"zh": error.remedy_zh, "en": error.remedy_en}})
+        "message": error.message.as_json(),
+        "remedy": error.remedy.as_json()})
 
 
 def human_result(result: VerificationResult) -> str:
     if result.valid:
         lines = ["签名有效 / signature valid"]
     else:
-        lines = ["签名无效 / signature NOT valid", f"原因: {result.reason_zh}",
-                 f"Reason: {result.reason_en}"]
-        if result.remedy_zh or result.remedy_en:
-            lines += [f"解决办法: {result.remedy_zh}", f"Remedy: {result.remedy_en}"]
+        lines = ["签名无效 / signature NOT valid", f"原因: {result.reason.zh}",
+                 f"Reason: {result.reason.en}"]
+        if result.remedy.zh or result.remedy.en:
+            lines += [f"解决办法: {result.remedy.zh}", f"Remedy: {result.remedy.en}"]
     lines.append(f"证书号 / certificate number (KeyName): {result.certificate_number or '-'}")
     if result.certificate_serial:
         lines.append(f"证书序列号 / certificate serial: {result.certificate_serial}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from eport.clients.gateway.recipes.errors import RecipeError
+from eport.common.text import Bilingual
 
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 
@@ -45,8 +46,10 @@ class XmlDocument:
 
 def parse_document(data: bytes) -> XmlDocument:
     if not data.strip():
-        raise RecipeError("输入为空", "the input is empty",
-                          "请提供要签名或验证的 XML 报文", "give the XML message to sign or verify")
+        raise RecipeError(
+            Bilingual("输入为空", "the input is empty"),
+            Bilingual("请提供要签名或验证的 XML 报文",
+                      "give the XML message to sign or verify"))
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                              dtd_validation=False, huge_tree=False, strip_cdata=False,
                              remove_blank_text=False)
@@ -54,19 +57,19 @@ def parse_document(data: bytes) -> XmlDocument:
         root = etree.fromstring(data, parser)
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise RecipeError(
-            f"输入不是格式正确的 XML: {exc}", f"the input is not well-formed XML: {exc}",
-            "请检查文件是否完整、编码是否与 XML 声明一致",
-            "check that the file is complete and that its encoding matches its XML declaration",
-        ) from None
+            Bilingual(f"输入不是格式正确的 XML: {exc}",
+                      f"the input is not well-formed XML: {exc}"),
+            Bilingual("请检查文件是否完整、编码是否与 XML 声明一致",
+                      "check that the file is complete and that its encoding matches its XML "
+                      "declaration")) from None
     tree = root.getroottree()
     # libxml2 records any <!DOCTYPE ...>, with or without an internal subset, as internalDTD.
     if tree.docinfo.internalDTD is not None:
         raise RecipeError(
-            "XML 含有 DOCTYPE 声明, 出于安全原因拒绝处理",
-            "the XML has a DOCTYPE declaration, which is refused for safety",
-            "CEB 报文不应含 DOCTYPE; 请删除 <!DOCTYPE ...> 部分",
-            "CEB messages have no DOCTYPE: remove the <!DOCTYPE ...> part",
-        )
+            Bilingual("XML 含有 DOCTYPE 声明, 出于安全原因拒绝处理",
+                      "the XML has a DOCTYPE declaration, which is refused for safety"),
+            Bilingual("CEB 报文不应含 DOCTYPE; 请删除 <!DOCTYPE ...> 部分",
+                      "CEB messages have no DOCTYPE: remove the <!DOCTYPE ...> part"))
     return XmlDocument(tree, _has_declaration(data))
 
 

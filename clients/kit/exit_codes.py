@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from eport.protos.v1 import eportd_pb2 as pb
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -34,32 +36,38 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130       # Ctrl-C
 
 
-REASON_EXIT_CODES: dict[str, ExitCode] = {
-    "SERVICE_NOT_RUNNING": ExitCode.PCSC_UNAVAILABLE,
-    "NO_READER": ExitCode.NO_CARD,
-    "NO_CARD": ExitCode.NO_CARD,
-    "CARD_REMOVED": ExitCode.NO_CARD,
-    "AMBIGUOUS_CARD": ExitCode.NO_CARD,
-    "UNSUPPORTED_CARD": ExitCode.CARD_PROBLEM,
-    "SHARING_VIOLATION": ExitCode.CARD_PROBLEM,
-    "CARD_TIMEOUT": ExitCode.CARD_PROBLEM,
-    "CARD_ERROR": ExitCode.CARD_PROBLEM,
-    "PIN_FORMAT": ExitCode.PIN_REFUSED,
-    "PIN_INCORRECT": ExitCode.PIN_REFUSED,
-    "PUK_INCORRECT": ExitCode.PIN_REFUSED,
-    "NOT_AUTHENTICATED": ExitCode.PIN_REFUSED,
-    "SESSION_EXPIRED": ExitCode.PIN_REFUSED,
-    "PIN_BLOCKED": ExitCode.BLOCKED,
-    "PUK_BLOCKED": ExitCode.BLOCKED,
-    "PIN_LAST_ATTEMPT_GUARD": ExitCode.LAST_TRY_DECLINED,
-    "CERT_EXPIRED": ExitCode.CERTIFICATE,
-    "CERT_NOT_YET_VALID": ExitCode.CERTIFICATE,
-    "CERT_UNTRUSTED": ExitCode.CERTIFICATE,
-    "INVALID_ARGUMENT": ExitCode.REQUEST_REFUSED,
-    "UNATTENDED_DISABLED": ExitCode.REQUEST_REFUSED,
-    "DAEMON_SHUTTING_DOWN": ExitCode.DAEMON_UNAVAILABLE,
+# eportd's reasons (eport.v1.ErrorReason, the names its ErrorDetail carries) by exit code.
+REASON_EXIT_CODES: dict[pb.ErrorReason.ValueType, ExitCode] = {
+    pb.SERVICE_NOT_RUNNING: ExitCode.PCSC_UNAVAILABLE,
+    pb.NO_READER: ExitCode.NO_CARD,
+    pb.NO_CARD: ExitCode.NO_CARD,
+    pb.CARD_REMOVED: ExitCode.NO_CARD,
+    pb.AMBIGUOUS_CARD: ExitCode.NO_CARD,
+    pb.UNSUPPORTED_CARD: ExitCode.CARD_PROBLEM,
+    pb.SHARING_VIOLATION: ExitCode.CARD_PROBLEM,
+    pb.CARD_TIMEOUT: ExitCode.CARD_PROBLEM,
+    pb.CARD_ERROR: ExitCode.CARD_PROBLEM,
+    pb.PIN_FORMAT: ExitCode.PIN_REFUSED,
+    pb.PIN_INCORRECT: ExitCode.PIN_REFUSED,
+    pb.PUK_INCORRECT: ExitCode.PIN_REFUSED,
+    pb.NOT_AUTHENTICATED: ExitCode.PIN_REFUSED,
+    pb.SESSION_EXPIRED: ExitCode.PIN_REFUSED,
+    pb.PIN_BLOCKED: ExitCode.BLOCKED,
+    pb.PUK_BLOCKED: ExitCode.BLOCKED,
+    pb.PIN_LAST_ATTEMPT_GUARD: ExitCode.LAST_TRY_DECLINED,
+    pb.CERT_EXPIRED: ExitCode.CERTIFICATE,
+    pb.CERT_NOT_YET_VALID: ExitCode.CERTIFICATE,
+    pb.CERT_UNTRUSTED: ExitCode.CERTIFICATE,
+    pb.INVALID_ARGUMENT: ExitCode.REQUEST_REFUSED,
+    pb.UNATTENDED_DISABLED: ExitCode.REQUEST_REFUSED,
+    pb.DAEMON_SHUTTING_DOWN: ExitCode.DAEMON_UNAVAILABLE,
 }
 
 
 def exit_code_for_reason(reason: str) -> ExitCode:
-    return REASON_EXIT_CODES.get(reason, ExitCode.UNEXPECTED)
+    """The exit code of a reason named as in ErrorDetail; UNEXPECTED for one this client does not
+    know (a newer eportd)."""
+    try:
+        return REASON_EXIT_CODES.get(pb.ErrorReason.Value(reason), ExitCode.UNEXPECTED)
+    except ValueError:
+        return ExitCode.UNEXPECTED

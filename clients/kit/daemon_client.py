@@ -9,7 +9,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from eport.clients.cli.errors import daemon_not_running, from_rpc_error
+from eport.clients.kit.errors import daemon_not_running, from_rpc_error
 from eport.common.socket_location import SYSTEM_SOCKET_PATH, client_socket_candidates
 from eport.protos.v1 import eportd_pb2 as pb
 from eport.protos.v1 import eportd_pb2_grpc as pb_grpc

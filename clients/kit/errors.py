@@ -6,33 +6,37 @@ CLI finds itself (no daemon, unreadable file, declined last try) get texts of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
 
-from eport.clients.cli.exit_codes import ExitCode, exit_code_for_reason
-from eport.clients.cli.language import Bilingual
+from eport.clients.kit.exit_codes import ExitCode, exit_code_for_reason
+from eport.common.funnel import ConsoleFailure
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
 
+class KitCode(StrEnum):
+    """The codes of what the client kit finds wrong itself (eportd's own are its reasons)."""
+
+    DAEMON_UNAVAILABLE = "DAEMON_UNAVAILABLE"
+    DAEMON_PERMISSION_DENIED = "DAEMON_PERMISSION_DENIED"
+    DAEMON_TIMEOUT = "DAEMON_TIMEOUT"
+    DAEMON_ERROR = "DAEMON_ERROR"
+    FILE_ERROR = "FILE_ERROR"
+    USAGE = "USAGE"
+
+
 @dataclass
-class CliError(Exception):
-    code: str                 # the daemon's reason name, or one of the CLI's own codes below
-    message: Bilingual
-    remedy: Bilingual
+class CliError(ConsoleFailure):
+    """A failure the CLI shows: code (the daemon's reason name, or a KitCode), texts, and one
+    of `eport`'s documented exit codes."""
+
     exit_code: ExitCode
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message.en}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"code": self.code, "exit_code": int(self.exit_code),
-                "message": self.message.as_json(), "remedy": self.remedy.as_json(),
-                **self.extra}
 
 
 def from_error_detail(detail: pb.ErrorDetail) -> CliError:
@@ -65,7 +69,7 @@ def error_detail_of(error: grpc.RpcError) -> pb.ErrorDetail | None:
 
 def daemon_not_running(socket: Path) -> CliError:
     return CliError(
-        "DAEMON_UNAVAILABLE",
+        KitCode.DAEMON_UNAVAILABLE,
         Bilingual(f"无法连接 eportd (套接字 {socket} 不存在或无人应答)",
                   f"Cannot reach eportd (no daemon answers on {socket})"),
         Bilingual("请启动 eportd: systemctl --user start eportd.socket (或系统服务: sudo "
@@ -79,7 +83,7 @@ def daemon_not_running(socket: Path) -> CliError:
 
 def daemon_permission_denied(socket: Path) -> CliError:
     return CliError(
-        "DAEMON_PERMISSION_DENIED",
+        KitCode.DAEMON_PERMISSION_DENIED,
         Bilingual(f"无权使用 eportd 的套接字 {socket}",
                   f"No permission to use eportd's socket {socket}"),
         Bilingual("系统服务只允许 root 和 eport 组成员使用: sudo usermod -aG eport $USER, "
@@ -102,7 +106,7 @@ def from_rpc_error(error: grpc.RpcError, socket: Path) -> CliError:
         return daemon_not_running(socket)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return CliError(
-            "DAEMON_TIMEOUT",
+            KitCode.DAEMON_TIMEOUT,
             Bilingual("eportd 未在规定时间内应答", "eportd did not answer in time"),
             Bilingual("卡片操作可能仍在排队; 稍后重试, 或用 --timeout 加长等待时间",
                       "the card may be busy with other requests; retry later, or allow more "
@@ -110,7 +114,7 @@ def from_rpc_error(error: grpc.RpcError, socket: Path) -> CliError:
             ExitCode.DAEMON_UNAVAILABLE)
     name = code.name if code is not None else "UNKNOWN"
     return CliError(
-        "DAEMON_ERROR",
+        KitCode.DAEMON_ERROR,
         Bilingual(f"eportd 返回了意外的错误 ({name}): {text}",
                   f"eportd returned an unexpected error ({name}): {text}"),
         Bilingual("请用 --debug 重试并将输出报告给维护者",
@@ -122,11 +126,11 @@ def file_error(path: str, problem: OSError, writing: bool = False) -> CliError:
     reason = problem.strerror or type(problem).__name__
     verb_zh, verb_en = ("写入", "write") if writing else ("读取", "read")
     return CliError(
-        "FILE_ERROR",
+        KitCode.FILE_ERROR,
         Bilingual(f"无法{verb_zh}文件 {path}: {reason}", f"Cannot {verb_en} {path}: {reason}"),
         Bilingual("请检查路径和权限", "check the path and its permissions"),
         ExitCode.INPUT_ERROR, {"path": path})
 
 
 def usage_error(message: Bilingual, remedy: Bilingual) -> CliError:
-    return CliError("USAGE", message, remedy, ExitCode.USAGE)
+    return CliError(KitCode.USAGE, message, remedy, ExitCode.USAGE)

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eport.clients.cli.errors import file_error
+from eport.clients.kit.errors import file_error
 
 
 def read_input(path: str) -> bytes:

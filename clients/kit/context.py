@@ -9,10 +9,10 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from eport.clients.cli.daemon_client import DaemonClient
-from eport.clients.cli.errors import usage_error
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
+from eport.clients.kit.daemon_client import DaemonClient
+from eport.clients.kit.errors import usage_error
+from eport.clients.kit.output import Output
+from eport.common.text import Bilingual
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import click
 
-from eport.clients.cli.errors import CliError, usage_error
-from eport.clients.cli.exit_codes import ExitCode
-from eport.clients.cli.language import Bilingual
-from eport.clients.cli.output import Output
+from eport.clients.kit.errors import CliError, usage_error
+from eport.clients.kit.exit_codes import ExitCode
+from eport.clients.kit.output import Output
+from eport.common.text import Bilingual
 
 PIN = Bilingual("口令(PIN)", "PIN")
 PUK = Bilingual("解锁码(PUK)", "PUK")

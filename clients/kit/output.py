@@ -7,27 +7,49 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
+from eport.clients.kit.errors import CliError
+from eport.clients.kit.views import SCHEMA_VERSION
+from eport.common.text import Bilingual, Language
 
-from eport.clients.cli.errors import CliError
-from eport.clients.cli.language import Bilingual, Language
-from eport.clients.cli.views import SCHEMA_VERSION
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
+# rich is imported when something is first printed for people: `eport sign` in a script
+# (signature to stdout or a file, or --json) never needs it, and it costs ~40 ms per process.
 def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
     # highlight=False: rich would otherwise colour numbers and paths in card data at random.
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 @dataclass
 class Output:
     json_mode: bool
     language: Language
-    out: Console = field(default_factory=lambda: _console(False))
-    err: Console = field(default_factory=lambda: _console(True))
+    _out: Console | None = field(default=None, repr=False)
+    _err: Console | None = field(default=None, repr=False)
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            self._out = _console(False)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            self._err = _console(True)
+        return self._err
 
     def text(self, message: Bilingual) -> str:
         return message.pick(self.language)

@@ -1,6 +1,7 @@
-"""The language of human output: Chinese on zh locales, English elsewhere, or as asked.
+"""Text for people: one sentence in Chinese and English (Bilingual) and the language to show.
 
-JSON output is the same in every language: both texts are always there.
+Every layer writes its messages as Bilingual values in a catalogue of its own; JSON output is
+the same in every language: both texts are always there.
 """
 
 from __future__ import annotations

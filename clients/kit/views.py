@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from eport.clients.cli.language import Bilingual
+from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
 
 SCHEMA_VERSION = 1
@@ -74,7 +74,7 @@ def card_view(card: pb.CardInfo) -> dict[str, Any]:
     }
 
 
-# What a card in the real certificate profile (no E-port data object, DESIGN §3) cannot tell.
+# What a card in the E-port certificate profile (no E-port data object) cannot tell.
 PROFILE_UNKNOWN_FIELDS = ("kind", "customs_code", "credit_code")
 
 

@@ -1,0 +1,214 @@
+"""The `eport` CLI through eportd's PKCS#11 backend on OpenSC's module, on the simulated card:
+a PIV card behind the real pcscd, seen as a PKCS#11 token. Card info, PIN status, the last-try
+guard (OpenSC's CKF_USER_PIN_FINAL_TRY), signatures and decryption that OpenSSL checks, and
+pcscd restarting under OpenSC and eportd, after which the next call works.
+
+The card runs in a process of its own: OpenSC, loaded by eportd, talks to pcscd, which talks to
+the card; nothing here shares an interpreter with OpenSC. Run under `flock /tmp/eport-pcsc.lock`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from eport.firmware_sim.ca import TestCA
+from eport.firmware_sim.image import CardImage, read_image
+from tests.support.cards import provision_test_card, write_card
+from tests.support.daemon_stack import Daemon, running_daemon
+from tests.support.eport_cli import (
+    Result,
+    assert_no_secret,
+    describe,
+    error_json,
+    ok_json,
+    pin_lines,
+    run_eport,
+)
+from tests.support.pcsc_stack import (
+    Pcscd,
+    start_sim_process,
+    wait_for_presence,
+    wait_until_empty,
+)
+from tests.support.softhsm import run
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.pcsc
+
+OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+PIN = "88888888"
+WRONG_PIN = "11112222"
+READER_PREFIX = "pkcs11:opensc-pkcs11.so:"
+READER = "Virtual PCD 00 00"
+MESSAGE = "<CEBMessage>signed through OpenSC's PKCS#11 module</CEBMessage>"
+
+
+def eport(daemon: Daemon, *args: str | Path, stdin: str | None = None) -> Result:
+    return run_eport(*map(str, args), socket_path=daemon.socket, stdin=stdin)
+
+
+def wait_for_token(daemon: Daemon, card_id: str, timeout: float = 30) -> str:
+    """The OpenSC token's reader once eportd lists it with our card in it."""
+    def token_reader() -> str | None:
+        listed = eport(daemon, "readers", "--json")
+        if listed.returncode != 0:
+            return None
+        for reader in json.loads(listed.stdout)["result"]["readers"]:
+            if reader["name"].startswith(READER_PREFIX) and reader.get("card_id") == card_id:
+                return str(reader["name"])
+        return None
+
+    found: str = wait_until(token_reader, timeout=timeout,
+                            what=f"eportd lists the OpenSC token with card {card_id}")
+    return found
+
+
+@dataclass
+class CardProcess:
+    """Cards in vpcd slot 0, each in a process of its own; pulled by ending that process."""
+
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+    inserted: int = 0
+
+    def insert(self, image: CardImage) -> Path:
+        wait_until_empty(READER)
+        self.inserted += 1
+        path = write_card(image, self.directory, f"card-{self.inserted}.json")
+        self.process = start_sim_process(path, 0, self.directory / f"control-{self.inserted}")
+        wait_for_presence(READER, True, timeout=15)
+        return path
+
+    def pull(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+            wait_for_presence(READER, False, timeout=10)
+
+
+@pytest.fixture
+def card_process(pcscd: Pcscd, tmp_path: Path) -> Iterator[CardProcess]:
+    cards = CardProcess(tmp_path)
+    yield cards
+    cards.pull()
+
+
+@pytest.fixture
+def card(card_process: CardProcess, test_ca: TestCA) -> CardImage:
+    """An RSA-2048 card with an envelope key."""
+    return read_image(card_process.insert(provision_test_card(test_ca, "rsa2048")))
+
+
+@pytest.fixture
+def daemon(card: CardImage, test_ca: TestCA, tmp_path: Path) -> Iterator[Daemon]:
+    if not Path(OPENSC_MODULE).exists():
+        pytest.fail("these tests need OpenSC's PKCS#11 module (apt-get install opensc)")
+    with running_daemon(tmp_path / "eportd", "--pkcs11-module", OPENSC_MODULE,
+                        "--trust-anchor", str(test_ca.trust_bundle)) as running:
+        yield running
+
+
+def public_key(image: CardImage, tmp_path: Path, envelope: bool = False) -> Path:
+    der = tmp_path / ("envelope.der" if envelope else "signing.der")
+    der.write_bytes((image.envelope_certificate if envelope else image.certificate) or b"")
+    pem = der.with_suffix(".pub.pem")
+    run("openssl", "x509", "-inform", "DER", "-in", str(der), "-pubkey", "-noout",
+        "-out", str(pem))
+    return pem
+
+
+def sign_and_check(daemon: Daemon, reader: str, image: CardImage, tmp_path: Path,
+                   name: str) -> Result:
+    message = tmp_path / f"{name}.xml"
+    message.write_text(MESSAGE, "utf-8")
+    signature = tmp_path / f"{name}.sig"
+    signed = eport(daemon, "sign", message, "--reader", reader, "--algorithm", "sha256-rsa",
+                   "--format", "raw", "-o", signature)
+    assert signed.returncode == 0, describe(signed)
+    checked = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", str(public_key(image, tmp_path)),
+         "-signature", str(signature), str(message)],
+        capture_output=True, text=True, check=False)
+    assert "Verified OK" in checked.stdout, checked.stdout + checked.stderr
+    return signed
+
+
+def test_card_info_pin_sign_and_decrypt(daemon: Daemon, card: CardImage,
+                                        tmp_path: Path) -> None:
+    reader = wait_for_token(daemon, card.profile.card_id)
+    info = ok_json(eport(daemon, "card", "info", "--reader", reader, "--json"), "card info")
+    # The same card id as through PC/SC PIV (the certificate's subject, not OpenSC's serial).
+    assert info["card"]["card_id"] == card.profile.card_id, info
+    status = ok_json(eport(daemon, "pin", "status", "--reader", reader, "--json"),
+                     "pin status")
+    assert status["pin_blocked"] is False, status
+    verified = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
+                     stdin=pin_lines(PIN))
+    assert verified.returncode == 0, describe(verified)
+    signed = sign_and_check(daemon, reader, card, tmp_path, "first")
+
+    # The envelope key: what OpenSSL encrypted to the envelope certificate, eport decrypts.
+    plain = tmp_path / "document-key"
+    plain.write_bytes(b"the document key 0123456789abcdef")
+    run("openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey",
+        str(public_key(card, tmp_path, envelope=True)), "-pkeyopt", "rsa_padding_mode:pkcs1",
+        "-in", str(plain), "-out", str(tmp_path / "ciphertext"))
+    decrypted = eport(daemon, "decrypt", tmp_path / "ciphertext", "--reader", reader,
+                      "-o", tmp_path / "decrypted")
+    assert decrypted.returncode == 0, describe(decrypted)
+    assert (tmp_path / "decrypted").read_bytes() == plain.read_bytes()
+    assert_no_secret(verified, signed, decrypted)
+
+
+def test_the_last_try_guard_on_opensc_flags(daemon: Daemon, card: CardImage) -> None:
+    reader = wait_for_token(daemon, card.profile.card_id)
+    wrong = [eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin", "--json",
+                   stdin=pin_lines(WRONG_PIN)) for _ in range(2)]
+    for result in wrong:
+        error_json(result, "PIN_INCORRECT", 7)
+    # OpenSC now sets CKF_USER_PIN_FINAL_TRY: one try left, so nothing is sent unasked.
+    status = ok_json(eport(daemon, "pin", "status", "--reader", reader, "--json"),
+                     "pin status")
+    assert status["pin_tries_left"] == 1, status
+    declined = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin", "--json",
+                     stdin=pin_lines(PIN))
+    error_json(declined, "PIN_LAST_ATTEMPT_GUARD", 9)
+    still = ok_json(eport(daemon, "pin", "status", "--reader", reader, "--json"),
+                    "pin status")
+    assert still["pin_tries_left"] == 1, still
+    # Asked for explicitly, the right PIN goes through and the counter is back to full.
+    allowed = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
+                    "--allow-last-attempt", stdin=pin_lines(PIN))
+    assert allowed.returncode == 0, describe(allowed)
+    assert_no_secret(*wrong, declined, allowed)
+
+
+def test_pcscd_restarts_under_opensc_and_the_next_call_works(
+        daemon: Daemon, card: CardImage, pcscd: Pcscd, tmp_path: Path) -> None:
+    if not pcscd.restartable:
+        pytest.skip("pcscd was started outside the tests; not ours to restart")
+    reader = wait_for_token(daemon, card.profile.card_id)
+    verified = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
+                     stdin=pin_lines(PIN))
+    assert verified.returncode == 0, describe(verified)
+    sign_and_check(daemon, reader, card, tmp_path, "before")
+
+    pcscd.restart()
+    wait_for_presence(READER, True, timeout=20)  # the card reconnected to vpcd
+    again = wait_for_token(daemon, card.profile.card_id, timeout=40)
+    # The card was powered down with pcscd: its verified state is gone, and so is the session.
+    unverified = eport(daemon, "sign", tmp_path / "before.xml", "--reader", again,
+                       "--algorithm", "sha256-rsa", "--json")
+    error_json(unverified, "USAGE", 2)  # no session, no terminal, no --pin-stdin
+    verified = eport(daemon, "pin", "verify", "--reader", again, "--pin-stdin",
+                     stdin=pin_lines(PIN))
+    assert verified.returncode == 0, describe(verified)
+    sign_and_check(daemon, again, card, tmp_path, "after")
+
