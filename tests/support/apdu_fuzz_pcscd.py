@@ -118,7 +118,7 @@ def _transmit(connection: PcscConnection, apdu: bytes, report: PcscdFuzzReport) 
     try:
         _data, sw = connection.send_and_receive(apdu)
     except PcscError as exc:
-        report.refused_by_pcscd[f"0x{exc.code:08X} {exc.reason}"] += 1
+        report.refused_by_pcscd[f"0x{exc.native_code:08X} {exc.reason}"] += 1
         return None
     return sw
 
