@@ -56,9 +56,13 @@ from eport.firmware_sim.ca import init_ca
 from eport.firmware_sim.image import CardImage
 from tests.support.cards import provision_test_card, write_card
 from tests.support.daemon_stack import Daemon, start_daemon, wait_for_card
-from tests.support.pcsc_stack import reader_for_slot, start_sim_process, wait_for_presence
+from tests.support.pcsc_stack import (
+    OPENSC_MODULE,
+    reader_for_slot,
+    start_sim_process,
+    wait_for_presence,
+)
 
-OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 PIN = "88888888"  # the PIN of the card this script provisions (and of no other card)
 PIV_SIGNING_KEY_ID = "02"  # OpenSC's id of the PIV key in slot 9C ("digital signature")
 TARGET_RATIO = 2.5

@@ -72,7 +72,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -266,64 +266,26 @@ def _message(path: str, card: int, index: int) -> bytes:
 
 # ---- the two paths ----
 
-def sign_through_eportd(socket: Path, card_ids: list[str], verifiers: list[Verifier],
-                        signatures: int) -> tuple[list[CardSeries], float]:
-    """One thread per card, each signing `signatures` messages one after another."""
-    series = [CardSeries() for _ in card_ids]
-    barrier = threading.Barrier(len(card_ids) + 1)
+Signer = Callable[[bytes], bytes]
+
+
+def _sign_in_threads(path: str, verifiers: list[Verifier], signatures: int,
+                     open_signer: Callable[[int], contextlib.AbstractContextManager[Signer]],
+                     ) -> tuple[list[CardSeries], float]:
+    """One thread per card, each signing `signatures` messages one after another with the
+    signer `open_signer(card)` gives it; the clock starts when every thread is ready."""
+    series = [CardSeries() for _ in verifiers]
+    barrier = threading.Barrier(len(verifiers) + 1)
 
     def client(card: int) -> None:
-        with grpc.insecure_channel(f"unix:{socket}") as channel:
-            stub = pb_grpc.CardServiceStub(channel)
-            selector = pb.CardSelector(card_id=card_ids[card])
-            mine = series[card]
-            barrier.wait()
-            for index in range(signatures):
-                data = _message("eportd", card, index)
-                began = time.monotonic()
-                try:
-                    answer = stub.Sign(pb.SignRequest(card=selector, data=data,
-                                                      algorithm=pb.SHA1_WITH_RSA), timeout=60)
-                except grpc.RpcError as error:
-                    mine.errors.append(f"{error.code()}: {error.details()}")
-                    continue
-                mine.windows.append((began, time.monotonic()))
-                try:
-                    verifiers[card].check(data, answer.signature)
-                except Exception:
-                    mine.bad_signatures += 1
-
-    threads = [threading.Thread(target=client, args=(card,)) for card in range(len(card_ids))]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    began = time.monotonic()
-    for thread in threads:
-        thread.join()
-    return series, time.monotonic() - began
-
-
-def sign_through_pcsc(readers: list[str], verifiers: list[Verifier], signatures: int
-                      ) -> tuple[list[CardSeries], float]:
-    """The same card operation with no daemon: one thread per card, each with a PC/SC handle
-    of its own, sending what eportd sends for a signature (a transaction around GENERAL
-    AUTHENTICATE, chained, and GET RESPONSE) through the same host-side card library. This
-    is what any PC/SC program pays for pcscd and vpcd; eportd's share is the rest."""
-    series = [CardSeries() for _ in readers]
-    barrier = threading.Barrier(len(readers) + 1)
-
-    def client(card: int) -> None:
-        connection = PcscBackend().connect(readers[card])
         mine = series[card]
-        try:
+        with open_signer(card) as sign:
             barrier.wait()
             for index in range(signatures):
-                data = _message("pcsc", card, index)
+                data = _message(path, card, index)
                 began = time.monotonic()
                 try:
-                    with connection.transaction():
-                        signature = connection.token.sign_digest(SignMechanism.RSA_PKCS1_SHA1,
-                                                                 hashlib.sha1(data).digest())
+                    signature = sign(data)
                 except Exception as error:  # every failure is a figure here, not a crash
                     mine.errors.append(f"{type(error).__name__}: {error}")
                     continue
@@ -332,10 +294,8 @@ def sign_through_pcsc(readers: list[str], verifiers: list[Verifier], signatures:
                     verifiers[card].check(data, signature)
                 except Exception:
                     mine.bad_signatures += 1
-        finally:
-            connection.close()
 
-    threads = [threading.Thread(target=client, args=(card,)) for card in range(len(readers))]
+    threads = [threading.Thread(target=client, args=(card,)) for card in range(len(verifiers))]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -343,6 +303,49 @@ def sign_through_pcsc(readers: list[str], verifiers: list[Verifier], signatures:
     for thread in threads:
         thread.join()
     return series, time.monotonic() - began
+
+
+def sign_through_eportd(socket: Path, card_ids: list[str], verifiers: list[Verifier],
+                        signatures: int) -> tuple[list[CardSeries], float]:
+    """Each card's client on a gRPC channel of its own, naming its card by card id."""
+    @contextlib.contextmanager
+    def signer(card: int) -> Iterator[Signer]:
+        with grpc.insecure_channel(f"unix:{socket}") as channel:
+            stub = pb_grpc.CardServiceStub(channel)
+            selector = pb.CardSelector(card_id=card_ids[card])
+
+            def sign(data: bytes) -> bytes:
+                answer = stub.Sign(pb.SignRequest(card=selector, data=data,
+                                                  algorithm=pb.SHA1_WITH_RSA), timeout=60)
+                signature: bytes = answer.signature
+                return signature
+
+            yield sign
+
+    return _sign_in_threads("eportd", verifiers, signatures, signer)
+
+
+def sign_through_pcsc(readers: list[str], verifiers: list[Verifier], signatures: int
+                      ) -> tuple[list[CardSeries], float]:
+    """The same card operation with no daemon: each card's client with a PC/SC handle of its
+    own, sending what eportd sends for a signature (a transaction around GENERAL
+    AUTHENTICATE, chained, and GET RESPONSE) through the same host-side card library. This
+    is what any PC/SC program pays for pcscd and vpcd; eportd's share is the rest."""
+    @contextlib.contextmanager
+    def signer(card: int) -> Iterator[Signer]:
+        connection = PcscBackend().connect(readers[card])
+
+        def sign(data: bytes) -> bytes:
+            with connection.transaction():
+                return connection.token.sign_digest(SignMechanism.RSA_PKCS1_SHA1,
+                                                    hashlib.sha1(data).digest())
+
+        try:
+            yield sign
+        finally:
+            connection.close()
+
+    return _sign_in_threads("pcsc", verifiers, signatures, signer)
 
 
 async def _gateway_client(url: str, card: int, mine: CardSeries, verifier: Verifier,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.image import CardImage, read_image
-from tests.support.cards import provision_test_card, write_card
+from tests.support.cards import provision_test_card
 from tests.support.daemon_stack import Daemon, running_daemon
 from tests.support.eport_cli import (
     Result,
@@ -30,22 +29,15 @@ from tests.support.eport_cli import (
     pin_lines,
     run_eport,
 )
-from tests.support.pcsc_stack import (
-    Pcscd,
-    start_sim_process,
-    wait_for_presence,
-    wait_until_empty,
-)
+from tests.support.pcsc_stack import OPENSC_MODULE, Pcscd, SimProcessSlot, wait_for_presence
 from tests.support.softhsm import run
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pcsc
 
-OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 PIN = "88888888"
 WRONG_PIN = "11112222"
 READER_PREFIX = "pkcs11:opensc-pkcs11.so:"
-READER = "Virtual PCD 00 00"
 MESSAGE = "<CEBMessage>signed through OpenSC's PKCS#11 module</CEBMessage>"
 
 
@@ -69,39 +61,15 @@ def wait_for_token(daemon: Daemon, card_id: str, timeout: float = 30) -> str:
     return found
 
 
-@dataclass
-class CardProcess:
-    """Cards in vpcd slot 0, each in a process of its own; pulled by ending that process."""
-
-    directory: Path
-    process: subprocess.Popen[bytes] | None = None
-    inserted: int = 0
-
-    def insert(self, image: CardImage) -> Path:
-        wait_until_empty(READER)
-        self.inserted += 1
-        path = write_card(image, self.directory, f"card-{self.inserted}.json")
-        self.process = start_sim_process(path, 0, self.directory / f"control-{self.inserted}")
-        wait_for_presence(READER, True, timeout=15)
-        return path
-
-    def pull(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-            wait_for_presence(READER, False, timeout=10)
-
-
 @pytest.fixture
-def card_process(pcscd: Pcscd, tmp_path: Path) -> Iterator[CardProcess]:
-    cards = CardProcess(tmp_path)
+def card_process(pcscd: Pcscd, tmp_path: Path) -> Iterator[SimProcessSlot]:
+    cards = SimProcessSlot(tmp_path)
     yield cards
     cards.pull()
 
 
 @pytest.fixture
-def card(card_process: CardProcess, test_ca: TestCA) -> CardImage:
+def card(card_process: SimProcessSlot, test_ca: TestCA) -> CardImage:
     """An RSA-2048 card with an envelope key."""
     return read_image(card_process.insert(provision_test_card(test_ca, "rsa2048")))
 
@@ -191,7 +159,8 @@ def test_the_last_try_guard_on_opensc_flags(daemon: Daemon, card: CardImage) -> 
 
 
 def test_pcscd_restarts_under_opensc_and_the_next_call_works(
-        daemon: Daemon, card: CardImage, pcscd: Pcscd, tmp_path: Path) -> None:
+        daemon: Daemon, card: CardImage, card_process: SimProcessSlot, pcscd: Pcscd,
+        tmp_path: Path) -> None:
     if not pcscd.restartable:
         pytest.skip("pcscd was started outside the tests; not ours to restart")
     reader = wait_for_token(daemon, card.profile.card_id)
@@ -201,7 +170,7 @@ def test_pcscd_restarts_under_opensc_and_the_next_call_works(
     sign_and_check(daemon, reader, card, tmp_path, "before")
 
     pcscd.restart()
-    wait_for_presence(READER, True, timeout=20)  # the card reconnected to vpcd
+    wait_for_presence(card_process.reader, True, timeout=20)  # the card reconnected to vpcd
     again = wait_for_token(daemon, card.profile.card_id, timeout=40)
     # The card was powered down with pcscd: its verified state is gone, and so is the session.
     unverified = eport(daemon, "sign", tmp_path / "before.xml", "--reader", again,

@@ -39,7 +39,7 @@ from tests.support.eport_cli import (
     run_eport,
 )
 from tests.support.openssl_tool import run_checked as run
-from tests.support.pcsc_stack import Pcscd, SimSlots, reader_for_slot
+from tests.support.pcsc_stack import OPENSC_MODULE, Pcscd, SimSlots, reader_for_slot
 
 from eport.protos.v1 import eportd_pb2 as pb  # isort: skip
 
@@ -151,8 +151,7 @@ def test_opensc_decrypts_with_the_rsa_envelope_key(
     the key management certificate as id 03 and decrypts PKCS#1 v1.5 with it."""
     image = card_images["rsa2048"]
     sim_slots([(0, write_card(image, tmp_path))])
-    module = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
-    pkcs11 = ("pkcs11-tool", "--module", module)
+    pkcs11 = ("pkcs11-tool", "--module", OPENSC_MODULE)
     run(*pkcs11, "--read-object", "--type", "cert", "--id", "03",
         "--output-file", str(tmp_path / "envelope.der"))
     assert (tmp_path / "envelope.der").read_bytes() == image.envelope_certificate

@@ -16,10 +16,10 @@ from eport.common import sm2
 from eport.common.piv import Algorithm, KeyRef
 from eport.firmware_sim.image import CardImage
 from eport.firmware_sim.sm2_x509 import certificate_public_point
+from tests.support.pcsc_stack import OPENSC_MODULE
 
 pytestmark = pytest.mark.pcsc
 
-OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 PIN = "88888888"
 SM2_DISTID = "distid:1234567812345678"
 

@@ -19,19 +19,11 @@ from eport.cardlib.pcsc.backend import PcscBackend
 from eport.cardlib.pkcs11.backend import Pkcs11Backend
 from eport.cardlib.token import CertificateRole, SignMechanism
 from eport.firmware_sim.image import CardImage, read_image
-from tests.support.cards import write_card
-from tests.support.pcsc_stack import (
-    Pcscd,
-    reader_for_slot,
-    start_sim_process,
-    wait_for_presence,
-    wait_until_empty,
-)
+from tests.support.pcsc_stack import OPENSC_MODULE, Pcscd, SimProcessSlot
 from tests.support.softhsm import run
 
 pytestmark = pytest.mark.pcsc
 
-OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 PIN = "88888888"
 WRONG_PIN = "11112222"
 STEP_SECONDS = 30
@@ -70,20 +62,13 @@ def sim_card(pcscd: Pcscd, card_images: dict[str, CardImage], tmp_path: Path
     """The simulated card in a process of its own. Run in-process (the suite's sim_card), it
     deadlocked: PyKCS11 keeps the GIL while OpenSC's C_Initialize waits on pcscd, and pcscd
     waits on the card thread, which needs the GIL to answer."""
-    processes = []
+    cards = SimProcessSlot(tmp_path)
 
     def insert(algorithm: str) -> tuple[str, CardImage]:
-        reader = reader_for_slot(0)
-        wait_until_empty(reader)
-        path = write_card(card_images[algorithm], tmp_path, "slot0.json")
-        processes.append(start_sim_process(path, 0, tmp_path / "control"))
-        return reader, read_image(path)
+        return cards.reader, read_image(cards.insert(card_images[algorithm]))
 
     yield insert
-    for process in processes:
-        process.kill()
-        process.wait(timeout=10)
-    wait_for_presence(reader_for_slot(0), False, timeout=5)
+    cards.pull()
 
 
 @pytest.fixture

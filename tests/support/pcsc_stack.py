@@ -29,11 +29,15 @@ from eport.cardlib.pcsc.transport import PcscContext, PcscError
 from eport.firmware_sim.image import CardImage, load_card
 from eport.firmware_sim.runner import CardFactory, SimulatorRunner, SlotRunner
 from eport.firmware_sim.vpcd import SLOTS_PER_READER_ENTRY, port_for_slot, reader_name
+from tests.support.cards import write_card
 from tests.support.waiting import wait_until
 
 VPCD_READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 PACKAGED_READER_CONF = Path("/etc/reader.conf.d")
+# OpenSC's PKCS#11 module as Debian's opensc package installs it (an independent client of
+# the simulated PIV card, through pcscd).
+OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 
 reader_for_slot = reader_name
 
@@ -216,6 +220,39 @@ def start_sim_process(image_path: Path, slot: int, control: Path) -> subprocess.
         _, err = process.communicate()
         raise RuntimeError(f"eport-sim run did not insert the card: {err.decode()}") from None
     return process
+
+
+@dataclass
+class SimProcessSlot:
+    """Cards in one vpcd slot, each in an `eport-sim run` process of its own; a card is pulled
+    by ending its process. For clients that block in C holding the GIL (PyKCS11 with OpenSC's
+    module): a card simulated in their own interpreter could not answer them."""
+
+    directory: Path
+    slot: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    inserted: int = 0
+
+    @property
+    def reader(self) -> str:
+        return reader_for_slot(self.slot)
+
+    def insert(self, image: CardImage) -> Path:
+        """The card in the slot, once pcscd sees it; returns its image file."""
+        wait_until_empty(self.reader)
+        self.inserted += 1
+        path = write_card(image, self.directory, f"slot{self.slot}-card{self.inserted}.json")
+        self.process = start_sim_process(path, self.slot,
+                                         self.directory / f"control-{self.inserted}")
+        return path
+
+    def pull(self) -> None:
+        """The card out, once pcscd has seen it go."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+            wait_for_presence(self.reader, False, timeout=10)
 
 
 class SimSlots:
