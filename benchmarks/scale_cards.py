@@ -92,7 +92,7 @@ from scale_pkcs11 import (
 )
 
 from eport.cardlib.pcsc.backend import PcscBackend
-from eport.cardlib.token import SignMechanism
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.firmware_sim.ca import init_ca
 from eport.firmware_sim.image import load_card, read_image
 from eport.firmware_sim.runner import CardFactory, SimulatorRunner, SlotRunner

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_benchmark import Verifier, percentile
 
 from eport.cardlib.pkcs11.mechanisms import CKM_ECDSA, CKM_RSA_PKCS, digest_to_sign
-from eport.cardlib.token import SignMechanism
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.protos.v1 import eportd_pb2 as pb
 from tests.support.daemon_stack import start_daemon
 from tests.support.softhsm import (

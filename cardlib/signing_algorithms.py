@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from eport.cardlib.key_kind import KeyKind
-from eport.cardlib.token import SignMechanism
+from eport.cardlib.sign_mechanism import SignMechanism
 
 
 class SignAlgorithm(StrEnum):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.common.profile import EportProfile
 
 
@@ -31,15 +32,6 @@ class CertificateRole(StrEnum):
 class Credential(StrEnum):
     PIN = "pin"
     PUK = "puk"  # the card centre's unblock secret (PKCS#11: the SO PIN)
-
-
-class SignMechanism(StrEnum):
-    """What the token signs: always a digest the host computed (SM2: e = SM3(Z ‖ M))."""
-
-    RSA_PKCS1_SHA1 = "RSA_PKCS1_SHA1"
-    RSA_PKCS1_SHA256 = "RSA_PKCS1_SHA256"
-    ECDSA_P256 = "ECDSA_P256"
-    SM2 = "SM2"
 
 
 @dataclass(frozen=True)

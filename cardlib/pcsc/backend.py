@@ -17,6 +17,7 @@ from eport.cardlib.pcsc.connection import SmartCardConnection
 from eport.cardlib.pcsc.monitor import ReaderMonitor
 from eport.cardlib.pcsc.piv_session import PivSession, ReferenceStatus
 from eport.cardlib.pcsc.transport import PcscConnection, PcscContext, PcscError
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.cardlib.signing_algorithms import spec_of_mechanism
 from eport.cardlib.token import (
     CertificateRole,
@@ -24,7 +25,6 @@ from eport.cardlib.token import (
     CredentialStatus,
     PresenceListener,
     PresenceMonitor,
-    SignMechanism,
     Token,
 )
 from eport.common.apdu import SW

@@ -30,11 +30,11 @@ from eport.cardlib.pkcs11.mechanisms import (
 from eport.cardlib.pkcs11.module import Pkcs11Module, TokenSlot
 from eport.cardlib.pkcs11.objects import KeyPairObjects, choose_envelope, choose_signing
 from eport.cardlib.pkcs11.results import to_token_error
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.cardlib.token import (
     CertificateRole,
     Credential,
     CredentialStatus,
-    SignMechanism,
     no_transaction,
 )
 from eport.common.profile import EportProfile

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eport.cardlib.errors import CardError
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.cardlib.signing_algorithms import spec_of_mechanism
-from eport.cardlib.token import SignMechanism
 
 CKM_RSA_PKCS = 0x00000001
 CKM_ECDSA = 0x00001041

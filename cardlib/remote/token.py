@@ -20,12 +20,12 @@ from eport.cardlib.errors import (
 )
 from eport.cardlib.remote.channel import SIGN_TIMEOUT_S, RemoteChannel, RemoteReply
 from eport.cardlib.remote.errors import CARD_INVALID, last_try_refused, raise_for, tries_in
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.cardlib.signing_algorithms import spec_of_mechanism
 from eport.cardlib.token import (
     CertificateRole,
     Credential,
     CredentialStatus,
-    SignMechanism,
     no_transaction,
 )
 from eport.common.profile import CardForm, CardKind, EportProfile, ProfileError

@@ -9,11 +9,15 @@ from __future__ import annotations
 import sys
 
 import click
-import grpc
 
 from eport.clients.cli.lazy_group import LazyCommand, LazyGroup
 from eport.clients.kit.context import CliState
-from eport.clients.kit.daemon_client import DEFAULT_TIMEOUT_SECONDS, DaemonClient, choose_socket
+from eport.clients.kit.daemon_client import (
+    DEFAULT_TIMEOUT_SECONDS,
+    DaemonClient,
+    choose_socket,
+    is_call_error,
+)
 from eport.clients.kit.errors import CliError, from_rpc_error
 from eport.clients.kit.exit_codes import ExitCode
 from eport.clients.kit.output import Output
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                                        ExitCode(failure.exit_code), failure.extra))
 
     def convert(error: BaseException) -> ConsoleFailure | None:
-        if isinstance(error, grpc.RpcError):  # a call that did not go through DaemonClient.call
+        if is_call_error(error):  # a call that did not go through DaemonClient.call
             error = from_rpc_error(error, state.client.socket)
         if isinstance(error, CliError):
             return ConsoleFailure(error.code, error.message, error.remedy, int(error.exit_code),

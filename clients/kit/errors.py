@@ -11,10 +11,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_status import rpc_status
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 
 from eport.clients.kit.exit_codes import ExitCode, exit_code_for_reason
+from eport.clients.kit.unary_transport import UnaryCallError
 from eport.common.funnel import ConsoleFailure
 from eport.common.text import Bilingual
 from eport.protos.v1 import eportd_pb2 as pb
@@ -53,17 +54,47 @@ def from_error_detail(detail: pb.ErrorDetail) -> CliError:
                     exit_code_for_reason(reason), extra)
 
 
-def error_detail_of(error: grpc.RpcError) -> pb.ErrorDetail | None:
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:  # a malformed trailer: treat as no detail
-        return None
-    if status is None:
-        return None
-    for packed in status.details:
-        detail = pb.ErrorDetail()
-        if packed.Unpack(detail):
-            return detail
+# The trailer where gRPC's rich error model carries a google.rpc.Status (eportd's ErrorDetail
+# is packed in its details).
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _trailing_metadata(error: BaseException) -> tuple[tuple[str, str | bytes], ...]:
+    if isinstance(error, UnaryCallError):
+        return error.trailing
+    read = getattr(error, "trailing_metadata", None)  # grpcio's RpcError (a grpc.Call)
+    return tuple(read() or ()) if callable(read) else ()
+
+
+def status_name(error: BaseException) -> str | None:
+    """The gRPC status by name (UNAVAILABLE, …) of a failed call, grpcio's or the kit's own."""
+    if isinstance(error, UnaryCallError):
+        return error.status.name
+    read = getattr(error, "code", None)
+    code = read() if callable(read) else None
+    return getattr(code, "name", None)
+
+
+def status_details(error: BaseException) -> str:
+    if isinstance(error, UnaryCallError):
+        return error.details
+    read = getattr(error, "details", None)
+    return str(read() if callable(read) else error)
+
+
+def error_detail_of(error: BaseException) -> pb.ErrorDetail | None:
+    """eportd's ErrorDetail of a failed call (grpcio's RpcError or UnaryCallError), if any."""
+    for key, value in _trailing_metadata(error):
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:  # a malformed trailer: treat as no detail
+            return None
+        for packed in status.details:
+            detail = pb.ErrorDetail()
+            if packed.Unpack(detail):
+                return detail
     return None
 
 
@@ -94,17 +125,16 @@ def daemon_permission_denied(socket: Path) -> CliError:
         ExitCode.DAEMON_UNAVAILABLE, {"socket": str(socket)})
 
 
-def from_rpc_error(error: grpc.RpcError, socket: Path) -> CliError:
+def from_rpc_error(error: BaseException, socket: Path) -> CliError:
     detail = error_detail_of(error)
     if detail is not None:
         return from_error_detail(detail)
-    code = error.code() if isinstance(error, grpc.Call) else None
-    text = error.details() if isinstance(error, grpc.Call) else str(error)
-    if code == grpc.StatusCode.UNAVAILABLE:
+    code, text = status_name(error), status_details(error)
+    if code == "UNAVAILABLE":
         if "ermission denied" in (text or ""):
             return daemon_permission_denied(socket)
         return daemon_not_running(socket)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code == "DEADLINE_EXCEEDED":
         return CliError(
             KitCode.DAEMON_TIMEOUT,
             Bilingual("eportd 未在规定时间内应答", "eportd did not answer in time"),
@@ -112,7 +142,7 @@ def from_rpc_error(error: grpc.RpcError, socket: Path) -> CliError:
                       "the card may be busy with other requests; retry later, or allow more "
                       "time with --timeout"),
             ExitCode.DAEMON_UNAVAILABLE)
-    name = code.name if code is not None else "UNKNOWN"
+    name = code or "UNKNOWN"
     return CliError(
         KitCode.DAEMON_ERROR,
         Bilingual(f"eportd 返回了意外的错误 ({name}): {text}",

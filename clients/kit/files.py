@@ -6,7 +6,6 @@ import base64
 import binascii
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from eport.clients.kit.errors import file_error
@@ -30,6 +29,8 @@ def write_output(path: str, data: bytes) -> None:
         return
     target = Path(path)
     try:
+        import tempfile  # here: only a command that writes a file pays for it (~2 ms)
+
         handle, temporary = tempfile.mkstemp(dir=target.parent or Path("."),
                                              prefix=f".{target.name}.")
         try:

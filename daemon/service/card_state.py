@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 from eport.cardlib.certificates import CardCertificate, KeyKind
 from eport.cardlib.errors import CardError
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.cardlib.signing_algorithms import SignAlgorithm, algorithms_for_key, spec
-from eport.cardlib.token import CertificateRole, SignMechanism
+from eport.cardlib.token import CertificateRole
 from eport.common.profile import CardForm, EportProfile, ProfileError
 from eport.daemon.service.card_worker import CardAccess, CardWorker
 from eport.daemon.service.certificates import load_certificate

@@ -17,7 +17,8 @@ import pytest
 from eport.cardlib.errors import InvalidPinError, ReferenceBlockedError
 from eport.cardlib.pcsc.backend import PcscBackend
 from eport.cardlib.pkcs11.backend import Pkcs11Backend
-from eport.cardlib.token import CertificateRole, SignMechanism
+from eport.cardlib.sign_mechanism import SignMechanism
+from eport.cardlib.token import CertificateRole
 from eport.firmware_sim.image import CardImage, read_image
 from tests.support.pcsc_stack import OPENSC_MODULE, Pcscd, SimProcessSlot
 from tests.support.softhsm import run

@@ -21,7 +21,8 @@ from eport.cardlib.errors import InvalidPinError, SecurityStatusError
 from eport.cardlib.remote.backend import RemoteClientBackend
 from eport.cardlib.remote.channel import RemoteConfigError
 from eport.cardlib.remote.errors import LastTryRefusedError
-from eport.cardlib.token import CertificateRole, SignMechanism
+from eport.cardlib.sign_mechanism import SignMechanism
+from eport.cardlib.token import CertificateRole
 from eport.firmware_sim.ca import TestCA
 from eport.firmware_sim.image import CardImage
 from eport.protos.v1 import eportd_pb2 as pb

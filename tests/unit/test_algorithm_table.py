@@ -19,8 +19,8 @@ import pytest
 
 from eport.cardlib import signing_algorithms as table
 from eport.cardlib.key_kind import KeyKind
+from eport.cardlib.sign_mechanism import SignMechanism
 from eport.cardlib.signing_algorithms import SignAlgorithm
-from eport.cardlib.token import SignMechanism
 from eport.common import sm2
 from eport.protos.v1 import datacenter_pb2 as dc
 from eport.protos.v1 import eportd_pb2 as pb

@@ -22,7 +22,8 @@ from eport.cardlib.errors import (
     Unavailable,
 )
 from eport.cardlib.pkcs11.backend import Pkcs11Backend
-from eport.cardlib.token import CertificateRole, Credential, SignMechanism
+from eport.cardlib.sign_mechanism import SignMechanism
+from eport.cardlib.token import CertificateRole, Credential
 from tests.support.presence_recorder import PresenceRecorder
 from tests.support.softhsm import (
     P256_LABEL,
