@@ -127,7 +127,9 @@ class TokenConnection(Protocol):
 
 
 class Backend(Protocol):
-    name: str  # "pcsc", "pkcs11", "remote": shown beside each of its readers
+    # "pcsc", "pkcs11", "remote": shown beside each of its readers. With several of a kind
+    # eportd names each as its readers are prefixed: "pkcs11:libsofthsm2.so".
+    name: str
 
     def owns(self, reader: str) -> bool: ...
 

@@ -9,6 +9,8 @@ The file (docs/backends.md):
     kind = "pkcs11"
     module = "/usr/lib/softhsm/libsofthsm2.so"
     sm2_mechanism = "0x80000001"   # optional, vendor specific
+    call_timeout = 30              # optional: seconds before a module call that does not
+                                   # return has its host process restarted
 
     [[backend]]
     kind = "remote"
@@ -50,7 +52,18 @@ def mechanism_id(text: str | int, where: str) -> int:
                              "it).")) from None
 
 
-def _pkcs11(module: str, sm2: str | int | None, where: str) -> BackendSpec:
+def _seconds(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise _bad(Bilingual(f"{where}: call_timeout {value!r} 不是 0 到 3600 之间的秒数",
+                             f"{where}: call_timeout {value!r} is not a number of seconds "
+                             "between 0 and 3600"),
+                   Bilingual("写成 call_timeout = 30 这样的形式, 或删除该行 (默认 30 秒)。",
+                             "write it as call_timeout = 30, or leave it out (30 seconds)."))
+    return float(value)
+
+
+def _pkcs11(module: str, sm2: str | int | None, where: str,
+            call_timeout: object = None) -> BackendSpec:
     if not module:
         raise _bad(Bilingual(f"{where}: pkcs11 后端缺少 module",
                              f"{where}: the pkcs11 backend has no module"),
@@ -59,6 +72,8 @@ def _pkcs11(module: str, sm2: str | int | None, where: str) -> BackendSpec:
     options: tuple[tuple[str, Any], ...] = (("module_path", module),)
     if sm2 is not None:
         options += (("sm2_mechanism", mechanism_id(sm2, where)),)
+    if call_timeout is not None:
+        options += (("call_timeout", _seconds(call_timeout, where)),)
     return BackendSpec("pkcs11", options)
 
 
@@ -101,7 +116,7 @@ def from_file(path: Path) -> list[BackendSpec]:
             specs.append(BackendSpec("pcsc"))
         elif kind == "pkcs11":
             specs.append(_pkcs11(str(entry.get("module", "")), entry.get("sm2_mechanism"),
-                                 where))
+                                 where, entry.get("call_timeout")))
         else:
             specs.append(_remote(str(entry.get("url", "")),
                                  bool(entry.get("allow_insecure", False)), where))

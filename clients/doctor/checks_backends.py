@@ -180,8 +180,9 @@ def backends(facts: Facts) -> list[Finding]:
     for status in facts.info.backends:
         if status.condition == pb.BACKEND_CONDITION_UNSPECIFIED:
             continue  # an eportd older than these conditions: nothing reliable to say
-        if status.name == "pkcs11":
+        kind = status.name.partition(":")[0]  # "pkcs11", or "pkcs11:MODULE" beside another
+        if kind == "pkcs11":
             findings.extend(pkcs11(facts, status))
-        elif status.name == "remote":
+        elif kind == "remote":
             findings.extend(remote(status))
     return findings

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 # kind -> "module:factory". The factories take the keyword options of BackendSpec.options.
 FACTORIES = {
-    "pkcs11": "eport.cardlib.pkcs11.backend:Pkcs11Backend",
+    # The module runs in a host process of its own (cardlib/pkcs11/hosted.py says why).
+    "pkcs11": "eport.cardlib.pkcs11.hosted:HostedPkcs11Backend",
     "remote": "eport.cardlib.remote.backend:RemoteClientBackend",
 }
 
@@ -95,6 +96,25 @@ class _Tagged:
         self._target.scan_complete(backend=self._backend)
 
 
+def backend_kind(name: str) -> str:
+    """"pkcs11" of "pkcs11" and of "pkcs11:libsofthsm2.so": what kind a backend name is."""
+    return name.partition(":")[0]
+
+
+def _name_each_apart(backends: list[Backend]) -> None:
+    """Several backends of one kind (two PKCS#11 modules, two remote clients) are named by
+    what their readers are named by: "pkcs11:libsofthsm2.so", "remote:host:port". A kind
+    configured once keeps its plain name ("pkcs11"), as eportd has always shown it."""
+    kinds = [backend_kind(b.name) for b in backends]
+    for backend, kind in zip(backends, kinds, strict=True):
+        if kinds.count(kind) < 2:
+            continue
+        prefix = getattr(backend, "reader_prefix", None) or getattr(backend, "reader_name", "")
+        label = str(prefix).rstrip(":")
+        if label.startswith(f"{kind}:"):
+            backend.name = label
+
+
 class BackendRegistry:
     def __init__(self, backends: list[Backend]) -> None:
         if not backends:
@@ -102,12 +122,15 @@ class BackendRegistry:
                                      Bilingual("给出 --backend pcsc 或含后端的配置文件。",
                                                "give --backend pcsc or a configuration file with "
                                                "backends."))
+        _name_each_apart(backends)
         names = [b.name for b in backends]
         if len(set(names)) != len(names):
             raise BackendConfigError(Bilingual(f"后端名称重复: {names}",
                                                f"Backend names repeat: {names}"),
-                                     Bilingual("每个后端只配置一次。",
-                                               "configure each backend once."))
+                                     Bilingual("每个后端只配置一次; 两个 PKCS#11 模块的"
+                                               "文件名须不同。",
+                                               "configure each backend once; two PKCS#11 "
+                                               "modules need different file names."))
         self.backends = list(backends)
         self._monitors: list[PresenceMonitor] = []
 
@@ -124,7 +147,7 @@ class BackendRegistry:
     def owner_of(self, reader: str) -> Backend | None:
         """The backend a reader belongs to when its monitor did not say (the first that owns
         it; PC/SC, owning every name, is asked last)."""
-        ordered = sorted(self.backends, key=lambda b: b.name == "pcsc")
+        ordered = sorted(self.backends, key=lambda b: backend_kind(b.name) == "pcsc")
         return next((b for b in ordered if b.owns(reader)), None)
 
     def start(self, listener: BackendListener) -> None:
@@ -167,14 +190,15 @@ class BackendHealth:
 def _condition(backend: Backend, up: bool, detail: str, readers: int, cards: int) -> str:
     """What doctor needs to know, read from the backend's own state (duck-typed, so that the
     daemon core imports no backend's library)."""
-    if backend.name == "pkcs11":
+    kind = backend_kind(backend.name)
+    if kind == "pkcs11":
         module = getattr(backend, "module", None)
         path = str(getattr(module, "path", ""))
         if not up:
             return ("PKCS11_MODULE_MISSING" if path and not os.path.exists(path)
                     else "PKCS11_MODULE_NOT_LOADED")
         return "BACKEND_HEALTHY" if readers else "PKCS11_NO_TOKEN"
-    if backend.name == "remote":
+    if kind == "remote":
         if not up:
             return ("REMOTE_WRONG_PROTOCOL" if getattr(backend, "last_code", 0)
                     == _REMOTE_WRONG_PROTOCOL else "REMOTE_UNREACHABLE")
@@ -185,9 +209,10 @@ def _condition(backend: Backend, up: bool, detail: str, readers: int, cards: int
 def describe_backend(backend: Backend, up: bool, detail: str, readers: int, cards: int
                      ) -> BackendHealth:
     target = ""
-    if backend.name == "pkcs11":
+    kind = backend_kind(backend.name)
+    if kind == "pkcs11":
         target = str(getattr(getattr(backend, "module", None), "path", ""))
-    elif backend.name == "remote":
+    elif kind == "remote":
         target = str(getattr(getattr(backend, "address", None), "url", ""))
     return BackendHealth(
         backend.name, up, detail, readers, cards, _condition(backend, up, detail, readers, cards),

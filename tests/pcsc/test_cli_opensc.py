@@ -13,6 +13,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ from tests.support.eport_cli import (
     run_eport,
 )
 from tests.support.pcsc_stack import OPENSC_MODULE, Pcscd, SimProcessSlot, wait_for_presence
-from tests.support.softhsm import run
+from tests.support.softhsm import RSA_LABEL, SOFTHSM_MODULE, USER_PIN, build_softhsm, run
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pcsc
@@ -181,3 +182,99 @@ def test_pcscd_restarts_under_opensc_and_the_next_call_works(
     assert verified.returncode == 0, describe(verified)
     sign_and_check(daemon, again, card, tmp_path, "after")
 
+
+
+def test_card_pulled_and_swapped_under_opensc(card: CardImage, card_process: SimProcessSlot,
+                                              test_ca: TestCA, tmp_path: Path) -> None:
+    """The case that once froze eportd: OpenSC can wait forever inside a module call when the
+    card goes. The module now runs in a host process (cardlib/pkcs11/hosted.py) that eportd
+    restarts when a call or its presence reports stop for call_timeout seconds."""
+    config = tmp_path / "eportd.toml"
+    config.write_text(f'[[backend]]\nkind = "pkcs11"\nmodule = "{OPENSC_MODULE}"\n'
+                      "call_timeout = 5\n", "utf-8")
+    with running_daemon(tmp_path / "eportd", "--config", str(config),
+                        "--trust-anchor", str(test_ca.trust_bundle)) as daemon:
+        reader = wait_for_token(daemon, card.profile.card_id)
+        verified = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
+                         stdin=pin_lines(PIN))
+        assert verified.returncode == 0, describe(verified)
+        sign_and_check(daemon, reader, card, tmp_path, "first-card")
+
+        card_process.pull()
+        def first_card_gone() -> bool:
+            listed = eport(daemon, "readers", "--json")
+            return listed.returncode == 0 and all(
+                r.get("card_id") != card.profile.card_id
+                for r in json.loads(listed.stdout)["result"]["readers"])
+        wait_until(first_card_gone, timeout=60, what="eportd sees the first card gone")
+        gone = eport(daemon, "card", "info", "--reader", reader, "--json")
+        assert gone.returncode in (4, 5), describe(gone)  # module restarting, or no card
+
+        other = read_image(card_process.insert(provision_test_card(test_ca, "rsa2048")))
+        assert other.profile.card_id != card.profile.card_id
+        swapped = wait_for_token(daemon, other.profile.card_id, timeout=60)
+        info = ok_json(eport(daemon, "card", "info", "--reader", swapped, "--json"),
+                       "card info")
+        assert info["card"]["card_id"] == other.profile.card_id, info
+        # Another card is not the session's card: nothing is signed without its PIN.
+        unverified = eport(daemon, "sign", tmp_path / "first-card.xml", "--reader", swapped,
+                           "--algorithm", "sha256-rsa", "--json")
+        error_json(unverified, "USAGE", 2)  # no session, no terminal, no --pin-stdin
+        verified = eport(daemon, "pin", "verify", "--reader", swapped, "--pin-stdin",
+                         stdin=pin_lines(PIN))
+        assert verified.returncode == 0, describe(verified)
+        sign_and_check(daemon, swapped, other, tmp_path, "second-card")
+        assert_no_secret(verified)
+
+
+def test_two_pkcs11_modules_at_once(card: CardImage, test_ca: TestCA, tmp_path: Path) -> None:
+    """OpenSC on the simulated card and SoftHSM2 beside it: each module in its own host, each
+    backend named by its module, each token signing what OpenSSL verifies; doctor speaks of
+    both modules."""
+    hsm = build_softhsm(tmp_path / "softhsm")
+    # SoftHSM2's certificate is its own issuer: trusted beside the simulated card's CA.
+    hsm_anchor = tmp_path / "softhsm-signing.pem"
+    run("openssl", "x509", "-inform", "DER", "-in", str(hsm.keys["signing"].certificate_der),
+        "-out", str(hsm_anchor))
+    with running_daemon(tmp_path / "eportd", "--pkcs11-module", OPENSC_MODULE,
+                        "--pkcs11-module", SOFTHSM_MODULE,
+                        "--trust-anchor", str(test_ca.trust_bundle),
+                        "--trust-anchor", str(hsm_anchor),
+                        env={"SOFTHSM2_CONF": str(hsm.config)}) as daemon:
+        opensc_reader = wait_for_token(daemon, card.profile.card_id)
+
+        def softhsm_reader() -> dict[str, Any] | None:
+            listed = eport(daemon, "readers", "--json")
+            readers = json.loads(listed.stdout)["result"]["readers"] if \
+                listed.returncode == 0 else []
+            return next((r for r in readers if r["name"].endswith(RSA_LABEL)
+                         and r.get("card_id")), None)
+        hsm_reader: dict[str, Any] = wait_until(softhsm_reader, timeout=30,
+                                                what="eportd lists the SoftHSM2 RSA token")
+        listed = json.loads(eport(daemon, "readers", "--json").stdout)["result"]["readers"]
+        backends = {r["name"]: r["backend"] for r in listed}
+        assert backends[opensc_reader] == "pkcs11:opensc-pkcs11.so", backends
+        assert backends[hsm_reader["name"]] == "pkcs11:libsofthsm2.so", backends
+
+        verified = eport(daemon, "pin", "verify", "--reader", opensc_reader, "--pin-stdin",
+                         stdin=pin_lines(PIN))
+        assert verified.returncode == 0, describe(verified)
+        sign_and_check(daemon, opensc_reader, card, tmp_path, "opensc")
+        message = tmp_path / "softhsm.xml"
+        message.write_text(MESSAGE, "utf-8")
+        signature = tmp_path / "softhsm.sig"
+        signed = eport(daemon, "sign", message, "--reader", hsm_reader["name"], "--algorithm",
+                       "sha256-rsa", "--format", "raw", "-o", signature, "--pin-stdin",
+                       stdin=pin_lines(USER_PIN))
+        assert signed.returncode == 0, describe(signed)
+        checked = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-verify", str(hsm.keys["signing"].public_pem),
+             "-signature", str(signature), str(message)],
+            capture_output=True, text=True, check=False)
+        assert "Verified OK" in checked.stdout, checked.stdout + checked.stderr
+
+        doctor = eport(daemon, "doctor", "--json")
+        findings = json.loads(doctor.stdout)["result"]["findings"]
+        modules = [f for f in findings if f["code"] == "EP-H01"]
+        assert len(modules) == 2 and all(f["status"] == "OK" for f in modules), modules
+        assert_no_secret(verified, signed)

@@ -92,3 +92,35 @@ def test_a_missing_file_is_refused() -> None:
 def test_bad_flags_are_refused(kwargs: dict[str, object], says: str) -> None:
     error = refused(lambda: specs(**kwargs))  # type: ignore[arg-type]
     assert says in error.text.en
+
+
+def test_call_timeout_of_a_pkcs11_backend_is_read_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "eportd.toml"
+    config.write_text(f'[[backend]]\nkind = "pkcs11"\nmodule = "{MODULE}"\ncall_timeout = 7.5\n')
+    assert specs(config) == (BackendSpec("pkcs11", (("module_path", MODULE),
+                                                    ("call_timeout", 7.5))),)
+    for bad in ("0", "-1", '"soon"', "true", "7200"):
+        config.write_text(f'[[backend]]\nkind = "pkcs11"\nmodule = "{MODULE}"\n'
+                          f"call_timeout = {bad}\n")
+        error = refused(lambda: specs(config))
+        assert "call_timeout" in error.text.en and "seconds" in error.text.en
+
+
+def test_two_pkcs11_modules_run_side_by_side_each_named_by_its_module() -> None:
+    from eport.cardlib.pkcs11.hosted import HostedPkcs11Backend
+    from eport.daemon.service.backends import BackendRegistry, backend_kind
+
+    alone = BackendRegistry([HostedPkcs11Backend(MODULE)])
+    assert alone.names == ["pkcs11"]  # one of a kind keeps the plain name
+    both = BackendRegistry([HostedPkcs11Backend(MODULE),
+                            HostedPkcs11Backend("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so")])
+    assert both.names == ["pkcs11:libsofthsm2.so", "pkcs11:opensc-pkcs11.so"]
+    assert {backend_kind(name) for name in both.names} == {"pkcs11"}
+    reader = "pkcs11:opensc-pkcs11.so:0 PIV_II"
+    owner = both.owner_of(reader)
+    assert owner is not None and owner.name == "pkcs11:opensc-pkcs11.so"
+    # Two modules of one file name would show readers of one name: refused, with a remedy.
+    with pytest.raises(ServerConfigError) as same_name:
+        BackendRegistry([HostedPkcs11Backend(MODULE),
+                         HostedPkcs11Backend("/opt/other/libsofthsm2.so")])
+    assert "different file names" in same_name.value.remedy.en
