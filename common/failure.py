@@ -19,3 +19,21 @@ class EportFailure(Exception):
     code: str
     message: Bilingual
     remedy: Bilingual
+
+
+class ConfigFailure(EportFailure):
+    """A problem the person who started a program must fix (a path, an option, a file).
+
+    `text` says it as one sentence per language, the message followed by its remedy; str() is
+    the Chinese line, then the English one, for a log or a wrapping click error.
+    """
+
+    def __init__(self, message: Bilingual, remedy: Bilingual) -> None:
+        self.message = message
+        self.remedy = remedy
+        super().__init__(f"{self.text.zh}\n{self.text.en}")
+
+    @property
+    def text(self) -> Bilingual:
+        return Bilingual(f"{self.message.zh}。解决办法: {self.remedy.zh}",
+                         f"{self.message.en}. Remedy: {self.remedy.en}")

@@ -30,7 +30,7 @@ import click
 
 from eport import __version__
 from eport.common.customs.endpoint import default_datacenter_address
-from eport.common.funnel import run_console
+from eport.common.funnel import JSON_FLAG, run_console
 from eport.common.stop_signals import StopSignals
 from eport.datacenter import ebooks, revocation
 from eport.datacenter import registry as enterprise_registry
@@ -74,7 +74,8 @@ class _ServeByDefault(click.Group):
     """`eport-datacenter --trust-anchor X` means `eport-datacenter serve --trust-anchor X`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in _GROUP_OPTIONS):
+        first = next((word for word in args if word != JSON_FLAG), None)
+        if first is None or (first not in self.commands and first not in _GROUP_OPTIONS):
             args = ["serve", *args]
         return super().parse_args(ctx, args)
 
@@ -93,14 +94,23 @@ _db_option = click.option("--db", "db_path", callback=_database, default=default
                           "(the schema is created in it; see docs/datacenter.md).")
 
 
+# The funnel reads --json from the command line itself (common/funnel.py); the option only
+# keeps click from refusing it, so that a failure, not the flag, is what the document says.
+_json_option = click.option(JSON_FLAG, "json_errors", is_flag=True, expose_value=False,
+                            help="Say a failure as one JSON document on stdout "
+                            "(docs/exit-codes.md).")
+
+
 @click.group(cls=_ServeByDefault, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="eport-datacenter")
+@_json_option
 def cli() -> None:
     """The reference E-port data centre: accepts signed customs declarations."""
 
 
 @cli.command()
 @_db_option
+@_json_option
 @click.option("--listen", default=default_datacenter_address, show_default="$EPORT_DATACENTER "
               "or unix:$XDG_RUNTIME_DIR/eport-datacenter/datacenter.sock",
               help="unix:/path, /path or host:port.")
@@ -160,6 +170,7 @@ def _server_tls(certificate: Path | None, key: Path | None, client_ca: Path | No
 
 @cli.command()
 @_db_option
+@_json_option
 def migrate(db_path: str) -> None:
     """Create the database or bring its schema up to date, then exit."""
     try:
@@ -213,6 +224,7 @@ def _read_store(db_path: str, query: Callable[[Connection], _T]) -> _T:
 
 @registry.command("import")
 @_db_option
+@_json_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def registry_import(db_path: str, file: Path) -> None:
     """Add or update enterprises from FILE: a JSON list of {"customs_code", "credit_code",
@@ -234,6 +246,7 @@ def registry_import(db_path: str, file: Path) -> None:
 
 @registry.command("list")
 @_db_option
+@_json_option
 def registry_list(db_path: str) -> None:
     """Print the registry: customs code, credit code and name, tab-separated."""
     enterprises = _read_store(db_path, enterprise_registry.all_enterprises)
@@ -248,6 +261,7 @@ def ebook() -> None:
 
 @ebook.command("import")
 @_db_option
+@_json_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def ebook_import(db_path: str, file: Path) -> None:
     """Add or replace e-books from FILE: JSON {"ebook_number", "enterprise_code", "items":
@@ -272,6 +286,7 @@ def ebook_import(db_path: str, file: Path) -> None:
 
 @ebook.command("list")
 @_db_option
+@_json_option
 def ebook_list(db_path: str) -> None:
     """Print the e-books: number, enterprise and item count, tab-separated."""
     summaries = _read_store(db_path, ebooks.list_ebooks)
@@ -296,6 +311,7 @@ _card_option = click.option(
 
 @cli.command()
 @_db_option
+@_json_option
 @_certificate_option
 @_card_option
 @click.option("--reason", default="", help="A note for the listing (e.g. 挂失 lost).")
@@ -320,6 +336,7 @@ def revoke(db_path: str, certificate: str | None, card: str | None, reason: str)
 
 @cli.command()
 @_db_option
+@_json_option
 @_certificate_option
 @_card_option
 def unrevoke(db_path: str, certificate: str | None, card: str | None) -> None:
@@ -342,6 +359,7 @@ def unrevoke(db_path: str, certificate: str | None, card: str | None) -> None:
 
 @cli.command()
 @_db_option
+@_json_option
 def revoked(db_path: str) -> None:
     """Print the deny-list: kind, certificate number or card id, since when (UTC), reason;
     tab-separated."""

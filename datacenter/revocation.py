@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from eport.cardlib.certificates import KeyKind
 from eport.common import sm2
 from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 from eport.datacenter.storage import Connection, Store
 from eport.datacenter.trust_store import TrustConfigError, TrustedCA, crl_files
 
@@ -116,14 +117,26 @@ def _sm2_crl_signature_ok(crl: x509.CertificateRevocationList, point: tuple[int,
         return False
 
 
+def _unsigned_crl(path: Path, issuer: str) -> TrustConfigError:
+    return TrustConfigError(
+        Bilingual(f"吊销列表 {path} (签发者 {issuer!r}) 的签名无法用信任目录中的CA证书验证 "
+                  "(或该CA的 keyUsage 不含 cRLSign)",
+                  f"the CRL {path} (issuer {issuer!r}) is not signed by any CA of the trust "
+                  "directory (or that CA's keyUsage lacks cRLSign)"),
+        Bilingual("把签发它的 CA 证书放在旁边, 或换成该 CA 签发的真实吊销列表。",
+                  "put the issuing CA's certificate beside it, or replace the file with the "
+                  "CA's genuine CRL."))
+
+
 def read_crl_file(path: Path, cas: list[TrustedCA]) -> list[CertificateList]:
     """The verified lists in one file; TrustConfigError (naming the file) when one cannot be
     read or no configured CA signed it."""
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise TrustConfigError(f"吊销列表文件无法读取 / cannot read the CRL file {path}: "
-                               f"{error.strerror}. Remedy: check its permissions.") from None
+        raise TrustConfigError(Bilingual(f"吊销列表文件 {path} 无法读取: {error.strerror}",
+                                         f"cannot read the CRL file {path}: {error.strerror}"),
+                               Bilingual("检查该文件的权限。", "check its permissions.")) from None
     lists: list[CertificateList] = []
     for block in _crl_blocks(data):
         try:
@@ -133,15 +146,13 @@ def read_crl_file(path: Path, cas: list[TrustedCA]) -> list[CertificateList]:
             serials = frozenset(entry.serial_number for entry in crl)
         except ValueError:
             raise TrustConfigError(
-                f"吊销列表文件格式不正确 / {path} is not a CRL (PEM or DER). Remedy: replace "
-                "it with the CA's current CRL, or remove it.") from None
+                Bilingual(f"{path}: 吊销列表文件格式不正确 (应为 PEM 或 DER)",
+                          f"{path} is not a CRL (PEM or DER)"),
+                Bilingual("换成该 CA 当前的吊销列表, 或删除该文件。",
+                          "replace it with the CA's current CRL, or remove it.")) from None
         issuer = next((ca for ca in cas if _signed_by(crl, ca)), None)
         if issuer is None:
-            raise TrustConfigError(
-                f"吊销列表的签名无法用信任目录中的CA证书验证 / the CRL {path} (issuer "
-                f"{crl.issuer.rfc4514_string()!r}) is not signed by any CA of the trust "
-                "directory (or that CA's keyUsage lacks cRLSign). Remedy: put the issuing CA's "
-                "certificate beside it, or replace the file with the CA's genuine CRL.")
+            raise _unsigned_crl(path, crl.issuer.rfc4514_string())
         lists.append(CertificateList(issuer, path, this_update, next_update, serials))
     return lists
 

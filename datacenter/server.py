@@ -24,7 +24,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from eport.common.customs.endpoint import unix_socket_path
-from eport.common.failure import EportFailure
+from eport.common.failure import ConfigFailure
+from eport.common.text import Bilingual
 from eport.datacenter.auth_servicer import AuthorizationServicer
 from eport.datacenter.bonded import BondedLedger
 from eport.datacenter.bonded_servicer import SERVICE_NAME as BONDED_SERVICE_NAME
@@ -57,8 +58,8 @@ AUTHORIZATION_SERVICE_NAME: str = datacenter_pb2.DESCRIPTOR.services_by_name[
 _SOCKET_MODE = 0o600
 
 
-class ServerConfigError(EportFailure):
-    """The data centre cannot start as configured; the message has a remedy."""
+class ServerConfigError(ConfigFailure):
+    """The data centre cannot start as configured."""
 
     code = "SERVER_CONFIG"
 
@@ -93,8 +94,10 @@ def _claim_unix_path(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise ServerConfigError(f"{path} exists and is not a socket. Remedy: remove it or "
-                                "choose another --listen path.")
+        raise ServerConfigError(Bilingual(f"{path} 已存在且不是套接字",
+                                          f"{path} exists and is not a socket"),
+                                Bilingual("删除该文件, 或换一个 --listen 路径。",
+                                          "remove it or choose another --listen path."))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
@@ -103,19 +106,32 @@ def _claim_unix_path(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise ServerConfigError(f"another data centre is already serving {path}. Remedy: stop it, "
-                            "or choose another --listen path.")
+    raise ServerConfigError(Bilingual(f"另一个数据中心已在服务 {path}",
+                                      f"another data centre is already serving {path}"),
+                            Bilingual("先停止它, 或换一个 --listen 路径。",
+                                      "stop it, or choose another --listen path."))
+
+
+def _no_trust_anchors(paths: tuple[Path, ...]) -> ServerConfigError:
+    shown = ", ".join(map(str, paths)) or "(none)"
+    return ServerConfigError(Bilingual(f"无法从 {shown} 读到任何信任锚证书",
+                                       f"no trust anchor certificates could be read from {shown}"),
+                             Bilingual("用 --trust-anchor 给出卡 CA 的 PEM 证书文件。",
+                                       "pass --trust-anchor with the card CA's PEM file."))
 
 
 def _tcp_address(address: str, tls: ServerTls | None) -> str:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
-        raise ServerConfigError(f"--listen {address!r}: use unix:/path, /path or host:port")
+        raise ServerConfigError(Bilingual(f"--listen {address!r}: 不是可用的监听地址",
+                                          f"--listen {address!r}: not a listen address"),
+                                Bilingual("使用 unix:/path、/path 或 host:port。",
+                                          "use unix:/path, /path or host:port."))
     try:
         check_listen_security(host, address, tls)
     except TlsConfigError as error:
-        raise ServerConfigError(str(error)) from None
+        raise ServerConfigError(error.message, error.remedy) from None
     return address
 
 
@@ -123,11 +139,11 @@ def _credentials(settings: DataCenterSettings, unix: bool) -> grpc.ServerCredent
     if settings.tls is None:
         return None
     if unix:
-        raise ServerConfigError(unix_socket_with_tls(settings.listen))
+        raise ServerConfigError(*unix_socket_with_tls(settings.listen))
     try:
         return server_credentials(settings.tls)
     except TlsConfigError as error:
-        raise ServerConfigError(str(error)) from None
+        raise ServerConfigError(error.message, error.remedy) from None
 
 
 class RunningDataCenter:
@@ -170,11 +186,9 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
         trust = load_trust(settings.trust_anchors, now=started)
         crls = CrlIndex(settings.trust_anchors, trust.cas, now=started)
     except TrustConfigError as error:
-        raise ServerConfigError(str(error)) from None
+        raise ServerConfigError(error.message, error.remedy) from None
     if not trust.cas:
-        raise ServerConfigError("no trust anchor certificates could be read from "
-                                f"{', '.join(map(str, settings.trust_anchors)) or '(none)'}. "
-                                "Remedy: pass --trust-anchor with the card CA's PEM file.")
+        raise _no_trust_anchors(settings.trust_anchors)
     socket_path = unix_socket_path(settings.listen)
     target = (f"unix:{socket_path.absolute()}" if socket_path is not None
               else _tcp_address(settings.listen, settings.tls))
@@ -213,7 +227,11 @@ def run_server(settings: DataCenterSettings, *, validator: Validator | None = No
                     else server.add_secure_port(target, credentials))
             server.start()
         except RuntimeError as error:
-            raise ServerConfigError(f"cannot listen on {settings.listen}: {error}") from None
+            raise ServerConfigError(Bilingual(f"无法监听 {settings.listen}: {error}",
+                                              f"cannot listen on {settings.listen}: {error}"),
+                                    Bilingual("检查该地址是否已被占用、能否在本机绑定。",
+                                              "check that the address is free and can be bound "
+                                              "on this machine.")) from None
         finally:
             if previous_umask is not None:
                 os.umask(previous_umask)

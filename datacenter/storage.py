@@ -32,7 +32,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
-from eport.common.failure import EportFailure
+from eport.common.failure import ConfigFailure
+from eport.common.text import Bilingual
 
 _MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _ONLY = re.compile(r"--\s*only:\s*(sqlite|postgresql)\s*")
@@ -46,14 +47,21 @@ POSTGRESQL = "postgresql"
 Row: TypeAlias = Any
 
 
-class StorageError(EportFailure):
-    """The database cannot be used; the message says why and what to do."""
+class StorageError(ConfigFailure):
+    """The database cannot be used; the message says why, the remedy what to do."""
 
     code = "STORAGE"
 
 
 class StorageUnavailable(StorageError):
     """The database server is not reachable now (restarting, network); retry later."""
+
+
+# Not the operator's to fix: the migrations ship with the program.
+_REINSTALL = Bilingual("重新安装 eport, 数据库迁移文件随程序一起发布。",
+                       "reinstall eport; the migration files ship with the program.")
+CLOSED_REMEDY = Bilingual("数据中心正在停止; 请在重启后重试。",
+                          "the data centre is stopping; retry once it has restarted.")
 
 
 class Cursor(Protocol):
@@ -101,7 +109,9 @@ class Migration:
                     found.append("\n".join(pending))
                 pending, only = [], None
         if pending:
-            raise StorageError(f"{self.name} ends with an incomplete statement")
+            raise StorageError(Bilingual(f"迁移文件 {self.name} 以不完整的语句结尾",
+                                         f"{self.name} ends with an incomplete statement"),
+                               _REINSTALL)
         return found
 
 
@@ -113,14 +123,23 @@ def migrations() -> list[Migration]:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise StorageError(f"migrations are not numbered 1..n: {[m.name for m in found]}")
+        names = [m.name for m in found]
+        raise StorageError(Bilingual(f"迁移文件的编号不是 1..n: {names}",
+                                     f"migrations are not numbered 1..n: {names}"), _REINSTALL)
     return found
 
 
 def newer_schema_error(version: int, known: int) -> StorageError:
-    return StorageError(f"数据库的结构版本 {version} 比本程序认识的 ({known}) 新 / the database "
-                        f"has schema version {version}, newer than this program knows "
-                        f"({known}). Remedy: run a newer eport-datacenter.")
+    return StorageError(Bilingual(f"数据库的结构版本 {version} 比本程序认识的 ({known}) 新",
+                                  f"the database has schema version {version}, newer than "
+                                  f"this program knows ({known})"),
+                        Bilingual("运行更新版本的 eport-datacenter。",
+                                  "run a newer eport-datacenter."))
+
+
+def closed_error() -> StorageError:
+    """A store used after close(): a request that raced the server's shutdown."""
+    return StorageError(Bilingual("数据库已关闭", "the database is closed"), CLOSED_REMEDY)
 
 
 class Store(ABC):

@@ -36,12 +36,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from eport.common.text import Bilingual
 from eport.datacenter.storage import (
     POSTGRESQL,
     Connection,
     StorageError,
     StorageUnavailable,
     Store,
+    closed_error,
     migrations,
     newer_schema_error,
 )
@@ -167,11 +169,18 @@ class PostgresConnection:
 
 
 def _unavailable(url: str, error: BaseException) -> StorageUnavailable:
+    reason = f"{type(error).__name__}: {_first_line(error)}"
     return StorageUnavailable(
-        f"数据库暂时无法连接 / the database {redacted(url)} cannot be reached now "
-        f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}). "
-        "Remedy: check that the PostgreSQL server is running and reachable; the call can be "
-        "retried.")
+        Bilingual(f"数据库 {redacted(url)} 暂时无法连接 ({reason})",
+                  f"the database {redacted(url)} cannot be reached now ({reason})"),
+        Bilingual("检查 PostgreSQL 服务器是否在运行、能否连通; 该调用可以重试。",
+                  "check that the PostgreSQL server is running and reachable; the call can be "
+                  "retried."))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
@@ -181,8 +190,11 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     except psycopg.OperationalError as error:
         raise _unavailable(url, error) from None
     except psycopg.ProgrammingError as error:  # a malformed URL
-        raise StorageError(f"数据库地址无效 / not a usable PostgreSQL URL {redacted(url)}: "
-                           f"{error}. Remedy: --db postgresql://USER@HOST/DATABASE") from None
+        reason = str(error).strip()
+        raise StorageError(Bilingual(f"PostgreSQL 数据库地址无效 {redacted(url)}: {reason}",
+                                     f"not a usable PostgreSQL URL {redacted(url)}: {reason}"),
+                           Bilingual("使用 --db postgresql://USER@HOST/DATABASE。",
+                                     "use --db postgresql://USER@HOST/DATABASE.")) from None
 
 
 def _schema_version(connection: psycopg.Connection[Any]) -> int:
@@ -255,7 +267,13 @@ class PostgresStore(Store):
         except _LOST as error:
             raise _unavailable(url, error) from None
         except psycopg.Error as error:
-            raise StorageError(f"{redacted(url)}: migration failed: {error}") from None
+            reason = str(error).strip()
+            raise StorageError(Bilingual(f"{redacted(url)}: 数据库迁移失败: {reason}",
+                                         f"{redacted(url)}: migration failed: {reason}"),
+                               Bilingual("确认该数据库用户有建表权限, 然后再运行 "
+                                         "eport-datacenter migrate。",
+                                         "check that the database user may create tables, then "
+                                         "run eport-datacenter migrate again.")) from None
         finally:
             connection.close()
         self._writer = _Link(url)
@@ -325,7 +343,7 @@ class PostgresStore(Store):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageError("the database is closed")
+            raise closed_error()
 
     def close(self) -> None:
         with self._writer.lock, self._reader.lock:

@@ -21,11 +21,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from eport.common.text import Bilingual
 from eport.datacenter.storage import (
     SQLITE,
     Connection,
     StorageError,
     Store,
+    closed_error,
     migrations,
     newer_schema_error,
 )
@@ -59,20 +61,26 @@ def _connect(path: Path) -> sqlite3.Connection:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                      timeout=_BUSY_TIMEOUT_MS / 1000)
     except (OSError, sqlite3.Error) as error:
-        raise StorageError(f"数据库无法打开 / cannot open the database {path}: {error}. "
-                           "Remedy: check the path and its permissions (--db).") from None
+        raise StorageError(Bilingual(f"数据库 {path} 无法打开: {error}",
+                                     f"cannot open the database {path}: {error}"),
+                           Bilingual("检查路径及其权限 (--db)。",
+                                     "check the path and its permissions (--db).")) from None
     try:
         mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise StorageError(f"{path}: the WAL journal is not available ({mode}); use a "
-                               "local file system for --db")
+            raise StorageError(Bilingual(f"{path}: 无法使用 WAL 日志模式 ({mode})",
+                                         f"{path}: the WAL journal is not available ({mode})"),
+                               Bilingual("--db 请使用本地文件系统上的文件。",
+                                         "use a local file system for --db."))
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     except sqlite3.DatabaseError as error:
         connection.close()
-        raise StorageError(f"{path} is not a data centre database: {error}. Remedy: point "
-                           "--db at the right file, or at a new one.") from None
+        raise StorageError(Bilingual(f"{path} 不是数据中心数据库: {error}",
+                                     f"{path} is not a data centre database: {error}"),
+                           Bilingual("让 --db 指向正确的文件, 或一个新文件。",
+                                     "point --db at the right file, or at a new one.")) from None
     return connection
 
 
@@ -116,7 +124,12 @@ class SqliteStore(Store):
             self._connection.close()
             if isinstance(error, StorageError):
                 raise
-            raise StorageError(f"{path}: migration failed: {error}") from None
+            raise StorageError(Bilingual(f"{path}: 数据库迁移失败: {error}",
+                                         f"{path}: migration failed: {error}"),
+                               Bilingual("检查磁盘空间和文件权限, 然后再运行 "
+                                         "eport-datacenter migrate。",
+                                         "check the disk space and the file's permissions, then "
+                                         "run eport-datacenter migrate again.")) from None
         self._connection.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self._closed = False
@@ -148,7 +161,7 @@ class SqliteStore(Store):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageError("the database is closed")
+            raise closed_error()
 
     def close(self) -> None:
         with self._lock:

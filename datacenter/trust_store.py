@@ -40,7 +40,8 @@ from eport.cardlib.certificates import (
     is_issued_by,
     load_certificate,
 )
-from eport.common.failure import EportFailure
+from eport.common.failure import ConfigFailure
+from eport.common.text import Bilingual
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ _SHA1_ECDSA = "1.2.840.10045.4.1"
 _SHA1_OIDS = frozenset({_SHA1_RSA, _SHA1_ECDSA, "1.2.840.10040.4.3", "1.3.14.3.2.29"})
 
 
-class TrustConfigError(EportFailure):
-    """The trust directory cannot be used as it is; the message names the file and a remedy."""
+class TrustConfigError(ConfigFailure):
+    """The trust directory cannot be used as it is; the message names the file."""
 
     code = "TRUST_CONFIG"
 
@@ -219,6 +220,16 @@ def crl_files(paths: Iterable[Path]) -> list[Path]:
     return _files(paths)[1]
 
 
+def _not_a_ca_anchor(file: Path, subject: str, reason: str) -> TrustConfigError:
+    return TrustConfigError(
+        Bilingual(f"{file}: 信任目录中的证书 {subject!r} 不是CA证书 ({reason}), 不能作为信任锚",
+                  f"{file}: the certificate {subject!r} is not a CA certificate ({reason}), so "
+                  "it cannot be a trust anchor"),
+        Bilingual("把它移出信任目录; 只有卡 CA 的证书 (CA:TRUE, keyCertSign) 应放在那里。",
+                  "remove it from the trust directory; only the card CA's certificates "
+                  "(CA:TRUE, keyCertSign) belong there."))
+
+
 def load_trust(paths: Iterable[Path], *, now: datetime) -> TrustConfig:
     """The CAs of the trust paths. TrustConfigError for a certificate that is not a CA or a
     file that cannot be read; a warning for a CA outside its validity."""
@@ -229,8 +240,9 @@ def load_trust(paths: Iterable[Path], *, now: datetime) -> TrustConfig:
             data = file.read_bytes()
         except OSError as error:
             raise TrustConfigError(
-                f"信任证书文件无法读取 / cannot read the trust anchor file {file}: "
-                f"{error.strerror}. Remedy: check the path and its permissions.") from None
+                Bilingual(f"信任锚证书文件 {file} 无法读取: {error.strerror}",
+                          f"cannot read the trust anchor file {file}: {error.strerror}"),
+                Bilingual("检查路径及其权限。", "check the path and its permissions.")) from None
         for block in _certificate_blocks(data):
             try:
                 certificate = load_certificate(block)
@@ -239,11 +251,7 @@ def load_trust(paths: Iterable[Path], *, now: datetime) -> TrustConfig:
                 continue
             reason = why_not_a_ca(certificate.parsed)
             if reason:
-                raise TrustConfigError(
-                    f"信任目录中的证书不是CA证书, 不能作为信任锚 / {file}: the certificate "
-                    f"{certificate.subject!r} is not a CA certificate ({reason}), so it cannot "
-                    "be a trust anchor. Remedy: remove it from the trust directory; only the "
-                    "card CA's certificates (CA:TRUE, keyCertSign) belong there.")
+                raise _not_a_ca_anchor(file, certificate.subject, reason)
             if not (certificate.not_before <= now <= certificate.not_after):
                 expired = now > certificate.not_after
                 logger.warning(

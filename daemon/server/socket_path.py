@@ -19,7 +19,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from eport.common.failure import EportFailure
+from eport.common.failure import ConfigFailure
 from eport.common.socket_location import (
     RUN_USER_ROOT,
     SOCKET_ENV,
@@ -38,24 +38,11 @@ SYSTEM_MODE = "system"
 MODES = (USER_MODE, SYSTEM_MODE)
 
 
-class ServerConfigError(EportFailure):
-    """A setup problem the person starting eportd must fix; main() exits with code 2.
-
-    `text` is how eportd says it: the message and its remedy in one sentence per language.
-    """
+class ServerConfigError(ConfigFailure):
+    """A setup problem the person starting eportd must fix; main() exits with code 2."""
 
     code = "SERVER_CONFIG"
     exit_code = 2
-
-    def __init__(self, message: Bilingual, remedy: Bilingual) -> None:
-        self.message = message
-        self.remedy = remedy
-        super().__init__(f"{self.text.zh}\n{self.text.en}")
-
-    @property
-    def text(self) -> Bilingual:
-        return Bilingual(f"{self.message.zh}。解决办法: {self.remedy.zh}",
-                         f"{self.message.en}. Remedy: {self.remedy.en}")
 
 
 def resolve_socket_path(flag: str | os.PathLike[str] | None = None, *, system: bool = False,
