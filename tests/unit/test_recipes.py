@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -37,6 +37,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from websockets.sync.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
+from eport.clients.gateway.command import main as gateway_main
 from eport.clients.gateway.recipes.ceb_xml import (
     DS_NS,
     VerificationResult,
@@ -898,10 +899,29 @@ def test_gateway_signer_is_a_card_signer() -> None:
 
 # ---- the CLI ----
 
+@dataclass
+class Result:
+    """What a person sees of `eport-gateway RECIPE ARGS`: exit code and the two streams."""
+
+    exit_code: int
+    stdout_bytes: bytes
+    stderr: str
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode()
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
 def run(command: click.Command, *args: str, stdin: str | bytes | None = None) -> Result:
-    result = CliRunner().invoke(command, list(args), input=stdin)
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        result.exception
+    """The recipe as eport-gateway runs it: through its console funnel (errors included)."""
+    assert command.name is not None
+    with CliRunner().isolation(input=stdin) as (stdout, stderr, _mixed):
+        code = gateway_main([command.name, *args])
+    result = Result(code, stdout.getvalue(), stderr.getvalue().decode())
     assert "Traceback" not in result.output
     return result
 
@@ -1041,7 +1061,8 @@ def test_cli_bad_input_exits_2(command: click.Command, content: bytes, words: st
                                       else ["--url", "ws://127.0.0.1:9"]))
     assert result.exit_code == 2, result.output
     assert words in result.stderr
-    assert "错误:" in result.stderr and "Error:" in result.stderr and "Remedy:" in result.stderr
+    assert "错误 [BAD_INPUT]:" in result.stderr and "Error [BAD_INPUT]:" in result.stderr
+    assert "解决办法:" in result.stderr and "Remedy:" in result.stderr
 
 
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:

@@ -1,15 +1,15 @@
 """The recipes on the command line: `eport-gateway ceb-sign | ceb-verify | pay179-sign`.
 
 Exit codes (GatewayExit, docs/exit-codes.md): 0 done (ceb-verify: valid), 1 ceb-verify: not
-valid, 2 bad input or usage, 3 the gateway or the card failed. Errors are two lines of text
-(Chinese, English) and a remedy on standard error, never a traceback; the PIN is never shown.
-Usage errors and anything unexpected reach eport-gateway's funnel (eport.common.funnel).
+valid, 2 bad input or usage, 3 the gateway or the card failed. Every failure, the recipes'
+own (RecipeError, GatewayReplyError: exit code and bilingual message and remedy) included,
+reaches eport-gateway's funnel (eport.common.funnel): both languages with a remedy on standard
+error, or one JSON document with --json, never a traceback; the PIN is never shown.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import getpass
 import os
 import sys
@@ -23,39 +23,14 @@ import click
 from eport.clients.gateway.exit_codes import GatewayExit
 from eport.clients.gateway.recipes.ceb_xml import check_ceb_input, sign_ceb_xml, verify_ceb_xml
 from eport.clients.gateway.recipes.certificates import read_certificate
-from eport.clients.gateway.recipes.errors import GatewayReplyError, RecipeError
+from eport.clients.gateway.recipes.errors import RecipeError
 from eport.clients.gateway.recipes.payment179 import parse_request, sign_payment179
 from eport.clients.gateway.recipes.signer import DEFAULT_URL, GatewaySigner
-from eport.clients.gateway.recipes.verify_views import human_result, json_error, json_result
+from eport.clients.gateway.recipes.verify_views import human_result, json_result
 from eport.common.text import Bilingual
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _report_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn the recipes' errors into bilingual messages and exit codes."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except RecipeError as error:
-            _say_error(error.message, error.remedy)
-            click.get_current_context().exit(error.exit_code)
-        except GatewayReplyError as error:
-            _say_error(Bilingual(f"[{error.code}] {error.message.zh}",
-                                 f"[{error.code}] {error.message.en}"), error.remedy)
-            click.get_current_context().exit(GatewayExit.GATEWAY_FAILED)
-
-    return wrapper
-
-
-def _say_error(message: Bilingual, remedy: Bilingual) -> None:
-    lines = [f"错误: {message.zh}", f"Error: {message.en}"]
-    if remedy.zh or remedy.en:
-        lines += [f"解决办法: {remedy.zh}", f"Remedy: {remedy.en}"]
-    click.echo("\n".join(lines), err=True)
 
 
 def _read_input(path: str) -> bytes:
@@ -162,7 +137,6 @@ _FILE = click.Path(dir_okay=False, allow_dash=True)
               help="Also sign XML whose root is not in the CEB namespace / 允许非 CEB 根元素.")
 @click.option("--resign", is_flag=True,
               help="Replace an existing ds:Signature / 替换已有签名.")
-@_report_errors
 def ceb_sign_command(file: str, output: str | None, url: str, pin_stdin: bool,
                      origin: str | None, timeout: float, any_root: bool, resign: bool) -> None:
     """Sign a CEB XML message on the card (enveloped XML-DSig) / 为 CEB 报文加签.
@@ -190,22 +164,16 @@ def ceb_sign_command(file: str, output: str | None, url: str, pin_stdin: bool,
               help="Also accept XML whose root is not in the CEB namespace / 允许非 CEB 根元素.")
 @click.option("--json", "json_output", is_flag=True,
               help="One JSON document on stdout instead of text / 以 JSON 输出.")
-@_report_errors
 def ceb_verify_command(file: str, cert_path: str | None, any_root: bool,
                        json_output: bool) -> None:
     """Verify the signature of a signed CEB XML message / 验证 CEB 报文签名.
 
     Checks the digest and the signature value, not whether the certificate is trusted.
     Exit codes: 0 valid, 1 not valid, 2 bad input."""
-    try:
-        data = _read_input(file)
-        certificate = read_certificate(_read_input(cert_path)) if cert_path else None
-        result = verify_ceb_xml(data, certificate, any_root=any_root)
-    except RecipeError as error:
-        if not json_output:
-            raise
-        click.echo(json_error(error))
-        click.get_current_context().exit(error.exit_code)
+    # A failure (bad input) reaches the console funnel: text, or JSON with --json.
+    data = _read_input(file)
+    certificate = read_certificate(_read_input(cert_path)) if cert_path else None
+    result = verify_ceb_xml(data, certificate, any_root=any_root)
     if json_output:
         click.echo(json_result(result))
     else:
@@ -219,7 +187,6 @@ def ceb_verify_command(file: str, cert_path: str | None, any_root: bool,
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
               help="Where to write the signed JSON (default: stdout) / 输出文件.")
 @_gateway_options
-@_report_errors
 def pay179_sign_command(file: str, output: str | None, url: str, pin_stdin: bool,
                         origin: str | None, timeout: float) -> None:
     """Sign announcement-179 payment data (adds certNo and signValue) / 179 号公告支付数据加签.

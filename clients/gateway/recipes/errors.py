@@ -15,7 +15,7 @@ class RecipeError(EportFailure):
     `exit_code` is what the CLI exits with: 2 (bad input) unless a subclass says otherwise.
     """
 
-    code = "RECIPE_INPUT"
+    code = "BAD_INPUT"
     exit_code = 2
 
     def __init__(self, message: Bilingual, remedy: Bilingual = NO_REMEDY) -> None:

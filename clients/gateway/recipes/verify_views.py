@@ -8,7 +8,6 @@ from typing import Any
 
 from eport.clients.gateway.recipes.algorithms import SM2_SM3, SM3
 from eport.clients.gateway.recipes.ceb_xml import VerificationResult
-from eport.clients.gateway.recipes.errors import RecipeError
 
 SCHEMA_VERSION = 1
 COMMAND = "ceb-verify"
@@ -60,14 +59,6 @@ def json_result(result: VerificationResult) -> str:
         "message": result.reason.as_json(),
         "remedy": result.remedy.as_json(),
         **details(result)})
-
-
-def json_error(error: RecipeError) -> str:
-    return _envelope(False, {
-        "code": "BAD_INPUT" if error.exit_code == 2 else "CARD_PROBLEM",
-        "exit_code": error.exit_code,
-        "message": error.message.as_json(),
-        "remedy": error.remedy.as_json()})
 
 
 def human_result(result: VerificationResult) -> str:
