@@ -188,8 +188,22 @@ for recipe_command in RECIPE_COMMANDS:
 main_group.add_command(tls_group)
 
 
+def _invoked_command(args: list[str]) -> str:
+    """"tls install", "ceb-verify", "serve": the command ARGS name, for the JSON envelope of a
+    failure that the command raised (the funnel knows it only for click's own errors)."""
+    words = [word for word in args if not word.startswith("-")]
+    first = main_group.commands.get(words[0]) if words else None
+    if first is None:
+        return ""
+    if isinstance(first, click.Group) and len(words) > 1 and words[1] in first.commands:
+        return f"{words[0]} {words[1]}"
+    return words[0]
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     return run_console(
         "eport-gateway",
-        lambda args: main_group.main(args, prog_name="eport-gateway", standalone_mode=False),
-        argv, exit_codes=GatewayExit, languages="both")
+        lambda words: main_group.main(words, prog_name="eport-gateway", standalone_mode=False),
+        args, exit_codes=GatewayExit, languages="both",
+        command=lambda: _invoked_command(args))

@@ -17,7 +17,6 @@ from eport.clients.gateway.tls_certificates import GATEWAY_HOST_NAME
 from eport.clients.gateway.tls_setup import (
     Step,
     TlsExit,
-    TlsSetupError,
     TlsStatus,
     default_paths,
     install,
@@ -61,17 +60,6 @@ def _output(json_mode: bool) -> Output:
     return Output(json_mode=json_mode, language=detect_language())
 
 
-def _fail(output: Output, command: str, error: TlsSetupError) -> None:
-    if output.json_mode:
-        sys.stdout.write(output.envelope(command, False, {
-            "code": error.code, "exit_code": int(error.exit_code),
-            "message": error.message.as_json(), "remedy": error.remedy.as_json()}) + "\n")
-    else:
-        click.echo(f"eport-gateway: {error.message.zh}\neport-gateway: {error.message.en}\n"
-                   f"解决办法: {error.remedy.zh}\nRemedy: {error.remedy.en}", err=True)
-    sys.exit(int(error.exit_code))
-
-
 def _print_steps(output: Output, steps: list[Step]) -> None:
     for step in steps:
         part = output.text(_PARTS.get(step.part, Bilingual(step.part, step.part)))
@@ -96,11 +84,8 @@ def install_command(system: bool, hosts: bool, json_mode: bool) -> None:
     again: it changes nothing unless a certificate is near its end."""
     output = _output(json_mode)
     paths = default_paths()
-    try:
-        steps = install(paths, system=system, hosts=hosts)
-    except TlsSetupError as error:
-        _fail(output, "tls install", error)
-        return
+    # A TlsSetupError reaches eport-gateway's funnel: text in both languages, or JSON.
+    steps = install(paths, system=system, hosts=hosts)
     found = status(paths)
     data: dict[str, Any] = {"steps": [step.as_json() for step in steps],
                             "status": found.as_json()}
@@ -187,11 +172,7 @@ def uninstall_command(json_mode: bool) -> None:
     """Remove exactly what `tls install` added: the NSS entry (and the NSS database if install
     created it), the system-store file, the hosts line, the certificate files."""
     output = _output(json_mode)
-    try:
-        steps, complete = uninstall(default_paths())
-    except TlsSetupError as error:
-        _fail(output, "tls uninstall", error)
-        return
+    steps, complete = uninstall(default_paths())  # a TlsSetupError: as install's
     output.result("tls uninstall", {"steps": [step.as_json() for step in steps],
                                     "complete": complete},
                   lambda out: _print_steps(out, steps))

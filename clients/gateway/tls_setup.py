@@ -20,13 +20,13 @@ import ssl
 import stat
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from eport.clients.gateway.exit_codes import GatewayExit
 from eport.clients.gateway.tls_certificates import (
     GATEWAY_HOST_NAME,
     SERVER_VALIDITY,
@@ -163,17 +163,8 @@ def server_ssl_context(config_dir: Path | None = None) -> ssl.SSLContext:
 
 # ---- install, uninstall, status ----
 
-class TlsExit(IntEnum):
-    """Exit codes of `eport-gateway tls ...` (docs/gateway.md has the table)."""
-
-    OK = 0
-    UNEXPECTED = 1
-    USAGE = 2
-    NEEDS_ROOT = 5        # --system or --hosts without root; uninstall left root's parts
-    TOOL_MISSING = 6      # certutil or update-ca-certificates is not installed
-    STEP_FAILED = 7       # certutil, update-ca-certificates or a file write failed
-    NOT_READY = 8         # status: something the browser needs is missing or wrong
-    NAME_NOT_LOCAL = 9    # install done, but wss.singlewindow.cn does not resolve to loopback
+# `eport-gateway tls`'s exit codes are the gateway's own (one table for the whole script).
+TlsExit = GatewayExit
 
 
 @dataclass
@@ -181,7 +172,7 @@ class TlsSetupError(EportFailure):
     code: str
     message: Bilingual
     remedy: Bilingual
-    exit_code: TlsExit
+    exit_code: GatewayExit
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message.en}"
