@@ -1,7 +1,7 @@
 """`eport-gateway`: serve the E-port client's websocket API (the default), and the recipes.
 
 Its errors go through the shared funnel (eport.common.funnel), in both languages unless
-EPORT_LANG picks one; exit codes: GatewayExit (and TlsExit for `tls`), docs/exit-codes.md.
+EPORT_LANG picks one; exit codes: GatewayExit, docs/exit-codes.md.
 """
 
 from __future__ import annotations

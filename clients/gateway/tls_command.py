@@ -1,7 +1,7 @@
 """`eport-gateway tls install | status | uninstall`: the certificate that lets Single Window
 pages (https) reach the gateway at wss://wss.singlewindow.cn:61231.
 
-Exit codes are TlsExit's (docs/gateway.md): 0 done, 5 needs root, 6 certutil or
+Exit codes (GatewayExit, docs/gateway.md): 0 done, 5 needs root, 6 certutil or
 update-ca-certificates missing, 7 a step failed, 8 (status) not ready, 9 installed but the name
 does not point to this computer yet.
 """
@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
+from eport.clients.gateway.exit_codes import GatewayExit
 from eport.clients.gateway.tls_certificates import GATEWAY_HOST_NAME
 from eport.clients.gateway.tls_setup import (
     Step,
-    TlsExit,
     TlsStatus,
     default_paths,
     install,
@@ -104,7 +104,7 @@ def install_command(system: bool, hosts: bool, json_mode: bool) -> None:
 
     output.result("tls install", data, human)
     if not found.resolution.loopback:
-        sys.exit(int(TlsExit.NAME_NOT_LOCAL))
+        sys.exit(int(GatewayExit.NAME_NOT_LOCAL))
 
 
 def _status_lines(found: TlsStatus) -> list[tuple[Bilingual, bool]]:
@@ -163,7 +163,7 @@ def status_command(json_mode: bool) -> None:
 
     output.result("tls status", found.as_json(), human)
     if not found.ready:
-        sys.exit(int(TlsExit.NOT_READY))
+        sys.exit(int(GatewayExit.NOT_READY))
 
 
 @tls_group.command("uninstall")
@@ -177,4 +177,4 @@ def uninstall_command(json_mode: bool) -> None:
                                     "complete": complete},
                   lambda out: _print_steps(out, steps))
     if not complete:
-        sys.exit(int(TlsExit.NEEDS_ROOT))
+        sys.exit(int(GatewayExit.NEEDS_ROOT))

@@ -163,10 +163,6 @@ def server_ssl_context(config_dir: Path | None = None) -> ssl.SSLContext:
 
 # ---- install, uninstall, status ----
 
-# `eport-gateway tls`'s exit codes are the gateway's own (one table for the whole script).
-TlsExit = GatewayExit
-
-
 @dataclass
 class TlsSetupError(EportFailure):
     code: str
@@ -251,7 +247,7 @@ def _needs_root(what: Bilingual) -> TlsSetupError:
                   "目录中",
                   "run the same command with sudo (sudo eport-gateway tls ...); the certificates "
                   "stay in your own configuration directory"),
-        TlsExit.NEEDS_ROOT)
+        GatewayExit.NEEDS_ROOT)
 
 
 def _tool_error(error: TrustToolError) -> TlsSetupError:
@@ -264,7 +260,7 @@ def _tool_error(error: TrustToolError) -> TlsSetupError:
                       "browser's certificate database; nothing was changed"),
             Bilingual(f"sudo apt-get install {package}, 然后再运行本命令",
                       f"sudo apt-get install {package}, then run this command again"),
-            TlsExit.TOOL_MISSING)
+            GatewayExit.TOOL_MISSING)
     return TlsSetupError(
         "STEP_FAILED",
         Bilingual(f"{error.tool} 失败: {error.detail}", f"{error.tool} failed: {error.detail}"),
@@ -272,7 +268,7 @@ def _tool_error(error: TrustToolError) -> TlsSetupError:
                   "并把输出发给技术支持",
                   "close programs that use the certificate database and retry; if it still "
                   "fails, send the output of `eport-gateway tls status` to support"),
-        TlsExit.STEP_FAILED)
+        GatewayExit.STEP_FAILED)
 
 
 def _file_error(path: Path, error: OSError) -> TlsSetupError:
@@ -283,7 +279,7 @@ def _file_error(path: Path, error: OSError) -> TlsSetupError:
         Bilingual("请检查该目录的所有者和权限, 或用 XDG_CONFIG_HOME 指定另一个配置目录",
                   "check the directory's owner and permissions, or choose another configuration "
                   "directory with XDG_CONFIG_HOME"),
-        TlsExit.STEP_FAILED)
+        GatewayExit.STEP_FAILED)
 
 
 def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
