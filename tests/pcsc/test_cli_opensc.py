@@ -84,6 +84,14 @@ def daemon(card: CardImage, test_ca: TestCA, tmp_path: Path) -> Iterator[Daemon]
         yield running
 
 
+def logged_in(daemon: Daemon, reader: str) -> Result:
+    """`eport pin verify` with the test card's PIN on `reader`, which must succeed."""
+    verified = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
+                     stdin=pin_lines(PIN))
+    assert verified.returncode == 0, describe(verified)
+    return verified
+
+
 def public_key(image: CardImage, tmp_path: Path, envelope: bool = False) -> Path:
     der = tmp_path / ("envelope.der" if envelope else "signing.der")
     der.write_bytes((image.envelope_certificate if envelope else image.certificate) or b"")
@@ -118,9 +126,7 @@ def test_card_info_pin_sign_and_decrypt(daemon: Daemon, card: CardImage,
     status = ok_json(eport(daemon, "pin", "status", "--reader", reader, "--json"),
                      "pin status")
     assert status["pin_blocked"] is False, status
-    verified = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
-                     stdin=pin_lines(PIN))
-    assert verified.returncode == 0, describe(verified)
+    verified = logged_in(daemon, reader)
     signed = sign_and_check(daemon, reader, card, tmp_path, "first")
 
     # The envelope key: what OpenSSL encrypted to the envelope certificate, eport decrypts.
@@ -165,9 +171,7 @@ def test_pcscd_restarts_under_opensc_and_the_next_call_works(
     if not pcscd.restartable:
         pytest.skip("pcscd was started outside the tests; not ours to restart")
     reader = wait_for_token(daemon, card.profile.card_id)
-    verified = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
-                     stdin=pin_lines(PIN))
-    assert verified.returncode == 0, describe(verified)
+    logged_in(daemon, reader)
     sign_and_check(daemon, reader, card, tmp_path, "before")
 
     pcscd.restart()
@@ -177,11 +181,8 @@ def test_pcscd_restarts_under_opensc_and_the_next_call_works(
     unverified = eport(daemon, "sign", tmp_path / "before.xml", "--reader", again,
                        "--algorithm", "sha256-rsa", "--json")
     error_json(unverified, "USAGE", 2)  # no session, no terminal, no --pin-stdin
-    verified = eport(daemon, "pin", "verify", "--reader", again, "--pin-stdin",
-                     stdin=pin_lines(PIN))
-    assert verified.returncode == 0, describe(verified)
+    logged_in(daemon, again)
     sign_and_check(daemon, again, card, tmp_path, "after")
-
 
 
 def test_card_pulled_and_swapped_under_opensc(card: CardImage, card_process: SimProcessSlot,
@@ -195,12 +196,11 @@ def test_card_pulled_and_swapped_under_opensc(card: CardImage, card_process: Sim
     with running_daemon(tmp_path / "eportd", "--config", str(config),
                         "--trust-anchor", str(test_ca.trust_bundle)) as daemon:
         reader = wait_for_token(daemon, card.profile.card_id)
-        verified = eport(daemon, "pin", "verify", "--reader", reader, "--pin-stdin",
-                         stdin=pin_lines(PIN))
-        assert verified.returncode == 0, describe(verified)
+        logged_in(daemon, reader)
         sign_and_check(daemon, reader, card, tmp_path, "first-card")
 
         card_process.pull()
+
         def first_card_gone() -> bool:
             listed = eport(daemon, "readers", "--json")
             return listed.returncode == 0 and all(
@@ -220,9 +220,7 @@ def test_card_pulled_and_swapped_under_opensc(card: CardImage, card_process: Sim
         unverified = eport(daemon, "sign", tmp_path / "first-card.xml", "--reader", swapped,
                            "--algorithm", "sha256-rsa", "--json")
         error_json(unverified, "USAGE", 2)  # no session, no terminal, no --pin-stdin
-        verified = eport(daemon, "pin", "verify", "--reader", swapped, "--pin-stdin",
-                         stdin=pin_lines(PIN))
-        assert verified.returncode == 0, describe(verified)
+        verified = logged_in(daemon, swapped)
         sign_and_check(daemon, swapped, other, tmp_path, "second-card")
         assert_no_secret(verified)
 
@@ -256,9 +254,7 @@ def test_two_pkcs11_modules_at_once(card: CardImage, test_ca: TestCA, tmp_path: 
         assert backends[opensc_reader] == "pkcs11:opensc-pkcs11.so", backends
         assert backends[hsm_reader["name"]] == "pkcs11:libsofthsm2.so", backends
 
-        verified = eport(daemon, "pin", "verify", "--reader", opensc_reader, "--pin-stdin",
-                         stdin=pin_lines(PIN))
-        assert verified.returncode == 0, describe(verified)
+        verified = logged_in(daemon, opensc_reader)
         sign_and_check(daemon, opensc_reader, card, tmp_path, "opensc")
         message = tmp_path / "softhsm.xml"
         message.write_text(MESSAGE, "utf-8")
