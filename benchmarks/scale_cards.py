@@ -29,30 +29,24 @@ PKCS#11 backend.
 `--pkcs11-only` runs the PKCS#11 part alone (eportd with only that backend: no pcscd, no lock).
 About 2 minutes in all.
 
-Figures (2026-12-02, 2 CPUs, N=40, one client per card; overhead = latency − card time):
-    K  eportd sig/s (target)  overhead p50/p99 ms | gateway sig/s  overhead p50/p99 ms
-    1   3.91 (3.8)  pass      4.25 / 4.95         |  3.88 pass     5.87 / 16.16
-    2   7.82 (7.6)  pass      4.81 / 6.99         |  7.74 pass     6.31 / 15.94
-    4  14.96 (15.2) FAIL      7.00 / 20.58        | 15.03 FAIL     7.62 / 25.96
-    8  28.68 (30.4) FAIL      8.69 / 32.24        | 29.08 FAIL     7.57 / 35.85
-  The 1 ms p50 target is missed at every K: eportd itself costs 2.4-3.8 ms CPU per signature.
-  SoftHSM2, one client: RSA-2048 752.7 sig/s in-process against 207.2 through eportd (0.275,
-  +3.75 ms p50); P-256 5699.5 against 351.0 (0.062, +2.65 ms); a cached GetCardInfo costs
-  1.18 ms p50 through eportd.
-
-Where the overhead goes (2026-12-03, same machine, N=40): the same signature straight through
-PC/SC from this process (the "pcsc" path: no daemon) against eportd, p50 ms over the card's
-APDU time:
-    K   PC/SC alone  eportd  eportd's share  eportd ÷ PC/SC sig/s
-    1   1.09         3.94    2.85            0.988
-    2   1.34         4.15    2.80            0.993
-    4   0.85         4.79    3.94            0.965
-    8   1.00         8.78    7.78            0.932
-  pcscd and vpcd cost about 1 ms whatever the program; a call eportd answers from its cache
-  costs 1.11 ms (gRPC's Python server; the socket proxy adds nothing measurable: the same call
-  on the private grpc socket took 1.08-1.22 ms), and the card-service core about 0.34 ms (the
-  in-process backend: app.sign 0.42 ms against the token's own 0.09 ms). At K = 8 on 2 CPUs the
-  cards' own time grows too (259.5 ms p50 against 251.7 ms without eportd): CPU is shared.
+Figures (2026-12-03, 2 CPUs, load under 1, N=40, one client per card; overhead = latency −
+card time, p50/p99 ms):
+    K  eportd sig/s (target)  overhead     | PC/SC alone sig/s  overhead | gateway sig/s  overhead
+    1   3.94 (3.8)  pass      2.99 / 3.49  |  3.97             1.21 / 1.82 |  3.92 pass  3.88 / 14.11
+    2   7.81 (7.6)  pass      3.63 / 6.80  |  7.90             0.97 / 2.83 |  7.72 pass  6.08 / 16.46
+    4  15.47 (15.2) pass      3.50 / 14.18 | 15.70             0.95 / 6.38 | 15.13 FAIL  8.07 / 18.56
+    8  28.55 (30.4) FAIL      9.95 / 36.51 | 30.93             1.04 / 10.52| 29.27 FAIL 10.58 / 27.73
+  Undelayed, one card: overhead 1.51 ms p50 through eportd, 0.40 ms straight through PC/SC; a
+  call eportd answers from its cache costs 0.72 ms (gRPC's Python server and the socket relay).
+  eportd uses 0.75-2.5 ms CPU per signature. At K = 8 the cards' own time grows through eportd
+  (265.3 ms p50 against 251.6 ms through PC/SC alone, with the same CPU per signature), most
+  likely because the signatures leave eportd bunched together and the eight simulated cards
+  then wait for two CPUs for their RSA work (not proven). The 1 ms p50 target is missed at every K: PC/SC alone costs about 1 ms
+  with the delay on.
+  SoftHSM2, one client, through eportd's PKCS#11 host process: RSA-2048 432.5 sig/s against
+  1446.4 in-process (0.299, +1.61 ms p50); P-256 556.7 against 11665.9 (0.048, +1.71 ms). The
+  host process costs about 0.3 ms per call over the module in eportd's own process (1.34 to
+  1.42 ms added p50 then, measured back to back with the host on the same machine).
 """
 
 from __future__ import annotations
