@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from eport.common.customs.fields import Problem, shown
 from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 
 # Makes the importer's error for one whole-file problem: fail(path, message_zh, message_en).
 Fail = Callable[[str, str, str], Exception]
@@ -62,8 +63,9 @@ def at_line(problem: Problem, line: int) -> Problem:
     """The problem with the CSV line it comes from in front of its messages."""
     if not line:
         return problem
-    return Problem(problem.path, problem.code, f"第 {line} 行: {problem.message_zh}",
-                   f"line {line}: {problem.message_en}", problem.section)
+    return Problem(problem.path, problem.code,
+                   Bilingual(f"第 {line} 行: {problem.message.zh}",
+                             f"line {line}: {problem.message.en}"), problem.section)
 
 
 def in_line_order(checked: Iterable[Problem], lines: Mapping[str, int] | None,
@@ -83,7 +85,7 @@ def capped(problems: Sequence[Problem], most: int, zh: str, en: str) -> list[Pro
     so that a wrong file cannot flood the screen."""
     if len(problems) <= most:
         return list(problems)
-    return [*problems[:most], Problem("", "format", zh, en)]
+    return [*problems[:most], Problem("", "format", Bilingual(zh, en))]
 
 
 # -- JSON -----------------------------------------------------------------------------------
@@ -216,7 +218,8 @@ class RowReader:
 
     def error(self, line: int, zh: str, en: str, path: str = "") -> None:
         self.problems.append((line, Problem(path or f"line {line}", "format",
-                                            f"第 {line} 行: {zh}", f"line {line}: {en}")))
+                                            Bilingual(f"第 {line} 行: {zh}",
+                                                      f"line {line}: {en}"))))
 
     def key_value(self, line: int, kind: str, cells: list[str]) -> None:
         if len(cells) < 2 or not cells[1]:

@@ -162,16 +162,12 @@ class FunnelArgumentParser(argparse.ArgumentParser):
 
 
 def _texts(error: BaseException) -> tuple[Bilingual, Bilingual] | None:
-    """The message and remedy of an error that has them: the Bilingual attributes of an
-    EportFailure, or the older message_zh/message_en (and remedy_zh/remedy_en) pairs."""
+    """The message and remedy of an error that has them (an EportFailure's Bilingual
+    attributes)."""
     message = getattr(error, "message", None)
     remedy = getattr(error, "remedy", None)
     if isinstance(message, Bilingual):
         return message, remedy if isinstance(remedy, Bilingual) else Bilingual("", "")
-    zh, en = getattr(error, "message_zh", None), getattr(error, "message_en", None)
-    if isinstance(zh, str) and isinstance(en, str):
-        remedy_zh, remedy_en = getattr(error, "remedy_zh", ""), getattr(error, "remedy_en", "")
-        return Bilingual(zh, en), Bilingual(str(remedy_zh or ""), str(remedy_en or ""))
     return None
 
 

@@ -78,7 +78,7 @@ def _grant_id(body: dict[str, Any]) -> str:
 
 
 def _date_problem(path: str, zh: str, en: str) -> Problem:
-    return Problem(path, "rule", zh, en, _SECTION)
+    return Problem(path, "rule", Bilingual(zh, en), _SECTION)
 
 
 def _validity(body: dict[str, Any], today: date) -> tuple[date, date]:
@@ -129,8 +129,9 @@ def _self_grant() -> DataCenterError:
         pb.VALIDATION_FAILED, "self-grant",
         message=Bilingual("不能授权给本企业", "An enterprise cannot authorize itself"),
         remedy=Bilingual("请录入代理企业的海关10位编码", "Enter the agent enterprise's code"),
-        problems=[Problem("agent_customs_code", "rule", "代理企业不能是授权企业本身",
-                          "The agent cannot be the granting enterprise", _SECTION)])
+        problems=[Problem("agent_customs_code", "rule",
+                          Bilingual("代理企业不能是授权企业本身",
+                                    "The agent cannot be the granting enterprise"), _SECTION)])
 
 
 # ---- the service -----------------------------------------------------------------------------

@@ -342,8 +342,8 @@ def _keep_one_all_operators_record(connection: Connection, grant_id: str,
                              f"record (eport auth delete-operator {everyone[0]}), then list the "
                              "cards"),
             problems=[Problem("operator_card_ids", "rule",
-                              "该授权已授予全部操作员, 操作员IC卡号不可编辑",
-                              "all operators hold this grant: no card ids may be listed",
+                              Bilingual("该授权已授予全部操作员, 操作员IC卡号不可编辑",
+                                        "all operators hold this grant: no card ids may be listed"),
                               _SECTION_OPERATORS)])
 
 

@@ -137,7 +137,7 @@ def _clear_declaration_date(document: dict[str, Any]) -> None:
 
 
 def _problems(problems: Sequence[ProblemLike]) -> list[Problem]:
-    return [Problem(p.path, p.code, p.message_zh, p.message_en, p.section) for p in problems]
+    return [Problem(p.path, p.code, p.message, p.section) for p in problems]
 
 
 def _validation_failed(problems: Sequence[ProblemLike]) -> DataCenterError:
@@ -150,7 +150,7 @@ def _validation_failed(problems: Sequence[ProblemLike]) -> DataCenterError:
 
 def _field_problem(path: str, code: str, zh: str, en: str, section: str = _SECTION_HEADER
                    ) -> DataCenterError:
-    return _validation_failed([Problem(path, code, zh, en, section)])
+    return _validation_failed([Problem(path, code, Bilingual(zh, en), section)])
 
 
 def _not_found(number: str, identity: Identity) -> DataCenterError:
@@ -200,8 +200,8 @@ def record_message(row: Row, *, full: bool = True) -> pb.BondedRecord:
     if full and row["deleted_at"] is None:
         document = json.loads(row["document_json"])
         record.warnings.extend(
-            pb.FieldProblem(path=w.path, code=w.code, message_zh=w.message_zh,
-                            message_en=w.message_en, section=w.section)
+            pb.FieldProblem(path=w.path, code=w.code, message_zh=w.message.zh,
+                            message_en=w.message.en, section=w.section)
             for w in model.stock_warnings(document))
     return record
 
@@ -269,8 +269,9 @@ def _check_principal(connection: Connection, identity: Identity,
     subsystem = _subsystem(header)
     if subsystem is None:  # the grant needed is unknown: report the checks' problems
         problems = list(check(document, lookup=None)) or [Problem(
-            "header.management_mode", "code", "管理模式不正确, 无法确定代理所需的授权子系统",
-            "The management mode is not a known code, so the grant an agent needs is unknown",
+            "header.management_mode", "code", Bilingual(
+                "管理模式不正确, 无法确定代理所需的授权子系统",
+                "The management mode is not a known code, so the grant an agent needs is unknown"),
             _SECTION_HEADER)]
         raise _validation_failed(problems)
     authorization.check_acting_for(connection, identity, principal, subsystem, today)

@@ -56,9 +56,7 @@ class ProblemLike(Protocol):
     @property
     def code(self) -> str: ...
     @property
-    def message_zh(self) -> str: ...
-    @property
-    def message_en(self) -> str: ...
+    def message(self) -> Bilingual: ...
     @property
     def section(self) -> str: ...
 
@@ -147,8 +145,7 @@ def _validation_failed(problems: Sequence[ProblemLike]) -> DataCenterError:
         pb.VALIDATION_FAILED, f"{len(problems)} problem(s)",
         message=Bilingual(f"单据有 {len(problems)} 处不符合填制规范",
                           f"The document has {len(problems)} problem(s)"),
-        problems=[Problem(p.path, p.code, p.message_zh, p.message_en, p.section)
-                  for p in problems])
+        problems=[Problem(p.path, p.code, p.message, p.section) for p in problems])
 
 
 class Ledger:
@@ -419,8 +416,9 @@ class Ledger:
             count = len(items) if isinstance(items, list) else 0
             if not isinstance(items, list) or item_number > count:
                 raise _validation_failed([Problem(
-                    "item_number", "rule", f"没有第 {item_number} 项商品 (共 {count} 项)",
-                    f"There is no item {item_number} (the document has {count})",
+                    "item_number", "rule",
+                    Bilingual(f"没有第 {item_number} 项商品 (共 {count} 项)",
+                              f"There is no item {item_number} (the document has {count})"),
                     "QP FAQ §十三(一)")])
             del items[item_number - 1]
             # Validated inside the transaction (unlike Save): the document is the stored one,
@@ -449,12 +447,13 @@ def _shape_problems(document: dict[str, Any]) -> list[ProblemLike]:
     """The two fields the ledger itself relies on, should the validator let them pass."""
     problems: list[ProblemLike] = []
     if document.get("direction") not in _DIRECTIONS:
-        problems.append(Problem("direction", "code", "进出口标志应为 import 或 export",
-                                "direction must be import or export"))
+        problems.append(Problem("direction", "code",
+                                Bilingual("进出口标志应为 import 或 export",
+                                          "direction must be import or export")))
     if document.get("document_type") not in _DOCUMENT_TYPES:
         problems.append(Problem("document_type", "code",
-                                "单据类型应为 declaration 或 filing-list",
-                                "document_type must be declaration or filing-list"))
+                                Bilingual("单据类型应为 declaration 或 filing-list",
+                                          "document_type must be declaration or filing-list")))
     return problems
 
 

@@ -30,8 +30,7 @@ class Problem:
 
     path: str
     code: str
-    message_zh: str
-    message_en: str
+    message: Bilingual
     section: str = ""
 
 
@@ -214,8 +213,8 @@ class DataCenterError(EportFailure):
             reason=self.reason, message_zh=self.message.zh, message_en=self.message.en,
             remedy_zh=self.remedy.zh, remedy_en=self.remedy.en,
             required_card_kind=self.required_card_kind,
-            problems=[pb.FieldProblem(path=p.path, code=p.code, message_zh=p.message_zh,
-                                      message_en=p.message_en, section=p.section)
+            problems=[pb.FieldProblem(path=p.path, code=p.code, message_zh=p.message.zh,
+                                      message_en=p.message.en, section=p.section)
                       for p in self.problems])
 
     def to_status(self) -> status_pb2.Status:

@@ -121,7 +121,7 @@ def _prepared(card: CardSigner, path: str, *, declaring: bool) -> dict[str, Any]
     document = normalise(completed)
     check(document, declaring=declaring, where=path, records=records)
     for warning in stock_warnings(document):
-        state().output.warn(Bilingual(warning.message_zh, warning.message_en))
+        state().output.warn(warning.message)
     return document
 
 

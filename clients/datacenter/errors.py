@@ -46,9 +46,17 @@ REASON_EXIT_CODES: dict[dc.DataCenterReason.ValueType, ExitCode] = {
 }
 
 
+def problem_text(problem: Problem | dc.FieldProblem) -> Bilingual:
+    """A problem's message, whether checked here (a Problem) or sent by the data centre (the
+    protobuf FieldProblem keeps its two flat fields)."""
+    if isinstance(problem, Problem):
+        return problem.message
+    return Bilingual(problem.message_zh, problem.message_en)
+
+
 def problem_view(problem: Problem | dc.FieldProblem) -> dict[str, Any]:
     return {"path": problem.path, "code": problem.code, "section": problem.section,
-            "message": {"zh": problem.message_zh, "en": problem.message_en}}
+            "message": problem_text(problem).as_json()}
 
 
 def validation_failed(problems: Iterable[Problem | dc.FieldProblem], where: Bilingual, *,
@@ -57,8 +65,9 @@ def validation_failed(problems: Iterable[Problem | dc.FieldProblem], where: Bili
     listed = list(problems)
     # The messages name their field already ("运输方式(transport_mode) …", "items[0].currency: …").
     # One per line: a person reads down the list and corrects each.
-    zh = "".join(f"\n  - {p.message_zh}" for p in listed)
-    en = "".join(f"\n  - {p.message_en}" for p in listed)
+    texts = [problem_text(p) for p in listed]
+    zh = "".join(f"\n  - {text.zh}" for text in texts)
+    en = "".join(f"\n  - {text.en}" for text in texts)
     return CliError(
         "VALIDATION_FAILED",
         Bilingual(f"{where.zh}有 {len(listed)} 处错误:{zh}",

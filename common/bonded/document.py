@@ -37,6 +37,7 @@ from eport.common.bonded.fields import (
 )
 from eport.common.bonded.tables import table_info
 from eport.common.customs.fields import Problem, json_type, shown
+from eport.common.text import Bilingual
 
 __all__ = [
     "FORMAT", "MAX_ITEMS", "EBookItem", "EBookLookup", "Problem", "declare_problems",
@@ -149,16 +150,18 @@ def _text(raw: Mapping[str, Any], key: str) -> str:
 
 def _format_problem(where: _Where, f: BondedField, code: str, zh: str, en: str) -> Problem:
     return Problem(where.child(f.key), code,
-                   f"{where.zh_prefix}{f.zh} 字段格式不正确，请修改（{zh}）",
-                   f"{where.display(f.key)}: the format is wrong, please correct it ({en})",
+                   Bilingual(f"{where.zh_prefix}{f.zh} 字段格式不正确，请修改（{zh}）",
+                             f"{where.display(f.key)}: the format is wrong, please correct it "
+                             f"({en})"),
                    f"{f.section}, §2.4")
 
 
 def _empty_problem(where: _Where, f: BondedField, why_zh: str = "", why_en: str = "") -> Problem:
     expect_zh, expect_en = f.check.expects()
-    return Problem(where.child(f.key), "required", f"{where.zh_prefix}{f.zh} 不能为空{why_zh}",
-                   f"{where.display(f.key)}: must not be empty{why_en}; expected {expect_en} "
-                   f"({expect_zh})", f"{f.section}, §2.4")
+    return Problem(where.child(f.key), "required",
+                   Bilingual(f"{where.zh_prefix}{f.zh} 不能为空{why_zh}",
+                             f"{where.display(f.key)}: must not be empty{why_en}; expected "
+                             f"{expect_en} ({expect_zh})"), f"{f.section}, §2.4")
 
 
 def _check_value(found: _Found, where: _Where, f: BondedField, value: Any) -> str:
@@ -190,8 +193,9 @@ def _unknown_keys(found: _Found, raw: Mapping[Any, Any], known: Sequence[str], p
             name = shown(str(key))
             where = f"{path}.{name}" if path else name
             found.structure.append(Problem(
-                where, "format", f"{zh}中没有 '{name}' 这一项 (拼写错误?)",
-                f"{where.removeprefix('header.')}: unknown key (a typo?)", section))
+                where, "format", Bilingual(f"{zh}中没有 '{name}' 这一项 (拼写错误?)",
+                                           f"{where.removeprefix('header.')}: unknown key "
+                                           "(a typo?)"), section))
 
 
 def _has_content(item: Mapping[str, Any]) -> bool:
@@ -202,28 +206,31 @@ def _examine(document: Any, lookup: EBookLookup | None, *, declaring: bool) -> _
     found = _Found()
     if not isinstance(document, Mapping):
         found.structure.append(Problem(
-            "", "format", f"保税核查表应为 JSON 对象, 现为 {json_type(document, zh=True)}",
-            f"a document must be a JSON object, not {json_type(document)}", HEADER_SECTION))
+            "", "format", Bilingual(
+                f"保税核查表应为 JSON 对象, 现为 {json_type(document, zh=True)}",
+                f"a document must be a JSON object, not {json_type(document)}"), HEADER_SECTION))
         return found
     _unknown_keys(found, document, TOP_KEYS, "", "保税核查表", HEADER_SECTION)
     if document.get("format") != FORMAT:
         found.structure.append(Problem(
-            "format", "format", f"格式标识(format) 应为 \"{FORMAT}\"",
-            f"format: must be \"{FORMAT}\", not {shown(repr(document.get('format')))}",
+            "format", "format", Bilingual(
+                f"格式标识(format) 应为 \"{FORMAT}\"",
+                f"format: must be \"{FORMAT}\", not {shown(repr(document.get('format')))}"),
             HEADER_SECTION))
     reference = document.get("client_reference")
     if not (isinstance(reference, str) and _CLIENT_REFERENCE.fullmatch(reference)):
         found.structure.append(Problem(
-            "client_reference", "format" if reference else "required",
-            "客户端编号(client_reference) 应为 32 位小写十六进制 (新建或导入时自动生成)",
-            "client_reference: must be 32 lowercase hex digits (set by new or import)",
+            "client_reference", "format" if reference else "required", Bilingual(
+                "客户端编号(client_reference) 应为 32 位小写十六进制 (新建或导入时自动生成)",
+                "client_reference: must be 32 lowercase hex digits (set by new or import)"),
             HEADER_SECTION))
     raw_header = document.get("header", {})
     header: Mapping[str, Any] = raw_header if isinstance(raw_header, Mapping) else {}
     if not isinstance(raw_header, Mapping):
         found.structure.append(Problem(
-            "header", "format", f"表头(header) 应为对象, 现为 {json_type(raw_header, zh=True)}",
-            f"header: must be an object, not {json_type(raw_header)}", HEADER_SECTION))
+            "header", "format", Bilingual(
+                f"表头(header) 应为对象, 现为 {json_type(raw_header, zh=True)}",
+                f"header: must be an object, not {json_type(raw_header)}"), HEADER_SECTION))
     _unknown_keys(found, header, [f.key for f in HEADER], "header", "表头", HEADER_SECTION)
     mode = _text(header, "management_mode")
     ebook_mode = uses_ebook(mode) and HEADER_FIELDS["management_mode"].check.find(mode) is None
@@ -234,10 +241,10 @@ def _examine(document: Any, lookup: EBookLookup | None, *, declaring: bool) -> _
         if f.required == SYSTEM:
             if value != "":
                 found.rules.append(Problem(
-                    _HEADER_WHERE.child(f.key), "rule",
-                    f"{f.zh} 由系统在申报成功时返填, 请留空",
-                    f"{f.key}: filled by the system when the declaration succeeds; leave it "
-                    "empty", f.section))
+                    _HEADER_WHERE.child(f.key), "rule", Bilingual(
+                        f"{f.zh} 由系统在申报成功时返填, 请留空",
+                        f"{f.key}: filled by the system when the declaration succeeds; leave "
+                        "it empty"), f.section))
             continue
         text = _check_value(found, _HEADER_WHERE, f, value)
         header_values[f.key] = text
@@ -251,11 +258,11 @@ def _examine(document: Any, lookup: EBookLookup | None, *, declaring: bool) -> _
     items = _examine_items(found, document, declaring=declaring)
     if header_empty and any(_has_content(item) for _, item in items):
         found.body_early.append(Problem(
-            "items", "rule",
-            f"表头未录入完成 ({', '.join(header_empty)} 不能为空), 不允许录入表体",
-            "items: the header is not complete (required fields empty: "
-            f"{', '.join(f.key for f in HEADER if f.zh in header_empty)}); the body may be "
-            "entered only after the header", HEADER_SECTION))
+            "items", "rule", Bilingual(
+                f"表头未录入完成 ({', '.join(header_empty)} 不能为空), 不允许录入表体",
+                "items: the header is not complete (required fields empty: "
+                f"{', '.join(f.key for f in HEADER if f.zh in header_empty)}); the body may be "
+                "entered only after the header"), HEADER_SECTION))
     if ebook_mode and lookup is not None and header_values.get("ebook_number"):
         _ebook_checks(found, items, header_values["ebook_number"], lookup)
     return found
@@ -267,37 +274,40 @@ def _examine_items(found: _Found, document: Mapping[str, Any], *, declaring: boo
     raw = document.get("items", [])
     if not isinstance(raw, list):
         found.structure.append(Problem(
-            "items", "format", f"表体(items) 应为列表, 现为 {json_type(raw, zh=True)}",
-            f"items: must be a list, not {json_type(raw)}", BODY_SECTION))
+            "items", "format", Bilingual(f"表体(items) 应为列表, 现为 {json_type(raw, zh=True)}",
+                                         f"items: must be a list, not {json_type(raw)}"),
+            BODY_SECTION))
         return []
     if len(raw) > MAX_ITEMS:
         found.structure.append(Problem(
-            "items", "rule", f"表体有 {len(raw)} 项, 最多 {MAX_ITEMS} 项",
-            f"items: {len(raw)} items, at most {MAX_ITEMS}", BODY_SECTION))
+            "items", "rule", Bilingual(f"表体有 {len(raw)} 项, 最多 {MAX_ITEMS} 项",
+                                       f"items: {len(raw)} items, at most {MAX_ITEMS}"),
+            BODY_SECTION))
         return []
     if declaring and not raw:
         found.empties.append(Problem(
-            "items", "required", "表体 不能为空",
-            "items: must not be empty; a verification lists at least one item",
+            "items", "required", Bilingual(
+                "表体 不能为空",
+                "items: must not be empty; a verification lists at least one item"),
             f"{BODY_SECTION}, §2.4"))
     items: list[tuple[int, Mapping[str, Any]]] = []
     for index, entry in enumerate(raw):
         where = _Where(f"items[{index}]", f"表体第{index + 1}项 ")
         if not isinstance(entry, Mapping):
             found.structure.append(Problem(
-                where.path, "format", f"{where.zh_prefix}应为对象, 现为 "
-                f"{json_type(entry, zh=True)}", f"{where.path}: must be an object, not "
-                f"{json_type(entry)}", BODY_SECTION))
+                where.path, "format", Bilingual(
+                    f"{where.zh_prefix}应为对象, 现为 {json_type(entry, zh=True)}",
+                    f"{where.path}: must be an object, not {json_type(entry)}"), BODY_SECTION))
             continue
         _unknown_keys(found, entry, ITEM_KEYS, where.path, where.zh_prefix.strip(), BODY_SECTION)
         number = entry.get("item_number")
         if type(number) is not int or number != index + 1:
             found.rules.append(Problem(
-                where.child("item_number"), "rule",
-                f"{where.zh_prefix}序号 由系统自动反填, 应为 {index + 1}, 现为 "
-                f"{shown(repr(number))}",
-                f"{where.path}.item_number: filled by the system; must be {index + 1}, not "
-                f"{shown(repr(number))}", BODY_SECTION))
+                where.child("item_number"), "rule", Bilingual(
+                    f"{where.zh_prefix}序号 由系统自动反填, 应为 {index + 1}, 现为 "
+                    f"{shown(repr(number))}",
+                    f"{where.path}.item_number: filled by the system; must be {index + 1}, not "
+                    f"{shown(repr(number))}"), BODY_SECTION))
         # An item with nothing in it is the screen's fresh empty row: at 暂存 it is not
         # reported as empty fields; at 申报 it is.
         blank = not _has_content(entry)
@@ -321,11 +331,11 @@ def _ebook_checks(found: _Found, items: Sequence[tuple[int, Mapping[str, Any]]],
         record = lookup(ebook_number, record_number)
         if record is None:
             found.rules.append(Problem(
-                where.child("record_item_number"), "rule",
-                f"{where.zh_prefix}备案序号 {shown(record_number)} 在账册 {ebook_number} "
-                "中没有备案",
-                f"{where.path}.record_item_number: {shown(record_number)} is not a record item "
-                f"of e-book {ebook_number}", BODY_SECTION))
+                where.child("record_item_number"), "rule", Bilingual(
+                    f"{where.zh_prefix}备案序号 {shown(record_number)} 在账册 {ebook_number} "
+                    "中没有备案",
+                    f"{where.path}.record_item_number: {shown(record_number)} is not a record "
+                    f"item of e-book {ebook_number}"), BODY_SECTION))
             continue
         for key in EBOOK_FIXED:
             f = ITEM_FIELDS[key]
@@ -333,11 +343,11 @@ def _ebook_checks(found: _Found, items: Sequence[tuple[int, Mapping[str, Any]]],
             expected = getattr(record, key)
             if isinstance(value, str) and value and value != expected:
                 found.rules.append(Problem(
-                    where.child(key), "rule",
-                    f"{where.zh_prefix}{f.zh} 应与账册备案一致: 备案为 '{shown(expected)}', 现为 "
-                    f"'{shown(value)}' (由备案序号调出, 不能修改)",
-                    f"{where.path}.{key}: must equal the e-book record's '{shown(expected)}', "
-                    f"not '{shown(value)}' (taken from the record item; cannot be changed)",
+                    where.child(key), "rule", Bilingual(
+                        f"{where.zh_prefix}{f.zh} 应与账册备案一致: 备案为 '{shown(expected)}', "
+                        f"现为 '{shown(value)}' (由备案序号调出, 不能修改)",
+                        f"{where.path}.{key}: must equal the e-book record's '{shown(expected)}', "
+                        f"not '{shown(value)}' (taken from the record item; cannot be changed)"),
                     BODY_SECTION))
 
 
@@ -452,11 +462,11 @@ def stock_warnings(document: Mapping[str, Any]) -> list[Problem]:
             continue
         shown_given, shown_parts = shown(str(item["total_stock_qty"])), format(parts, "f")
         warnings.append(Problem(
-            f"items[{index}].total_stock_qty", "rule",
-            f"表体第{index + 1}项 总库存数量 {shown_given} 与各项数量之和 {shown_parts} 不一致 "
-            "(按企业修改的数量保留, 请确认)",
-            f"items[{index}].total_stock_qty: {shown_given} differs from the sum of the parts, "
-            f"{shown_parts} (kept as overridden; please confirm)", BODY_SECTION))
+            f"items[{index}].total_stock_qty", "rule", Bilingual(
+                f"表体第{index + 1}项 总库存数量 {shown_given} 与各项数量之和 {shown_parts} 不一致 "
+                "(按企业修改的数量保留, 请确认)",
+                f"items[{index}].total_stock_qty: {shown_given} differs from the sum of the "
+                f"parts, {shown_parts} (kept as overridden; please confirm)"), BODY_SECTION))
     return warnings
 
 

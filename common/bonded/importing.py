@@ -33,6 +33,7 @@ from eport.common.document_files import (
     physical_lines,
     read_document_file,
 )
+from eport.common.text import Bilingual
 
 __all__ = ["CSV_FORMAT", "MAX_FILE_BYTES", "MAX_LINES", "BondedFileError", "dump_bonded_csv",
            "load_bonded_csv", "load_bonded_file", "load_bonded_json"]
@@ -54,7 +55,7 @@ class BondedFileError(DocumentError):
 
 
 def _fail(path: str, zh: str, en: str) -> BondedFileError:
-    return BondedFileError([Problem(path, "format", zh, en)])
+    return BondedFileError([Problem(path, "format", Bilingual(zh, en))])
 
 
 def load_bonded_file(path: Path, *, progress: Progress | None = None) -> dict[str, Any]:

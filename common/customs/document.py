@@ -35,6 +35,7 @@ from eport.common.customs.fields import (
 from eport.common.customs.rules import check as check_rules
 from eport.common.customs.rules import group_complete
 from eport.common.failure import EportFailure
+from eport.common.text import Bilingual
 
 __all__ = [
     "DIRECTIONS", "DOCUMENT_TYPES", "FORMAT", "MAX_ITEMS", "DocumentError", "Problem",
@@ -61,7 +62,7 @@ class DocumentError(EportFailure, ValueError):
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems: list[Problem] = list(problems)
-        super().__init__("; ".join(p.message_en for p in self.problems) or "invalid document")
+        super().__init__("; ".join(p.message.en for p in self.problems) or "invalid document")
 
 
 def _empty(fields: Sequence[Field | Group]) -> dict[str, Any]:
@@ -270,18 +271,19 @@ def copy_item(document: Mapping[str, Any], item_number: int) -> dict[str, Any]:
     `item_number` duplicated at the end and all items renumbered 1, 2, 3 … (QP FAQ §十三(六))."""
     items = document.get("items")
     if not isinstance(items, list):
-        raise DocumentError([Problem("items", "format", "商品(items) 应为列表",
-                                     "items: must be a list")])
+        raise DocumentError([Problem("items", "format", Bilingual("商品(items) 应为列表",
+                                                                "items: must be a list"))])
     found = [i for i, item in enumerate(items)
              if type(item_number) is int and isinstance(item, Mapping)
              and type(item.get("item_number")) is int and item["item_number"] == item_number]
     if not found:
-        raise DocumentError([Problem("items", "rule", f"没有第 {item_number} 项商品, 无法复制",
-                                     f"items: there is no item {item_number} to copy")])
+        raise DocumentError([Problem("items", "rule", Bilingual(
+            f"没有第 {item_number} 项商品, 无法复制",
+            f"items: there is no item {item_number} to copy"))])
     if len(items) >= MAX_ITEMS:
-        raise DocumentError([Problem("items", "rule",
-                                     f"商品已有 {len(items)} 项, 最多 {MAX_ITEMS} 项, 无法再复制",
-                                     f"items: already {len(items)} items, at most {MAX_ITEMS}")])
+        raise DocumentError([Problem("items", "rule", Bilingual(
+            f"商品已有 {len(items)} 项, 最多 {MAX_ITEMS} 项, 无法再复制",
+            f"items: already {len(items)} items, at most {MAX_ITEMS}"))])
     result = copy.deepcopy(dict(document))
     new_items: list[Any] = result["items"]
     new_items.append(copy.deepcopy(new_items[found[0]]))

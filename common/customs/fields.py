@@ -30,13 +30,13 @@ class Problem:
 
     path: str
     code: str
-    message_zh: str
-    message_en: str
+    message: Bilingual
     section: str = ""
 
     def as_json(self) -> dict[str, str]:
-        return {"path": self.path, "code": self.code, "message_zh": self.message_zh,
-                "message_en": self.message_en, "section": self.section}
+        # The file and wire format keeps the two flat keys (docs/customs-document.md).
+        return {"path": self.path, "code": self.code, "message_zh": self.message.zh,
+                "message_en": self.message.en, "section": self.section}
 
 
 @dataclass(frozen=True)
@@ -539,7 +539,7 @@ class Collector:
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, path: str, code: str, zh: str, en: str, section: str = "") -> None:
-        self.problems.append(Problem(path, code, zh, en, section))
+        self.problems.append(Problem(path, code, Bilingual(zh, en), section))
 
     def finding(self, where: Where, f: Field, finding: Finding) -> None:
         name = f"{where.zh_prefix}{where.zh_group}{f.zh}({where.key_prefix}{f.key})"

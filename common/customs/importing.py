@@ -35,6 +35,7 @@ from eport.common.document_files import (
     physical_lines,
     read_document_file,
 )
+from eport.common.text import Bilingual
 
 CSV_FORMAT = "eport-customs-csv/1"
 MAX_FILE_BYTES = 1024 * 1024
@@ -70,7 +71,7 @@ def load_document_file(path: Path, *, today: date | None = None) -> dict[str, An
 
 
 def _fail(path: str, zh: str, en: str) -> DocumentFileError:
-    return DocumentFileError([Problem(path, "format", zh, en)])
+    return DocumentFileError([Problem(path, "format", Bilingual(zh, en))])
 
 
 def _check_document(document: dict[str, Any], today: date | None,

@@ -29,6 +29,7 @@ from eport.common.bonded.document import (
 from eport.common.bonded.fields import HEADER, ITEM, OPTIONAL, REQUIRED
 from eport.common.customs.fields import Problem
 from eport.common.profile import credit_code_check_char
+from eport.common.text import Bilingual
 from tests.support.bonded_documents import (
     EBOOK_NUMBER,
     ebook_bonded,
@@ -148,8 +149,8 @@ def test_bonded_manual_2_2_1_2_header_field_format(key: str, value: str, code: s
     for check in (save_problems, declare_problems):
         problem = only(check(with_header(**{key: value})), f"header.{key}")
         assert problem.code == code
-        assert problem.message_zh.startswith(f"{HEADER_ZH[key]} {FORMAT_ZH}")
-        assert problem.message_en.startswith(f"{key}: {FORMAT_EN} (")
+        assert problem.message.zh.startswith(f"{HEADER_ZH[key]} {FORMAT_ZH}")
+        assert problem.message.en.startswith(f"{key}: {FORMAT_EN} (")
         assert problem.section == "bonded manual §2.2.1.2, §2.4"
 
 
@@ -199,27 +200,27 @@ def test_bonded_manual_2_2_1_2_investment_country_takes_the_numeric_country_code
         problem = only(save_problems(with_header(investment_country=bad)),
                        "header.investment_country")
         assert problem.code in ("code", "length"), bad
-        assert "142" in problem.message_zh and "142" in problem.message_en
+        assert "142" in problem.message.zh and "142" in problem.message.en
 
 
 def test_bonded_manual_2_2_1_2_a_label_instead_of_a_code_gets_the_code_as_hint() -> None:
     problem = only(save_problems(with_header(enterprise_nature="个体")),
                    "header.enterprise_nature")
-    assert "请填代码 7" in problem.message_zh and "write the code 7" in problem.message_en
+    assert "请填代码 7" in problem.message.zh and "write the code 7" in problem.message.en
     problem = only(save_problems(with_header(management_mode="加贸手册")),
                    "header.management_mode")
-    assert "3" in problem.message_en
+    assert "3" in problem.message.en
 
 
 def test_bonded_manual_2_2_1_2_a_credit_code_in_the_customs_code_field_is_named() -> None:
     code = "91110105MA01ABCD1" + credit_code_check_char("91110105MA01ABCD1")
     problem = only(save_problems(with_header(enterprise_code=code)), "header.enterprise_code")
-    assert "unified social credit code" in problem.message_en
-    assert "10 位海关编码" in problem.message_zh
+    assert "unified social credit code" in problem.message.en
+    assert "10 位海关编码" in problem.message.zh
     # an 18-character value that is not a credit code gets the plain message
     problem = only(save_problems(with_header(enterprise_code="1" * 18)),
                    "header.enterprise_code")
-    assert problem.code == "length" and "credit code" not in problem.message_en
+    assert problem.code == "length" and "credit code" not in problem.message.en
 
 
 HEADER_REQUIRED = [f.key for f in HEADER if f.required == REQUIRED]
@@ -237,8 +238,8 @@ def test_bonded_manual_2_4_an_empty_required_header_field(key: str) -> None:
     for check in (save_problems, declare_problems):
         problem = only(check(document), f"header.{key}")
         assert problem.code == "required"
-        assert problem.message_zh == f"{HEADER_ZH[key]} 不能为空"
-        assert problem.message_en.startswith(f"{key}: must not be empty; expected ")
+        assert problem.message.zh == f"{HEADER_ZH[key]} 不能为空"
+        assert problem.message.en.startswith(f"{key}: must not be empty; expected ")
         assert problem.section == "bonded manual §2.2.1.2, §2.4"
 
 
@@ -259,13 +260,13 @@ def test_bonded_manual_2_2_1_2_the_declaration_date_is_filled_by_the_system() ->
         problem = only(check(with_header(declaration_date="20260917")),
                        "header.declaration_date")
         assert problem.code == "rule"
-        assert "申报日期 由系统在申报成功时返填" in problem.message_zh
+        assert "申报日期 由系统在申报成功时返填" in problem.message.zh
         assert problem.section == "bonded manual §2.2.1.2"
 
 
 def test_bonded_manual_2_2_1_2_messages_name_fields_as_the_manual_does() -> None:
     document = with_header(internal_number="", stocktaking_date="2026-09-16")
-    messages = [p.message_zh for p in save_problems(document)]
+    messages = [p.message.zh for p in save_problems(document)]
     assert "企业内部编号 不能为空" in messages
     assert any(m.startswith("盘库日期 字段格式不正确，请修改") for m in messages)
 
@@ -294,8 +295,8 @@ def test_bonded_manual_2_2_1_3_body_field_format(key: str, value: str, code: str
     for check in (save_problems, declare_problems):
         problem = only(check(document), f"items[1].{key}")
         assert problem.code == code
-        assert problem.message_zh.startswith(f"表体第2项 {ITEM_ZH[key]} {FORMAT_ZH}")
-        assert problem.message_en.startswith(f"items[1].{key}: {FORMAT_EN} (")
+        assert problem.message.zh.startswith(f"表体第2项 {ITEM_ZH[key]} {FORMAT_ZH}")
+        assert problem.message.en.startswith(f"items[1].{key}: {FORMAT_EN} (")
         assert problem.section == "bonded manual §2.2.1.3, §2.4"
 
 
@@ -317,9 +318,9 @@ def test_bonded_manual_2_2_1_3_a_computed_total_longer_than_18_characters_is_rep
 
 def test_bonded_manual_2_2_1_3_a_json_number_is_named_write_numbers_as_strings() -> None:
     problem = only(save_problems(with_item(0, stock_qty=12)), "items[0].stock_qty")
-    assert problem.code == "format" and "write numbers as strings" in problem.message_en
+    assert problem.code == "format" and "write numbers as strings" in problem.message.en
     problem = only(save_problems(with_item(0, stock_qty=None)), "items[0].stock_qty")
-    assert 'leave an empty field as ""' in problem.message_en
+    assert 'leave an empty field as ""' in problem.message.en
 
 
 ITEM_REQUIRED = [f.key for f in ITEM if f.required == REQUIRED]
@@ -335,7 +336,7 @@ def test_bonded_manual_2_4_an_empty_required_body_field(key: str) -> None:
     for check in (save_problems, declare_problems):
         problem = only(check(with_item(1, **{key: ""})), f"items[1].{key}")
         assert problem.code == "required"
-        assert problem.message_zh == f"表体第2项 {ITEM_ZH[key]} 不能为空"
+        assert problem.message.zh == f"表体第2项 {ITEM_ZH[key]} 不能为空"
         assert problem.section == "bonded manual §2.2.1.3, §2.4"
 
 
@@ -348,7 +349,7 @@ def test_bonded_manual_2_2_1_3_optional_body_fields_may_be_empty(key: str) -> No
 def test_bonded_manual_2_2_1_3_item_numbers_are_filled_by_the_system() -> None:
     document = with_item(1, item_number=5)
     problem = only(save_problems(document), "items[1].item_number")
-    assert problem.code == "rule" and "序号 由系统自动反填, 应为 2" in problem.message_zh
+    assert problem.code == "rule" and "序号 由系统自动反填, 应为 2" in problem.message.zh
     assert problem.section == "bonded manual §2.2.1.3"
     assert save_problems(normalise(document)) == []
 
@@ -395,10 +396,11 @@ def test_bonded_manual_2_4_declare_lists_every_empty_field_at_once() -> None:
     empties = [p.path for p in problems if p.code == "required"]
     assert empties == [f"header.{k}" for k in HEADER_REQUIRED] + [
         f"items[0].{k}" for k in ITEM_REQUIRED]
-    assert all(p.message_zh.endswith("不能为空") for p in problems if p.code == "required")
+    assert all(p.message.zh.endswith("不能为空") for p in problems if p.code == "required")
     assert save_problems(document) == [
-        Problem("header.internal_number", "required", "企业内部编号 不能为空",
-                problems[0].message_en, "bonded manual §2.2.1.2, §2.4")]
+        Problem("header.internal_number", "required",
+                Bilingual("企业内部编号 不能为空", problems[0].message.en),
+                "bonded manual §2.2.1.2, §2.4")]
 
 
 def test_bonded_manual_2_4_declare_lists_every_format_problem_too() -> None:
@@ -413,7 +415,7 @@ def test_bonded_manual_2_4_declare_needs_a_body() -> None:
     document["items"] = []
     assert save_problems(document) == []  # the header may be saved alone
     problem = only(declare_problems(document), "items")
-    assert problem.code == "required" and problem.message_zh == "表体 不能为空"
+    assert problem.code == "required" and problem.message.zh == "表体 不能为空"
 
 
 def test_bonded_manual_2_4_the_fresh_empty_body_row_is_not_reported_at_save() -> None:
@@ -430,8 +432,8 @@ def test_bonded_manual_2_2_1_2_the_body_only_after_the_header_is_complete() -> N
     for check in (save_problems, declare_problems):
         problem = only(check(document), "items")
         assert problem.code == "rule" and problem.section == "bonded manual §2.2.1.2"
-        assert "表头未录入完成" in problem.message_zh and "企业性质" in problem.message_zh
-        assert "enterprise_nature" in problem.message_en
+        assert "表头未录入完成" in problem.message.zh and "企业性质" in problem.message.zh
+        assert "enterprise_nature" in problem.message.en
     # without body content there is nothing entered too early
     document["items"] = [new_bonded_document()["items"][0]]
     assert at(save_problems(document), "items") == []
@@ -472,7 +474,7 @@ def test_bonded_manual_2_2_1_2_the_e_book_number_is_required_with_an_e_book_mode
     for check in (save_problems, declare_problems):
         problem = only(check(document), "header.ebook_number")
         assert problem.code == "required"
-        assert problem.message_zh.startswith("账册编号 不能为空")
+        assert problem.message.zh.startswith("账册编号 不能为空")
     assert declare_problems(valid_bonded(management_mode="3", ebook_number="")) == []
 
 
@@ -486,8 +488,8 @@ def test_bonded_manual_2_2_1_3_code_name_and_unit_must_equal_the_record(
     for check in (save_problems, declare_problems):
         problem = only(check(document, lookup=lookup), f"items[1].{key}")
         assert problem.code == "rule" and problem.section == "bonded manual §2.2.1.3"
-        assert f"表体第2项 {ITEM_ZH[key]} 应与账册备案一致" in problem.message_zh
-        assert "cannot be changed" in problem.message_en
+        assert f"表体第2项 {ITEM_ZH[key]} 应与账册备案一致" in problem.message.zh
+        assert "cannot be changed" in problem.message.en
     assert save_problems(document) == []  # without a lookup the record checks are skipped
     assert save_problems(valid_bonded(management_mode="3"), lookup=lookup) == []
 
@@ -504,7 +506,7 @@ def test_bonded_manual_2_2_1_3_an_unknown_record_item() -> None:
     problem = only(save_problems(document, lookup=sample_lookup(count=2)),
                    "items[1].record_item_number")
     assert problem.code == "rule"
-    assert f"备案序号 99 在账册 {EBOOK_NUMBER} 中没有备案" in problem.message_zh
+    assert f"备案序号 99 在账册 {EBOOK_NUMBER} 中没有备案" in problem.message.zh
     other_book = ebook_bonded("E99", items=1)
     assert at(save_problems(other_book, lookup=sample_lookup()), "items[0].record_item_number")
 
@@ -592,7 +594,7 @@ def test_bonded_manual_2_2_1_3_an_overridden_total_that_differs_is_a_warning() -
     [warning] = stock_warnings(document)
     assert warning.path == "items[1].total_stock_qty" and warning.code == "rule"
     assert warning.section == "bonded manual §2.2.1.3"
-    assert computed in warning.message_zh and "不一致" in warning.message_zh
+    assert computed in warning.message.zh and "不一致" in warning.message.zh
     document["items"][1]["total_stock_qty"] = str(Decimal(computed).normalize())
     assert stock_warnings(document) == []  # the same number written differently
 

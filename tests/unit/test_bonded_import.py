@@ -46,13 +46,13 @@ def csv_text(*rows: str, items: int = 2) -> str:
 def problems_of(data: bytes | str) -> list[str]:
     with pytest.raises(BondedFileError) as caught:
         load_bonded_csv(data)
-    return [p.message_en for p in caught.value.problems]
+    return [p.message.en for p in caught.value.problems]
 
 
 def zh_problems_of(data: bytes | str) -> list[str]:
     with pytest.raises(BondedFileError) as caught:
         load_bonded_csv(data)
-    return [p.message_zh for p in caught.value.problems]
+    return [p.message.zh for p in caught.value.problems]
 
 
 def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
@@ -219,7 +219,7 @@ def test_csv_many_problems_are_capped() -> None:
         load_bonded_csv(csv_text(*rows))
     problems = caught.value.problems
     assert len(problems) == importing.MAX_PROBLEMS + 1
-    assert "too many problems" in problems[-1].message_en
+    assert "too many problems" in problems[-1].message.en
 
 
 # -- a ledger of 10,000 lines -----------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_csv_over_the_line_limit_is_one_problem() -> None:
     with pytest.raises(BondedFileError) as caught:
         load_bonded_csv(csv_text(*rows))
     [problem] = caught.value.problems
-    assert f"at most {MAX_LINES}" in problem.message_en
+    assert f"at most {MAX_LINES}" in problem.message.en
 
 
 def test_a_file_over_the_size_limit_is_refused(tmp_path: Path,
@@ -290,7 +290,7 @@ def test_json_numbers_are_named_at_their_path() -> None:
         load_bonded_json(text.encode())
     [problem] = caught.value.problems
     assert problem.path == "items[0].stock_qty" and "write numbers as strings" in \
-        problem.message_en
+        problem.message.en
 
 
 @pytest.mark.parametrize(("data", "expected"), [
@@ -303,7 +303,7 @@ def test_json_numbers_are_named_at_their_path() -> None:
 def test_json_errors(data: bytes, expected: str) -> None:
     with pytest.raises(BondedFileError) as caught:
         load_bonded_json(data)
-    assert expected in caught.value.problems[0].message_en
+    assert expected in caught.value.problems[0].message.en
 
 
 def test_json_every_problem_at_once() -> None:

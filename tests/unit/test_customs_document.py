@@ -31,6 +31,7 @@ from eport.common.customs.document import (
 from eport.common.customs.fields import container_check_digit
 from eport.common.customs.tables import TABLE_NAMES, label, table, table_info
 from eport.common.profile import is_valid_credit_code
+from eport.common.text import Bilingual
 from tests.support.customs_documents import (
     container_number,
     valid_declaration,
@@ -54,7 +55,7 @@ def by_path(problems: list[Problem]) -> dict[str, Problem]:
 
 def only(problems: list[Problem], path: str) -> Problem:
     """The one problem of `problems`, which must be at `path`."""
-    assert [p.path for p in problems] == [path], [p.message_en for p in problems]
+    assert [p.path for p in problems] == [path], [p.message.en for p in problems]
     return problems[0]
 
 
@@ -135,18 +136,18 @@ def test_validation_names_every_bad_field_at_once() -> None:
 def test_code_message_names_the_field_and_an_example() -> None:
     problem = only(save(valid_declaration(transport_mode="Q")), "header.transport_mode")
     assert problem.code == "code"
-    assert problem.message_zh.startswith("运输方式(transport_mode) 代码 'Q' 不在")
-    assert "2 水路运输" in problem.message_zh
-    assert problem.message_en == (
+    assert problem.message.zh.startswith("运输方式(transport_mode) 代码 'Q' 不在")
+    assert "2 水路运输" in problem.message.zh
+    assert problem.message.en == (
         "transport_mode: 'Q' is not a code of the transport_mode table; use e.g. 2 (waterway)")
     assert problem.as_json() == {"path": "header.transport_mode", "code": "code",
-                                 "message_zh": problem.message_zh,
-                                 "message_en": problem.message_en, "section": ""}
+                                 "message_zh": problem.message.zh,
+                                 "message_en": problem.message.en, "section": ""}
 
 
 def test_code_message_hints_at_excel_dropping_leading_zeros() -> None:
     problem = only(save(valid_declaration(trade_mode="110")), "header.trade_mode")
-    assert "0110" in problem.message_zh and "Excel" in problem.message_en
+    assert "0110" in problem.message.zh and "Excel" in problem.message.en
 
 
 def test_saving_checks_format_but_not_completeness() -> None:
@@ -163,8 +164,8 @@ def test_saving_checks_format_but_not_completeness() -> None:
 def test_required_message_says_what_is_expected() -> None:
     problem = only(declare(valid_declaration(package_type="")), "header.package_type")
     assert problem.code == "required"
-    assert "包装种类(package_type)" in problem.message_zh and "22" in problem.message_zh
-    assert problem.message_en.startswith("package_type: required for declaring")
+    assert "包装种类(package_type)" in problem.message.zh and "22" in problem.message.zh
+    assert problem.message.en.startswith("package_type: required for declaring")
 
 
 JUNK: list[Any] = [
@@ -213,8 +214,8 @@ def test_wrong_types_become_format_problems_with_hints() -> None:
     document["header"]["remarks"] = None
     document["items"][0]["item_number"] = "1"
     problems = by_path(save(document))
-    assert "write numbers as strings" in problems["header.gross_weight"].message_en
-    assert 'leave an empty field as ""' in problems["header.remarks"].message_en
+    assert "write numbers as strings" in problems["header.gross_weight"].message.en
+    assert 'leave an empty field as ""' in problems["header.remarks"].message.en
     assert problems["items[0].item_number"].code == "rule"
 
 
@@ -231,7 +232,7 @@ def test_unknown_keys_are_format_problems(where: str) -> None:
     }[where]
     target[path.rsplit(".", 1)[-1]] = ""
     problem = only(save(document), path)
-    assert problem.code == "format" and "unknown key" in problem.message_en
+    assert problem.code == "format" and "unknown key" in problem.message.en
 
 
 def test_header_that_is_not_an_object() -> None:
@@ -264,9 +265,9 @@ def test_party_codes() -> None:
     problems = by_path(save(document))
     assert set(problems) == {"header.domestic_party.credit_code",
                              "header.domestic_party.customs_code", "header.owner.credit_code"}
-    assert "check character" in problems["header.domestic_party.credit_code"].message_en
+    assert "check character" in problems["header.domestic_party.credit_code"].message.en
     assert problems["header.owner.credit_code"].code == "length"
-    assert problems["header.domestic_party.credit_code"].message_zh.startswith(
+    assert problems["header.domestic_party.credit_code"].message.zh.startswith(
         "境内收发货人 统一社会信用代码(domestic_party.credit_code)")
 
 
@@ -333,8 +334,8 @@ def test_item_messages_say_which_item() -> None:
     document = valid_declaration(items=3)
     document["items"][2]["hs_code"] = "84713000AB"
     problem = only(save(document), "items[2].hs_code")
-    assert problem.message_zh.startswith("商品第3项: 商品编号(hs_code)")
-    assert problem.message_en.startswith("items[2].hs_code: must be 10 digits")
+    assert problem.message.zh.startswith("商品第3项: 商品编号(hs_code)")
+    assert problem.message.en.startswith("items[2].hs_code: must be 10 digits")
 
 
 # -- general rules -------------------------------------------------------------------------
@@ -350,7 +351,7 @@ def test_items_are_numbered_in_order() -> None:
 def test_one_to_fifty_items() -> None:
     assert declare(valid_declaration(items=50)) == []
     problem = only(save(valid_declaration(items=51)), "items")
-    assert problem.code == "rule" and "50" in problem.message_en
+    assert problem.code == "rule" and "50" in problem.message.en
     document = valid_declaration()
     document["items"] = []
     assert save(document) == []
@@ -371,7 +372,7 @@ def test_total_price_is_quantity_times_unit_price() -> None:
     assert save(document) == []
     item["total_price"] = "10.50"
     problem = only(save(document), "items[0].total_price")
-    assert problem.code == "rule" and "10.00" in problem.message_en
+    assert problem.code == "rule" and "10.00" in problem.message.en
     item.update(quantity="1000", unit_price="0.0123", total_price="12.30")
     assert save(document) == []
 
@@ -425,7 +426,7 @@ def test_charges_are_complete_once_started() -> None:
 def test_overseas_party_name_required_and_no_is_accepted() -> None:
     document = valid_declaration()
     document["header"]["overseas_party"]["name"] = ""
-    assert '"NO"' in only(declare(document), "header.overseas_party.name").message_en
+    assert '"NO"' in only(declare(document), "header.overseas_party.name").message.en
     document["header"]["overseas_party"]["name"] = "NO"
     assert declare(document) == []
 
@@ -448,7 +449,7 @@ def test_road_transport_name_at_the_border_qp_faq_13_7() -> None:
     for wrong in wrongs:
         problem = only(save(valid_declaration(transport_name=wrong)), "header.transport_name")
         assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(七)")
-        assert "粤Z1234港 /提前报关" in problem.message_zh
+        assert "粤Z1234港 /提前报关" in problem.message.zh
     problem = only(declare(valid_declaration(transport_name="")), "header.transport_name")
     assert (problem.code, problem.section) == ("required", "QP FAQ §十三(七)")
 
@@ -471,7 +472,7 @@ def test_waterway_name_and_voyage_apart_qp_faq_13_8() -> None:
     problem = only(save(waterway(transport_name="COSCO HOPE/012E", voyage_number="")),
                    "header.transport_name")
     assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(八)1")
-    assert "voyage_number" in problem.message_en
+    assert "voyage_number" in problem.message.en
     problem = only(declare(waterway(voyage_number="")), "header.voyage_number")
     assert (problem.code, problem.section) == ("required", "QP FAQ §十三(八)1")
     assert only(declare(waterway(transport_name="")), "header.transport_name").code == "required"
@@ -500,7 +501,7 @@ def test_container_size_and_number_qp_faq_13_8_2() -> None:
     assert set(problems) == {"containers[0].size", "containers[1].number",
                              "containers[2].number"}
     assert problems["containers[0].size"].section == "QP FAQ §十三(八)2(2)"
-    assert "check digit" in problems["containers[1].number"].message_en
+    assert "check digit" in problems["containers[1].number"].message.en
     assert table("container_size") == {"S": "20英尺", "L": "40英尺及以上"}
 
 
@@ -552,7 +553,7 @@ def test_related_entry_number_structure_qp_faq_13_9(number: str, why: str) -> No
     """QP FAQ §十三(九): 4-digit district + 4-digit year + "1" + 9 digits."""
     problem = only(save(valid_declaration(related_entry_number=number)),
                    "header.related_entry_number")
-    assert why in problem.message_en and problem.section == "QP FAQ §十三(九)"
+    assert why in problem.message.en and problem.section == "QP FAQ §十三(九)"
 
 
 @pytest.mark.parametrize("mode", DEEP_MODES)
@@ -592,7 +593,7 @@ def test_centralised_declaration_qp_faq_13_10() -> None:
 def test_full_width_brackets_refused_with_a_hint_qp_faq_13_10(name: str) -> None:
     problem = only(save(centralised(transport_name=name)), "header.transport_name")
     assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(十)2")
-    assert "集中报关(电子)" in problem.message_zh and "half-width" in problem.message_en
+    assert "集中报关(电子)" in problem.message.zh and "half-width" in problem.message.en
 
 
 @pytest.mark.parametrize(("remarks", "why"), [
@@ -600,7 +601,7 @@ def test_full_width_brackets_refused_with_a_hint_qp_faq_13_10(name: str) -> None
     ("261201-261101集报", "starts after"), ("集报261101-261130", "YYMMDD-YYMMDD")])
 def test_centralised_remarks_qp_faq_13_10(remarks: str, why: str) -> None:
     problem = only(save(centralised(remarks=remarks)), "header.remarks")
-    assert why in problem.message_en and problem.section == "QP FAQ §十三(十)2"
+    assert why in problem.message.en and problem.section == "QP FAQ §十三(十)2"
 
 
 def test_centralised_remarks_required_when_declaring_qp_faq_13_10() -> None:
@@ -625,8 +626,8 @@ def test_batch_exit_is_for_import_declarations_only_qp_faq_13_10_1(
     for check in (save, declare):
         problem = only(check(document), "header.transport_name")
         assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(十)1")
-        assert "只用于进口报关单" in problem.message_zh
-        assert "import declarations only" in problem.message_en
+        assert "只用于进口报关单" in problem.message.zh
+        assert "import declarations only" in problem.message.en
 
 
 def clearance(code: str, number: str) -> dict[str, str]:
@@ -646,8 +647,8 @@ def test_one_clearance_form_per_centralised_declaration_qp_faq_13_10(name: str) 
     for check in (save, declare):
         problem = only(check(two), "attached_documents")
         assert (problem.code, problem.section) == ("rule", "QP FAQ §十三(十)")
-        assert "一份报关单只能对应一份通关单" in problem.message_zh and "拆分" in problem.message_zh
-        assert "attached_documents[0], attached_documents[2]" in problem.message_en
+        assert "一份报关单只能对应一份通关单" in problem.message.zh and "拆分" in problem.message.zh
+        assert "attached_documents[0], attached_documents[2]" in problem.message.en
     # Outside a centralised declaration the rule does not apply.
     plain = valid_declaration()
     plain["attached_documents"] = two["attached_documents"]
@@ -728,8 +729,8 @@ def test_copy_item_refusals(case: str) -> None:
 
 
 def test_document_error_names_its_problems() -> None:
-    error = DocumentError([Problem("a", "format", "甲", "a: bad"),
-                           Problem("b", "rule", "乙", "b: worse")])
+    error = DocumentError([Problem("a", "format", Bilingual("甲", "a: bad")),
+                           Problem("b", "rule", Bilingual("乙", "b: worse"))])
     assert str(error) == "a: bad; b: worse"
     assert isinstance(error, ValueError) and len(error.problems) == 2
 
@@ -804,7 +805,7 @@ def test_messages_quote_junk_values_shortly() -> None:
     document["header"]["x" * 5000] = ""
     problems = save(document)
     assert len(problems) == 3
-    assert all(len(p.message_en) < 300 and "\x1b" not in p.message_en for p in problems)
+    assert all(len(p.message.en) < 300 and "\x1b" not in p.message.en for p in problems)
 
 
 def test_the_shipped_example_passes_every_check() -> None:

@@ -30,7 +30,7 @@ def problems_of(data: bytes | str, **kwargs: Any) -> list[str]:
     with pytest.raises(DocumentFileError) as caught:
         load_document_csv(data, **kwargs)
     assert isinstance(caught.value, DocumentError)
-    return [p.message_en for p in caught.value.problems]
+    return [p.message.en for p in caught.value.problems]
 
 
 def minimal_csv(*rows: str) -> str:
@@ -109,9 +109,9 @@ def test_unknown_header_key_is_named_with_its_line_and_a_suggestion() -> None:
         load_document_csv(minimal_csv("header,transprt_mode,2"))
     problem = caught.value.problems[0]
     assert problem.path == "header.transprt_mode"
-    assert problem.message_en == ("line 6: unknown header key 'transprt_mode'; "
+    assert problem.message.en == ("line 6: unknown header key 'transprt_mode'; "
                                   "did you mean transport_mode?")
-    assert problem.message_zh.startswith("第 6 行: ")
+    assert problem.message.zh.startswith("第 6 行: ")
 
 
 @pytest.mark.parametrize(("rows", "expected"), [
@@ -242,7 +242,7 @@ def test_json_errors(text: str, path: str, expected: str) -> None:
     with pytest.raises(DocumentFileError) as caught:
         load_document_json(text.encode())
     problems = caught.value.problems
-    assert any(p.path == path and expected in p.message_en for p in problems), problems
+    assert any(p.path == path and expected in p.message.en for p in problems), problems
 
 
 def test_json_must_be_utf8() -> None:
