@@ -390,7 +390,12 @@ class UnaryMethod:
         self._path = f"/{method.containing_service.full_name}/{method.name}"
         self._reply_class = message_factory.GetMessageClass(method.output_type)
 
-    def __call__(self, request: Message, timeout: float | None = None, **_: Any) -> Message:
+    def __call__(self, request: Message, timeout: float | None = None, **options: Any
+                 ) -> Message:
+        if options:
+            # Metadata, credentials, compression, wait_for_ready: none is sent by this
+            # transport, and silently dropping one would be worse than saying so.
+            raise TypeError(f"the kit's unary transport does not take {sorted(options)}")
         raw = self._connection.call(self._path, request.SerializeToString(), timeout)
         try:
             return self._reply_class.FromString(raw)

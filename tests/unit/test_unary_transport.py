@@ -251,3 +251,11 @@ def test_unary_calls_do_not_load_grpcio(served: tuple[Path, CaseService]) -> Non
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_an_option_the_transport_cannot_send_is_refused_not_dropped(
+        served: tuple[Path, CaseService]) -> None:
+    path, _ = served
+    client = DaemonClient(path, timeout=5)
+    with pytest.raises(TypeError, match="metadata"):
+        client.stub.GetCardInfo(pb.CardSelector(), timeout=5, metadata=(("x-id", "1"),))
