@@ -51,6 +51,7 @@ from eport.cardlib.token import (
     Credential,
     CredentialStatus,
     PresenceListener,
+    ReaderPresence,
     no_transaction,
 )
 from eport.common.profile import EportProfile
@@ -429,13 +430,13 @@ class _ErrorTracking:
         self._backend.last_error = cause
         self._target.service_down(cause, code)
 
-    def reader_added(self, presence: Any) -> None:
+    def reader_added(self, presence: ReaderPresence) -> None:
         self._target.reader_added(presence)
 
     def reader_removed(self, name: str) -> None:
         self._target.reader_removed(name)
 
-    def presence_changed(self, presence: Any, *, reinserted: bool) -> None:
+    def presence_changed(self, presence: ReaderPresence, *, reinserted: bool) -> None:
         self._target.presence_changed(presence, reinserted=reinserted)
 
     def scan_complete(self) -> None:
