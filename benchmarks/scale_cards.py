@@ -29,24 +29,24 @@ PKCS#11 backend.
 `--pkcs11-only` runs the PKCS#11 part alone (eportd with only that backend: no pcscd, no lock).
 About 2 minutes in all.
 
-Figures (2026-12-03, 2 CPUs, load under 1, N=40, one client per card; overhead = latency −
+Figures (2026-12-05, 2 CPUs, load under 1, N=40, one client per card; overhead = latency −
 card time, p50/p99 ms):
     K  eportd sig/s (target)  overhead     | PC/SC alone  overhead    | gateway  overhead
-    1   3.94 (3.8)  pass      2.99 / 3.49  |  3.97  1.21 / 1.82  |  3.92 pass  3.88 / 14.11
-    2   7.81 (7.6)  pass      3.63 / 6.80  |  7.90  0.97 / 2.83  |  7.72 pass  6.08 / 16.46
-    4  15.47 (15.2) pass      3.50 / 14.18 | 15.70  0.95 / 6.38  | 15.13 FAIL  8.07 / 18.56
-    8  28.55 (30.4) FAIL      9.95 / 36.51 | 30.93  1.04 / 10.52 | 29.27 FAIL 10.58 / 27.73
-  Undelayed, one card: overhead 1.51 ms p50 through eportd, 0.40 ms straight through PC/SC; a
-  call eportd answers from its cache costs 0.72 ms (gRPC's Python server and the socket relay).
-  eportd uses 0.75-2.5 ms CPU per signature. At K = 8 the cards' own time grows through eportd
-  (265.3 ms p50 against 251.6 ms through PC/SC alone, with the same CPU per signature), most
-  likely because the signatures leave eportd bunched together and the eight simulated cards
-  then wait for two CPUs for their RSA work (not proven). The 1 ms p50 target is missed at
-  every K: PC/SC alone costs about 1 ms with the delay on.
-  SoftHSM2, one client, through eportd's PKCS#11 host process: RSA-2048 432.5 sig/s against
-  1446.4 in-process (0.299, +1.61 ms p50); P-256 556.7 against 11665.9 (0.048, +1.71 ms). The
-  host process costs about 0.3 ms per call over the module in eportd's own process (1.34 to
-  1.42 ms added p50 then, measured back to back with the host on the same machine).
+    1   3.94 (3.8)  pass      2.72 / 3.97  |  3.97  1.11 / 1.72  |  3.94 pass  3.27 / 7.00
+    2   7.88 (7.6)  pass      3.10 / 5.00  |  7.92  0.97 / 2.10  |  7.84 pass  4.08 / 8.41
+    4  15.56 (15.2) pass      5.18 / 8.38  | 15.82  1.63 / 3.79  | 15.62 pass  4.52 / 25.82
+    8  30.79 (30.4) pass      7.31 / 13.50 | 31.47  1.40 / 9.86  | 30.83 pass  6.52 / 17.61
+  Undelayed, one card: overhead 1.33 ms p50 through eportd, 0.38 ms straight through PC/SC
+  (eportd's share 0.95 ms); a call eportd answers from its cache costs 0.72 ms (gRPC's Python
+  server and the socket relay). The 1 ms p50 target is missed with the delay on: PC/SC alone
+  already costs about 1.1 ms then (every thread and process hop wakes an idle CPU), and eportd
+  adds 1.6 ms at K = 1.
+  Before 2026-12-05 the simulator's RSA step ran on Python's pow() (about 8 ms of host CPU per
+  signature; GMP now, under 1 ms). Eight cards in step then crowded the two CPUs, their own
+  time grew to 265-268 ms through eportd, and K = 8 made 28.55-28.66 sig/s (FAIL); each caller
+  now also runs its card job itself when the card is free (two thread hand-offs fewer).
+  SoftHSM2, one client, through eportd's PKCS#11 host process: RSA-2048 380.3 sig/s against
+  730.7 in-process (0.520, +1.26 ms p50); P-256 634.6 against 5445.5 (0.117, +1.35 ms).
 """
 
 from __future__ import annotations

@@ -292,8 +292,7 @@ class PresenceHandling(SessionHandling):
 
     def _run(self, slot: ReaderSlot, job: Callable[[CardAccess], T],
              caller_active: CallerActive) -> T:
-        future = slot.worker.submit(job, caller_active)
-        result: T = future.result()
+        result: T = slot.worker.call(job, caller_active)
         return result
 
     def card(self, selector: CardSelector, caller_active: CallerActive = lambda: True

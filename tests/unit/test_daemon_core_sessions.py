@@ -319,3 +319,42 @@ def test_the_backend_restarting_under_a_session_ends_it_and_the_next_call_works(
     assert backend.log_of(card).pin_verifications() == verifications + 1
     assert verify_signature(SignAlgorithm.ECDSA_P256_SHA256, snapshot.certificate,
                             _digest(snapshot), signature.der_or_pkcs1)
+
+
+def test_a_call_on_a_free_card_runs_in_the_callers_thread_and_waiting_calls_keep_their_order(
+        backend: InProcessBackend, make_app: AppFactory, card_factory: Callable[..., CardOS]
+) -> None:
+    card = card_factory()
+    backend.insert(READER, card)
+    app = make_app()
+    ready(app)
+    worker = app._slots[READER].worker
+    # Nothing queued, nothing on the card: the job runs here, with no hand-off.
+    assert worker.call(lambda access: threading.current_thread()) is threading.current_thread()
+    order: list[str] = []
+
+    def job(name: str) -> Callable[[object], str]:
+        def run(access: object) -> str:
+            order.append(name)
+            return name
+        return run
+
+    backend.hold()
+    first = _in_thread(lambda: worker.call(job("first")))
+    wait_until(lambda: backend.waiting == 1, timeout=10, interval=0.005,
+               what="the first job on the card")
+    second = _in_thread(lambda: worker.call(job("second")))
+    wait_until(lambda: worker.pending() == 1, timeout=10, interval=0.005,
+               what="the second job waiting")
+    third = _in_thread(lambda: worker.call(job("third")))
+    wait_until(lambda: worker.pending() == 2, timeout=10, interval=0.005,
+               what="the third job waiting")
+    backend.release()
+    assert [f.result(10) for f in (first, second, third)] == ["first", "second", "third"]
+    assert order == ["first", "second", "third"]
+    assert worker.pending() == 0
+    # The card is free again: a signature runs in the caller's thread and verifies.
+    app.verify_pin(CardSelector(READER), PIN, allow_last_attempt=False)
+    signature, snapshot = sign(app)
+    assert verify_signature(SignAlgorithm.ECDSA_P256_SHA256, snapshot.certificate,
+                            _digest(snapshot), signature.der_or_pkcs1)
